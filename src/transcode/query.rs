@@ -1,0 +1,1 @@
+//! STUB — query parameters into fields.
