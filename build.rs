@@ -26,7 +26,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut compiler = protox::Compiler::new(["proto"])?;
     compiler.include_imports(true).include_source_info(false);
     compiler.open_files(BUILTIN)?;
-    std::fs::write(out.join("builtin.binpb"), compiler.encode_file_descriptor_set())?;
+    std::fs::write(
+        out.join("builtin.binpb"),
+        compiler.encode_file_descriptor_set(),
+    )?;
 
     if !EXAMPLES.is_empty() {
         let mut compiler = protox::Compiler::new(["proto"])?;

@@ -1,1 +1,434 @@
-//! Work in progress.
+//! The catalog: an immutable snapshot of everything a request needs —
+//! the descriptor pool, every route with its resolved request and response
+//! plans and its upstream, and the route table that matches paths.
+//!
+//! All descriptor work happens here, at load: reading `google.api.http`
+//! options, parsing templates, resolving field paths, choosing upstreams,
+//! detecting collisions. A request only looks things up.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::PathAndQuery;
+use http::Method;
+use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, ServiceDescriptor, Value};
+
+use crate::config::{Config, RouteSelector};
+use crate::descriptors::{DescriptorError, Descriptors, Origin, SourceFile};
+use crate::routing::{PathTemplate, RouteTable, RouteTableBuilder};
+use crate::transcode::{DynamicCodec, JsonSettings, RequestPlan, ResponsePlan};
+use crate::upstream::{Upstream, UpstreamError, Upstreams};
+
+/// One HTTP binding of one gRPC method, ready to serve.
+#[derive(Debug)]
+pub struct Route {
+    pub http_method: Method,
+    pub template: PathTemplate,
+    pub method: MethodDescriptor,
+    /// `/package.Service/Method`, the gRPC request path.
+    pub grpc_path: PathAndQuery,
+    pub request: RequestPlan,
+    pub response: ResponsePlan,
+    pub codec: DynamicCodec,
+    pub upstream: Arc<Upstream>,
+    pub timeout: Duration,
+    pub max_body: usize,
+    /// The descriptor file the method came from.
+    pub origin: Origin,
+    /// No `google.api.http` option: mapped to `POST /pkg.Service/Method`.
+    pub auto_mapped: bool,
+}
+
+impl Route {
+    /// `acme.users.v1.UserService/GetUser`
+    pub fn grpc_method(&self) -> &str {
+        &self.grpc_path.as_str()[1..]
+    }
+}
+
+/// A service or method that has no route, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unrouted {
+    /// Fully-qualified service or `service/method`.
+    pub name: String,
+    pub reason: String,
+}
+
+/// Everything a request needs, built once per load.
+pub struct Catalog {
+    pub pool: DescriptorPool,
+    pub routes: Vec<Arc<Route>>,
+    pub table: RouteTable<Arc<Route>>,
+    pub unrouted: Vec<Unrouted>,
+    pub sources: Vec<SourceFile>,
+    pub json: JsonSettings,
+}
+
+impl fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Catalog")
+            .field("routes", &self.routes.len())
+            .field("unrouted", &self.unrouted)
+            .field("sources", &self.sources)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a catalog could not be built: every problem found, not just the first.
+#[derive(Debug)]
+pub struct LoadError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for problem in &self.problems {
+            if !first {
+                f.write_str("\n")?;
+            }
+            first = false;
+            f.write_str(problem)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl From<DescriptorError> for LoadError {
+    fn from(err: DescriptorError) -> Self {
+        Self {
+            problems: vec![err.to_string()],
+        }
+    }
+}
+
+impl From<UpstreamError> for LoadError {
+    fn from(err: UpstreamError) -> Self {
+        Self {
+            problems: vec![err.to_string()],
+        }
+    }
+}
+
+impl Catalog {
+    /// An empty catalog (no descriptors): every request is a 404.
+    pub fn empty(config: &Config) -> Self {
+        Self {
+            pool: DescriptorPool::new(),
+            routes: Vec::new(),
+            table: RouteTableBuilder::new().build(),
+            unrouted: Vec::new(),
+            sources: Vec::new(),
+            json: JsonSettings::new(&config.json),
+        }
+    }
+
+    /// Builds the catalog of `descriptors` under `config`.
+    pub fn build(
+        config: &Config,
+        descriptors: Descriptors,
+        upstreams: &Upstreams,
+    ) -> Result<Self, LoadError> {
+        let mut problems = Vec::new();
+        let mut unrouted = Vec::new();
+        let mut bindings = Vec::new();
+        let http_ext = descriptors.pool.get_extension_by_name("google.api.http");
+
+        for service in descriptors.pool.services() {
+            let origin = descriptors.origin(service.parent_file().name()).clone();
+            if origin == Origin::Builtin {
+                continue;
+            }
+            let Some(upstream) = upstreams.resolve(service.full_name()) else {
+                unrouted.push(Unrouted {
+                    name: service.full_name().to_string(),
+                    reason: format!(
+                        "no upstream matches (add --upstream {}=URL)",
+                        service.full_name()
+                    ),
+                });
+                continue;
+            };
+            for method in service.methods() {
+                if method.is_client_streaming() || method.is_server_streaming() {
+                    unrouted.push(Unrouted {
+                        name: format!("{}/{}", service.full_name(), method.name()),
+                        reason: "streaming methods are not served yet".into(),
+                    });
+                    continue;
+                }
+                let rules = match &http_ext {
+                    Some(ext) if method.options().has_extension(ext) => {
+                        match method.options().get_extension(ext).as_message() {
+                            Some(rule) => http_rules(rule),
+                            None => Vec::new(),
+                        }
+                    }
+                    _ => Vec::new(),
+                };
+                if rules.is_empty() {
+                    if config.routes.auto_map {
+                        bindings.push(auto_binding(&service, &method, upstream, &origin));
+                    } else {
+                        unrouted.push(Unrouted {
+                            name: format!("{}/{}", service.full_name(), method.name()),
+                            reason: "no google.api.http option and routes.auto_map is off".into(),
+                        });
+                    }
+                    continue;
+                }
+                for rule in rules {
+                    match rule {
+                        Ok(rule) => bindings.push(Binding {
+                            method: method.clone(),
+                            http_method: rule.http_method,
+                            path: rule.path,
+                            body: rule.body,
+                            response_body: rule.response_body,
+                            upstream: upstream.clone(),
+                            origin: origin.clone(),
+                            auto_mapped: false,
+                        }),
+                        Err(reason) => problems.push(format!(
+                            "{origin}: {}: google.api.http: {reason}",
+                            method.full_name()
+                        )),
+                    }
+                }
+            }
+        }
+
+        let json = JsonSettings::new(&config.json);
+        let mut routes = Vec::with_capacity(bindings.len());
+        for binding in bindings {
+            match binding.into_route(config) {
+                Ok(route) => routes.push(Arc::new(route)),
+                Err(problem) => problems.push(problem),
+            }
+        }
+
+        let mut builder = RouteTableBuilder::new();
+        for route in &routes {
+            if let Err(collision) = builder.insert(
+                route.http_method.clone(),
+                route.template.clone(),
+                route.clone(),
+            ) {
+                let existing = collision.existing;
+                problems.push(format!(
+                    "route collision: {} {} is bound by both {} ({}) and {} ({})",
+                    route.http_method,
+                    route.template,
+                    existing.grpc_method(),
+                    existing.origin,
+                    route.grpc_method(),
+                    route.origin
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(LoadError { problems });
+        }
+        Ok(Self {
+            pool: descriptors.pool,
+            routes,
+            table: builder.build(),
+            unrouted,
+            sources: descriptors.sources,
+            json,
+        })
+    }
+}
+
+/// One HTTP binding before its plans are resolved.
+struct Binding {
+    method: MethodDescriptor,
+    http_method: Method,
+    path: String,
+    body: String,
+    response_body: String,
+    upstream: Arc<Upstream>,
+    origin: Origin,
+    auto_mapped: bool,
+}
+
+fn auto_binding(
+    service: &ServiceDescriptor,
+    method: &MethodDescriptor,
+    upstream: &Arc<Upstream>,
+    origin: &Origin,
+) -> Binding {
+    Binding {
+        method: method.clone(),
+        http_method: Method::POST,
+        path: format!("/{}/{}", service.full_name(), method.name()),
+        body: "*".into(),
+        response_body: String::new(),
+        upstream: upstream.clone(),
+        origin: origin.clone(),
+        auto_mapped: true,
+    }
+}
+
+impl Binding {
+    fn into_route(self, config: &Config) -> Result<Route, String> {
+        let name = self.method.full_name().to_string();
+        let at = |what: String| format!("{}: {name}: {what}", self.origin);
+        let template = PathTemplate::parse(&self.path).map_err(|e| at(e.to_string()))?;
+        let variables: Vec<Vec<String>> = template
+            .variables
+            .iter()
+            .map(|v| v.field_path.clone())
+            .collect();
+        let request = RequestPlan::new(&self.method.input(), &self.body, &variables)
+            .map_err(|e| at(format!("{} {}: {e}", self.http_method, self.path)))?;
+        let response =
+            ResponsePlan::new(&self.method.output(), &self.response_body).map_err(|e| {
+                at(format!(
+                    "{} {}: response_body: {e}",
+                    self.http_method, self.path
+                ))
+            })?;
+        let grpc_path = format!(
+            "/{}/{}",
+            self.method.parent_service().full_name(),
+            self.method.name()
+        );
+        let grpc_path = PathAndQuery::try_from(grpc_path).map_err(|e| at(e.to_string()))?;
+
+        let mut timeout = config.routes.timeout;
+        let mut max_body = config.limits.max_body;
+        // The first override that selects the route decides each setting.
+        let mut timeout_set = false;
+        let mut max_body_set = false;
+        for o in &config.routes.overrides {
+            if !selects(&o.selector, &self.http_method, &template, &self.method) {
+                continue;
+            }
+            if let (Some(t), false) = (o.timeout, timeout_set) {
+                timeout = t;
+                timeout_set = true;
+            }
+            if let (Some(m), false) = (o.max_body, max_body_set) {
+                max_body = m;
+                max_body_set = true;
+            }
+        }
+
+        Ok(Route {
+            http_method: self.http_method,
+            codec: DynamicCodec::new(self.method.output()),
+            template,
+            grpc_path,
+            request,
+            response,
+            upstream: self.upstream,
+            timeout,
+            max_body,
+            origin: self.origin,
+            auto_mapped: self.auto_mapped,
+            method: self.method,
+        })
+    }
+}
+
+/// Whether a route selector picks a binding.
+pub fn selects(
+    selector: &RouteSelector,
+    http_method: &Method,
+    template: &PathTemplate,
+    method: &MethodDescriptor,
+) -> bool {
+    if let Some(m) = &selector.http_method {
+        if m != http_method {
+            return false;
+        }
+    }
+    if let Some(service) = &selector.service {
+        if service != method.parent_service().full_name() {
+            return false;
+        }
+    }
+    if let Some(full) = &selector.method {
+        let (service, name) = full.split_once('/').unwrap_or((full.as_str(), ""));
+        if service != method.parent_service().full_name() || name != method.name() {
+            return false;
+        }
+    }
+    if let Some(prefix) = &selector.path_prefix {
+        if !template.to_string().starts_with(prefix.as_str()) {
+            return false;
+        }
+    }
+    true
+}
+
+/// A binding read from an `HttpRule`.
+struct Rule {
+    http_method: Method,
+    path: String,
+    body: String,
+    response_body: String,
+}
+
+/// The rule and its `additional_bindings` (whose own nested bindings are
+/// ignored, as http.proto says).
+fn http_rules(rule: &DynamicMessage) -> Vec<Result<Rule, String>> {
+    let mut out = vec![read_rule(rule)];
+    if let Some(Value::List(extra)) = rule.get_field_by_name("additional_bindings").as_deref() {
+        out.extend(extra.iter().filter_map(Value::as_message).map(read_rule));
+    }
+    out
+}
+
+fn read_rule(rule: &DynamicMessage) -> Result<Rule, String> {
+    let text = |name: &str| {
+        rule.get_field_by_name(name)
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let mut pattern = None;
+    for (field, method) in [
+        ("get", Method::GET),
+        ("put", Method::PUT),
+        ("post", Method::POST),
+        ("delete", Method::DELETE),
+        ("patch", Method::PATCH),
+    ] {
+        if rule.has_field_by_name(field) {
+            pattern = Some((method, text(field)));
+        }
+    }
+    if rule.has_field_by_name("custom") {
+        if let Some(Value::Message(custom)) = rule.get_field_by_name("custom").as_deref() {
+            let kind = custom
+                .get_field_by_name("kind")
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let path = custom
+                .get_field_by_name("path")
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let method = Method::from_bytes(kind.as_bytes())
+                .map_err(|_| format!("invalid custom method kind {kind:?}"))?;
+            pattern = Some((method, path));
+        }
+    }
+    let (http_method, path) =
+        pattern.ok_or("no HTTP method and path (get, put, post, delete, patch or custom)")?;
+    Ok(Rule {
+        http_method,
+        path,
+        body: text("body"),
+        response_body: text("response_body"),
+    })
+}
+
+/// Loads the descriptor folder and builds a catalog in one step.
+pub fn load(config: &Config, upstreams: &Upstreams) -> Result<Catalog, LoadError> {
+    let descriptors = crate::descriptors::load_dir(&config.descriptors)?;
+    Catalog::build(config, descriptors, upstreams)
+}

@@ -96,10 +96,17 @@ impl Default for Config {
             threads: None,
             upstreams: Vec::new(),
             json: JsonOptions::default(),
-            routes: RoutesConfig { auto_map: true, timeout: Duration::from_secs(30), overrides: Vec::new() },
+            routes: RoutesConfig {
+                auto_map: true,
+                timeout: Duration::from_secs(30),
+                overrides: Vec::new(),
+            },
             limits: Limits { max_body: 4 << 20 },
             forward_headers: Vec::new(),
-            logging: Logging { format: LogFormat::Pretty, level: "info".into() },
+            logging: Logging {
+                format: LogFormat::Pretty,
+                level: "info".into(),
+            },
         }
     }
 }
@@ -141,10 +148,14 @@ pub fn load(args: &ConfigArgs) -> Result<Config, ConfigError> {
         config.listen = l;
     }
     for u in &args.upstreams {
-        let (pattern, url) = u.split_once('=').ok_or_else(|| ConfigError(format!("--upstream {u}: expected PATTERN=URL")))?;
+        let (pattern, url) = u
+            .split_once('=')
+            .ok_or_else(|| ConfigError(format!("--upstream {u}: expected PATTERN=URL")))?;
         config.upstreams.push(UpstreamRule {
             pattern: pattern.into(),
-            url: url.parse().map_err(|e| ConfigError(format!("--upstream {u}: {e}")))?,
+            url: url
+                .parse()
+                .map_err(|e| ConfigError(format!("--upstream {u}: {e}")))?,
         });
     }
     config.threads = args.threads;

@@ -1,1 +1,519 @@
-//! Work in progress.
+//! Reads the descriptor folder into one `DescriptorPool`.
+//!
+//! The folder holds serialized `FileDescriptorSet`s (`*.binpb`, `*.pb`,
+//! `*.desc`, `*.protoset`, as written by `protoc --include_imports` or
+//! `buf build -o`) and `.proto` sources, compiled in-process with protox.
+//! The google/api and google/rpc files the gateway itself relies on are
+//! built in, so error details always render and sources may import them
+//! without shipping copies.
+//!
+//! Sets are merged file by file: the same file may come from several sets
+//! (every set made with `--include_imports` carries its imports), but two
+//! different files under one name are an error naming both sources.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use prost::Message;
+use prost_reflect::DescriptorPool;
+
+/// The built-in google/api and google/rpc files (with their imports).
+const BUILTIN_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/builtin.binpb"));
+
+/// Sources of the built-in files, for `.proto` files that import them.
+const BUILTIN_SOURCES: &[(&str, &str)] = &[
+    (
+        "google/api/annotations.proto",
+        include_str!("../proto/google/api/annotations.proto"),
+    ),
+    (
+        "google/api/http.proto",
+        include_str!("../proto/google/api/http.proto"),
+    ),
+    (
+        "google/api/httpbody.proto",
+        include_str!("../proto/google/api/httpbody.proto"),
+    ),
+    (
+        "google/rpc/status.proto",
+        include_str!("../proto/google/rpc/status.proto"),
+    ),
+    (
+        "google/rpc/error_details.proto",
+        include_str!("../proto/google/rpc/error_details.proto"),
+    ),
+];
+
+const SET_EXTENSIONS: &[&str] = &["binpb", "pb", "desc", "protoset"];
+
+/// Where the files of a pool came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A file of the descriptor folder (set or `.proto`), relative to it.
+    Folder(PathBuf),
+    /// Built into protogate.
+    Builtin,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Folder(path) => write!(f, "{}", path.display()),
+            Origin::Builtin => write!(f, "<built-in>"),
+        }
+    }
+}
+
+/// One file read from the folder.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// Path relative to the descriptor folder.
+    pub path: PathBuf,
+    pub size: u64,
+}
+
+/// The merged descriptors of a folder.
+#[derive(Debug, Clone)]
+pub struct Descriptors {
+    pub pool: DescriptorPool,
+    /// Proto file name (`acme/users/v1/users.proto`) → where it came from.
+    pub origins: HashMap<String, Origin>,
+    /// Files read from the folder, sorted by path.
+    pub sources: Vec<SourceFile>,
+}
+
+impl Descriptors {
+    /// Where the proto file `name` came from, for messages.
+    pub fn origin(&self, name: &str) -> &Origin {
+        self.origins.get(name).unwrap_or(&Origin::Builtin)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DescriptorError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not a FileDescriptorSet: {source}", path.display())]
+    Decode {
+        path: PathBuf,
+        source: prost::DecodeError,
+    },
+    #[error("{0}")]
+    Compile(String),
+    #[error("{name} is defined differently in {first} and {second}")]
+    Conflict {
+        name: String,
+        first: Origin,
+        second: Origin,
+    },
+    #[error("{context}{source}")]
+    Pool {
+        context: String,
+        source: prost_reflect::DescriptorError,
+    },
+}
+
+/// A FileDescriptorSet read without decoding its files, so each file keeps
+/// its options' extensions (`google.api.http`) as raw bytes.
+#[derive(Clone, PartialEq, Message)]
+struct RawFileSet {
+    #[prost(bytes = "bytes", repeated, tag = "1")]
+    file: Vec<Bytes>,
+}
+
+/// Just the name of a FileDescriptorProto.
+#[derive(Clone, PartialEq, Message)]
+struct FileName {
+    #[prost(string, tag = "1")]
+    name: String,
+}
+
+/// Files gathered by name before they become a pool.
+#[derive(Default)]
+struct Merger {
+    files: BTreeMap<String, (Bytes, Origin)>,
+}
+
+impl Merger {
+    /// Adds the files of one encoded set; `origin_of` names where each file
+    /// (by proto name) came from.
+    fn add_set(
+        &mut self,
+        bytes: &[u8],
+        source: &Path,
+        origin_of: &dyn Fn(&str) -> Origin,
+    ) -> Result<(), DescriptorError> {
+        let decode_error = |source_err| DescriptorError::Decode {
+            path: source.to_path_buf(),
+            source: source_err,
+        };
+        let set = RawFileSet::decode(bytes).map_err(decode_error)?;
+        for raw in set.file {
+            let name = FileName::decode(raw.clone()).map_err(decode_error)?.name;
+            let origin = origin_of(&name);
+            match self.files.get(&name) {
+                None => {
+                    self.files.insert(name, (raw, origin));
+                }
+                Some((existing, first))
+                    if !is_common(&name)
+                        && *existing != raw
+                        && !same_definition(existing, &raw) =>
+                {
+                    return Err(DescriptorError::Conflict {
+                        name,
+                        first: first.clone(),
+                        second: origin,
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn into_pool(
+        self,
+    ) -> Result<(DescriptorPool, HashMap<String, Origin>), prost_reflect::DescriptorError> {
+        let mut origins = HashMap::with_capacity(self.files.len());
+        let mut set = RawFileSet {
+            file: Vec::with_capacity(self.files.len()),
+        };
+        for (name, (raw, origin)) in self.files {
+            origins.insert(name, origin);
+            set.file.push(raw);
+        }
+        let pool = DescriptorPool::decode(set.encode_to_vec().as_slice())?;
+        Ok((pool, origins))
+    }
+}
+
+/// Files every toolchain ships its own copy of (protoc and buf versions
+/// differ in options and comments): the first copy serves for all.
+fn is_common(name: &str) -> bool {
+    [
+        "google/protobuf/",
+        "google/api/",
+        "google/rpc/",
+        "google/type/",
+    ]
+    .iter()
+    .any(|prefix| name.starts_with(prefix))
+}
+
+/// Two encodings of one file that differ only in source info (comments and
+/// spans) define the same thing.
+fn same_definition(a: &[u8], b: &[u8]) -> bool {
+    let decode = |bytes: &[u8]| {
+        prost_types::FileDescriptorProto::decode(bytes).map(|mut file| {
+            file.source_code_info = None;
+            file
+        })
+    };
+    matches!((decode(a), decode(b)), (Ok(a), Ok(b)) if a == b)
+}
+
+/// Loads every descriptor file below `dir`. A missing folder is an empty one:
+/// the gateway starts and answers 404 until files arrive.
+pub fn load_dir(dir: &Path) -> Result<Descriptors, DescriptorError> {
+    let mut sets = Vec::new();
+    let mut protos = Vec::new();
+    let mut sources = Vec::new();
+    if dir.exists() {
+        walk(dir, dir, &mut |relative, size| {
+            let ext = relative
+                .extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or_default();
+            if SET_EXTENSIONS.contains(&ext) {
+                sets.push(relative.to_path_buf());
+            } else if ext == "proto" {
+                protos.push(relative.to_path_buf());
+            } else {
+                return;
+            }
+            sources.push(SourceFile {
+                path: relative.to_path_buf(),
+                size,
+            });
+        })?;
+    }
+    sources.sort_by(|a, b| a.path.cmp(&b.path));
+    sets.sort();
+    protos.sort();
+
+    let mut merger = Merger::default();
+    for path in &sets {
+        let full = dir.join(path);
+        let bytes = std::fs::read(&full).map_err(|source| DescriptorError::Read {
+            path: full.clone(),
+            source,
+        })?;
+        merger.add_set(&bytes, path, &|_| Origin::Folder(path.clone()))?;
+    }
+    if !protos.is_empty() {
+        // A compiled set carries its imports: those that are folder files keep
+        // their own path, the rest (well-known and built-in) are built in.
+        let origin_of = |name: &str| match protos.iter().find(|p| p.to_str() == Some(name)) {
+            Some(path) => Origin::Folder(path.clone()),
+            None => Origin::Builtin,
+        };
+        for (path, bytes) in compile_protos(dir, &protos)? {
+            merger.add_set(&bytes, &path, &origin_of)?;
+        }
+    }
+    // Built-in files only fill gaps: a folder's own copy of, say,
+    // google/api/http.proto wins.
+    let builtin = RawFileSet::decode(BUILTIN_SET).map_err(|source| DescriptorError::Decode {
+        path: PathBuf::from("<built-in>"),
+        source,
+    })?;
+    for raw in builtin.file {
+        if let Ok(FileName { name }) = FileName::decode(raw.clone()) {
+            merger.files.entry(name).or_insert((raw, Origin::Builtin));
+        }
+    }
+
+    let file_origins: HashMap<String, Origin> = merger
+        .files
+        .iter()
+        .map(|(name, (_, origin))| (name.clone(), origin.clone()))
+        .collect();
+    let (pool, origins) = merger.into_pool().map_err(|source| {
+        let context = source
+            .file()
+            .and_then(|file| file_origins.get(file))
+            .map(|origin| format!("{origin}: "))
+            .unwrap_or_default();
+        DescriptorError::Pool { context, source }
+    })?;
+    Ok(Descriptors {
+        pool,
+        origins,
+        sources,
+    })
+}
+
+/// Calls `visit` with the path (relative to `root`) and size of every regular
+/// file below `dir`, skipping hidden files and folders (editor swap files,
+/// `..data` symlink farms of Kubernetes config maps are followed through
+/// their visible links).
+fn walk(root: &Path, dir: &Path, visit: &mut dyn FnMut(&Path, u64)) -> Result<(), DescriptorError> {
+    let read = |path: &Path, source| DescriptorError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let entries = std::fs::read_dir(dir).map_err(|e| read(dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| read(dir, e))?;
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') || name.to_string_lossy().ends_with('~') {
+            continue;
+        }
+        let path = entry.path();
+        // Follow symlinks: metadata(), not symlink_metadata().
+        let meta = match std::fs::metadata(&path) {
+            Ok(meta) => meta,
+            // A dangling link or a file removed while we walk: not ours to read.
+            Err(_) => continue,
+        };
+        if meta.is_dir() {
+            walk(root, &path, visit)?;
+        } else if meta.is_file() {
+            let relative = path.strip_prefix(root).unwrap_or(&path);
+            visit(relative, meta.len());
+        }
+    }
+    Ok(())
+}
+
+/// Compiles the folder's `.proto` files with protox, the folder as include
+/// root; returns one encoded set per source file (its imports included).
+fn compile_protos(
+    dir: &Path,
+    protos: &[PathBuf],
+) -> Result<Vec<(PathBuf, Vec<u8>)>, DescriptorError> {
+    use protox::file::{
+        ChainFileResolver, File, FileResolver, GoogleFileResolver, IncludeFileResolver,
+    };
+
+    struct Builtin;
+    impl FileResolver for Builtin {
+        fn open_file(&self, name: &str) -> Result<File, protox::Error> {
+            match BUILTIN_SOURCES.iter().find(|(n, _)| *n == name) {
+                Some((n, source)) => File::from_source(n, source),
+                None => Err(protox::Error::file_not_found(name)),
+            }
+        }
+    }
+
+    let mut out = Vec::with_capacity(protos.len());
+    for path in protos {
+        let mut resolver = ChainFileResolver::new();
+        resolver.add(IncludeFileResolver::new(dir.to_path_buf()));
+        resolver.add(Builtin);
+        resolver.add(GoogleFileResolver::new());
+        let mut compiler = protox::Compiler::with_file_resolver(resolver);
+        compiler.include_imports(true).include_source_info(false);
+        compiler
+            .open_file(path)
+            .map_err(|e| DescriptorError::Compile(format!("{}: {e}", path.display())))?;
+        out.push((path.clone(), compiler.encode_file_descriptor_set()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(path, text).expect("write");
+    }
+
+    const GREETER: &str = r#"
+        syntax = "proto3";
+        package demo.v1;
+        import "google/api/annotations.proto";
+        service Greeter {
+          rpc Hello(HelloRequest) returns (HelloReply) { option (google.api.http) = { get: "/hello/{name}" }; }
+        }
+        message HelloRequest { string name = 1; }
+        message HelloReply { string text = 1; }
+    "#;
+
+    #[test]
+    fn missing_folder_is_empty() {
+        let loaded = load_dir(Path::new("/nonexistent/protogate/descriptors")).expect("load");
+        assert!(loaded.sources.is_empty());
+        assert!(loaded
+            .pool
+            .get_message_by_name("google.rpc.Status")
+            .is_some());
+    }
+
+    #[test]
+    fn compiles_proto_sources_with_builtin_imports() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "demo/greeter.proto", GREETER);
+        let loaded = load_dir(dir.path()).expect("load");
+        let service = loaded
+            .pool
+            .get_service_by_name("demo.v1.Greeter")
+            .expect("service");
+        assert_eq!(service.methods().count(), 1);
+        assert_eq!(
+            loaded.origin("demo/greeter.proto"),
+            &Origin::Folder(PathBuf::from("demo/greeter.proto"))
+        );
+        assert_eq!(loaded.origin("google/api/http.proto"), &Origin::Builtin);
+        // The http option survives as an extension.
+        let ext = loaded
+            .pool
+            .get_extension_by_name("google.api.http")
+            .expect("ext");
+        let method = service.methods().next().expect("method");
+        assert!(method.options().has_extension(&ext));
+    }
+
+    #[test]
+    fn reads_sets_and_merges_shared_imports() {
+        let src = tempfile::tempdir().expect("tempdir");
+        write(src.path(), "a.proto", &GREETER.replace("demo.v1", "a.v1"));
+        write(
+            src.path(),
+            "b.proto",
+            &GREETER.replace("demo.v1", "b.v1").replace("/hello", "/hi"),
+        );
+        let sets = compile_protos(
+            src.path(),
+            &[PathBuf::from("a.proto"), PathBuf::from("b.proto")],
+        )
+        .expect("compile");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("nested")).expect("mkdir");
+        std::fs::write(dir.path().join("a.binpb"), &sets[0].1).expect("write");
+        std::fs::write(dir.path().join("nested/b.pb"), &sets[1].1).expect("write");
+        std::fs::write(dir.path().join(".hidden.binpb"), b"garbage").expect("write");
+        std::fs::write(dir.path().join("README.txt"), b"ignored").expect("write");
+        let loaded = load_dir(dir.path()).expect("load");
+        assert!(loaded.pool.get_service_by_name("a.v1.Greeter").is_some());
+        assert!(loaded.pool.get_service_by_name("b.v1.Greeter").is_some());
+        let paths: Vec<_> = loaded.sources.iter().map(|s| s.path.clone()).collect();
+        assert_eq!(
+            paths,
+            vec![PathBuf::from("a.binpb"), PathBuf::from("nested/b.pb")]
+        );
+    }
+
+    #[test]
+    fn corrupt_set_names_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("broken.binpb"),
+            b"\xff\xff\xff not a descriptor",
+        )
+        .expect("write");
+        let err = load_dir(dir.path()).expect_err("corrupt");
+        assert!(
+            err.to_string()
+                .starts_with("broken.binpb: not a FileDescriptorSet"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn proto_syntax_error_names_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "bad.proto", "syntax = \"proto3\"; message {");
+        let err = load_dir(dir.path()).expect_err("syntax");
+        assert!(err.to_string().contains("bad.proto"), "{err}");
+    }
+
+    #[test]
+    fn missing_import_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(
+            dir.path(),
+            "x.proto",
+            "syntax = \"proto3\"; import \"nope/missing.proto\"; message X {}",
+        );
+        let err = load_dir(dir.path()).expect_err("import");
+        assert!(err.to_string().contains("nope/missing.proto"), "{err}");
+    }
+
+    #[test]
+    fn two_different_files_with_one_name_conflict() {
+        let one = tempfile::tempdir().expect("tempdir");
+        write(
+            one.path(),
+            "same.proto",
+            "syntax = \"proto3\"; package p; message A {}",
+        );
+        let two = tempfile::tempdir().expect("tempdir");
+        write(
+            two.path(),
+            "same.proto",
+            "syntax = \"proto3\"; package p; message B {}",
+        );
+        let a = compile_protos(one.path(), &[PathBuf::from("same.proto")]).expect("a");
+        let b = compile_protos(two.path(), &[PathBuf::from("same.proto")]).expect("b");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("one.binpb"), &a[0].1).expect("write");
+        std::fs::write(dir.path().join("two.binpb"), &b[0].1).expect("write");
+        let err = load_dir(dir.path()).expect_err("conflict");
+        assert_eq!(
+            err.to_string(),
+            "same.proto is defined differently in one.binpb and two.binpb"
+        );
+    }
+}

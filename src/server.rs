@@ -1,1 +1,340 @@
-//! Work in progress.
+//! The request path. Read [`Gateway::serve`] and [`handle`] top to bottom
+//! to follow a request: accept → request id → route match → body limit →
+//! request transcoding → upstream call → response transcoding; every error
+//! becomes the one JSON envelope in [`error_response`].
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tonic::Code;
+
+use crate::catalog::{self, Catalog, LoadError, Route};
+use crate::config::Config;
+use crate::error::{Fault, GatewayError};
+use crate::routing::Match;
+use crate::transcode::metadata::{self, MetadataRules, X_REQUEST_ID};
+use crate::transcode::status::render_error;
+use crate::transcode::RequestInput;
+use crate::upstream::Upstreams;
+
+/// The response body of every route. Unary answers are one buffer; streaming
+/// routes will add a variant here.
+pub type Body = Full<Bytes>;
+
+/// How long in-flight requests may run after shutdown is asked for.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+/// A loaded gateway: config, upstream channels and the live catalog.
+#[derive(Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Swapped whole on reload; a request keeps the snapshot it started on.
+    catalog: ArcSwap<Catalog>,
+    metadata: MetadataRules,
+}
+
+impl Gateway {
+    /// Reads the descriptor folder and builds the catalog. Must run inside a
+    /// tokio runtime (upstream channels spawn their workers).
+    pub fn load(config: Config) -> Result<Self, LoadError> {
+        let upstreams = Upstreams::new(&config.upstreams)?;
+        let catalog = catalog::load(&config, &upstreams)?;
+        Ok(Self::from_catalog(&config, catalog))
+    }
+
+    pub fn from_catalog(config: &Config, catalog: Catalog) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                catalog: ArcSwap::from_pointee(catalog),
+                metadata: MetadataRules::new(&config.forward_headers),
+            }),
+        }
+    }
+
+    /// The catalog currently serving.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.shared.catalog.load_full()
+    }
+
+    /// Serves HTTP/1.1 and HTTP/2 (h2c) on `listener` until `shutdown`
+    /// resolves, then stops accepting and drains in-flight requests.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http2().max_concurrent_streams(1024);
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Out of file descriptors and the like: back off
+                        // instead of spinning.
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let shared = self.shared.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(handle(&shared, req, peer).await) }
+            });
+            let conn = graceful.watch(
+                builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned(),
+            );
+            tokio::spawn(async move {
+                if let Err(err) = conn.await {
+                    tracing::debug!(error = %err, %peer, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain deadline passed; closing remaining connections"),
+        }
+        Ok(())
+    }
+}
+
+/// One request, start to end.
+async fn handle(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let catalog = shared.catalog.load_full();
+    let request_id = match req.headers().get(X_REQUEST_ID) {
+        Some(id) if !id.is_empty() && id.len() <= 128 => id.clone(),
+        _ => metadata::new_request_id(),
+    };
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut response = match unary(shared, &catalog, req, peer, &request_id).await {
+        Ok(response) => response,
+        Err(err) => {
+            match err.fault {
+                Fault::Client => {
+                    tracing::debug!(%method, %path, code = ?err.code, message = %err.message, "rejected")
+                }
+                Fault::Upstream => {
+                    tracing::debug!(%method, %path, code = ?err.code, message = %err.message, "upstream error")
+                }
+                Fault::Internal => {
+                    tracing::error!(%method, %path, code = ?err.code, message = %err.message, "gateway fault")
+                }
+            }
+            error_response(&catalog, &err)
+        }
+    };
+    response.headers_mut().insert(X_REQUEST_ID, request_id);
+    response
+}
+
+/// A unary call: match, decode, call, encode.
+async fn unary(
+    shared: &Shared,
+    catalog: &Catalog,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    request_id: &HeaderValue,
+) -> Result<Response<Body>, GatewayError> {
+    let (parts, body) = req.into_parts();
+    let (route, captures) = match catalog.table.find(&parts.method, parts.uri.path()) {
+        Match::Found { value, captures } => (value, captures),
+        Match::MethodNotAllowed { allow } => {
+            return Err(method_not_allowed(&parts.method, parts.uri.path(), &allow))
+        }
+        Match::NotFound => {
+            return Err(GatewayError::not_found(format!(
+                "no route for {} {}",
+                parts.method,
+                parts.uri.path()
+            )))
+        }
+    };
+    let route: &Route = route;
+
+    let body = read_body(body, &parts.headers, route.max_body).await?;
+    let content_type = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let message = route.request.build(
+        &catalog.json,
+        RequestInput {
+            body,
+            content_type,
+            captures: &captures,
+            query: parts.uri.query(),
+        },
+    )?;
+
+    let metadata = shared.metadata.request_metadata(
+        &parts.headers,
+        parts.uri.authority().map(|a| a.as_str()),
+        peer.ip(),
+        request_id,
+    );
+    let timeout = match parts.headers.get(GRPC_TIMEOUT) {
+        Some(value) => parse_grpc_timeout(value)?.min(route.timeout),
+        None => route.timeout,
+    };
+    let reply = route
+        .upstream
+        .unary(
+            route.grpc_path.clone(),
+            route.codec.clone(),
+            message,
+            metadata,
+            timeout,
+        )
+        .await?;
+    let message = reply.message.ok_or_else(|| {
+        GatewayError::new(
+            Code::Internal,
+            Fault::Upstream,
+            "upstream ended the call without a response message",
+        )
+    })?;
+    let rendered = route.response.render(&catalog.json, &message)?;
+
+    let mut response = Response::new(Full::new(rendered.body));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, rendered.content_type);
+    metadata::response_headers(&reply.headers, &reply.trailers, headers);
+    Ok(response)
+}
+
+fn method_not_allowed(method: &http::Method, path: &str, allow: &[http::Method]) -> GatewayError {
+    let list = allow
+        .iter()
+        .map(http::Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let err = GatewayError::new(
+        Code::Unimplemented,
+        Fault::Client,
+        format!("method {method} is not allowed for {path} (allowed: {list})"),
+    )
+    .with_status(StatusCode::METHOD_NOT_ALLOWED);
+    match HeaderValue::try_from(list) {
+        Ok(value) => err.with_header(ALLOW, value),
+        Err(_) => err,
+    }
+}
+
+/// Reads the whole body, refusing more than `limit` bytes (413) before
+/// reading them when the client announced its length.
+async fn read_body(
+    body: Incoming,
+    headers: &http::HeaderMap,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
+    let too_large = || {
+        GatewayError::new(
+            Code::ResourceExhausted,
+            Fault::Client,
+            format!("request body exceeds the limit of {limit} bytes"),
+        )
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+    };
+    let announced = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<LengthLimitError>() => Err(too_large()),
+        Err(err) => Err(GatewayError::new(
+            Code::InvalidArgument,
+            Fault::Client,
+            format!("reading request body: {err}"),
+        )),
+    }
+}
+
+/// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(value: &HeaderValue) -> Result<Duration, GatewayError> {
+    let invalid = || {
+        GatewayError::bad_field(
+            "grpc-timeout",
+            format!("invalid grpc-timeout header {value:?}"),
+        )
+    };
+    let text = value.to_str().map_err(|_| invalid())?;
+    if text.len() < 2 || text.len() > 9 {
+        return Err(invalid());
+    }
+    let (digits, unit) = text.split_at(text.len() - 1);
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    let n: u64 = digits.parse().map_err(|_| invalid())?;
+    Ok(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return Err(invalid()),
+    })
+}
+
+/// The one place where errors become responses.
+pub fn error_response(catalog: &Catalog, err: &GatewayError) -> Response<Body> {
+    let body = render_error(err, &catalog.pool, &catalog.json);
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = err.status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    for (name, value) in &err.headers {
+        headers.append(name.clone(), value.clone());
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        let parse = |s: &str| parse_grpc_timeout(&HeaderValue::from_str(s).expect("value")).ok();
+        assert_eq!(parse("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse("150m"), Some(Duration::from_millis(150)));
+        assert_eq!(parse("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["", "S", "10", "10s", "-1S", "123456789S", "1.5S"] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -1,1 +1,233 @@
-//! Work in progress.
+//! Backends: one pooled HTTP/2 channel per upstream URL, the choice of
+//! upstream for a service (most specific `--upstream` pattern wins), and the
+//! call itself with its deadline.
+//!
+//! The call goes through tonic's server-streaming client even for unary
+//! methods: it hands back response headers, messages and trailers
+//! separately, which is what the response needs (`grpc-metadata-*` versus
+//! `grpc-trailer-*`) and what streaming routes will need later.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::PathAndQuery;
+use http::Uri;
+use prost_reflect::DynamicMessage;
+use tokio::time::Instant;
+use tonic::metadata::MetadataMap;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::Code;
+
+use crate::config::UpstreamRule;
+use crate::error::{Fault, GatewayError};
+use crate::transcode::DynamicCodec;
+
+/// One backend address with its connection pool.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub url: Uri,
+    channel: Channel,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("upstream {url}: {reason}")]
+pub struct UpstreamError {
+    pub url: String,
+    pub reason: String,
+}
+
+impl Upstream {
+    /// Creates the channel; it connects lazily, so an upstream that is down at
+    /// load time only fails the requests sent to it (503).
+    pub fn new(url: &Uri) -> Result<Self, UpstreamError> {
+        let error = |reason: String| UpstreamError {
+            url: url.to_string(),
+            reason,
+        };
+        let mut endpoint = Endpoint::from(url.clone())
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(false)
+            .initial_stream_window_size(Some(1 << 20))
+            .initial_connection_window_size(Some(8 << 20))
+            .connect_timeout(Duration::from_secs(5));
+        if url.scheme_str() == Some("https") {
+            endpoint = endpoint
+                .tls_config(ClientTlsConfig::new().with_webpki_roots())
+                .map_err(|e| error(e.to_string()))?;
+        }
+        Ok(Self {
+            url: url.clone(),
+            channel: endpoint.connect_lazy(),
+        })
+    }
+
+    /// Sends one request message and reads one response message.
+    pub async fn unary(
+        &self,
+        path: PathAndQuery,
+        codec: DynamicCodec,
+        message: DynamicMessage,
+        metadata: MetadataMap,
+        timeout: Duration,
+    ) -> Result<UnaryReply, GatewayError> {
+        let deadline = Instant::now() + timeout;
+        let mut request = tonic::Request::from_parts(metadata, Default::default(), message);
+        request.set_timeout(timeout);
+        let call = async {
+            let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+            grpc.ready()
+                .await
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            let response = grpc.server_streaming(request, path, codec).await?;
+            let (headers, mut stream, _) = response.into_parts();
+            let message = stream.message().await?;
+            let trailers = stream.trailers().await?.unwrap_or_default();
+            Ok::<_, tonic::Status>(UnaryReply {
+                headers,
+                message,
+                trailers,
+            })
+        };
+        match tokio::time::timeout_at(deadline, call).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(status)) => Err(self.call_error(&status, deadline, timeout)),
+            Err(_) => Err(deadline_exceeded(timeout)),
+        }
+    }
+
+    fn call_error(
+        &self,
+        status: &tonic::Status,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> GatewayError {
+        // tonic's own timer may fire a hair before ours and report CANCELLED.
+        if Instant::now() >= deadline {
+            return deadline_exceeded(timeout);
+        }
+        // Errors raised by the transport, not sent by the backend: say what
+        // happened without internals.
+        if status.code() == Code::Unavailable && std::error::Error::source(status).is_some() {
+            tracing::debug!(upstream = %self.url, error = %status, "upstream unreachable");
+            return GatewayError::new(Code::Unavailable, Fault::Upstream, "upstream unavailable");
+        }
+        GatewayError::from_upstream(status)
+    }
+}
+
+fn deadline_exceeded(timeout: Duration) -> GatewayError {
+    GatewayError::new(
+        Code::DeadlineExceeded,
+        Fault::Upstream,
+        format!("deadline of {} exceeded", humanize(timeout)),
+    )
+}
+
+fn humanize(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// What a backend answered to a unary call.
+#[derive(Debug)]
+pub struct UnaryReply {
+    pub headers: MetadataMap,
+    /// `None` when the backend ended the call OK without a message.
+    pub message: Option<DynamicMessage>,
+    pub trailers: MetadataMap,
+}
+
+/// The `--upstream` rules with their channels; one channel per distinct URL.
+#[derive(Debug, Clone, Default)]
+pub struct Upstreams {
+    rules: Vec<(String, Arc<Upstream>)>,
+}
+
+impl Upstreams {
+    pub fn new(rules: &[UpstreamRule]) -> Result<Self, UpstreamError> {
+        let mut by_url: HashMap<String, Arc<Upstream>> = HashMap::new();
+        let mut resolved = Vec::with_capacity(rules.len());
+        for rule in rules {
+            let key = rule.url.to_string();
+            let upstream = match by_url.get(&key) {
+                Some(upstream) => upstream.clone(),
+                None => {
+                    let upstream = Arc::new(Upstream::new(&rule.url)?);
+                    by_url.insert(key, upstream.clone());
+                    upstream
+                }
+            };
+            resolved.push((rule.pattern.clone(), upstream));
+        }
+        Ok(Self { rules: resolved })
+    }
+
+    /// The upstream of a fully-qualified service: an exact service pattern
+    /// beats the longest matching package prefix, which beats `*`.
+    pub fn resolve(&self, service: &str) -> Option<&Arc<Upstream>> {
+        self.rules
+            .iter()
+            .filter_map(|(pattern, upstream)| specificity(pattern, service).map(|s| (s, upstream)))
+            .max_by_key(|(s, _)| *s)
+            .map(|(_, upstream)| upstream)
+    }
+}
+
+/// How specifically `pattern` names `service`, or `None` if it does not.
+fn specificity(pattern: &str, service: &str) -> Option<usize> {
+    if pattern == "*" {
+        return Some(0);
+    }
+    if pattern == service {
+        return Some(usize::MAX);
+    }
+    let rest = service.strip_prefix(pattern)?;
+    rest.starts_with('.').then_some(pattern.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(pattern: &str, url: &str) -> UpstreamRule {
+        UpstreamRule {
+            pattern: pattern.into(),
+            url: url.parse().expect("url"),
+        }
+    }
+
+    #[tokio::test]
+    async fn most_specific_pattern_wins() {
+        let upstreams = Upstreams::new(&[
+            rule("*", "http://127.0.0.1:1"),
+            rule("acme", "http://127.0.0.1:2"),
+            rule("acme.users.v1", "http://127.0.0.1:3"),
+            rule("acme.users.v1.UserService", "http://127.0.0.1:4"),
+        ])
+        .expect("upstreams");
+        let port = |service: &str| upstreams.resolve(service).and_then(|u| u.url.port_u16());
+        assert_eq!(port("acme.users.v1.UserService"), Some(4));
+        assert_eq!(port("acme.users.v1.Other"), Some(3));
+        assert_eq!(port("acme.orders.v1.OrderService"), Some(2));
+        assert_eq!(port("acmex.Service"), Some(1));
+        assert_eq!(port("other.Service"), Some(1));
+    }
+
+    #[tokio::test]
+    async fn no_rule_no_upstream_and_urls_share_a_channel() {
+        let upstreams = Upstreams::new(&[
+            rule("a.v1", "http://127.0.0.1:7"),
+            rule("b.v1", "http://127.0.0.1:7"),
+        ])
+        .expect("upstreams");
+        assert!(upstreams.resolve("c.v1.S").is_none());
+        let a = upstreams.resolve("a.v1.S").expect("a");
+        let b = upstreams.resolve("b.v1.S").expect("b");
+        assert!(Arc::ptr_eq(a, b));
+    }
+}

@@ -41,7 +41,8 @@ impl Encoder for DynamicEncoder {
     type Error = Status;
 
     fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
-        item.encode(dst).map_err(|e| Status::internal(format!("encoding request: {e}")))
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("encoding request: {e}")))
     }
 }
 
@@ -54,7 +55,8 @@ impl Decoder for DynamicDecoder {
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
         let mut msg = DynamicMessage::new(self.0.clone());
-        msg.merge(src).map_err(|e| Status::internal(format!("decoding response: {e}")))?;
+        msg.merge(src)
+            .map_err(|e| Status::internal(format!("decoding response: {e}")))?;
         Ok(Some(msg))
     }
 }

@@ -1,0 +1,235 @@
+//! HTTP headers ↔ gRPC metadata (DESIGN §4).
+//!
+//! To the backend go: `authorization`, `grpc-metadata-X` as `X`, the
+//! configured `forward_headers`, `x-request-id`, W3C trace context, and
+//! `x-forwarded-for`/`x-forwarded-host`. Never hop-by-hop headers, never
+//! reserved gRPC headers. From the backend come response metadata as
+//! `grpc-metadata-X` and trailers as `grpc-trailer-X`. Binary (`-bin`)
+//! values travel base64-encoded both ways, as on the gRPC wire.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use http::header::{AUTHORIZATION, HOST};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tonic::metadata::MetadataMap;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+const GRPC_METADATA: &str = "grpc-metadata-";
+
+/// Headers that describe one hop, or that gRPC itself owns: never copied
+/// between the two sides.
+fn reserved(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-type"
+            | "content-length"
+            | "user-agent"
+    ) || name.starts_with("grpc-")
+        || name.starts_with(':')
+}
+
+/// Which request headers become metadata; built once per catalog.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataRules {
+    forward: HashSet<HeaderName>,
+}
+
+impl MetadataRules {
+    pub fn new(forward_headers: &[HeaderName]) -> Self {
+        Self {
+            forward: forward_headers
+                .iter()
+                .filter(|h| !reserved(h.as_str()))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// The metadata of the upstream call for a request with `headers` from
+    /// `peer`.
+    pub fn request_metadata(
+        &self,
+        headers: &HeaderMap,
+        authority: Option<&str>,
+        peer: IpAddr,
+        request_id: &HeaderValue,
+    ) -> MetadataMap {
+        let mut out = HeaderMap::with_capacity(8);
+        let mut forwarded_for = None;
+        for (name, value) in headers {
+            let key = name.as_str();
+            if *name == AUTHORIZATION
+                || *name == TRACEPARENT
+                || *name == TRACESTATE
+                || self.forward.contains(name)
+            {
+                out.append(name.clone(), value.clone());
+            } else if let Some(rest) = key.strip_prefix(GRPC_METADATA) {
+                if rest.is_empty() || reserved(rest) {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(rest.as_bytes()) {
+                    out.append(name, value.clone());
+                }
+            } else if *name == X_FORWARDED_FOR {
+                forwarded_for = Some(value);
+            }
+        }
+        out.insert(X_REQUEST_ID, request_id.clone());
+
+        let peer = peer.to_string();
+        let chain = match forwarded_for.and_then(|v| v.to_str().ok()) {
+            Some(previous) if !previous.is_empty() => format!("{previous}, {peer}"),
+            _ => peer,
+        };
+        if let Ok(value) = HeaderValue::try_from(chain) {
+            out.insert(X_FORWARDED_FOR, value);
+        }
+        let host = headers
+            .get(HOST)
+            .cloned()
+            .or_else(|| authority.and_then(|a| HeaderValue::from_str(a).ok()));
+        if let Some(host) = host {
+            out.insert(X_FORWARDED_HOST, host);
+        }
+        MetadataMap::from_headers(out)
+    }
+}
+
+/// Copies backend response metadata and trailers onto the HTTP response.
+pub fn response_headers(headers: &MetadataMap, trailers: &MetadataMap, out: &mut HeaderMap) {
+    copy_prefixed(headers, "grpc-metadata-", out);
+    copy_prefixed(trailers, "grpc-trailer-", out);
+}
+
+fn copy_prefixed(from: &MetadataMap, prefix: &str, out: &mut HeaderMap) {
+    for (name, value) in from.as_ref() {
+        if reserved(name.as_str()) {
+            continue;
+        }
+        let mut full = String::with_capacity(prefix.len() + name.as_str().len());
+        full.push_str(prefix);
+        full.push_str(name.as_str());
+        if let Ok(full) = HeaderName::try_from(full) {
+            out.append(full, value.clone());
+        }
+    }
+}
+
+/// A fresh request id: 128 random bits as 32 hex digits.
+pub fn new_request_id() -> HeaderValue {
+    let text = format!("{:032x}", fastrand::u128(..));
+    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn forwards_what_the_design_lists_and_nothing_else() {
+        let rules = MetadataRules::new(&[
+            HeaderName::from_static("x-tenant"),
+            HeaderName::from_static("connection"),
+        ]);
+        let incoming = headers(&[
+            ("authorization", "Bearer t"),
+            ("grpc-metadata-user", "alice"),
+            ("grpc-metadata-blob-bin", "AQI="),
+            ("grpc-metadata-grpc-timeout", "1S"),
+            ("grpc-metadata-connection", "close"),
+            ("x-tenant", "acme"),
+            ("connection", "keep-alive"),
+            ("cookie", "secret"),
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("host", "api.example.com"),
+            ("x-request-id", "client-chosen"),
+        ]);
+        let id = HeaderValue::from_static("rid-1");
+        let md = rules
+            .request_metadata(&incoming, None, "127.0.0.9".parse().expect("ip"), &id)
+            .into_headers();
+        assert_eq!(
+            md.get("authorization").map(|v| v.as_bytes()),
+            Some(&b"Bearer t"[..])
+        );
+        assert_eq!(md.get("user").map(|v| v.as_bytes()), Some(&b"alice"[..]));
+        assert_eq!(md.get("blob-bin").map(|v| v.as_bytes()), Some(&b"AQI="[..]));
+        assert_eq!(md.get("x-tenant").map(|v| v.as_bytes()), Some(&b"acme"[..]));
+        assert!(md.get("traceparent").is_some());
+        assert_eq!(
+            md.get("x-request-id").map(|v| v.as_bytes()),
+            Some(&b"rid-1"[..])
+        );
+        assert_eq!(
+            md.get("x-forwarded-for").map(|v| v.as_bytes()),
+            Some(&b"10.0.0.1, 127.0.0.9"[..])
+        );
+        assert_eq!(
+            md.get("x-forwarded-host").map(|v| v.as_bytes()),
+            Some(&b"api.example.com"[..])
+        );
+        for absent in ["grpc-timeout", "connection", "cookie", "host"] {
+            assert!(md.get(absent).is_none(), "{absent} must not be forwarded");
+        }
+    }
+
+    #[test]
+    fn backend_metadata_comes_back_prefixed() {
+        let mut h = MetadataMap::new();
+        h.insert("x-served-by", "b1".parse().expect("v"));
+        h.insert("content-type", "application/grpc".parse().expect("v"));
+        let mut t = MetadataMap::new();
+        t.insert("x-cost", "3".parse().expect("v"));
+        t.insert("grpc-status", "0".parse().expect("v"));
+        let mut out = HeaderMap::new();
+        response_headers(&h, &t, &mut out);
+        assert_eq!(
+            out.get("grpc-metadata-x-served-by").map(|v| v.as_bytes()),
+            Some(&b"b1"[..])
+        );
+        assert_eq!(
+            out.get("grpc-trailer-x-cost").map(|v| v.as_bytes()),
+            Some(&b"3"[..])
+        );
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn request_ids_are_unique_hex() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+    }
+}
