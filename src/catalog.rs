@@ -38,6 +38,9 @@ pub struct Route {
     pub origin: Origin,
     /// No `google.api.http` option: mapped to `POST /pkg.Service/Method`.
     pub auto_mapped: bool,
+    /// The URL version prefix the route is mounted under (`v1`, `v2beta1`),
+    /// if any.
+    pub version: Option<String>,
 }
 
 impl Route {
@@ -330,6 +333,7 @@ impl Binding {
             max_body,
             origin: self.origin,
             auto_mapped: self.auto_mapped,
+            version: None,
             method: self.method,
         })
     }

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod descriptors;
 pub mod error;
+pub mod middleware;
 pub mod routing;
 pub mod server;
 pub mod transcode;

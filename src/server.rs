@@ -1,33 +1,39 @@
-//! The request path. Read [`Gateway::serve`] and [`handle`] top to bottom
-//! to follow a request: accept → request id → route match → body limit →
-//! request transcoding → upstream call → response transcoding; every error
-//! becomes the one JSON envelope in [`error_response`].
+//! The request path. [`Gateway::serve`] accepts connections; [`pipeline`]
+//! is the whole middleware stack, top to bottom; [`Transcoder`] is the
+//! innermost service: decode, call, encode. Every error becomes the one JSON
+//! envelope in [`error_response`].
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use prost_reflect::DescriptorPool;
 use tokio::net::TcpListener;
 use tonic::Code;
+use tower::{Service, ServiceBuilder};
 
-use crate::catalog::{self, Catalog, LoadError, Route};
+use crate::catalog::{self, Catalog, LoadError};
 use crate::config::Config;
 use crate::error::{Fault, GatewayError};
-use crate::routing::Match;
+use crate::middleware::request_id::RequestIdLayer;
+use crate::middleware::route_match::{MatchedRoute, RouteMatchLayer};
+use crate::middleware::ResponseFuture;
 use crate::transcode::metadata::{self, MetadataRules, X_REQUEST_ID};
 use crate::transcode::status::render_error;
-use crate::transcode::RequestInput;
+use crate::transcode::{JsonSettings, RequestInput};
 use crate::upstream::Upstreams;
 
 /// The response body of every route. Unary answers are one buffer; streaming
@@ -42,13 +48,9 @@ const GRPC_TIMEOUT: &str = "grpc-timeout";
 /// A loaded gateway: config, upstream channels and the live catalog.
 #[derive(Clone)]
 pub struct Gateway {
-    shared: Arc<Shared>,
-}
-
-struct Shared {
     /// Swapped whole on reload; a request keeps the snapshot it started on.
-    catalog: ArcSwap<Catalog>,
-    metadata: MetadataRules,
+    catalog: Arc<ArcSwap<Catalog>>,
+    metadata: Arc<MetadataRules>,
 }
 
 impl Gateway {
@@ -62,16 +64,14 @@ impl Gateway {
 
     pub fn from_catalog(config: &Config, catalog: Catalog) -> Self {
         Self {
-            shared: Arc::new(Shared {
-                catalog: ArcSwap::from_pointee(catalog),
-                metadata: MetadataRules::new(&config.forward_headers),
-            }),
+            catalog: Arc::new(ArcSwap::from_pointee(catalog)),
+            metadata: Arc::new(MetadataRules::new(&config.forward_headers)),
         }
     }
 
     /// The catalog currently serving.
     pub fn catalog(&self) -> Arc<Catalog> {
-        self.shared.catalog.load_full()
+        self.catalog.load_full()
     }
 
     /// Serves HTTP/1.1 and HTTP/2 (h2c) on `listener` until `shutdown`
@@ -100,11 +100,7 @@ impl Gateway {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
-            let shared = self.shared.clone();
-            let service = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(&shared, req, peer).await) }
-            });
+            let service = TowerToHyperService::new(self.pipeline(peer));
             let conn = graceful.watch(
                 builder
                     .serve_connection(TokioIo::new(stream), service)
@@ -123,128 +119,150 @@ impl Gateway {
         }
         Ok(())
     }
+
+    /// The middleware stack of one connection, outermost first.
+    pub fn pipeline(
+        &self,
+        peer: SocketAddr,
+    ) -> impl Service<
+        Request<Incoming>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future = ResponseFuture,
+    > + Clone {
+        ServiceBuilder::new()
+            // First, so that every response, errors included, carries the id.
+            .layer(RequestIdLayer)
+            // Takes the catalog snapshot the request will finish on; 404 and
+            // 405 end here, before any body is read.
+            .layer(RouteMatchLayer::new(self.catalog.clone()))
+            // Innermost: body, transcoding, the upstream call.
+            .service(Transcoder {
+                metadata: self.metadata.clone(),
+                peer,
+            })
+    }
 }
 
-/// One request, start to end.
-async fn handle(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let catalog = shared.catalog.load_full();
-    let request_id = match req.headers().get(X_REQUEST_ID) {
-        Some(id) if !id.is_empty() && id.len() <= 128 => id.clone(),
-        _ => metadata::new_request_id(),
-    };
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let mut response = match unary(shared, &catalog, req, peer, &request_id).await {
-        Ok(response) => response,
-        Err(err) => {
-            match err.fault {
-                Fault::Client => {
-                    tracing::debug!(%method, %path, code = ?err.code, message = %err.message, "rejected")
-                }
-                Fault::Upstream => {
-                    tracing::debug!(%method, %path, code = ?err.code, message = %err.message, "upstream error")
-                }
-                Fault::Internal => {
-                    tracing::error!(%method, %path, code = ?err.code, message = %err.message, "gateway fault")
-                }
-            }
-            error_response(&catalog, &err)
-        }
-    };
-    response.headers_mut().insert(X_REQUEST_ID, request_id);
-    response
-}
-
-/// A unary call: match, decode, call, encode.
-async fn unary(
-    shared: &Shared,
-    catalog: &Catalog,
-    req: Request<Incoming>,
+/// Decodes the request into the route's input message, calls the upstream
+/// and encodes its answer.
+#[derive(Clone)]
+pub struct Transcoder {
+    metadata: Arc<MetadataRules>,
     peer: SocketAddr,
-    request_id: &HeaderValue,
-) -> Result<Response<Body>, GatewayError> {
-    let (parts, body) = req.into_parts();
-    let (route, captures) = match catalog.table.find(&parts.method, parts.uri.path()) {
-        Match::Found { value, captures } => (value, captures),
-        Match::MethodNotAllowed { allow } => {
-            return Err(method_not_allowed(&parts.method, parts.uri.path(), &allow))
-        }
-        Match::NotFound => {
-            return Err(GatewayError::not_found(format!(
-                "no route for {} {}",
-                parts.method,
-                parts.uri.path()
-            )))
-        }
-    };
-    let route: &Route = route;
-
-    let body = read_body(body, &parts.headers, route.max_body).await?;
-    let content_type = parts
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    let message = route.request.build(
-        &catalog.json,
-        RequestInput {
-            body,
-            content_type,
-            captures: &captures,
-            query: parts.uri.query(),
-        },
-    )?;
-
-    let metadata = shared.metadata.request_metadata(
-        &parts.headers,
-        parts.uri.authority().map(|a| a.as_str()),
-        peer.ip(),
-        request_id,
-    );
-    let timeout = match parts.headers.get(GRPC_TIMEOUT) {
-        Some(value) => parse_grpc_timeout(value)?.min(route.timeout),
-        None => route.timeout,
-    };
-    let reply = route
-        .upstream
-        .unary(
-            route.grpc_path.clone(),
-            route.codec.clone(),
-            message,
-            metadata,
-            timeout,
-        )
-        .await?;
-    let message = reply.message.ok_or_else(|| {
-        GatewayError::new(
-            Code::Internal,
-            Fault::Upstream,
-            "upstream ended the call without a response message",
-        )
-    })?;
-    let rendered = route.response.render(&catalog.json, &message)?;
-
-    let mut response = Response::new(Full::new(rendered.body));
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, rendered.content_type);
-    metadata::response_headers(&reply.headers, &reply.trailers, headers);
-    Ok(response)
 }
 
-fn method_not_allowed(method: &http::Method, path: &str, allow: &[http::Method]) -> GatewayError {
-    let list = allow
-        .iter()
-        .map(http::Method::as_str)
-        .collect::<Vec<_>>()
-        .join(", ");
-    let err = GatewayError::new(
-        Code::Unimplemented,
-        Fault::Client,
-        format!("method {method} is not allowed for {path} (allowed: {list})"),
-    )
-    .with_status(StatusCode::METHOD_NOT_ALLOWED);
-    match HeaderValue::try_from(list) {
-        Ok(value) => err.with_header(ALLOW, value),
-        Err(_) => err,
+impl Service<Request<Incoming>> for Transcoder {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let Some(matched) = req.extensions_mut().remove::<MatchedRoute>() else {
+                let err =
+                    GatewayError::new(Code::Internal, Fault::Internal, "no route was matched");
+                return Ok(render(
+                    &DescriptorPool::global(),
+                    &JsonSettings::default(),
+                    &err,
+                ));
+            };
+            let response = match this.unary(&matched, req).await {
+                Ok(response) => response,
+                Err(err) => {
+                    match err.fault {
+                        Fault::Client => {
+                            tracing::debug!(route = matched.route.grpc_method(), code = ?err.code, message = %err.message, "rejected")
+                        }
+                        Fault::Upstream => {
+                            tracing::debug!(route = matched.route.grpc_method(), code = ?err.code, message = %err.message, "upstream error")
+                        }
+                        Fault::Internal => {
+                            tracing::error!(route = matched.route.grpc_method(), code = ?err.code, message = %err.message, "gateway fault")
+                        }
+                    }
+                    error_response(&matched.catalog, &err)
+                }
+            };
+            Ok(response)
+        })
+    }
+}
+
+impl Transcoder {
+    /// A unary call: decode, call, encode.
+    async fn unary(
+        &self,
+        matched: &MatchedRoute,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let MatchedRoute {
+            catalog,
+            route,
+            captures,
+        } = matched;
+        let (parts, body) = req.into_parts();
+
+        let body = read_body(body, &parts.headers, route.max_body).await?;
+        let content_type = parts
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let message = route.request.build(
+            &catalog.json,
+            RequestInput {
+                body,
+                content_type,
+                captures,
+                query: parts.uri.query(),
+            },
+        )?;
+
+        let request_id = parts
+            .headers
+            .get(X_REQUEST_ID)
+            .cloned()
+            .unwrap_or_else(metadata::new_request_id);
+        let metadata = self.metadata.request_metadata(
+            &parts.headers,
+            parts.uri.authority().map(|a| a.as_str()),
+            self.peer.ip(),
+            &request_id,
+        );
+        let timeout = match parts.headers.get(GRPC_TIMEOUT) {
+            Some(value) => parse_grpc_timeout(value)?.min(route.timeout),
+            None => route.timeout,
+        };
+        let reply = route
+            .upstream
+            .unary(
+                route.grpc_path.clone(),
+                route.codec.clone(),
+                message,
+                metadata,
+                timeout,
+            )
+            .await?;
+        let message = reply.message.ok_or_else(|| {
+            GatewayError::new(
+                Code::Internal,
+                Fault::Upstream,
+                "upstream ended the call without a response message",
+            )
+        })?;
+        let rendered = route.response.render(&catalog.json, &message)?;
+
+        let mut response = Response::new(Full::new(rendered.body));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, rendered.content_type);
+        metadata::response_headers(&reply.headers, &reply.trailers, headers);
+        Ok(response)
     }
 }
 
@@ -311,7 +329,11 @@ fn parse_grpc_timeout(value: &HeaderValue) -> Result<Duration, GatewayError> {
 
 /// The one place where errors become responses.
 pub fn error_response(catalog: &Catalog, err: &GatewayError) -> Response<Body> {
-    let body = render_error(err, &catalog.pool, &catalog.json);
+    render(&catalog.pool, &catalog.json, err)
+}
+
+fn render(pool: &DescriptorPool, json: &JsonSettings, err: &GatewayError) -> Response<Body> {
+    let body = render_error(err, pool, json);
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = err.status;
     let headers = response.headers_mut();

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The project's one test command (README, CI): formatting, lints, then every
+# test. Everything a test needs is started by the tests themselves on
+# loopback ports; nothing has to be running beforehand.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+
+echo "== cargo test"
+cargo test --locked --all-targets

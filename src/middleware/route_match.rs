@@ -1,0 +1,120 @@
+//! Matches the request against the route table of the current catalog
+//! snapshot and puts the result, [`MatchedRoute`], in the request's
+//! extensions for the layers after it (policy, rate limit) and the
+//! transcoder. No route → 404; the path exists under other methods → 405
+//! with `Allow`. The snapshot taken here is the one the request finishes on.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use http::header::ALLOW;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use tonic::Code;
+use tower::{Layer, Service};
+
+use super::ResponseFuture;
+use crate::catalog::{Catalog, Route};
+use crate::error::{Fault, GatewayError};
+use crate::routing::Match;
+use crate::server::{error_response, Body};
+
+/// The route a request matched, with the catalog it belongs to.
+#[derive(Debug, Clone)]
+pub struct MatchedRoute {
+    pub catalog: Arc<Catalog>,
+    pub route: Arc<Route>,
+    /// Path variable values in the template's variable order.
+    pub captures: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct RouteMatchLayer {
+    catalog: Arc<ArcSwap<Catalog>>,
+}
+
+impl RouteMatchLayer {
+    pub fn new(catalog: Arc<ArcSwap<Catalog>>) -> Self {
+        Self { catalog }
+    }
+}
+
+impl<S> Layer<S> for RouteMatchLayer {
+    type Service = RouteMatch<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RouteMatch {
+            catalog: self.catalog.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RouteMatch<S> {
+    catalog: Arc<ArcSwap<Catalog>>,
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for RouteMatch<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let catalog = self.catalog.load_full();
+        let found = match catalog.table.find(req.method(), req.uri().path()) {
+            Match::Found { value, captures } => Ok((value.clone(), captures)),
+            Match::MethodNotAllowed { allow } => {
+                Err(method_not_allowed(req.method(), req.uri().path(), &allow))
+            }
+            Match::NotFound => Err(GatewayError::not_found(format!(
+                "no route for {} {}",
+                req.method(),
+                req.uri().path()
+            ))),
+        };
+        match found {
+            Ok((route, captures)) => {
+                req.extensions_mut().insert(MatchedRoute {
+                    catalog,
+                    route,
+                    captures,
+                });
+                Box::pin(self.inner.call(req))
+            }
+            Err(err) => {
+                tracing::debug!(message = %err.message, "no route");
+                let response = error_response(&catalog, &err);
+                Box::pin(std::future::ready(Ok(response)))
+            }
+        }
+    }
+}
+
+fn method_not_allowed(method: &Method, path: &str, allow: &[Method]) -> GatewayError {
+    let list = allow
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let err = GatewayError::new(
+        Code::Unimplemented,
+        Fault::Client,
+        format!("method {method} is not allowed for {path} (allowed: {list})"),
+    )
+    .with_status(StatusCode::METHOD_NOT_ALLOWED);
+    match HeaderValue::try_from(list) {
+        Ok(value) => err.with_header(ALLOW, value),
+        Err(_) => err,
+    }
+}
