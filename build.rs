@@ -6,8 +6,6 @@
 
 use std::path::PathBuf;
 
-use prost::Message;
-
 const BUILTIN: &[&str] = &[
     "google/api/annotations.proto",
     "google/api/http.proto",
@@ -17,7 +15,7 @@ const BUILTIN: &[&str] = &[
 ];
 
 /// Example and test services (relative to `proto/`).
-const EXAMPLES: &[&str] = &[];
+const EXAMPLES: &[&str] = &["protogate/test/v1/test.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
@@ -36,7 +34,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         compiler.include_imports(true).include_source_info(true);
         compiler.open_files(EXAMPLES)?;
         let fds = compiler.file_descriptor_set();
-        std::fs::write(out.join("examples.binpb"), fds.encode_to_vec())?;
+        // Not `fds.encode_to_vec()`: prost_types drops extension options, and
+        // the gateway needs the google.api.http annotations in this set.
+        std::fs::write(
+            out.join("examples.binpb"),
+            compiler.encode_file_descriptor_set(),
+        )?;
         tonic_prost_build::configure()
             .build_client(true)
             .build_server(true)
