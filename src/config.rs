@@ -5,7 +5,7 @@
 //! start-up, with a message that names the file, the key and the line (or
 //! the flag): the rest of the gateway receives a [`Config`] whose values are
 //! already valid and never re-checks them. The file's shape lives in
-//! [`schema`], the rules for single values in [`values`]; this module owns
+//! `schema`, the rules for single values in [`values`]; this module owns
 //! the resolved types, the choice of file and the precedence of flags.
 //! The user-facing reference is `docs/config.md`.
 
@@ -19,12 +19,19 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Every setting, checked and with defaults filled in. See `docs/config.md`
+/// for what each one does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// Already resolved: a relative path from the file is joined to the
+    /// file's folder; one from `--descriptors` is left relative to the CWD.
     pub descriptors: PathBuf,
+    /// `None`: one worker per core.
     pub threads: Option<usize>,
+    /// In the order given: the file's entries (URLs replaced by flags with
+    /// the same pattern), then new patterns from flags. Patterns are unique.
     pub upstreams: Vec<UpstreamRule>,
     pub json: JsonOptions,
     pub routes: RoutesConfig,
@@ -37,6 +44,7 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamRule {
     pub pattern: String,
+    /// Always `http://` or `https://`, with an explicit port and path `/`.
     pub url: http::Uri,
 }
 
@@ -67,6 +75,8 @@ pub struct RoutesConfig {
     pub overrides: Vec<RouteOverride>,
 }
 
+/// Settings for the routes a selector matches; `None` keeps the global
+/// value. At least one setting is `Some`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteOverride {
     pub selector: RouteSelector,
