@@ -1,16 +1,37 @@
-//! STUB types — the config implementation replaces the loading part.
-//! The resolved configuration: YAML file merged with command-line flags.
+//! The resolved configuration: the YAML file (if any) with the
+//! command-line flags laid over it.
+//!
+//! Everything that can be wrong with a configuration is found here, at
+//! start-up, with a message that names the file, the key and the line (or
+//! the flag): the rest of the gateway receives a [`Config`] whose values are
+//! already valid and never re-checks them. The file's shape lives in
+//! `schema`, the rules for single values in [`values`]; this module owns
+//! the resolved types, the choice of file and the precedence of flags.
+//! The user-facing reference is `docs/config.md`.
 
+mod schema;
+#[cfg(test)]
+mod tests;
+pub mod values;
+
+use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-#[derive(Debug, Clone)]
+/// Every setting, checked and with defaults filled in. See `docs/config.md`
+/// for what each one does.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// Already resolved: a relative path from the file is joined to the
+    /// file's folder; one from `--descriptors` is left relative to the CWD.
     pub descriptors: PathBuf,
+    /// `None`: one worker per core.
     pub threads: Option<usize>,
+    /// In the order given: the file's entries (URLs replaced by flags with
+    /// the same pattern), then new patterns from flags. Patterns are unique.
     pub upstreams: Vec<UpstreamRule>,
     pub json: JsonOptions,
     pub routes: RoutesConfig,
@@ -23,10 +44,13 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamRule {
     pub pattern: String,
+    /// Always `http://` or `https://`, with an explicit port and path `/`.
     pub url: http::Uri,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What to do with input that names no field: refuse it with 400, or drop it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Strictness {
     #[default]
     Reject,
@@ -51,6 +75,8 @@ pub struct RoutesConfig {
     pub overrides: Vec<RouteOverride>,
 }
 
+/// Settings for the routes a selector matches; `None` keeps the global
+/// value. At least one setting is `Some`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteOverride {
     pub selector: RouteSelector,
@@ -74,7 +100,8 @@ pub struct Limits {
     pub max_body: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
     Pretty,
@@ -121,10 +148,10 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "DIR")]
     pub descriptors: Option<PathBuf>,
     /// Address of the HTTP listener (default: 127.0.0.1:8080).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = values::parse_socket_addr)]
     pub listen: Option<SocketAddr>,
     /// Address of the admin listener (default: 127.0.0.1:9901).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = values::parse_socket_addr)]
     pub admin_listen: Option<SocketAddr>,
     /// `PATTERN=URL`: service, package or `*` to an upstream URL; repeatable.
     #[arg(long = "upstream", value_name = "PATTERN=URL")]
@@ -134,30 +161,159 @@ pub struct ConfigArgs {
     pub threads: Option<usize>,
 }
 
+/// The file read when `--config` is not given, if it exists in the working
+/// directory.
+pub const DEFAULT_FILE: &str = "protogate.yaml";
+
+/// Why a configuration was refused. Each message is one line that says
+/// where the problem is (file and line, or flag) and what is wrong.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    /// A problem in the file. `message` carries the key path and, where
+    /// the YAML parser knows it, "at line N column M".
+    #[error("{}: {message}", file.display())]
+    File {
+        file: PathBuf,
+        message: String,
+        line: Option<usize>,
+        column: Option<usize>,
+    },
+    /// A bad command-line value; `value` is as given, with any URL
+    /// credentials hidden.
+    #[error("{flag} {value}: {problem}")]
+    Flag {
+        flag: &'static str,
+        value: String,
+        problem: String,
+    },
+}
 
 /// Loads the config file (if any) and applies the flags on top.
+///
+/// The file is `--config` when given (a missing file is an error), else
+/// `./protogate.yaml` when it exists, else none and every value starts at
+/// its default.
 pub fn load(args: &ConfigArgs) -> Result<Config, ConfigError> {
-    let mut config = Config::default();
-    if let Some(d) = &args.descriptors {
-        config.descriptors = d.clone();
-    }
-    if let Some(l) = args.listen {
-        config.listen = l;
-    }
-    for u in &args.upstreams {
-        let (pattern, url) = u
-            .split_once('=')
-            .ok_or_else(|| ConfigError(format!("--upstream {u}: expected PATTERN=URL")))?;
-        config.upstreams.push(UpstreamRule {
-            pattern: pattern.into(),
-            url: url
-                .parse()
-                .map_err(|e| ConfigError(format!("--upstream {u}: {e}")))?,
-        });
-    }
-    config.threads = args.threads;
+    load_with_default(args, Path::new(DEFAULT_FILE))
+}
+
+/// [`load`] with the implicit file's location as a parameter, so that tests
+/// need not change the process's working directory.
+fn load_with_default(args: &ConfigArgs, default_file: &Path) -> Result<Config, ConfigError> {
+    let file = match &args.config {
+        Some(path) => Some(path.clone()),
+        None => {
+            let path = default_file.to_path_buf();
+            match std::fs::metadata(&path) {
+                Ok(_) => Some(path),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(source) => return Err(ConfigError::Read { path, source }),
+            }
+        }
+    };
+    let mut config = match file {
+        Some(path) => load_file(&path)?,
+        None => Config::default(),
+    };
+    apply_flags(&mut config, args)?;
     Ok(config)
+}
+
+/// Reads and parses one config file, without flags.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    from_yaml(&text, path)
+}
+
+/// Parses the text of one config file. `origin` is the file's path: it
+/// names the file in messages, and relative paths in the file are resolved
+/// against its folder.
+pub fn from_yaml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+    let file: schema::FileConfig =
+        serde_yaml_ng::from_str(text).map_err(|e| file_error(origin, &e))?;
+    let base = origin.parent().unwrap_or(Path::new(""));
+    Ok(file.resolve(base))
+}
+
+fn file_error(origin: &Path, err: &serde_yaml_ng::Error) -> ConfigError {
+    let location = err.location();
+    let mut message = err.to_string();
+    // serde_yaml_ng leaves the position out of the text when it is line 1
+    // column 1; the user still deserves to be told.
+    if let Some(loc) = &location {
+        if !message.contains(" at line ") {
+            message.push_str(&format!(" at line {} column {}", loc.line(), loc.column()));
+        }
+    }
+    ConfigError::File {
+        file: origin.to_path_buf(),
+        message,
+        line: location.as_ref().map(|l| l.line()),
+        column: location.as_ref().map(|l| l.column()),
+    }
+}
+
+/// Lays the flags over `config`. Flags are checked by the same rules as the
+/// file's values.
+fn apply_flags(config: &mut Config, args: &ConfigArgs) -> Result<(), ConfigError> {
+    // Relative to the working directory: that is where the user typed it.
+    if let Some(dir) = &args.descriptors {
+        config.descriptors = dir.clone();
+    }
+    if let Some(addr) = args.listen {
+        config.listen = addr;
+    }
+    if let Some(addr) = args.admin_listen {
+        config.admin_listen = addr;
+    }
+    if let Some(n) = args.threads {
+        let n = values::check_threads(n as u64).map_err(|problem| ConfigError::Flag {
+            flag: "--threads",
+            value: n.to_string(),
+            problem,
+        })?;
+        config.threads = Some(n);
+    }
+    let flag_rules = parse_upstream_flags(&args.upstreams)?;
+    merge_upstreams(&mut config.upstreams, flag_rules);
+    Ok(())
+}
+
+fn parse_upstream_flags(flags: &[String]) -> Result<Vec<UpstreamRule>, ConfigError> {
+    let mut rules: Vec<UpstreamRule> = Vec::with_capacity(flags.len());
+    for flag in flags {
+        let error = |problem: String| ConfigError::Flag {
+            flag: "--upstream",
+            value: values::redact_url(flag),
+            problem,
+        };
+        let (pattern, url) = flag
+            .split_once('=')
+            .ok_or_else(|| error("expected PATTERN=URL".into()))?;
+        let pattern = values::parse_upstream_pattern(pattern.trim()).map_err(error)?;
+        let url = values::parse_upstream_url(url).map_err(error)?;
+        if rules.iter().any(|r| r.pattern == pattern) {
+            return Err(error(format!(
+                "upstream pattern `{pattern}` is given twice on the command line"
+            )));
+        }
+        rules.push(UpstreamRule { pattern, url });
+    }
+    Ok(rules)
+}
+
+/// A flag's rule replaces the file's rule for the same pattern in place;
+/// new patterns follow the file's, in the order given.
+fn merge_upstreams(rules: &mut Vec<UpstreamRule>, flags: Vec<UpstreamRule>) {
+    for flag in flags {
+        match rules.iter_mut().find(|r| r.pattern == flag.pattern) {
+            Some(existing) => existing.url = flag.url,
+            None => rules.push(flag),
+        }
+    }
 }

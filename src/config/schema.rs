@@ -1,0 +1,453 @@
+//! The config file as written: one serde struct per YAML mapping, every key
+//! optional and every unknown key an error.
+//!
+//! These types mirror the file, not the program: they keep "not given"
+//! apart from "given" so that defaults and command-line flags can be applied
+//! afterwards by [`FileConfig::resolve`], which is also the single place
+//! where relative paths meet the config file's folder. A later secret value
+//! (`{ env: NAME } | { file: PATH }`) is one more self-validating value type
+//! in the style of [`UpstreamTarget`] (a string or a mapping), read here and
+//! turned into its plain value in `resolve`, where the file's folder is
+//! known.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::marker::PhantomData;
+use std::path::{Component, Path, PathBuf};
+
+use http::HeaderName;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{
+    self, DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor,
+};
+use serde::Deserialize;
+
+use super::values::{
+    parse_forward_header, parse_upstream_pattern, Addr, DurationValue, HttpMethod, LogLevel,
+    MethodName, PathPrefix, PathText, ServiceName, SizeValue, Threads, UpstreamUrl,
+};
+use super::{
+    Config, JsonOptions, LogFormat, RouteOverride, RouteSelector, Strictness, UpstreamRule,
+};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of config keys such as listen, upstreams, json"
+)]
+pub(super) struct FileConfig {
+    listen: Option<Addr>,
+    admin: Option<AdminSection>,
+    descriptors: Option<DescriptorsSection>,
+    threads: Option<Threads>,
+    upstreams: Option<Upstreams>,
+    json: Option<JsonSection>,
+    routes: Option<RoutesSection>,
+    limits: Option<LimitsSection>,
+    forward_headers: Option<ForwardHeaders>,
+    logging: Option<LoggingSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with `listen`")]
+struct AdminSection {
+    listen: Option<Addr>,
+}
+
+/// `descriptors: { path: DIR }`, or `descriptors: DIR` for short.
+#[derive(Debug)]
+struct DescriptorsSection {
+    path: Option<PathText>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with `path`")]
+struct DescriptorsMap {
+    path: Option<PathText>,
+}
+
+impl<'de> Deserialize<'de> for DescriptorsSection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = DescriptorsSection;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a folder, or a mapping with `path`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                PathText::deserialize(de::value::StrDeserializer::<E>::new(v))
+                    .map(|p| DescriptorsSection { path: Some(p) })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                DescriptorsMap::deserialize(MapAccessDeserializer::new(map))
+                    .map(|m| DescriptorsSection { path: m.path })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping of JSON options")]
+struct JsonSection {
+    use_proto_names: Option<bool>,
+    emit_unpopulated: Option<bool>,
+    enums_as_ints: Option<bool>,
+    int64_as_numbers: Option<bool>,
+    unknown_fields: Option<Strictness>,
+    unknown_query_params: Option<Strictness>,
+    pretty: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with auto_map, timeout, overrides"
+)]
+struct RoutesSection {
+    auto_map: Option<bool>,
+    timeout: Option<DurationValue>,
+    overrides: Option<Vec<Checked<OverrideRaw>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with match, timeout, max_body"
+)]
+struct OverrideRaw {
+    #[serde(rename = "match")]
+    selector: Checked<SelectorRaw>,
+    timeout: Option<DurationValue>,
+    max_body: Option<SizeValue>,
+}
+
+impl Check for OverrideRaw {
+    fn check(&self) -> Result<(), String> {
+        if self.timeout.is_none() && self.max_body.is_none() {
+            return Err("this override changes nothing: give `timeout` or `max_body`".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with path_prefix, service, method, http_method"
+)]
+struct SelectorRaw {
+    path_prefix: Option<PathPrefix>,
+    service: Option<ServiceName>,
+    method: Option<MethodName>,
+    http_method: Option<HttpMethod>,
+}
+
+impl Check for SelectorRaw {
+    fn check(&self) -> Result<(), String> {
+        if self.path_prefix.is_none()
+            && self.service.is_none()
+            && self.method.is_none()
+            && self.http_method.is_none()
+        {
+            return Err("needs at least one of path_prefix, service, method or http_method".into());
+        }
+        if let (Some(ServiceName(service)), Some(MethodName(method))) =
+            (&self.service, &self.method)
+        {
+            let method_service = method.split_once('/').map_or("", |(s, _)| s);
+            if method_service != service {
+                return Err(format!(
+                    "method `{method}` is not in service `{service}`, so this selector matches nothing"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with `max_body`")]
+struct LimitsSection {
+    max_body: Option<SizeValue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with format, level")]
+struct LoggingSection {
+    format: Option<LogFormat>,
+    level: Option<LogLevel>,
+}
+
+/// A mapping whose fields are read by a derived `Deserialize` and then
+/// checked as a whole.
+///
+/// The check runs inside the mapping's own `visit_map`, which is what makes
+/// serde_yaml_ng attach the mapping's key path and line to its error; a
+/// check after deserialization (or serde's `try_from`) would only get the
+/// enclosing sequence's position.
+#[derive(Debug)]
+struct Checked<T>(T);
+
+trait Check {
+    fn check(&self) -> Result<(), String>;
+}
+
+impl<'de, T: DeserializeOwned + Check> Deserialize<'de> for Checked<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: DeserializeOwned + Check> Visitor<'de> for V<T> {
+            type Value = Checked<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let raw = T::deserialize(MapAccessDeserializer::new(map))?;
+                raw.check().map_err(de::Error::custom)?;
+                Ok(Checked(raw))
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}
+
+/// `upstreams`: an ordered mapping of PATTERN to URL, duplicates refused.
+#[derive(Debug, Default)]
+struct Upstreams(Vec<UpstreamRule>);
+
+impl<'de> Deserialize<'de> for Upstreams {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Upstreams;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping of PATTERN: URL")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut rules: Vec<UpstreamRule> = Vec::new();
+                // The key is read through a seed that knows the earlier keys,
+                // so a duplicate is reported at its own line.
+                while let Some(pattern) = map.next_key_seed(PatternKey { seen: &rules })? {
+                    let UpstreamTarget(url) = map.next_value()?;
+                    rules.push(UpstreamRule { pattern, url });
+                }
+                Ok(Upstreams(rules))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+struct PatternKey<'a> {
+    seen: &'a [UpstreamRule],
+}
+
+impl<'de> DeserializeSeed<'de> for PatternKey<'_> {
+    type Value = String;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for PatternKey<'_> {
+    type Value = String;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an upstream pattern")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        let pattern = parse_upstream_pattern(v).map_err(E::custom)?;
+        if self.seen.iter().any(|r| r.pattern == pattern) {
+            return Err(E::custom(format!(
+                "upstream pattern `{pattern}` is given twice"
+            )));
+        }
+        Ok(pattern)
+    }
+}
+
+/// One upstream: `URL`, or `{ url: URL }` (the long form leaves room for
+/// per-upstream TLS settings).
+struct UpstreamTarget(http::Uri);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with `url`")]
+struct UpstreamMap {
+    url: UpstreamUrl,
+}
+
+impl<'de> Deserialize<'de> for UpstreamTarget {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = UpstreamTarget;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a URL such as http://127.0.0.1:50051, or a mapping with `url`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                UpstreamUrl::deserialize(de::value::StrDeserializer::<E>::new(v))
+                    .map(|u| UpstreamTarget(u.0))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                UpstreamMap::deserialize(MapAccessDeserializer::new(map))
+                    .map(|m| UpstreamTarget(m.url.0))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `forward_headers`: a list of header names, duplicates refused.
+#[derive(Debug, Default)]
+struct ForwardHeaders(Vec<HeaderName>);
+
+impl<'de> Deserialize<'de> for ForwardHeaders {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ForwardHeaders;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of header names")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut names = Vec::new();
+                let mut seen = HashSet::new();
+                while let Some(name) = seq.next_element_seed(HeaderSeed { seen: &seen })? {
+                    seen.insert(name.clone());
+                    names.push(name);
+                }
+                Ok(ForwardHeaders(names))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+struct HeaderSeed<'a> {
+    seen: &'a HashSet<HeaderName>,
+}
+
+impl<'de> DeserializeSeed<'de> for HeaderSeed<'_> {
+    type Value = HeaderName;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<HeaderName, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for HeaderSeed<'_> {
+    type Value = HeaderName;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a header name")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<HeaderName, E> {
+        let name = parse_forward_header(v).map_err(E::custom)?;
+        if self.seen.contains(&name) {
+            return Err(E::custom(format!("header `{name}` is listed twice")));
+        }
+        Ok(name)
+    }
+}
+
+impl FileConfig {
+    /// Lays the file's values over the defaults. `base` is the folder of the
+    /// config file, against which relative paths in it are resolved.
+    pub(super) fn resolve(self, base: &Path) -> Config {
+        let mut config = Config::default();
+        if let Some(Addr(addr)) = self.listen {
+            config.listen = addr;
+        }
+        if let Some(Addr(addr)) = self.admin.and_then(|a| a.listen) {
+            config.admin_listen = addr;
+        }
+        if let Some(PathText(path)) = self.descriptors.and_then(|d| d.path) {
+            config.descriptors = relative_to(base, &path);
+        }
+        if let Some(Threads(n)) = self.threads {
+            config.threads = Some(n);
+        }
+        if let Some(Upstreams(rules)) = self.upstreams {
+            config.upstreams = rules;
+        }
+        if let Some(json) = self.json {
+            config.json = json.resolve();
+        }
+        if let Some(routes) = self.routes {
+            if let Some(auto_map) = routes.auto_map {
+                config.routes.auto_map = auto_map;
+            }
+            if let Some(DurationValue(timeout)) = routes.timeout {
+                config.routes.timeout = timeout;
+            }
+            config.routes.overrides = routes
+                .overrides
+                .unwrap_or_default()
+                .into_iter()
+                .map(|Checked(raw)| raw.resolve())
+                .collect();
+        }
+        if let Some(SizeValue(max_body)) = self.limits.and_then(|l| l.max_body) {
+            config.limits.max_body = max_body;
+        }
+        if let Some(ForwardHeaders(names)) = self.forward_headers {
+            config.forward_headers = names;
+        }
+        if let Some(logging) = self.logging {
+            if let Some(format) = logging.format {
+                config.logging.format = format;
+            }
+            if let Some(LogLevel(level)) = logging.level {
+                config.logging.level = level;
+            }
+        }
+        config
+    }
+}
+
+impl JsonSection {
+    fn resolve(self) -> JsonOptions {
+        let d = JsonOptions::default();
+        JsonOptions {
+            use_proto_names: self.use_proto_names.unwrap_or(d.use_proto_names),
+            emit_unpopulated: self.emit_unpopulated.unwrap_or(d.emit_unpopulated),
+            enums_as_ints: self.enums_as_ints.unwrap_or(d.enums_as_ints),
+            int64_as_numbers: self.int64_as_numbers.unwrap_or(d.int64_as_numbers),
+            unknown_fields: self.unknown_fields.unwrap_or(d.unknown_fields),
+            unknown_query_params: self.unknown_query_params.unwrap_or(d.unknown_query_params),
+            pretty: self.pretty.unwrap_or(d.pretty),
+        }
+    }
+}
+
+impl OverrideRaw {
+    fn resolve(self) -> RouteOverride {
+        let Checked(s) = self.selector;
+        RouteOverride {
+            selector: RouteSelector {
+                path_prefix: s.path_prefix.map(|v| v.0),
+                service: s.service.map(|v| v.0),
+                method: s.method.map(|v| v.0),
+                http_method: s.http_method.map(|v| v.0),
+            },
+            timeout: self.timeout.map(|v| v.0),
+            max_body: self.max_body.map(|v| v.0),
+        }
+    }
+}
+
+/// `base/path` for a relative `path`, without the `./` noise that a plain
+/// `join` would keep (`/etc/pg/./descriptors`).
+pub(super) fn relative_to(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    let mut out = base.to_path_buf();
+    for component in path.components() {
+        if component != Component::CurDir {
+            out.push(component);
+        }
+    }
+    if out.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        out
+    }
+}

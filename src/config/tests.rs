@@ -1,0 +1,926 @@
+// Tests may panic on unexpected input: that is how they fail.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+
+use super::values::{parse_duration, parse_size, parse_upstream_url, redact_url};
+use super::*;
+
+const ORIGIN: &str = "conf/protogate.yaml";
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    from_yaml(text, Path::new(ORIGIN))
+}
+
+fn parse_ok(text: &str) -> Config {
+    match parse(text) {
+        Ok(config) => config,
+        Err(e) => panic!("expected {text:?} to parse, got: {e}"),
+    }
+}
+
+/// Asserts that `text` is refused with a message that names the file, the
+/// key path and the problem, and that points at `line`.
+fn assert_rejected(text: &str, key: &str, problem: &str, line: usize) {
+    let err = match parse(text) {
+        Ok(config) => panic!("expected {text:?} to be rejected, got {config:?}"),
+        Err(e) => e,
+    };
+    let shown = err.to_string();
+    assert!(shown.starts_with(ORIGIN), "no file name in: {shown}");
+    assert!(shown.contains(key), "no key `{key}` in: {shown}");
+    assert!(shown.contains(problem), "no `{problem}` in: {shown}");
+    assert!(
+        shown.contains(&format!("at line {line} column")),
+        "not at line {line}: {shown}"
+    );
+    assert!(!shown.contains('\n'), "not one line: {shown}");
+    match err {
+        ConfigError::File {
+            line: Some(l),
+            column: Some(_),
+            ..
+        } => assert_eq!(l, line, "{shown}"),
+        other => panic!("expected a located file error, got {other:?}"),
+    }
+}
+
+fn uri(s: &str) -> http::Uri {
+    s.parse().unwrap()
+}
+
+fn rule(pattern: &str, url: &str) -> UpstreamRule {
+    UpstreamRule {
+        pattern: pattern.into(),
+        url: uri(url),
+    }
+}
+
+const FULL: &str = r#"
+listen: 0.0.0.0:8000
+admin:
+  listen: "[::1]:9000"
+descriptors:
+  path: ./protos
+threads: 3
+upstreams:
+  acme.users.v1: http://127.0.0.1:50051
+  acme.orders.v1.OrderService: { url: http://127.0.0.1:50052 }
+  "*": https://backend.internal
+json:
+  use_proto_names: true
+  emit_unpopulated: true
+  enums_as_ints: true
+  int64_as_numbers: true
+  unknown_fields: ignore
+  unknown_query_params: ignore
+  pretty: true
+routes:
+  auto_map: false
+  timeout: 1.5s
+  overrides:
+    - match: { path_prefix: /v1/users, service: acme.users.v1.UserService,
+               method: acme.users.v1.UserService/GetUser, http_method: GET }
+      timeout: 250ms
+      max_body: 1MiB
+    - match:
+        service: acme.orders.v1.OrderService
+      max_body: 100kB
+limits:
+  max_body: 2MB
+forward_headers: [X-Tenant-ID, x-request-source]
+logging:
+  format: json
+  level: protogate=debug,hyper=warn
+"#;
+
+#[test]
+fn every_key_is_read() {
+    let c = parse_ok(FULL);
+    assert_eq!(c.listen, "0.0.0.0:8000".parse().unwrap());
+    assert_eq!(c.admin_listen, "[::1]:9000".parse().unwrap());
+    assert_eq!(c.descriptors, PathBuf::from("conf/protos"));
+    assert_eq!(c.threads, Some(3));
+    assert_eq!(
+        c.upstreams,
+        vec![
+            rule("acme.users.v1", "http://127.0.0.1:50051/"),
+            rule("acme.orders.v1.OrderService", "http://127.0.0.1:50052/"),
+            rule("*", "https://backend.internal:443/"),
+        ]
+    );
+    assert_eq!(
+        c.json,
+        JsonOptions {
+            use_proto_names: true,
+            emit_unpopulated: true,
+            enums_as_ints: true,
+            int64_as_numbers: true,
+            unknown_fields: Strictness::Ignore,
+            unknown_query_params: Strictness::Ignore,
+            pretty: true,
+        }
+    );
+    assert!(!c.routes.auto_map);
+    assert_eq!(c.routes.timeout, Duration::from_millis(1500));
+    assert_eq!(
+        c.routes.overrides,
+        vec![
+            RouteOverride {
+                selector: RouteSelector {
+                    path_prefix: Some("/v1/users".into()),
+                    service: Some("acme.users.v1.UserService".into()),
+                    method: Some("acme.users.v1.UserService/GetUser".into()),
+                    http_method: Some(http::Method::GET),
+                },
+                timeout: Some(Duration::from_millis(250)),
+                max_body: Some(1 << 20),
+            },
+            RouteOverride {
+                selector: RouteSelector {
+                    service: Some("acme.orders.v1.OrderService".into()),
+                    ..RouteSelector::default()
+                },
+                timeout: None,
+                max_body: Some(100_000),
+            },
+        ]
+    );
+    assert_eq!(c.limits.max_body, 2_000_000);
+    assert_eq!(
+        c.forward_headers,
+        vec![
+            http::HeaderName::from_static("x-tenant-id"),
+            http::HeaderName::from_static("x-request-source"),
+        ]
+    );
+    assert_eq!(
+        c.logging,
+        Logging {
+            format: LogFormat::Json,
+            level: "protogate=debug,hyper=warn".into(),
+        }
+    );
+}
+
+#[test]
+fn the_shipped_example_is_valid() {
+    let text = include_str!("../../protogate.example.yaml");
+    let c = match from_yaml(text, Path::new("protogate.example.yaml")) {
+        Ok(c) => c,
+        Err(e) => panic!("protogate.example.yaml: {e}"),
+    };
+    assert!(!c.upstreams.is_empty());
+    assert!(!c.routes.overrides.is_empty());
+}
+
+#[test]
+fn empty_file_and_empty_sections_give_the_defaults() {
+    let defaults = Config::default();
+    assert_eq!(parse_ok(""), defaults);
+    assert_eq!(parse_ok("# nothing here\n"), defaults);
+    assert_eq!(
+        parse_ok("listen:\njson:\nroutes:\nlimits:\nlogging:\nadmin:\n"),
+        defaults
+    );
+}
+
+#[test]
+fn defaults_are_the_documented_ones() {
+    let c = Config::default();
+    assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(c.admin_listen, "127.0.0.1:9901".parse().unwrap());
+    assert_eq!(c.descriptors, PathBuf::from("./descriptors"));
+    assert_eq!(c.threads, None);
+    assert!(c.upstreams.is_empty());
+    assert_eq!(c.json.unknown_fields, Strictness::Reject);
+    assert_eq!(c.json.unknown_query_params, Strictness::Reject);
+    assert!(c.routes.auto_map);
+    assert_eq!(c.routes.timeout, Duration::from_secs(30));
+    assert_eq!(c.limits.max_body, 4 * 1024 * 1024);
+    assert_eq!(c.logging.format, LogFormat::Pretty);
+    assert_eq!(c.logging.level, "info");
+}
+
+#[test]
+fn a_section_keeps_the_defaults_of_keys_it_leaves_out() {
+    let c = parse_ok("json:\n  pretty: true\nroutes:\n  auto_map: false\n");
+    assert!(c.json.pretty);
+    assert_eq!(c.json.unknown_fields, Strictness::Reject);
+    assert!(!c.routes.auto_map);
+    assert_eq!(c.routes.timeout, Duration::from_secs(30));
+}
+
+#[test]
+fn unknown_keys_are_named_with_their_line() {
+    assert_rejected(
+        "listn: 127.0.0.1:1\n",
+        "unknown field `listn`",
+        "expected one of",
+        1,
+    );
+    assert_rejected(
+        "listen: 127.0.0.1:1\njson:\n  pretty: true\n  use_proto_nmes: true\n",
+        "json: unknown field `use_proto_nmes`",
+        "`use_proto_names`",
+        4,
+    );
+    assert_rejected(
+        "admin:\n  lisen: 127.0.0.1:1\n",
+        "admin: unknown field `lisen`",
+        "",
+        2,
+    );
+    assert_rejected(
+        "routes:\n  overrides:\n    - match: { service: a.B }\n      timeout: 1s\n      policy: x\n",
+        "routes.overrides[0]: unknown field `policy`",
+        "",
+        5,
+    );
+    assert_rejected(
+        "routes:\n  overrides:\n    - match: { servce: a.B }\n      timeout: 1s\n",
+        "routes.overrides[0].match: unknown field `servce`",
+        "",
+        3,
+    );
+    assert_rejected(
+        "upstreams:\n  a: { url: http://x, tls: {} }\n",
+        "upstreams.a: unknown field `tls`",
+        "",
+        2,
+    );
+    assert_rejected(
+        "limits:\n  max_bdy: 1\n",
+        "limits: unknown field `max_bdy`",
+        "",
+        2,
+    );
+    assert_rejected(
+        "logging:\n  lvl: info\n",
+        "logging: unknown field `lvl`",
+        "",
+        2,
+    );
+    assert_rejected(
+        "descriptors:\n  pth: x\n",
+        "descriptors: unknown field `pth`",
+        "",
+        2,
+    );
+}
+
+#[test]
+fn bad_values_are_named_with_their_line() {
+    let cases: &[(&str, &str, &str, usize)] = &[
+        ("listen: localhost:80\n", "listen", "invalid address", 1),
+        ("listen: [::]:80\n", "listen", "quote IPv6", 1),
+        ("admin:\n  listen: 1.2.3.4\n", "admin.listen", "IP:PORT", 2),
+        ("threads: 0\n", "threads", "at least 1", 1),
+        ("threads: -2\n", "threads", "at least 1", 1),
+        ("threads: many\n", "threads", "whole number", 1),
+        ("descriptors: \"\"\n", "descriptors", "must not be empty", 1),
+        (
+            "routes:\n  timeout: 0s\n",
+            "routes.timeout",
+            "greater than zero",
+            2,
+        ),
+        (
+            "routes:\n  timeout: -3s\n",
+            "routes.timeout",
+            "greater than zero",
+            2,
+        ),
+        (
+            "routes:\n  timeout: -3\n",
+            "routes.timeout",
+            "greater than zero",
+            2,
+        ),
+        (
+            "routes:\n  timeout: 3 days\n",
+            "routes.timeout",
+            "unknown unit `days`",
+            2,
+        ),
+        (
+            "routes:\n  timeout: 1.5\n",
+            "routes.timeout",
+            "needs a unit",
+            2,
+        ),
+        (
+            "routes:\n  auto_map: yes\n",
+            "routes.auto_map",
+            "boolean",
+            2,
+        ),
+        (
+            "limits:\n  max_body: 0\n",
+            "limits.max_body",
+            "at least 1 byte",
+            2,
+        ),
+        (
+            "limits:\n  max_body: 4mb\n",
+            "limits.max_body",
+            "unknown unit `mb`",
+            2,
+        ),
+        (
+            "limits:\n  max_body: lots\n",
+            "limits.max_body",
+            "invalid size",
+            2,
+        ),
+        (
+            "json:\n  unknown_fields: drop\n",
+            "json.unknown_fields",
+            "`reject` or `ignore`",
+            2,
+        ),
+        (
+            "json:\n  unknown_query_params: Reject\n",
+            "json.unknown_query_params",
+            "unknown variant",
+            2,
+        ),
+        ("json:\n  pretty: 1\n", "json.pretty", "boolean", 2),
+        (
+            "logging:\n  format: xml\n",
+            "logging.format",
+            "`pretty` or `json`",
+            2,
+        ),
+        (
+            "logging:\n  level: x=loud\n",
+            "logging.level",
+            "invalid log filter",
+            2,
+        ),
+        (
+            "upstreams:\n  a: ftp://x\n",
+            "upstreams.a",
+            "scheme must be http or https",
+            2,
+        ),
+        (
+            "upstreams:\n  a: 127.0.0.1:50051\n",
+            "upstreams.a",
+            "http://",
+            2,
+        ),
+        (
+            "upstreams:\n  a: http://x/api\n",
+            "upstreams.a",
+            "path or query",
+            2,
+        ),
+        (
+            "upstreams:\n  a: http://x?q=1\n",
+            "upstreams.a",
+            "path or query",
+            2,
+        ),
+        ("upstreams:\n  a: http://:80\n", "upstreams.a", "", 2),
+        (
+            "upstreams:\n  a: { url: ftp://x }\n",
+            "upstreams.a.url",
+            "http or https",
+            2,
+        ),
+        (
+            "upstreams:\n  a: {}\n",
+            "upstreams.a",
+            "missing field `url`",
+            2,
+        ),
+        (
+            "upstreams:\n  acme.*: http://x\n",
+            "upstreams",
+            "invalid upstream pattern",
+            2,
+        ),
+        (
+            "upstreams:\n  acme..v1: http://x\n",
+            "upstreams",
+            "invalid upstream pattern",
+            2,
+        ),
+        (
+            "upstreams:\n  1acme: http://x\n",
+            "upstreams",
+            "invalid upstream pattern",
+            2,
+        ),
+        (
+            "upstreams:\n  a.b: http://x\n  c: http://y\n  a.b: http://z\n",
+            "upstreams",
+            "`a.b` is given twice",
+            4,
+        ),
+        (
+            "forward_headers: [x-a, \"bad header\"]\n",
+            "forward_headers[1]",
+            "not a valid header",
+            1,
+        ),
+        (
+            "forward_headers:\n  - connection\n",
+            "forward_headers[0]",
+            "hop-by-hop",
+            2,
+        ),
+        (
+            "forward_headers:\n  - Transfer-Encoding\n",
+            "forward_headers[0]",
+            "hop-by-hop",
+            2,
+        ),
+        (
+            "forward_headers:\n  - te\n",
+            "forward_headers[0]",
+            "hop-by-hop",
+            2,
+        ),
+        (
+            "forward_headers:\n  - upgrade\n",
+            "forward_headers[0]",
+            "hop-by-hop",
+            2,
+        ),
+        (
+            "forward_headers:\n  - keep-alive\n",
+            "forward_headers[0]",
+            "hop-by-hop",
+            2,
+        ),
+        (
+            "forward_headers:\n  - proxy-authorization\n",
+            "forward_headers[0]",
+            "hop-by-hop",
+            2,
+        ),
+        (
+            "forward_headers:\n  - content-type\n",
+            "forward_headers[0]",
+            "set by the gateway",
+            2,
+        ),
+        (
+            "forward_headers:\n  - grpc-timeout\n",
+            "forward_headers[0]",
+            "reserved by gRPC",
+            2,
+        ),
+        (
+            "forward_headers:\n  - x-trace-bin\n",
+            "forward_headers[0]",
+            "binary",
+            2,
+        ),
+        (
+            "forward_headers:\n  - x-a\n  - X-A\n",
+            "forward_headers[1]",
+            "listed twice",
+            3,
+        ),
+        (
+            "forward_headers: x-a\n",
+            "forward_headers",
+            "list of header names",
+            1,
+        ),
+    ];
+    for (text, key, problem, line) in cases {
+        assert_rejected(text, key, problem, *line);
+    }
+}
+
+#[test]
+fn route_overrides_are_checked() {
+    let cases: &[(&str, &str, &str, usize)] = &[
+        (
+            "routes:\n  overrides:\n    - match: {}\n      timeout: 1s\n",
+            "routes.overrides[0].match",
+            "needs at least one of",
+            3,
+        ),
+        (
+            "routes:\n  overrides:\n    - timeout: 1s\n",
+            "routes.overrides[0]",
+            "missing field `match`",
+            3,
+        ),
+        (
+            "routes:\n  overrides:\n    - match: { service: a.B }\n      timeout: 1s\n    - match: { service: a.C }\n",
+            "routes.overrides[1]",
+            "changes nothing",
+            5,
+        ),
+        (
+            "routes:\n  overrides:\n    - match:\n        http_method: get\n      timeout: 1s\n",
+            "routes.overrides[0].match.http_method",
+            "must be uppercase: `GET`",
+            4,
+        ),
+        (
+            "routes:\n  overrides:\n    - match:\n        path_prefix: v1/users\n      timeout: 1s\n",
+            "routes.overrides[0].match.path_prefix",
+            "must start with /",
+            4,
+        ),
+        (
+            "routes:\n  overrides:\n    - match:\n        method: acme.v1.S.Get\n      timeout: 1s\n",
+            "routes.overrides[0].match.method",
+            "SERVICE/METHOD",
+            4,
+        ),
+        (
+            "routes:\n  overrides:\n    - match:\n        service: acme/v1\n      timeout: 1s\n",
+            "routes.overrides[0].match.service",
+            "invalid service",
+            4,
+        ),
+        (
+            "routes:\n  overrides:\n    - match:\n        service: a.S\n        method: a.T/Get\n      timeout: 1s\n",
+            "routes.overrides[0].match",
+            "not in service `a.S`",
+            4,
+        ),
+        (
+            "routes:\n  overrides:\n    - match: { service: a.S }\n      max_body: 0\n",
+            "routes.overrides[0].max_body",
+            "at least 1 byte",
+            4,
+        ),
+        (
+            "routes:\n  overrides:\n    - match: { service: a.S }\n      timeout: 0ms\n",
+            "routes.overrides[0].timeout",
+            "greater than zero",
+            4,
+        ),
+    ];
+    for (text, key, problem, line) in cases {
+        assert_rejected(text, key, problem, *line);
+    }
+}
+
+#[test]
+fn yaml_syntax_errors_carry_the_file_and_line() {
+    let err = parse("json:\n  pretty: [true\n").unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.starts_with(ORIGIN), "{shown}");
+    assert!(shown.contains("line"), "{shown}");
+    assert!(matches!(err, ConfigError::File { line: Some(_), .. }));
+}
+
+#[test]
+fn durations() {
+    let ok = [
+        ("30s", Duration::from_secs(30)),
+        ("30", Duration::from_secs(30)),
+        ("1.5s", Duration::from_millis(1500)),
+        ("0.1s", Duration::from_millis(100)),
+        ("250ms", Duration::from_millis(250)),
+        ("2m", Duration::from_secs(120)),
+        ("1h", Duration::from_secs(3600)),
+        ("1.25h", Duration::from_secs(4500)),
+        ("10 s", Duration::from_secs(10)),
+    ];
+    for (text, want) in ok {
+        assert_eq!(parse_duration(text), Ok(want), "{text}");
+    }
+    for bad in [
+        "",
+        "s",
+        "0",
+        "0s",
+        "0.0000000001s",
+        "1.5",
+        "1.s",
+        ".5s",
+        "1..5s",
+        "5x",
+        "5 sec",
+        "1e3s",
+        "99999999999999999999999999999999999999999h",
+    ] {
+        assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+    }
+}
+
+#[test]
+fn sizes() {
+    let ok = [
+        ("4MiB", 4 << 20),
+        ("512KiB", 512 << 10),
+        ("1GiB", 1 << 30),
+        ("1MB", 1_000_000),
+        ("100kB", 100_000),
+        ("100KB", 100_000),
+        ("2GB", 2_000_000_000),
+        ("1.5MiB", 3 << 19),
+        ("1024", 1024),
+        ("1024B", 1024),
+    ];
+    for (text, want) in ok {
+        assert_eq!(parse_size(text), Ok(want), "{text}");
+    }
+    for bad in [
+        "",
+        "0",
+        "0B",
+        "MiB",
+        "4mib",
+        "4 M",
+        "-1",
+        "1.5.5MB",
+        "99999999999999999999999GiB",
+    ] {
+        assert!(parse_size(bad).is_err(), "{bad:?} was accepted");
+    }
+}
+
+#[test]
+fn integer_values_in_the_file() {
+    let c = parse_ok("routes:\n  timeout: 45\nlimits:\n  max_body: 2048\n");
+    assert_eq!(c.routes.timeout, Duration::from_secs(45));
+    assert_eq!(c.limits.max_body, 2048);
+}
+
+#[test]
+fn upstream_urls_are_normalised() {
+    let cases = [
+        ("http://backend", "http://backend:80/"),
+        ("https://backend", "https://backend:443/"),
+        ("http://backend:50051/", "http://backend:50051/"),
+        ("https://10.0.0.1:8443", "https://10.0.0.1:8443/"),
+        ("http://[::1]:50051", "http://[::1]:50051/"),
+        ("https://[::1]", "https://[::1]:443/"),
+    ];
+    for (text, want) in cases {
+        let got = parse_upstream_url(text).unwrap();
+        assert_eq!(got.to_string(), want, "{text}");
+        assert_eq!(got.port_u16(), uri(want).port_u16());
+    }
+}
+
+#[test]
+fn credentials_never_reach_a_message() {
+    let err = parse("upstreams:\n  a: https://user:hunter2@x\n").unwrap_err();
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    assert!(err.to_string().contains("credentials"), "{err}");
+
+    let args = ConfigArgs {
+        upstreams: vec!["a=https://user:hunter2@x/".into()],
+        ..ConfigArgs::default()
+    };
+    let err = load_with_default(&args, Path::new("/nonexistent/protogate.yaml")).unwrap_err();
+    let shown = err.to_string();
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.starts_with("--upstream a=https://***@x/"), "{shown}");
+    assert_eq!(redact_url("http://x:1"), "http://x:1");
+}
+
+/// A folder with a config file in it, removed when dropped.
+struct ConfigDir {
+    dir: tempfile::TempDir,
+}
+
+impl ConfigDir {
+    fn new(text: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("gateway.yaml"), text).unwrap();
+        Self { dir }
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.path().join("gateway.yaml")
+    }
+
+    fn args(&self) -> ConfigArgs {
+        ConfigArgs {
+            config: Some(self.file()),
+            ..ConfigArgs::default()
+        }
+    }
+}
+
+fn no_default() -> &'static Path {
+    Path::new("/nonexistent/protogate.yaml")
+}
+
+#[test]
+fn relative_descriptor_paths_follow_the_config_file() {
+    let dir = ConfigDir::new("descriptors:\n  path: ./protos/v1\n");
+    let c = load(&dir.args()).unwrap();
+    assert_eq!(c.descriptors, dir.dir.path().join("protos/v1"));
+
+    let dir = ConfigDir::new("descriptors: ../shared\n");
+    let c = load(&dir.args()).unwrap();
+    assert_eq!(c.descriptors, dir.dir.path().join("../shared"));
+
+    let dir = ConfigDir::new("descriptors: { path: /srv/descriptors }\n");
+    let c = load(&dir.args()).unwrap();
+    assert_eq!(c.descriptors, PathBuf::from("/srv/descriptors"));
+
+    // A bare file name has no folder: paths stay relative to the CWD.
+    let c = from_yaml(
+        "descriptors: { path: ./protos }\n",
+        Path::new("protogate.yaml"),
+    )
+    .unwrap();
+    assert_eq!(c.descriptors, PathBuf::from("protos"));
+}
+
+#[test]
+fn the_descriptors_flag_is_relative_to_the_working_directory() {
+    let dir = ConfigDir::new("descriptors: { path: ./protos }\n");
+    let args = ConfigArgs {
+        descriptors: Some(PathBuf::from("./mine")),
+        ..dir.args()
+    };
+    assert_eq!(load(&args).unwrap().descriptors, PathBuf::from("./mine"));
+}
+
+#[test]
+fn flags_override_the_file() {
+    let dir = ConfigDir::new(
+        "listen: 127.0.0.1:1000\nadmin: { listen: 127.0.0.1:1001 }\nthreads: 2\njson: { pretty: true }\n",
+    );
+    let args = ConfigArgs {
+        listen: Some("0.0.0.0:2000".parse().unwrap()),
+        admin_listen: Some("0.0.0.0:2001".parse().unwrap()),
+        threads: Some(8),
+        ..dir.args()
+    };
+    let c = load(&args).unwrap();
+    assert_eq!(c.listen, "0.0.0.0:2000".parse().unwrap());
+    assert_eq!(c.admin_listen, "0.0.0.0:2001".parse().unwrap());
+    assert_eq!(c.threads, Some(8));
+    // Keys without a flag keep the file's value.
+    assert!(c.json.pretty);
+
+    let c = load(&dir.args()).unwrap();
+    assert_eq!(c.listen, "127.0.0.1:1000".parse().unwrap());
+    assert_eq!(c.threads, Some(2));
+}
+
+#[test]
+fn upstream_flags_merge_with_the_file() {
+    let dir = ConfigDir::new(
+        "upstreams:\n  acme.users.v1: http://file-users:1\n  \"*\": http://file-default:2\n",
+    );
+    let args = ConfigArgs {
+        upstreams: vec![
+            "acme.orders.v1=http://flag-orders:3".into(),
+            "*=https://flag-default".into(),
+        ],
+        ..dir.args()
+    };
+    let c = load(&args).unwrap();
+    assert_eq!(
+        c.upstreams,
+        vec![
+            rule("acme.users.v1", "http://file-users:1/"),
+            rule("*", "https://flag-default:443/"),
+            rule("acme.orders.v1", "http://flag-orders:3/"),
+        ]
+    );
+}
+
+#[test]
+fn bad_flags_are_named() {
+    let cases: &[(ConfigArgs, &str)] = &[
+        (
+            ConfigArgs {
+                upstreams: vec!["acme=ftp://x".into()],
+                ..ConfigArgs::default()
+            },
+            "--upstream acme=ftp://x: URL scheme must be http or https",
+        ),
+        (
+            ConfigArgs {
+                upstreams: vec!["http://x".into()],
+                ..ConfigArgs::default()
+            },
+            "--upstream http://x: expected PATTERN=URL",
+        ),
+        (
+            ConfigArgs {
+                upstreams: vec!["acme-users=http://x".into()],
+                ..ConfigArgs::default()
+            },
+            "--upstream acme-users=http://x: invalid upstream pattern",
+        ),
+        (
+            ConfigArgs {
+                upstreams: vec!["a=http://x".into(), "a=http://y".into()],
+                ..ConfigArgs::default()
+            },
+            "--upstream a=http://y: upstream pattern `a` is given twice",
+        ),
+        (
+            ConfigArgs {
+                threads: Some(0),
+                ..ConfigArgs::default()
+            },
+            "--threads 0: must be at least 1",
+        ),
+    ];
+    for (args, want) in cases {
+        let err = load_with_default(args, no_default()).unwrap_err();
+        assert!(matches!(err, ConfigError::Flag { .. }), "{err:?}");
+        assert!(err.to_string().starts_with(want), "{err} vs {want}");
+    }
+}
+
+#[test]
+fn a_missing_config_flag_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.yaml");
+    let args = ConfigArgs {
+        config: Some(missing.clone()),
+        ..ConfigArgs::default()
+    };
+    let err = load(&args).unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Read { path, .. } if *path == missing),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("nope.yaml"), "{err}");
+}
+
+#[test]
+fn the_default_file_is_optional_and_used_when_present() {
+    let dir = tempfile::tempdir().unwrap();
+    let default = dir.path().join("protogate.yaml");
+    let args = ConfigArgs {
+        upstreams: vec!["*=http://x".into()],
+        ..ConfigArgs::default()
+    };
+    let c = load_with_default(&args, &default).unwrap();
+    assert_eq!(c.listen, Config::default().listen);
+    assert_eq!(c.upstreams, vec![rule("*", "http://x:80/")]);
+
+    fs::write(&default, "listen: 127.0.0.1:7000\n").unwrap();
+    let c = load_with_default(&args, &default).unwrap();
+    assert_eq!(c.listen, "127.0.0.1:7000".parse().unwrap());
+
+    // An explicit --config wins over the default file.
+    let other = ConfigDir::new("listen: 127.0.0.1:7001\n");
+    let c = load_with_default(&other.args(), &default).unwrap();
+    assert_eq!(c.listen, "127.0.0.1:7001".parse().unwrap());
+}
+
+#[test]
+fn errors_name_the_file_that_was_loaded() {
+    let dir = ConfigDir::new("json:\n  pretty: maybe\n");
+    let err = load(&dir.args()).unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with(&dir.file().display().to_string()),
+        "{shown}"
+    );
+    assert!(shown.contains("json.pretty"), "{shown}");
+    assert!(shown.contains("line 2"), "{shown}");
+}
+
+#[test]
+fn clap_reads_the_flags() {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ConfigArgs,
+    }
+    let cli = Cli::try_parse_from([
+        "protogate",
+        "--config",
+        "x.yaml",
+        "--descriptors",
+        "d",
+        "--listen",
+        "0.0.0.0:1",
+        "--admin-listen",
+        "127.0.0.1:2",
+        "--upstream",
+        "a=http://x",
+        "--upstream",
+        "*=http://y",
+        "--threads",
+        "2",
+    ])
+    .unwrap();
+    assert_eq!(cli.args.config, Some(PathBuf::from("x.yaml")));
+    assert_eq!(cli.args.admin_listen, Some("127.0.0.1:2".parse().unwrap()));
+    assert_eq!(cli.args.upstreams.len(), 2);
+    assert_eq!(cli.args.threads, Some(2));
+
+    let err = Cli::try_parse_from(["protogate", "--listen", "localhost:1"])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("IP:PORT"), "{err}");
+}
