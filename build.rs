@@ -17,7 +17,7 @@ const BUILTIN: &[&str] = &[
 ];
 
 /// Example and test services (relative to `proto/`).
-const EXAMPLES: &[&str] = &[];
+const EXAMPLES: &[&str] = &["acme/orders/v1/orders.proto", "acme/users/v1/users.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
