@@ -1,0 +1,836 @@
+//! The example gRPC backends behind the quickstart and the integration tests:
+//! `acme.users.v1.UserService` and `acme.orders.v1.OrderService`, each over
+//! an in-memory store, answering errors the way Google APIs do (a
+//! `google.rpc.Status` with typed details in `grpc-status-details-bin`), so
+//! the gateway's error mapping has something realistic to carry.
+//!
+//! Shared, not an example of its own: `examples/quickstart.rs` declares it as
+//! `mod backends;` and tests include it with
+//! `#[path = "../../examples/backends/mod.rs"] mod backends;`.
+//!
+//! Seed data (every call of [`users_v1`] / [`orders_v1`] starts fresh):
+//! - users `1001` Ada Lovelace (admin), `1002` Grace Hopper (member),
+//!   `1003` Alan Turing (member, inactive); new users get `1004`, `1005`, …
+//! - orders `5001`, `5002` of user `1001` and `5003` of user `1002`; new
+//!   orders get `5004`, …
+
+// Each includer uses a different part of this module.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::ops::Bound;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use prost::{Message, Name};
+use prost_types::{Any, Timestamp};
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tonic::{Code, Request, Response, Status};
+
+/// Generated messages, clients and servers, laid out like the proto packages.
+pub mod acme {
+    pub mod users {
+        pub mod v1 {
+            tonic::include_proto!("acme.users.v1");
+        }
+    }
+    pub mod orders {
+        pub mod v1 {
+            tonic::include_proto!("acme.orders.v1");
+        }
+    }
+}
+
+/// The `google.rpc` messages the backends put into error details.
+///
+/// Declared by hand because no example proto imports `google/rpc/*.proto`,
+/// so build.rs generates no code for them; field numbers follow
+/// `proto/google/rpc/{status,error_details}.proto`.
+pub mod google {
+    pub mod rpc {
+        use prost::Name;
+
+        /// The payload of `grpc-status-details-bin`.
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct Status {
+            #[prost(int32, tag = "1")]
+            pub code: i32,
+            #[prost(string, tag = "2")]
+            pub message: String,
+            #[prost(message, repeated, tag = "3")]
+            pub details: Vec<prost_types::Any>,
+        }
+
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct ResourceInfo {
+            #[prost(string, tag = "1")]
+            pub resource_type: String,
+            #[prost(string, tag = "2")]
+            pub resource_name: String,
+            #[prost(string, tag = "3")]
+            pub owner: String,
+            #[prost(string, tag = "4")]
+            pub description: String,
+        }
+
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct BadRequest {
+            #[prost(message, repeated, tag = "1")]
+            pub field_violations: Vec<FieldViolation>,
+        }
+
+        /// `google.rpc.BadRequest.FieldViolation` (without the optional
+        /// `reason` and `localized_message`, which the backends never set).
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct FieldViolation {
+            #[prost(string, tag = "1")]
+            pub field: String,
+            #[prost(string, tag = "2")]
+            pub description: String,
+        }
+
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct PreconditionFailure {
+            #[prost(message, repeated, tag = "1")]
+            pub violations: Vec<PreconditionViolation>,
+        }
+
+        /// `google.rpc.PreconditionFailure.Violation`.
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct PreconditionViolation {
+            #[prost(string, tag = "1")]
+            pub r#type: String,
+            #[prost(string, tag = "2")]
+            pub subject: String,
+            #[prost(string, tag = "3")]
+            pub description: String,
+        }
+
+        // `type.googleapis.com/` is what every gRPC implementation writes and
+        // what the gateway resolves `@type` against; prost's default is a
+        // bare `/`.
+        macro_rules! google_rpc_name {
+            ($($ty:ident => $name:literal),* $(,)?) => {$(
+                impl Name for $ty {
+                    const NAME: &'static str = $name;
+                    const PACKAGE: &'static str = "google.rpc";
+                    fn type_url() -> String {
+                        format!("type.googleapis.com/{}", Self::full_name())
+                    }
+                }
+            )*};
+        }
+        google_rpc_name! {
+            Status => "Status",
+            ResourceInfo => "ResourceInfo",
+            BadRequest => "BadRequest",
+            FieldViolation => "BadRequest.FieldViolation",
+            PreconditionFailure => "PreconditionFailure",
+            PreconditionViolation => "PreconditionFailure.Violation",
+        }
+
+        impl Status {
+            /// The rich status a backend attached to `status`, if any.
+            pub fn from_tonic(status: &tonic::Status) -> Result<Self, prost::DecodeError> {
+                <Self as prost::Message>::decode(status.details())
+            }
+
+            /// The first detail of type `M`.
+            pub fn detail<M: Name + Default>(&self) -> Option<M> {
+                self.details.iter().find_map(|any| any.to_msg::<M>().ok())
+            }
+        }
+    }
+}
+
+use acme::orders::v1 as orders;
+use acme::users::v1 as users;
+use orders::order_service_server::{OrderService, OrderServiceServer};
+use users::user_service_server::{UserService, UserServiceServer};
+
+/// A fresh, seeded `acme.users.v1.UserService`.
+pub fn users_v1() -> UserServiceServer<impl UserService> {
+    UserServiceServer::new(UserDirectory::seeded())
+}
+
+/// A fresh, seeded `acme.orders.v1.OrderService`.
+pub fn orders_v1() -> OrderServiceServer<impl OrderService> {
+    OrderServiceServer::new(OrderBook::seeded())
+}
+
+/// Serves `services` over h2c on `listener` until `shutdown` resolves, then
+/// lets in-flight calls finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    services: Routes,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Server::builder()
+        .add_routes(services)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
+
+// ---------------------------------------------------------------------------
+// Errors in the shape Google APIs use (AIP-193).
+
+fn rich_status(code: Code, message: impl Into<String>, details: Vec<Any>) -> Status {
+    let message = message.into();
+    let payload = google::rpc::Status {
+        code: code as i32,
+        message: message.clone(),
+        details,
+    };
+    Status::with_details(code, message, payload.encode_to_vec().into())
+}
+
+fn pack<M: Name>(message: &M) -> Any {
+    Any {
+        type_url: M::type_url(),
+        value: message.encode_to_vec(),
+    }
+}
+
+fn resource_info(resource_type: &str, name: String, description: String) -> Any {
+    pack(&google::rpc::ResourceInfo {
+        resource_type: format!("type.googleapis.com/{resource_type}"),
+        resource_name: name,
+        owner: String::new(),
+        description,
+    })
+}
+
+fn not_found(resource_type: &str, name: String) -> Status {
+    let message = format!("{name} not found");
+    rich_status(
+        Code::NotFound,
+        message.clone(),
+        vec![resource_info(resource_type, name, message)],
+    )
+}
+
+/// Collects every problem with a request so one answer lists them all.
+#[derive(Default)]
+struct Violations(Vec<google::rpc::FieldViolation>);
+
+impl Violations {
+    fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(google::rpc::FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        });
+    }
+
+    fn into_result(self) -> Result<(), Status> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self.into_status())
+        }
+    }
+
+    fn into_status(self) -> Status {
+        let message = match self.0.as_slice() {
+            [only] => format!("invalid {}: {}", only.field, only.description),
+            all => format!("invalid request: {} field violations", all.len()),
+        };
+        let detail = pack(&google::rpc::BadRequest {
+            field_violations: self.0,
+        });
+        rich_status(Code::InvalidArgument, message, vec![detail])
+    }
+}
+
+fn invalid(field: &str, description: &str) -> Status {
+    let mut v = Violations::default();
+    v.add(field, description);
+    v.into_status()
+}
+
+/// A poisoned lock only means another call panicked mid-update; the maps are
+/// still structurally valid, and an example should keep answering.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now() -> Timestamp {
+    Timestamp::from(SystemTime::now())
+}
+
+fn at(seconds: i64) -> Option<Timestamp> {
+    Some(Timestamp { seconds, nanos: 0 })
+}
+
+// ---------------------------------------------------------------------------
+// acme.users.v1.UserService
+
+const USER_TYPE: &str = "acme.users.v1.User";
+const DEFAULT_PAGE_SIZE: usize = 10;
+const MAX_PAGE_SIZE: usize = 100;
+const MAX_DISPLAY_NAME: usize = 100;
+
+/// The fields `UpdateUser` may change, by proto name.
+const MUTABLE_USER_FIELDS: [&str; 4] = ["display_name", "email", "role", "labels"];
+const OUTPUT_ONLY_USER_FIELDS: [&str; 4] = ["id", "create_time", "active", "login_count"];
+
+struct UserDirectory {
+    state: Mutex<Users>,
+}
+
+struct Users {
+    /// Ordered by id, which is the listing order and what page tokens point into.
+    by_id: BTreeMap<String, users::User>,
+    next_id: u64,
+}
+
+impl UserDirectory {
+    fn seeded() -> Self {
+        let seed = |id: &str, name: &str, email: &str, role: users::Role, created| users::User {
+            id: id.into(),
+            display_name: name.into(),
+            email: email.into(),
+            role: role.into(),
+            create_time: at(created),
+            active: true,
+            labels: HashMap::new(),
+            login_count: 0,
+        };
+        let mut ada = seed(
+            "1001",
+            "Ada Lovelace",
+            "ada@example.com",
+            users::Role::Admin,
+            1_705_311_000,
+        );
+        ada.login_count = 42;
+        ada.labels.insert("team".into(), "engines".into());
+        let mut grace = seed(
+            "1002",
+            "Grace Hopper",
+            "grace@example.com",
+            users::Role::Member,
+            1_706_000_400,
+        );
+        grace.login_count = 7;
+        grace.labels.insert("team".into(), "compilers".into());
+        // Inactive, so `POST /v1/users/1003:deactivate` shows a precondition error.
+        let mut alan = seed(
+            "1003",
+            "Alan Turing",
+            "alan@example.com",
+            users::Role::Member,
+            1_707_210_000,
+        );
+        alan.active = false;
+
+        let by_id = [ada, grace, alan]
+            .into_iter()
+            .map(|u| (u.id.clone(), u))
+            .collect();
+        Self {
+            state: Mutex::new(Users {
+                by_id,
+                next_id: 1004,
+            }),
+        }
+    }
+}
+
+impl Users {
+    fn get_mut(&mut self, id: &str) -> Result<&mut users::User, Status> {
+        self.by_id
+            .get_mut(id)
+            .ok_or_else(|| not_found(USER_TYPE, format!("users/{id}")))
+    }
+
+    /// ALREADY_EXISTS when another user than `except` has `email`.
+    fn check_email_free(&self, email: &str, except: Option<&str>) -> Result<(), Status> {
+        let taken = self
+            .by_id
+            .values()
+            .find(|u| u.email.eq_ignore_ascii_case(email) && Some(u.id.as_str()) != except);
+        match taken {
+            None => Ok(()),
+            Some(owner) => {
+                let message = format!("email {email} is already used by users/{}", owner.id);
+                let detail =
+                    resource_info(USER_TYPE, format!("users/{}", owner.id), message.clone());
+                Err(rich_status(Code::AlreadyExists, message, vec![detail]))
+            }
+        }
+    }
+}
+
+fn check_display_name(v: &mut Violations, field: &str, name: &str) {
+    if name.trim().is_empty() {
+        v.add(field, "must not be empty");
+    } else if name.chars().count() > MAX_DISPLAY_NAME {
+        v.add(
+            field,
+            format!("must be at most {MAX_DISPLAY_NAME} characters"),
+        );
+    }
+}
+
+fn check_email(v: &mut Violations, field: &str, email: &str) {
+    if email.is_empty() {
+        v.add(field, "must not be empty");
+    } else if !looks_like_email(email) {
+        v.add(field, format!("{email:?} is not an email address"));
+    }
+}
+
+/// Deliberately loose (one `@`, a dotted domain, no spaces): enough to show
+/// a validation error, without pretending to implement RFC 5322.
+fn looks_like_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !email.chars().any(char::is_whitespace)
+}
+
+/// `role` as sent; `None` for a number the enum does not define.
+fn role_of(raw: i32) -> Option<users::Role> {
+    users::Role::try_from(raw).ok()
+}
+
+/// `displayName` → `display_name`; proto names pass through unchanged.
+fn proto_field_name(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 4);
+    for c in path.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The `next_page_token` ListUsers returns for a page that ends at user
+/// `last_id` (opaque to clients; exposed for the quickstart's walk-through).
+pub fn page_token(last_id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(last_id)
+}
+
+fn parse_page_token(token: &str) -> Option<String> {
+    let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+#[tonic::async_trait]
+impl UserService for UserDirectory {
+    async fn get_user(
+        &self,
+        request: Request<users::GetUserRequest>,
+    ) -> Result<Response<users::User>, Status> {
+        let id = request.into_inner().id;
+        let mut state = lock(&self.state);
+        Ok(Response::new(state.get_mut(&id)?.clone()))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<users::ListUsersRequest>,
+    ) -> Result<Response<users::ListUsersResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let page_size = match usize::try_from(req.page_size) {
+            Ok(0) => DEFAULT_PAGE_SIZE,
+            Ok(n) => n.min(MAX_PAGE_SIZE),
+            Err(_) => {
+                v.add("page_size", "must not be negative");
+                0
+            }
+        };
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            let after = parse_page_token(&req.page_token);
+            if after.is_none() {
+                v.add("page_token", "is not a token this service returned");
+            }
+            after
+        };
+        let role = role_of(req.role);
+        if role.is_none() {
+            v.add("role", format!("unknown role {}", req.role));
+        }
+        v.into_result()?;
+
+        let prefix = req.name_prefix.to_lowercase();
+        let role = role.unwrap_or(users::Role::Unspecified);
+        let state = lock(&self.state);
+        let start = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        let mut matching = state
+            .by_id
+            .range::<str, _>((start, Bound::Unbounded))
+            .map(|(_, u)| u)
+            .filter(|u| {
+                (role == users::Role::Unspecified || u.role == role as i32)
+                    && (prefix.is_empty() || u.display_name.to_lowercase().starts_with(&prefix))
+            });
+        let page: Vec<users::User> = matching.by_ref().take(page_size).cloned().collect();
+        let next_page_token = match (matching.next(), page.last()) {
+            (Some(_), Some(last)) => page_token(&last.id),
+            _ => String::new(),
+        };
+        Ok(Response::new(users::ListUsersResponse {
+            users: page,
+            next_page_token,
+        }))
+    }
+
+    async fn create_user(
+        &self,
+        request: Request<users::CreateUserRequest>,
+    ) -> Result<Response<users::User>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        check_display_name(&mut v, "display_name", &req.display_name);
+        check_email(&mut v, "email", &req.email);
+        let role = match role_of(req.role) {
+            Some(users::Role::Unspecified) => Some(users::Role::Member),
+            other => other,
+        };
+        if role.is_none() {
+            v.add("role", format!("unknown role {}", req.role));
+        }
+        v.into_result()?;
+
+        let mut state = lock(&self.state);
+        state.check_email_free(&req.email, None)?;
+        let id = state.next_id.to_string();
+        state.next_id += 1;
+        let user = users::User {
+            id: id.clone(),
+            display_name: req.display_name.trim().to_owned(),
+            email: req.email,
+            role: role.unwrap_or(users::Role::Member).into(),
+            create_time: Some(now()),
+            active: true,
+            labels: req.labels,
+            login_count: 0,
+        };
+        state.by_id.insert(id, user.clone());
+        Ok(Response::new(user))
+    }
+
+    async fn update_user(
+        &self,
+        request: Request<users::UpdateUserRequest>,
+    ) -> Result<Response<users::User>, Status> {
+        let req = request.into_inner();
+        let Some(patch) = req.user else {
+            return Err(invalid("user", "is required"));
+        };
+        if patch.id.is_empty() {
+            return Err(invalid("user.id", "is required"));
+        }
+
+        let mut v = Violations::default();
+        // AIP-134: no mask means "every field the caller populated".
+        let paths: Vec<String> = match req.update_mask {
+            Some(mask) if !mask.paths.is_empty() => {
+                mask.paths.iter().map(|p| proto_field_name(p)).collect()
+            }
+            _ => {
+                let populated = [
+                    !patch.display_name.is_empty(),
+                    !patch.email.is_empty(),
+                    patch.role != 0,
+                    !patch.labels.is_empty(),
+                ];
+                MUTABLE_USER_FIELDS
+                    .iter()
+                    .zip(populated)
+                    .filter(|(_, set)| *set)
+                    .map(|(f, _)| (*f).to_owned())
+                    .collect()
+            }
+        };
+        for path in &paths {
+            match path.as_str() {
+                "display_name" => {
+                    check_display_name(&mut v, "user.display_name", &patch.display_name)
+                }
+                "email" => check_email(&mut v, "user.email", &patch.email),
+                "role" => match role_of(patch.role) {
+                    None | Some(users::Role::Unspecified) => {
+                        v.add("user.role", "must be ROLE_MEMBER or ROLE_ADMIN")
+                    }
+                    Some(_) => {}
+                },
+                "labels" => {}
+                p if OUTPUT_ONLY_USER_FIELDS.contains(&p) => {
+                    v.add("update_mask", format!("{p} is output only"))
+                }
+                p => v.add("update_mask", format!("{USER_TYPE} has no field {p}")),
+            }
+        }
+        v.into_result()?;
+
+        let mut state = lock(&self.state);
+        state.get_mut(&patch.id)?;
+        if paths.iter().any(|p| p == "email") {
+            state.check_email_free(&patch.email, Some(&patch.id))?;
+        }
+        let user = state.get_mut(&patch.id)?;
+        for path in paths {
+            match path.as_str() {
+                "display_name" => user.display_name = patch.display_name.trim().to_owned(),
+                "email" => user.email.clone_from(&patch.email),
+                "role" => user.role = patch.role,
+                "labels" => user.labels.clone_from(&patch.labels),
+                _ => {}
+            }
+        }
+        Ok(Response::new(user.clone()))
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<users::DeleteUserRequest>,
+    ) -> Result<Response<()>, Status> {
+        let id = request.into_inner().id;
+        let mut state = lock(&self.state);
+        match state.by_id.remove(&id) {
+            Some(_) => Ok(Response::new(())),
+            None => Err(not_found(USER_TYPE, format!("users/{id}"))),
+        }
+    }
+
+    async fn deactivate_user(
+        &self,
+        request: Request<users::DeactivateUserRequest>,
+    ) -> Result<Response<users::User>, Status> {
+        let req = request.into_inner();
+        let mut state = lock(&self.state);
+        let user = state.get_mut(&req.id)?;
+        if !user.active {
+            let subject = format!("users/{}", req.id);
+            let description = format!("{subject} is already inactive");
+            let detail = pack(&google::rpc::PreconditionFailure {
+                violations: vec![google::rpc::PreconditionViolation {
+                    r#type: "STATE".into(),
+                    subject,
+                    description: description.clone(),
+                }],
+            });
+            return Err(rich_status(
+                Code::FailedPrecondition,
+                description,
+                vec![detail],
+            ));
+        }
+        user.active = false;
+        if !req.reason.is_empty() {
+            user.labels.insert("deactivation_reason".into(), req.reason);
+        }
+        Ok(Response::new(user.clone()))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// acme.orders.v1.OrderService
+
+const ORDER_TYPE: &str = "acme.orders.v1.Order";
+const ORDER_SERVICE: &str = "acme.orders.v1.OrderService";
+const DEFAULT_CURRENCY: &str = "USD";
+
+struct OrderBook {
+    state: Mutex<Orders>,
+}
+
+struct Orders {
+    by_id: HashMap<String, orders::Order>,
+    next_id: u64,
+}
+
+fn line(sku: &str, quantity: i32, unit_price_cents: i64) -> orders::LineItem {
+    orders::LineItem {
+        sku: sku.into(),
+        quantity,
+        unit_price_cents,
+    }
+}
+
+/// Σ quantity × unit price; `None` on overflow.
+fn total_cents(items: &[orders::LineItem]) -> Option<i64> {
+    items.iter().try_fold(0i64, |sum, item| {
+        sum.checked_add(i64::from(item.quantity).checked_mul(item.unit_price_cents)?)
+    })
+}
+
+impl OrderBook {
+    fn seeded() -> Self {
+        let seed = [
+            (
+                "5001",
+                "1001",
+                orders::OrderStatus::Shipped,
+                1_706_100_000,
+                vec![line("BOOK-001", 1, 2_999), line("PEN-010", 3, 450)],
+            ),
+            (
+                "5002",
+                "1001",
+                orders::OrderStatus::Paid,
+                1_707_300_000,
+                vec![line("LAMP-200", 1, 8_900)],
+            ),
+            (
+                "5003",
+                "1002",
+                orders::OrderStatus::Pending,
+                1_707_400_000,
+                vec![line("MUG-042", 2, 1_250)],
+            ),
+        ];
+        let by_id = seed
+            .into_iter()
+            .map(|(id, user_id, status, created, items)| {
+                let order = orders::Order {
+                    id: id.into(),
+                    user_id: user_id.into(),
+                    total_cents: total_cents(&items).unwrap_or_default(),
+                    items,
+                    status: status.into(),
+                    currency_code: DEFAULT_CURRENCY.into(),
+                    create_time: at(created),
+                };
+                (order.id.clone(), order)
+            })
+            .collect();
+        Self {
+            state: Mutex::new(Orders {
+                by_id,
+                next_id: 5004,
+            }),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl OrderService for OrderBook {
+    async fn get_order(
+        &self,
+        request: Request<orders::GetOrderRequest>,
+    ) -> Result<Response<orders::Order>, Status> {
+        let id = request.into_inner().id;
+        let state = lock(&self.state);
+        match state.by_id.get(&id) {
+            Some(order) => Ok(Response::new(order.clone())),
+            None => Err(not_found(ORDER_TYPE, format!("orders/{id}"))),
+        }
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<orders::ListOrdersRequest>,
+    ) -> Result<Response<orders::ListOrdersResponse>, Status> {
+        let req = request.into_inner();
+        if req.user_id.is_empty() {
+            return Err(invalid("user_id", "is required"));
+        }
+        let Ok(status) = orders::OrderStatus::try_from(req.status) else {
+            return Err(invalid(
+                "status",
+                &format!("unknown order status {}", req.status),
+            ));
+        };
+        let state = lock(&self.state);
+        let mut found: Vec<orders::Order> = state
+            .by_id
+            .values()
+            .filter(|o| {
+                o.user_id == req.user_id
+                    && (status == orders::OrderStatus::Unspecified || o.status == status as i32)
+            })
+            .cloned()
+            .collect();
+        drop(state);
+        let key = |o: &orders::Order| (o.create_time.map(|t| (t.seconds, t.nanos)), o.id.clone());
+        found.sort_by_key(|o| std::cmp::Reverse(key(o)));
+        Ok(Response::new(orders::ListOrdersResponse { orders: found }))
+    }
+
+    async fn create_order(
+        &self,
+        request: Request<orders::CreateOrderRequest>,
+    ) -> Result<Response<orders::Order>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        if req.user_id.is_empty() {
+            v.add("user_id", "is required");
+        }
+        if req.items.is_empty() {
+            v.add("items", "must contain at least one line item");
+        }
+        for (i, item) in req.items.iter().enumerate() {
+            if item.sku.trim().is_empty() {
+                v.add(format!("items[{i}].sku"), "must not be empty");
+            }
+            if item.quantity <= 0 {
+                v.add(format!("items[{i}].quantity"), "must be positive");
+            }
+            if item.unit_price_cents < 0 {
+                v.add(
+                    format!("items[{i}].unit_price_cents"),
+                    "must not be negative",
+                );
+            }
+        }
+        let currency_code = if req.currency_code.is_empty() {
+            DEFAULT_CURRENCY.to_owned()
+        } else {
+            req.currency_code
+        };
+        if currency_code.len() != 3 || !currency_code.bytes().all(|b| b.is_ascii_uppercase()) {
+            v.add("currency_code", "must be an ISO 4217 code such as USD");
+        }
+        let total = total_cents(&req.items);
+        if total.is_none() {
+            v.add("items", "order total does not fit in int64 cents");
+        }
+        v.into_result()?;
+
+        let mut state = lock(&self.state);
+        let id = state.next_id.to_string();
+        state.next_id += 1;
+        let order = orders::Order {
+            id: id.clone(),
+            user_id: req.user_id,
+            items: req.items,
+            status: orders::OrderStatus::Pending.into(),
+            total_cents: total.unwrap_or_default(),
+            currency_code,
+            create_time: Some(now()),
+        };
+        state.by_id.insert(id, order.clone());
+        Ok(Response::new(order))
+    }
+
+    async fn ping(
+        &self,
+        request: Request<orders::PingRequest>,
+    ) -> Result<Response<orders::PingResponse>, Status> {
+        let message = request.into_inner().message;
+        Ok(Response::new(orders::PingResponse {
+            message,
+            service: ORDER_SERVICE.into(),
+        }))
+    }
+}
