@@ -65,6 +65,8 @@ pub struct Catalog {
     pub table: RouteTable<Arc<Route>>,
     pub unrouted: Vec<Unrouted>,
     pub sources: Vec<SourceFile>,
+    /// SHA-256 of the descriptor files this catalog was built from.
+    pub digest: String,
     pub json: JsonSettings,
 }
 
@@ -125,6 +127,7 @@ impl Catalog {
             table: RouteTableBuilder::new().build(),
             unrouted: Vec::new(),
             sources: Vec::new(),
+            digest: String::new(),
             json: JsonSettings::new(&config.json),
         }
     }
@@ -241,6 +244,7 @@ impl Catalog {
             table: builder.build(),
             unrouted,
             sources: descriptors.sources,
+            digest: descriptors.digest,
             json,
         })
     }

@@ -94,9 +94,20 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let admin_listener = match tokio::net::TcpListener::bind(config.admin_listen).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!(
+                "protogate: admin listener on {}: {err}",
+                config.admin_listen
+            );
+            return ExitCode::from(1);
+        }
+    };
     let catalog = gateway.catalog();
     tracing::info!(
         listen = %config.listen,
+        admin = %config.admin_listen,
         routes = catalog.routes.len(),
         files = catalog.sources.len(),
         descriptors = %config.descriptors.display(),
@@ -105,7 +116,23 @@ async fn serve(config: Config) -> ExitCode {
     for unrouted in &catalog.unrouted {
         tracing::warn!(name = %unrouted.name, reason = %unrouted.reason, "not routed");
     }
-    match gateway.serve(listener, shutdown_signal()).await {
+    // One signal stops both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let admin = tokio::spawn(crate::admin::serve(
+        gateway.clone(),
+        admin_listener,
+        wait(stopped.clone()),
+    ));
+    let result = gateway.serve(listener, wait(stopped)).await;
+    let _ = admin.await;
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("protogate: {err}");

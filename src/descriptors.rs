@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use prost::Message;
 use prost_reflect::DescriptorPool;
+use sha2::{Digest, Sha256};
 
 /// The built-in google/api and google/rpc files (with their imports).
 const BUILTIN_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/builtin.binpb"));
@@ -82,6 +83,9 @@ pub struct Descriptors {
     pub origins: HashMap<String, Origin>,
     /// Files read from the folder, sorted by path.
     pub sources: Vec<SourceFile>,
+    /// SHA-256 over the paths and contents of `sources`, hex: names exactly
+    /// what is live.
+    pub digest: String,
 }
 
 impl Descriptors {
@@ -247,14 +251,25 @@ pub fn load_dir(dir: &Path) -> Result<Descriptors, DescriptorError> {
     sets.sort();
     protos.sort();
 
+    // Every file is read once: its bytes feed the digest and, for sets, the
+    // merge. `.proto` sources are read again by the compiler below.
     let mut merger = Merger::default();
-    for path in &sets {
-        let full = dir.join(path);
-        let bytes = std::fs::read(&full).map_err(|source| DescriptorError::Read {
+    let mut digest = Sha256::new();
+    for source in &sources {
+        let full = dir.join(&source.path);
+        let bytes = std::fs::read(&full).map_err(|err| DescriptorError::Read {
             path: full.clone(),
-            source,
+            source: err,
         })?;
-        merger.add_set(&bytes, path, &|_| Origin::Folder(path.clone()))?;
+        digest.update(source.path.to_string_lossy().as_bytes());
+        digest.update([0]);
+        digest.update((bytes.len() as u64).to_le_bytes());
+        digest.update(&bytes);
+        if sets.contains(&source.path) {
+            merger.add_set(&bytes, &source.path, &|_| {
+                Origin::Folder(source.path.clone())
+            })?;
+        }
     }
     if !protos.is_empty() {
         // A compiled set carries its imports: those that are folder files keep
@@ -296,7 +311,30 @@ pub fn load_dir(dir: &Path) -> Result<Descriptors, DescriptorError> {
         pool,
         origins,
         sources,
+        digest: hex::encode(digest.finalize()),
     })
+}
+
+/// A cheap summary of the folder (path, size, modification time of every
+/// descriptor file): when it changes, a reload is due.
+pub fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    if dir.exists() {
+        let _ = walk(dir, dir, &mut |relative, size| {
+            let ext = relative
+                .extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or_default();
+            if SET_EXTENSIONS.contains(&ext) || ext == "proto" {
+                let modified = std::fs::metadata(dir.join(relative))
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                out.push((relative.to_path_buf(), size, modified));
+            }
+        });
+    }
+    out.sort();
+    out
 }
 
 /// Calls `visit` with the path (relative to `root`) and size of every regular

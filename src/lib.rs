@@ -7,12 +7,14 @@
 //! ([`transcode`]), calls the backend ([`upstream`]) and transcodes the answer
 //! back. Every error leaves through one place ([`error`]).
 
+pub mod admin;
 pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod descriptors;
 pub mod error;
 pub mod middleware;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod transcode;

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -25,12 +24,13 @@ use tokio::net::TcpListener;
 use tonic::Code;
 use tower::{Service, ServiceBuilder};
 
-use crate::catalog::{self, Catalog, LoadError};
+use crate::catalog::{Catalog, LoadError};
 use crate::config::Config;
 use crate::error::{Fault, GatewayError};
 use crate::middleware::request_id::RequestIdLayer;
 use crate::middleware::route_match::{MatchedRoute, RouteMatchLayer};
 use crate::middleware::ResponseFuture;
+use crate::reload::Reloader;
 use crate::transcode::metadata::{self, MetadataRules, X_REQUEST_ID};
 use crate::transcode::status::render_error;
 use crate::transcode::{JsonSettings, RequestInput};
@@ -48,8 +48,9 @@ const GRPC_TIMEOUT: &str = "grpc-timeout";
 /// A loaded gateway: config, upstream channels and the live catalog.
 #[derive(Clone)]
 pub struct Gateway {
-    /// Swapped whole on reload; a request keeps the snapshot it started on.
-    catalog: Arc<ArcSwap<Catalog>>,
+    /// Owns the live catalog (swapped whole on reload; a request keeps the
+    /// snapshot it started on).
+    reloader: Arc<Reloader>,
     metadata: Arc<MetadataRules>,
 }
 
@@ -58,66 +59,38 @@ impl Gateway {
     /// tokio runtime (upstream channels spawn their workers).
     pub fn load(config: Config) -> Result<Self, LoadError> {
         let upstreams = Upstreams::new(&config.upstreams)?;
-        let catalog = catalog::load(&config, &upstreams)?;
-        Ok(Self::from_catalog(&config, catalog))
-    }
-
-    pub fn from_catalog(config: &Config, catalog: Catalog) -> Self {
-        Self {
-            catalog: Arc::new(ArcSwap::from_pointee(catalog)),
-            metadata: Arc::new(MetadataRules::new(&config.forward_headers)),
-        }
+        let metadata = Arc::new(MetadataRules::new(&config.forward_headers));
+        let reloader = Arc::new(Reloader::start(Arc::new(config), upstreams)?);
+        Ok(Self { reloader, metadata })
     }
 
     /// The catalog currently serving.
     pub fn catalog(&self) -> Arc<Catalog> {
-        self.catalog.load_full()
+        self.reloader.catalog().load_full()
+    }
+
+    /// Reloading and its status.
+    pub fn reloader(&self) -> &Arc<Reloader> {
+        &self.reloader
     }
 
     /// Serves HTTP/1.1 and HTTP/2 (h2c) on `listener` until `shutdown`
-    /// resolves, then stops accepting and drains in-flight requests.
+    /// resolves, then stops accepting and drains in-flight requests. The
+    /// descriptor folder is watched meanwhile.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http2().max_concurrent_streams(1024);
-        let graceful = GracefulShutdown::new();
-        tokio::pin!(shutdown);
-        loop {
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        // Out of file descriptors and the like: back off
-                        // instead of spinning.
-                        tracing::warn!(error = %err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            let _ = stream.set_nodelay(true);
-            let service = TowerToHyperService::new(self.pipeline(peer));
-            let conn = graceful.watch(
-                builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned(),
-            );
-            tokio::spawn(async move {
-                if let Err(err) = conn.await {
-                    tracing::debug!(error = %err, %peer, "connection ended with an error");
-                }
-            });
-        }
-        drop(listener);
-        tokio::select! {
-            () = graceful.shutdown() => {}
-            () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain deadline passed; closing remaining connections"),
-        }
-        Ok(())
+        let (stop_watching, watching) = tokio::sync::oneshot::channel::<()>();
+        let watcher = tokio::spawn(self.reloader.clone().watch(async move {
+            let _ = watching.await;
+        }));
+        let this = self.clone();
+        let result = accept_loop(listener, shutdown, move |peer| this.pipeline(peer)).await;
+        let _ = stop_watching.send(());
+        let _ = watcher.await;
+        result
     }
 
     /// The middleware stack of one connection, outermost first.
@@ -135,13 +108,66 @@ impl Gateway {
             .layer(RequestIdLayer)
             // Takes the catalog snapshot the request will finish on; 404 and
             // 405 end here, before any body is read.
-            .layer(RouteMatchLayer::new(self.catalog.clone()))
+            .layer(RouteMatchLayer::new(self.reloader.catalog().clone()))
             // Innermost: body, transcoding, the upstream call.
             .service(Transcoder {
                 metadata: self.metadata.clone(),
                 peer,
             })
     }
+}
+
+/// Accepts connections on `listener` until `shutdown`, serving each with the
+/// service `make(peer)` over HTTP/1.1 or HTTP/2 (h2c), then drains.
+pub(crate) async fn accept_loop<S>(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    make: impl Fn(SocketAddr) -> S,
+) -> std::io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http2().max_concurrent_streams(1024);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off
+                    // instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(make(peer));
+        let conn = graceful.watch(
+            builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned(),
+        );
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(error = %err, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain deadline passed; closing remaining connections"),
+    }
+    Ok(())
 }
 
 /// Decodes the request into the route's input message, calls the upstream

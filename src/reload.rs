@@ -1,0 +1,283 @@
+//! Hot reload: the descriptor folder is the control plane.
+//!
+//! A watcher (filesystem events, debounced, plus a slow fingerprint poll as
+//! a safety net for missing folders and file systems without events) and
+//! SIGHUP trigger a rebuild. The new catalog is built on a blocking thread,
+//! off the request path, validated as a whole, and swapped in atomically;
+//! requests in flight finish on the snapshot they started with. A refused
+//! reload changes nothing that serves: the error is logged once and kept in
+//! [`ReloadStatus`] for `/descriptors`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tokio::sync::{mpsc, Mutex};
+
+use crate::catalog::{self, Catalog, LoadError};
+use crate::config::Config;
+use crate::descriptors;
+use crate::upstream::Upstreams;
+
+/// Quiet time after the last file event before a reload: editors and `cp`
+/// write in several steps.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+/// How often the folder is checked even without events.
+const POLL: Duration = Duration::from_secs(2);
+
+/// What is live and how the last reload went; shown at `/descriptors`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadStatus {
+    /// Increments on every catalog swapped in (the first load is 1).
+    pub generation: u64,
+    /// SHA-256 of the live descriptor files.
+    pub digest: String,
+    pub files: Vec<LiveFile>,
+    pub routes: usize,
+    /// Unix seconds of the live catalog's load.
+    pub loaded_at: u64,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    /// The last refused reload, if it came after the live catalog.
+    pub last_error: Option<RefusedReload>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveFile {
+    pub path: PathBuf,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RefusedReload {
+    /// Unix seconds.
+    pub at: u64,
+    pub problems: Vec<String>,
+}
+
+/// Rebuilds and swaps the catalog.
+pub struct Reloader {
+    config: Arc<Config>,
+    upstreams: Upstreams,
+    catalog: Arc<ArcSwap<Catalog>>,
+    status: ArcSwap<ReloadStatus>,
+    /// One reload at a time; holds the fingerprint of the last attempt.
+    attempt: Mutex<Vec<(PathBuf, u64, SystemTime)>>,
+    ok: AtomicU64,
+    failed: AtomicU64,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Reloader {
+    /// The first load; an invalid folder at start-up is an error (exit 1),
+    /// a missing or empty one is not.
+    pub fn start(config: Arc<Config>, upstreams: Upstreams) -> Result<Self, LoadError> {
+        let fingerprint = descriptors::fingerprint(&config.descriptors);
+        let catalog = catalog::load(&config, &upstreams)?;
+        let status = live_status(&catalog, 1, 1, 0, None);
+        Ok(Self {
+            catalog: Arc::new(ArcSwap::from_pointee(catalog)),
+            status: ArcSwap::from_pointee(status),
+            attempt: Mutex::new(fingerprint),
+            ok: AtomicU64::new(1),
+            failed: AtomicU64::new(0),
+            config,
+            upstreams,
+        })
+    }
+
+    pub fn catalog(&self) -> &Arc<ArcSwap<Catalog>> {
+        &self.catalog
+    }
+
+    pub fn status(&self) -> Arc<ReloadStatus> {
+        self.status.load_full()
+    }
+
+    /// Reloads if the folder changed since the last attempt (or always, when
+    /// `force`). Returns whether a new catalog went live.
+    pub async fn reload(&self, force: bool) -> Result<bool, LoadError> {
+        let mut last = self.attempt.lock().await;
+        let dir = self.config.descriptors.clone();
+        let fingerprint = tokio::task::spawn_blocking(move || descriptors::fingerprint(&dir))
+            .await
+            .unwrap_or_default();
+        if !force && fingerprint == *last {
+            return Ok(false);
+        }
+        *last = fingerprint;
+
+        let config = self.config.clone();
+        let upstreams = self.upstreams.clone();
+        let built = tokio::task::spawn_blocking(move || catalog::load(&config, &upstreams))
+            .await
+            .unwrap_or_else(|err| {
+                Err(LoadError {
+                    problems: vec![format!("reload task failed: {err}")],
+                })
+            });
+        let previous = self.status.load();
+        match built {
+            Ok(catalog) => {
+                let ok = self.ok.fetch_add(1, Ordering::Relaxed) + 1;
+                let failed = self.failed.load(Ordering::Relaxed);
+                let status = live_status(&catalog, previous.generation + 1, ok, failed, None);
+                tracing::info!(
+                    generation = status.generation,
+                    routes = status.routes,
+                    files = status.files.len(),
+                    digest = %status.digest,
+                    "descriptor reload: new catalog live"
+                );
+                self.catalog.store(Arc::new(catalog));
+                self.status.store(Arc::new(status));
+                Ok(true)
+            }
+            Err(err) => {
+                let failed = self.failed.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::error!(
+                    error = %err,
+                    live_digest = %previous.digest,
+                    "descriptor reload refused; the previous catalog keeps serving"
+                );
+                let mut status = (**previous).clone();
+                status.reloads_failed = failed;
+                status.last_error = Some(RefusedReload {
+                    at: unix_now(),
+                    problems: err.problems.clone(),
+                });
+                self.status.store(Arc::new(status));
+                Err(err)
+            }
+        }
+    }
+
+    /// Watches the folder and SIGHUP until `shutdown` resolves.
+    pub async fn watch(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        let (tx, mut events) = mpsc::channel::<()>(1);
+        let mut watcher = FolderWatcher::new(self.config.descriptors.clone(), tx);
+        let mut hangup = hangup_signal();
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            let force = tokio::select! {
+                () = &mut shutdown => return,
+                Some(()) = events.recv() => {
+                    // Debounce: wait until the folder has been quiet a moment.
+                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, events.recv()).await {}
+                    false
+                }
+                _ = poll.tick() => {
+                    watcher.ensure();
+                    false
+                }
+                Some(()) = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading descriptors");
+                    true
+                }
+            };
+            // Errors are logged and kept in the status by `reload`.
+            let _ = self.reload(force).await;
+        }
+    }
+}
+
+fn live_status(
+    catalog: &Catalog,
+    generation: u64,
+    ok: u64,
+    failed: u64,
+    last_error: Option<RefusedReload>,
+) -> ReloadStatus {
+    ReloadStatus {
+        generation,
+        digest: catalog.digest.clone(),
+        files: catalog
+            .sources
+            .iter()
+            .map(|s| LiveFile {
+                path: s.path.clone(),
+                size: s.size,
+            })
+            .collect(),
+        routes: catalog.routes.len(),
+        loaded_at: unix_now(),
+        reloads_ok: ok,
+        reloads_failed: failed,
+        last_error,
+    }
+}
+
+/// A notify watcher on the folder, (re)created once the folder exists.
+struct FolderWatcher {
+    dir: PathBuf,
+    tx: mpsc::Sender<()>,
+    inner: Option<notify::RecommendedWatcher>,
+}
+
+impl FolderWatcher {
+    fn new(dir: PathBuf, tx: mpsc::Sender<()>) -> Self {
+        let mut this = Self {
+            dir,
+            tx,
+            inner: None,
+        };
+        this.ensure();
+        this
+    }
+
+    /// Starts watching if not yet watching and the folder exists now.
+    fn ensure(&mut self) {
+        use notify::Watcher;
+        if self.inner.is_some() || !self.dir.is_dir() {
+            return;
+        }
+        let tx = self.tx.clone();
+        let handler = move |event: notify::Result<notify::Event>| {
+            if event.is_ok_and(|e| !e.kind.is_access()) {
+                // A full channel already holds a wake-up; dropping is fine.
+                let _ = tx.try_send(());
+            }
+        };
+        match notify::recommended_watcher(handler) {
+            Ok(mut watcher) => match watcher.watch(&self.dir, notify::RecursiveMode::Recursive) {
+                Ok(()) => self.inner = Some(watcher),
+                Err(err) => {
+                    tracing::warn!(error = %err, dir = %self.dir.display(), "cannot watch descriptor folder; polling")
+                }
+            },
+            Err(err) => tracing::warn!(error = %err, "no file watcher available; polling"),
+        }
+    }
+}
+
+/// SIGHUP as a stream of wake-ups (never fires where there is no SIGHUP).
+fn hangup_signal() -> mpsc::Receiver<()> {
+    let (tx, rx) = mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        if let Ok(mut signal) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            tokio::spawn(async move {
+                while signal.recv().await.is_some() {
+                    if tx.send(()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
+}
