@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
-use http::Method;
+use http::{HeaderName, HeaderValue, Method};
 use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, ServiceDescriptor, Value};
 
-use crate::config::{Config, RouteSelector};
+use crate::config::values::is_version;
+use crate::config::{Config, Deprecation, RouteSelector};
 use crate::descriptors::{DescriptorError, Descriptors, Origin, SourceFile};
 use crate::routing::{PathTemplate, RouteTable, RouteTableBuilder};
 use crate::transcode::{DynamicCodec, JsonSettings, RequestPlan, ResponsePlan};
@@ -41,6 +42,8 @@ pub struct Route {
     /// The URL version prefix the route is mounted under (`v1`, `v2beta1`),
     /// if any.
     pub version: Option<String>,
+    /// Added to every response of the route (`Deprecation`, `Sunset`).
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Route {
@@ -148,7 +151,10 @@ impl Catalog {
             if origin == Origin::Builtin {
                 continue;
             }
-            let Some(upstream) = upstreams.resolve(service.full_name()) else {
+            let version = version_of(&origin);
+            let Some(upstream) =
+                upstreams.resolve_versioned(service.full_name(), version.as_deref())
+            else {
                 unrouted.push(Unrouted {
                     name: service.full_name().to_string(),
                     reason: format!(
@@ -177,7 +183,9 @@ impl Catalog {
                 };
                 if rules.is_empty() {
                     if config.routes.auto_map {
-                        bindings.push(auto_binding(&service, &method, upstream, &origin));
+                        let mut binding = auto_binding(&service, &method, upstream, &origin);
+                        binding.version = version.clone();
+                        bindings.push(binding);
                     } else {
                         unrouted.push(Unrouted {
                             name: format!("{}/{}", service.full_name(), method.name()),
@@ -197,6 +205,7 @@ impl Catalog {
                             upstream: upstream.clone(),
                             origin: origin.clone(),
                             auto_mapped: false,
+                            version: version.clone(),
                         }),
                         Err(reason) => problems.push(format!(
                             "{origin}: {}: google.api.http: {reason}",
@@ -260,6 +269,7 @@ struct Binding {
     upstream: Arc<Upstream>,
     origin: Origin,
     auto_mapped: bool,
+    version: Option<String>,
 }
 
 fn auto_binding(
@@ -277,6 +287,7 @@ fn auto_binding(
         upstream: upstream.clone(),
         origin: origin.clone(),
         auto_mapped: true,
+        version: None,
     }
 }
 
@@ -284,7 +295,10 @@ impl Binding {
     fn into_route(self, config: &Config) -> Result<Route, String> {
         let name = self.method.full_name().to_string();
         let at = |what: String| format!("{}: {name}: {what}", self.origin);
-        let template = PathTemplate::parse(&self.path).map_err(|e| at(e.to_string()))?;
+        let mut template = PathTemplate::parse(&self.path).map_err(|e| at(e.to_string()))?;
+        if let Some(version) = &self.version {
+            template = template.with_prefix(&format!("/{version}"));
+        }
         let variables: Vec<Vec<String>> = template
             .variables
             .iter()
@@ -337,10 +351,50 @@ impl Binding {
             max_body,
             origin: self.origin,
             auto_mapped: self.auto_mapped,
-            version: None,
+            response_headers: self
+                .version
+                .as_ref()
+                .and_then(|v| config.versions.get(v))
+                .and_then(|v| v.deprecated.as_ref())
+                .map(deprecation_headers)
+                .unwrap_or_default(),
+            version: self.version,
             method: self.method,
         })
     }
+}
+
+/// The version a descriptor file is mounted under: the nearest enclosing
+/// folder named like a version (`descriptors/v2/users.binpb` → `v2`).
+fn version_of(origin: &Origin) -> Option<String> {
+    let Origin::Folder(path) = origin else {
+        return None;
+    };
+    path.parent()?
+        .components()
+        .rev()
+        .filter_map(|c| c.as_os_str().to_str())
+        .find(|name| is_version(name))
+        .map(str::to_owned)
+}
+
+/// `Deprecation` (RFC 9745: `@<unix seconds>`, or `true` when no date is
+/// configured) and `Sunset` (RFC 8594, an HTTP date).
+fn deprecation_headers(deprecated: &Deprecation) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = Vec::with_capacity(2);
+    let since = deprecated
+        .since
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or_else(|| "true".to_owned(), |d| format!("@{}", d.as_secs()));
+    if let Ok(value) = HeaderValue::try_from(since) {
+        headers.push((HeaderName::from_static("deprecation"), value));
+    }
+    if let Some(sunset) = deprecated.sunset {
+        if let Ok(value) = HeaderValue::try_from(httpdate::fmt_http_date(sunset)) {
+            headers.push((HeaderName::from_static("sunset"), value));
+        }
+    }
+    headers
 }
 
 /// Whether a route selector picks a binding.

@@ -142,7 +142,7 @@ async fn serve(config: Config) -> ExitCode {
 }
 
 fn load_catalog(config: &Config) -> Result<Catalog, LoadError> {
-    let upstreams = Upstreams::new(&config.upstreams)?;
+    let upstreams = Upstreams::new(config)?;
     crate::catalog::load(config, &upstreams)
 }
 
@@ -193,21 +193,18 @@ fn check(config: &Config) -> ExitCode {
 
 /// The route table as aligned text columns, then the unrouted services.
 pub fn route_table(catalog: &Catalog) -> String {
-    let mut rows: Vec<[String; 4]> = vec![[
-        "METHOD".into(),
-        "PATH".into(),
-        "GRPC METHOD".into(),
-        "UPSTREAM".into(),
-    ]];
+    let header = ["METHOD", "PATH", "VERSION", "GRPC METHOD", "UPSTREAM"].map(String::from);
+    let mut rows = vec![header];
     for route in &catalog.routes {
         rows.push([
             route.http_method.to_string(),
             route.template.to_string(),
+            route.version.clone().unwrap_or_else(|| "-".into()),
             route.grpc_method().to_string(),
             route.upstream.url.to_string(),
         ]);
     }
-    let mut widths = [0usize; 4];
+    let mut widths = [0usize; 5];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
@@ -215,16 +212,10 @@ pub fn route_table(catalog: &Catalog) -> String {
     }
     let mut out = String::new();
     for row in &rows {
-        let line = format!(
-            "{:w0$}  {:w1$}  {:w2$}  {}",
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2]
-        );
+        let mut line = String::new();
+        for (cell, width) in row.iter().zip(widths) {
+            let _ = write!(line, "{cell:width$}  ");
+        }
         let _ = writeln!(out, "{}", line.trim_end());
     }
     if !catalog.unrouted.is_empty() {

@@ -38,6 +38,28 @@ pub struct Config {
     pub limits: Limits,
     pub forward_headers: Vec<http::HeaderName>,
     pub logging: Logging,
+    /// `versions.vN`: settings of the routes mounted under `/vN`.
+    pub versions: std::collections::BTreeMap<String, VersionConfig>,
+}
+
+/// Settings of one URL version (`versions.v2`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionConfig {
+    /// Backend of every service mounted under this version; wins over
+    /// `--upstream` patterns.
+    pub upstream: Option<http::Uri>,
+    pub deprecated: Option<Deprecation>,
+}
+
+/// `versions.vN.deprecated`: adds `Deprecation` (and `Sunset`) headers to
+/// the version's responses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Deprecation {
+    /// When the version was deprecated (`Deprecation: @<unix seconds>`);
+    /// unset: `Deprecation: true`.
+    pub since: Option<std::time::SystemTime>,
+    /// When it goes away (`Sunset: <HTTP date>`).
+    pub sunset: Option<std::time::SystemTime>,
 }
 
 /// `PATTERN=URL`: a fully-qualified service, a package, or `*`.
@@ -134,6 +156,7 @@ impl Default for Config {
                 format: LogFormat::Pretty,
                 level: "info".into(),
             },
+            versions: std::collections::BTreeMap::new(),
         }
     }
 }

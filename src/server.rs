@@ -58,7 +58,7 @@ impl Gateway {
     /// Reads the descriptor folder and builds the catalog. Must run inside a
     /// tokio runtime (upstream channels spawn their workers).
     pub fn load(config: Config) -> Result<Self, LoadError> {
-        let upstreams = Upstreams::new(&config.upstreams)?;
+        let upstreams = Upstreams::new(&config)?;
         let metadata = Arc::new(MetadataRules::new(&config.forward_headers));
         let reloader = Arc::new(Reloader::start(Arc::new(config), upstreams)?);
         Ok(Self { reloader, metadata })
@@ -199,7 +199,7 @@ impl Service<Request<Incoming>> for Transcoder {
                     &err,
                 ));
             };
-            let response = match this.unary(&matched, req).await {
+            let mut response = match this.unary(&matched, req).await {
                 Ok(response) => response,
                 Err(err) => {
                     match err.fault {
@@ -216,6 +216,10 @@ impl Service<Request<Incoming>> for Transcoder {
                     error_response(&matched.catalog, &err)
                 }
             };
+            let headers = response.headers_mut();
+            for (name, value) in &matched.route.response_headers {
+                headers.insert(name.clone(), value.clone());
+            }
             Ok(response)
         })
     }

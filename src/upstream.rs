@@ -19,7 +19,7 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::Code;
 
-use crate::config::UpstreamRule;
+use crate::config::Config;
 use crate::error::{Fault, GatewayError};
 use crate::transcode::DynamicCodec;
 
@@ -142,29 +142,49 @@ pub struct UnaryReply {
     pub trailers: MetadataMap,
 }
 
-/// The `--upstream` rules with their channels; one channel per distinct URL.
+/// The `--upstream` rules and version upstreams with their channels; one
+/// channel per distinct URL.
 #[derive(Debug, Clone, Default)]
 pub struct Upstreams {
     rules: Vec<(String, Arc<Upstream>)>,
+    versions: HashMap<String, Arc<Upstream>>,
 }
 
 impl Upstreams {
-    pub fn new(rules: &[UpstreamRule]) -> Result<Self, UpstreamError> {
+    pub fn new(config: &Config) -> Result<Self, UpstreamError> {
         let mut by_url: HashMap<String, Arc<Upstream>> = HashMap::new();
-        let mut resolved = Vec::with_capacity(rules.len());
-        for rule in rules {
-            let key = rule.url.to_string();
-            let upstream = match by_url.get(&key) {
-                Some(upstream) => upstream.clone(),
-                None => {
-                    let upstream = Arc::new(Upstream::new(&rule.url)?);
-                    by_url.insert(key, upstream.clone());
-                    upstream
-                }
-            };
-            resolved.push((rule.pattern.clone(), upstream));
+        let mut channel = |url: &Uri| -> Result<Arc<Upstream>, UpstreamError> {
+            let key = url.to_string();
+            if let Some(upstream) = by_url.get(&key) {
+                return Ok(upstream.clone());
+            }
+            let upstream = Arc::new(Upstream::new(url)?);
+            by_url.insert(key, upstream.clone());
+            Ok(upstream)
+        };
+        let mut rules = Vec::with_capacity(config.upstreams.len());
+        for rule in &config.upstreams {
+            rules.push((rule.pattern.clone(), channel(&rule.url)?));
         }
-        Ok(Self { rules: resolved })
+        let mut versions = HashMap::new();
+        for (name, version) in &config.versions {
+            if let Some(url) = &version.upstream {
+                versions.insert(name.clone(), channel(url)?);
+            }
+        }
+        Ok(Self { rules, versions })
+    }
+
+    /// The upstream of a service mounted under `version`: the version's own
+    /// upstream if configured, else the service's pattern match.
+    pub fn resolve_versioned(
+        &self,
+        service: &str,
+        version: Option<&str>,
+    ) -> Option<&Arc<Upstream>> {
+        version
+            .and_then(|v| self.versions.get(v))
+            .or_else(|| self.resolve(service))
     }
 
     /// The upstream of a fully-qualified service: an exact service pattern
@@ -203,13 +223,12 @@ mod tests {
 
     #[tokio::test]
     async fn most_specific_pattern_wins() {
-        let upstreams = Upstreams::new(&[
+        let upstreams = upstreams(&[
             rule("*", "http://127.0.0.1:1"),
             rule("acme", "http://127.0.0.1:2"),
             rule("acme.users.v1", "http://127.0.0.1:3"),
             rule("acme.users.v1.UserService", "http://127.0.0.1:4"),
-        ])
-        .expect("upstreams");
+        ]);
         let port = |service: &str| upstreams.resolve(service).and_then(|u| u.url.port_u16());
         assert_eq!(port("acme.users.v1.UserService"), Some(4));
         assert_eq!(port("acme.users.v1.Other"), Some(3));
@@ -220,14 +239,37 @@ mod tests {
 
     #[tokio::test]
     async fn no_rule_no_upstream_and_urls_share_a_channel() {
-        let upstreams = Upstreams::new(&[
+        let upstreams = upstreams(&[
             rule("a.v1", "http://127.0.0.1:7"),
             rule("b.v1", "http://127.0.0.1:7"),
-        ])
-        .expect("upstreams");
+        ]);
         assert!(upstreams.resolve("c.v1.S").is_none());
         let a = upstreams.resolve("a.v1.S").expect("a");
         let b = upstreams.resolve("b.v1.S").expect("b");
         assert!(Arc::ptr_eq(a, b));
+    }
+
+    #[tokio::test]
+    async fn a_version_upstream_wins_over_patterns() {
+        let mut config = Config {
+            upstreams: vec![rule("*", "http://127.0.0.1:1")],
+            ..Config::default()
+        };
+        config.versions.insert(
+            "v2".into(),
+            VersionConfig {
+                upstream: Some("http://127.0.0.1:2".parse().expect("url")),
+                deprecated: None,
+            },
+        );
+        let upstreams = Upstreams::new(&config).expect("upstreams");
+        let port = |v: Option<&str>| {
+            upstreams
+                .resolve_versioned("a.S", v)
+                .and_then(|u| u.url.port_u16())
+        };
+        assert_eq!(port(Some("v2")), Some(2));
+        assert_eq!(port(Some("v1")), Some(1));
+        assert_eq!(port(None), Some(1));
     }
 }

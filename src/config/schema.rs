@@ -10,7 +10,7 @@
 //! turned into its plain value in `resolve`, where the file's folder is
 //! known.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::marker::PhantomData;
 use std::path::{Component, Path, PathBuf};
@@ -23,11 +23,13 @@ use serde::de::{
 use serde::Deserialize;
 
 use super::values::{
-    parse_forward_header, parse_upstream_pattern, Addr, DurationValue, HttpMethod, LogLevel,
-    MethodName, PathPrefix, PathText, ServiceName, SizeValue, Threads, UpstreamUrl,
+    parse_forward_header, parse_upstream_pattern, Addr, DateValue, DurationValue, HttpMethod,
+    LogLevel, MethodName, PathPrefix, PathText, ServiceName, SizeValue, Threads, UpstreamUrl,
+    VersionName,
 };
 use super::{
-    Config, JsonOptions, LogFormat, RouteOverride, RouteSelector, Strictness, UpstreamRule,
+    Config, Deprecation, JsonOptions, LogFormat, RouteOverride, RouteSelector, Strictness,
+    UpstreamRule, VersionConfig,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -46,6 +48,21 @@ pub(super) struct FileConfig {
     limits: Option<LimitsSection>,
     forward_headers: Option<ForwardHeaders>,
     logging: Option<LoggingSection>,
+    versions: Option<BTreeMap<VersionName, VersionSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with upstream, deprecated")]
+struct VersionSection {
+    upstream: Option<UpstreamTarget>,
+    deprecated: Option<DeprecatedSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with since, sunset")]
+struct DeprecatedSection {
+    since: Option<DateValue>,
+    sunset: Option<DateValue>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -267,6 +284,7 @@ impl Visitor<'_> for PatternKey<'_> {
 
 /// One upstream: `URL`, or `{ url: URL }` (the long form leaves room for
 /// per-upstream TLS settings).
+#[derive(Debug)]
 struct UpstreamTarget(http::Uri);
 
 #[derive(Deserialize)]
@@ -389,6 +407,20 @@ impl FileConfig {
         }
         if let Some(ForwardHeaders(names)) = self.forward_headers {
             config.forward_headers = names;
+        }
+        for (VersionName(name), version) in self.versions.unwrap_or_default() {
+            let deprecated = version.deprecated.map(|d| Deprecation {
+                since: d.since.map(|DateValue(t)| t),
+                sunset: d.sunset.map(|DateValue(t)| t),
+            });
+            let upstream = version.upstream.map(|UpstreamTarget(url)| url);
+            config.versions.insert(
+                name,
+                VersionConfig {
+                    upstream,
+                    deprecated,
+                },
+            );
         }
         if let Some(logging) = self.logging {
             if let Some(format) = logging.format {

@@ -403,6 +403,18 @@ str_value!(
     "a URL such as http://127.0.0.1:50051"
 );
 str_value!(
+    /// Keys of `versions`.
+    VersionName(String),
+    parse_version,
+    "a version such as v1, v2beta1 or v3alpha2"
+);
+str_value!(
+    /// `deprecated.sunset` and `deprecated.since`.
+    DateValue(std::time::SystemTime),
+    parse_date,
+    "a date such as 2027-06-30"
+);
+str_value!(
     /// Route selector `service`.
     ServiceName(String),
     parse_service_name,
@@ -550,4 +562,94 @@ impl<'de> Deserialize<'de> for Threads {
         // message rather than a type error.
         d.deserialize_any(ThreadsVisitor).map(Threads)
     }
+}
+
+impl PartialOrd for VersionName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for VersionName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+/// A URL version segment: `v` and a number, optionally followed by `alpha`
+/// or `beta` and a number (`v1`, `v2beta1`, `v3alpha2`).
+pub fn is_version(text: &str) -> bool {
+    let Some(rest) = text.strip_prefix('v') else {
+        return false;
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return false;
+    }
+    let rest = &rest[digits..];
+    if rest.is_empty() {
+        return true;
+    }
+    let Some(number) = rest
+        .strip_prefix("alpha")
+        .or_else(|| rest.strip_prefix("beta"))
+    else {
+        return false;
+    };
+    !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit())
+}
+
+pub fn parse_version(text: &str) -> Result<String, String> {
+    if is_version(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a version (v1, v2beta1, v3alpha2, ...)"
+        ))
+    }
+}
+
+/// `YYYY-MM-DD`, midnight UTC.
+pub fn parse_date(text: &str) -> Result<std::time::SystemTime, String> {
+    let invalid = || format!("{text:?} is not a date of the form YYYY-MM-DD");
+    let mut parts = text.trim().splitn(3, '-');
+    let mut next = |len: usize| {
+        parts
+            .next()
+            .filter(|p| p.len() == len && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<i64>().ok())
+            .ok_or_else(invalid)
+    };
+    let (year, month, day) = (next(4)?, next(2)?, next(2)?);
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let days_in_month = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month[(month - 1) as usize]
+        || year < 1970
+    {
+        return Err(invalid());
+    }
+    // Days since 1970-01-01 (the civil-from-days algorithm, inverted).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok(std::time::UNIX_EPOCH + std::time::Duration::from_secs(days as u64 * 86_400))
 }
