@@ -15,11 +15,7 @@ const BUILTIN: &[&str] = &[
 ];
 
 /// Example and test services (relative to `proto/`).
-const EXAMPLES: &[&str] = &[
-    "acme/orders/v1/orders.proto",
-    "acme/users/v1/users.proto",
-    "protogate/test/v1/test.proto",
-];
+const EXAMPLES: &[&str] = &["acme/orders/v1/orders.proto", "acme/users/v1/users.proto", "protogate/test/v1/test.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
@@ -28,10 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut compiler = protox::Compiler::new(["proto"])?;
     compiler.include_imports(true).include_source_info(false);
     compiler.open_files(BUILTIN)?;
-    std::fs::write(
-        out.join("builtin.binpb"),
-        compiler.encode_file_descriptor_set(),
-    )?;
+    std::fs::write(out.join("builtin.binpb"), compiler.encode_file_descriptor_set())?;
 
     if !EXAMPLES.is_empty() {
         let mut compiler = protox::Compiler::new(["proto"])?;
@@ -40,14 +33,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let fds = compiler.file_descriptor_set();
         // Not `fds.encode_to_vec()`: prost_types drops extension options, and
         // the gateway needs the google.api.http annotations in this set.
-        std::fs::write(
-            out.join("examples.binpb"),
-            compiler.encode_file_descriptor_set(),
-        )?;
-        tonic_prost_build::configure()
-            .build_client(true)
-            .build_server(true)
-            .compile_fds(fds)?;
+        std::fs::write(out.join("examples.binpb"), compiler.encode_file_descriptor_set())?;
+        tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
     }
     Ok(())
 }

@@ -46,29 +46,16 @@ async fn run() -> Result<(), BoxError> {
     // The backends outlive the gateway by a moment so that calls it is
     // draining on Ctrl-C still reach them.
     let (stop, stopped) = watch::channel(());
-    let users_task = tokio::spawn(backends::serve(
-        users,
-        Routes::new(backends::users_v1()),
-        until_closed(stopped.clone()),
-    ));
-    let orders_task = tokio::spawn(backends::serve(
-        orders,
-        Routes::new(backends::orders_v1()),
-        until_closed(stopped),
-    ));
+    let users_task =
+        tokio::spawn(backends::serve(users, Routes::new(backends::users_v1()), until_closed(stopped.clone())));
+    let orders_task = tokio::spawn(backends::serve(orders, Routes::new(backends::orders_v1()), until_closed(stopped)));
 
     let config = Config {
         // Absolute, so the example works from any working directory.
         descriptors: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/descriptors")),
         upstreams: vec![
-            UpstreamRule {
-                pattern: "acme.users.v1".into(),
-                url: format!("http://{users_addr}").parse()?,
-            },
-            UpstreamRule {
-                pattern: "acme.orders.v1".into(),
-                url: format!("http://{orders_addr}").parse()?,
-            },
+            UpstreamRule { pattern: "acme.users.v1".into(), url: format!("http://{users_addr}").parse()? },
+            UpstreamRule { pattern: "acme.orders.v1".into(), url: format!("http://{orders_addr}").parse()? },
         ],
         ..Config::default()
     };
@@ -103,13 +90,11 @@ async fn bind(var: &str, default: &str) -> Result<TcpListener, BoxError> {
     let raw = std::env::var(var).unwrap_or_else(|_| default.to_owned());
     let addr: SocketAddr = match raw.parse::<u16>() {
         Ok(port) => SocketAddr::from(([127, 0, 0, 1], port)),
-        Err(_) => raw
-            .parse()
-            .map_err(|e| format!("{var}={raw}: expected host:port or a port ({e})"))?,
+        Err(_) => raw.parse().map_err(|e| format!("{var}={raw}: expected host:port or a port ({e})"))?,
     };
-    TcpListener::bind(addr).await.map_err(|e| {
-        format!("cannot listen on {addr}: {e} (set {var} to use another address)").into()
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e} (set {var} to use another address)").into())
 }
 
 /// The README's curl walk-through; `{gateway}`, `{json}` and `{page_token}`

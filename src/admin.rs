@@ -42,18 +42,12 @@ fn respond(gateway: &Gateway, method: &Method, path: &str) -> Response<Body> {
         "/healthz" => reply(StatusCode::OK, &json!({"status": "ok"})),
         "/readyz" => {
             let status = gateway.reloader().status();
-            reply(
-                StatusCode::OK,
-                &json!({"status": "ready", "generation": status.generation, "routes": status.routes}),
-            )
+            reply(StatusCode::OK, &json!({"status": "ready", "generation": status.generation, "routes": status.routes}))
         }
         "/routes" => reply(StatusCode::OK, &routes_json(gateway)),
         "/descriptors" => {
             let status = gateway.reloader().status();
-            reply(
-                StatusCode::OK,
-                &serde_json::to_value(&*status).unwrap_or_default(),
-            )
+            reply(StatusCode::OK, &serde_json::to_value(&*status).unwrap_or_default())
         }
         _ => reply(
             StatusCode::NOT_FOUND,
@@ -82,19 +76,13 @@ pub fn routes_json(gateway: &Gateway) -> serde_json::Value {
             })
         })
         .collect();
-    let unrouted: Vec<_> = catalog
-        .unrouted
-        .iter()
-        .map(|u| json!({"name": u.name, "reason": u.reason}))
-        .collect();
+    let unrouted: Vec<_> = catalog.unrouted.iter().map(|u| json!({"name": u.name, "reason": u.reason})).collect();
     json!({"routes": routes, "unrouted": unrouted})
 }
 
 fn reply(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }

@@ -107,17 +107,13 @@ impl std::error::Error for LoadError {}
 
 impl From<DescriptorError> for LoadError {
     fn from(err: DescriptorError) -> Self {
-        Self {
-            problems: vec![err.to_string()],
-        }
+        Self { problems: vec![err.to_string()] }
     }
 }
 
 impl From<UpstreamError> for LoadError {
     fn from(err: UpstreamError) -> Self {
-        Self {
-            problems: vec![err.to_string()],
-        }
+        Self { problems: vec![err.to_string()] }
     }
 }
 
@@ -136,11 +132,7 @@ impl Catalog {
     }
 
     /// Builds the catalog of `descriptors` under `config`.
-    pub fn build(
-        config: &Config,
-        descriptors: Descriptors,
-        upstreams: &Upstreams,
-    ) -> Result<Self, LoadError> {
+    pub fn build(config: &Config, descriptors: Descriptors, upstreams: &Upstreams) -> Result<Self, LoadError> {
         let mut problems = Vec::new();
         let mut unrouted = Vec::new();
         let mut bindings = Vec::new();
@@ -152,15 +144,10 @@ impl Catalog {
                 continue;
             }
             let version = version_of(&origin);
-            let Some(upstream) =
-                upstreams.resolve_versioned(service.full_name(), version.as_deref())
-            else {
+            let Some(upstream) = upstreams.resolve_versioned(service.full_name(), version.as_deref()) else {
                 unrouted.push(Unrouted {
                     name: service.full_name().to_string(),
-                    reason: format!(
-                        "no upstream matches (add --upstream {}=URL)",
-                        service.full_name()
-                    ),
+                    reason: format!("no upstream matches (add --upstream {}=URL)", service.full_name()),
                 });
                 continue;
             };
@@ -207,10 +194,9 @@ impl Catalog {
                             auto_mapped: false,
                             version: version.clone(),
                         }),
-                        Err(reason) => problems.push(format!(
-                            "{origin}: {}: google.api.http: {reason}",
-                            method.full_name()
-                        )),
+                        Err(reason) => {
+                            problems.push(format!("{origin}: {}: google.api.http: {reason}", method.full_name()))
+                        }
                     }
                 }
             }
@@ -227,11 +213,7 @@ impl Catalog {
 
         let mut builder = RouteTableBuilder::new();
         for route in &routes {
-            if let Err(collision) = builder.insert(
-                route.http_method.clone(),
-                route.template.clone(),
-                route.clone(),
-            ) {
+            if let Err(collision) = builder.insert(route.http_method.clone(), route.template.clone(), route.clone()) {
                 let existing = collision.existing;
                 problems.push(format!(
                     "route collision: {} {} is bound by both {} ({}) and {} ({})",
@@ -299,25 +281,12 @@ impl Binding {
         if let Some(version) = &self.version {
             template = template.with_prefix(&format!("/{version}"));
         }
-        let variables: Vec<Vec<String>> = template
-            .variables
-            .iter()
-            .map(|v| v.field_path.clone())
-            .collect();
+        let variables: Vec<Vec<String>> = template.variables.iter().map(|v| v.field_path.clone()).collect();
         let request = RequestPlan::new(&self.method.input(), &self.body, &variables)
             .map_err(|e| at(format!("{} {}: {e}", self.http_method, self.path)))?;
-        let response =
-            ResponsePlan::new(&self.method.output(), &self.response_body).map_err(|e| {
-                at(format!(
-                    "{} {}: response_body: {e}",
-                    self.http_method, self.path
-                ))
-            })?;
-        let grpc_path = format!(
-            "/{}/{}",
-            self.method.parent_service().full_name(),
-            self.method.name()
-        );
+        let response = ResponsePlan::new(&self.method.output(), &self.response_body)
+            .map_err(|e| at(format!("{} {}: response_body: {e}", self.http_method, self.path)))?;
+        let grpc_path = format!("/{}/{}", self.method.parent_service().full_name(), self.method.name());
         let grpc_path = PathAndQuery::try_from(grpc_path).map_err(|e| at(e.to_string()))?;
 
         let mut timeout = config.routes.timeout;
@@ -447,11 +416,8 @@ fn http_rules(rule: &DynamicMessage) -> Vec<Result<Rule, String>> {
 }
 
 fn read_rule(rule: &DynamicMessage) -> Result<Rule, String> {
-    let text = |name: &str| {
-        rule.get_field_by_name(name)
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default()
-    };
+    let text =
+        |name: &str| rule.get_field_by_name(name).and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
     let mut pattern = None;
     for (field, method) in [
         ("get", Method::GET),
@@ -466,27 +432,15 @@ fn read_rule(rule: &DynamicMessage) -> Result<Rule, String> {
     }
     if rule.has_field_by_name("custom") {
         if let Some(Value::Message(custom)) = rule.get_field_by_name("custom").as_deref() {
-            let kind = custom
-                .get_field_by_name("kind")
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            let path = custom
-                .get_field_by_name("path")
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            let method = Method::from_bytes(kind.as_bytes())
-                .map_err(|_| format!("invalid custom method kind {kind:?}"))?;
+            let kind = custom.get_field_by_name("kind").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            let path = custom.get_field_by_name("path").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            let method =
+                Method::from_bytes(kind.as_bytes()).map_err(|_| format!("invalid custom method kind {kind:?}"))?;
             pattern = Some((method, path));
         }
     }
-    let (http_method, path) =
-        pattern.ok_or("no HTTP method and path (get, put, post, delete, patch or custom)")?;
-    Ok(Rule {
-        http_method,
-        path,
-        body: text("body"),
-        response_body: text("response_body"),
-    })
+    let (http_method, path) = pattern.ok_or("no HTTP method and path (get, put, post, delete, patch or custom)")?;
+    Ok(Rule { http_method, path, body: text("body"), response_body: text("response_body") })
 }
 
 /// Loads the descriptor folder and builds a catalog in one step.

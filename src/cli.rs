@@ -14,11 +14,7 @@ use crate::server::Gateway;
 use crate::upstream::Upstreams;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "protogate",
-    version,
-    about = "HTTP/JSON to gRPC gateway driven by protobuf descriptors"
-)]
+#[command(name = "protogate", version, about = "HTTP/JSON to gRPC gateway driven by protobuf descriptors")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,11 +36,7 @@ pub fn run() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
-            return if err.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if err.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
     let (Command::Serve(args) | Command::Routes(args) | Command::Check(args)) = &cli.command;
@@ -55,13 +47,8 @@ pub fn run() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let threads = config
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .enable_all()
-        .build()
+    let threads = config.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(threads.max(1)).enable_all().build()
     {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -97,10 +84,7 @@ async fn serve(config: Config) -> ExitCode {
     let admin_listener = match tokio::net::TcpListener::bind(config.admin_listen).await {
         Ok(listener) => listener,
         Err(err) => {
-            eprintln!(
-                "protogate: admin listener on {}: {err}",
-                config.admin_listen
-            );
+            eprintln!("protogate: admin listener on {}: {err}", config.admin_listen);
             return ExitCode::from(1);
         }
     };
@@ -125,11 +109,7 @@ async fn serve(config: Config) -> ExitCode {
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let admin = tokio::spawn(crate::admin::serve(
-        gateway.clone(),
-        admin_listener,
-        wait(stopped.clone()),
-    ));
+    let admin = tokio::spawn(crate::admin::serve(gateway.clone(), admin_listener, wait(stopped.clone())));
     let result = gateway.serve(listener, wait(stopped)).await;
     let _ = admin.await;
     match result {
@@ -163,16 +143,10 @@ fn check(config: &Config) -> ExitCode {
     match load_catalog(config) {
         Ok(catalog) => {
             if catalog.sources.is_empty() {
-                eprintln!(
-                    "protogate: warning: no descriptor files in {}",
-                    config.descriptors.display()
-                );
+                eprintln!("protogate: warning: no descriptor files in {}", config.descriptors.display());
             }
             for unrouted in &catalog.unrouted {
-                eprintln!(
-                    "protogate: warning: {} not routed: {}",
-                    unrouted.name, unrouted.reason
-                );
+                eprintln!("protogate: warning: {} not routed: {}", unrouted.name, unrouted.reason);
             }
             println!(
                 "ok: {} routes from {} descriptor files in {}",
@@ -231,9 +205,7 @@ fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.logging.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match config.logging.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Pretty => builder.try_init(),

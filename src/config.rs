@@ -145,17 +145,10 @@ impl Default for Config {
             threads: None,
             upstreams: Vec::new(),
             json: JsonOptions::default(),
-            routes: RoutesConfig {
-                auto_map: true,
-                timeout: Duration::from_secs(30),
-                overrides: Vec::new(),
-            },
+            routes: RoutesConfig { auto_map: true, timeout: Duration::from_secs(30), overrides: Vec::new() },
             limits: Limits { max_body: 4 << 20 },
             forward_headers: Vec::new(),
-            logging: Logging {
-                format: LogFormat::Pretty,
-                level: "info".into(),
-            },
+            logging: Logging { format: LogFormat::Pretty, level: "info".into() },
             versions: std::collections::BTreeMap::new(),
         }
     }
@@ -197,20 +190,11 @@ pub enum ConfigError {
     /// A problem in the file. `message` carries the key path and, where
     /// the YAML parser knows it, "at line N column M".
     #[error("{}: {message}", file.display())]
-    File {
-        file: PathBuf,
-        message: String,
-        line: Option<usize>,
-        column: Option<usize>,
-    },
+    File { file: PathBuf, message: String, line: Option<usize>, column: Option<usize> },
     /// A bad command-line value; `value` is as given, with any URL
     /// credentials hidden.
     #[error("{flag} {value}: {problem}")]
-    Flag {
-        flag: &'static str,
-        value: String,
-        problem: String,
-    },
+    Flag { flag: &'static str, value: String, problem: String },
 }
 
 /// Loads the config file (if any) and applies the flags on top.
@@ -246,10 +230,8 @@ fn load_with_default(args: &ConfigArgs, default_file: &Path) -> Result<Config, C
 
 /// Reads and parses one config file, without flags.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     from_yaml(&text, path)
 }
 
@@ -257,8 +239,7 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 /// names the file in messages, and relative paths in the file are resolved
 /// against its folder.
 pub fn from_yaml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-    let file: schema::FileConfig =
-        serde_yaml_ng::from_str(text).map_err(|e| file_error(origin, &e))?;
+    let file: schema::FileConfig = serde_yaml_ng::from_str(text).map_err(|e| file_error(origin, &e))?;
     let base = origin.parent().unwrap_or(Path::new(""));
     Ok(file.resolve(base))
 }
@@ -310,20 +291,13 @@ fn apply_flags(config: &mut Config, args: &ConfigArgs) -> Result<(), ConfigError
 fn parse_upstream_flags(flags: &[String]) -> Result<Vec<UpstreamRule>, ConfigError> {
     let mut rules: Vec<UpstreamRule> = Vec::with_capacity(flags.len());
     for flag in flags {
-        let error = |problem: String| ConfigError::Flag {
-            flag: "--upstream",
-            value: values::redact_url(flag),
-            problem,
-        };
-        let (pattern, url) = flag
-            .split_once('=')
-            .ok_or_else(|| error("expected PATTERN=URL".into()))?;
+        let error =
+            |problem: String| ConfigError::Flag { flag: "--upstream", value: values::redact_url(flag), problem };
+        let (pattern, url) = flag.split_once('=').ok_or_else(|| error("expected PATTERN=URL".into()))?;
         let pattern = values::parse_upstream_pattern(pattern.trim()).map_err(error)?;
         let url = values::parse_upstream_url(url).map_err(error)?;
         if rules.iter().any(|r| r.pattern == pattern) {
-            return Err(error(format!(
-                "upstream pattern `{pattern}` is given twice on the command line"
-            )));
+            return Err(error(format!("upstream pattern `{pattern}` is given twice on the command line")));
         }
         rules.push(UpstreamRule { pattern, url });
     }

@@ -25,26 +25,11 @@ const BUILTIN_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/builtin.bin
 
 /// Sources of the built-in files, for `.proto` files that import them.
 const BUILTIN_SOURCES: &[(&str, &str)] = &[
-    (
-        "google/api/annotations.proto",
-        include_str!("../proto/google/api/annotations.proto"),
-    ),
-    (
-        "google/api/http.proto",
-        include_str!("../proto/google/api/http.proto"),
-    ),
-    (
-        "google/api/httpbody.proto",
-        include_str!("../proto/google/api/httpbody.proto"),
-    ),
-    (
-        "google/rpc/status.proto",
-        include_str!("../proto/google/rpc/status.proto"),
-    ),
-    (
-        "google/rpc/error_details.proto",
-        include_str!("../proto/google/rpc/error_details.proto"),
-    ),
+    ("google/api/annotations.proto", include_str!("../proto/google/api/annotations.proto")),
+    ("google/api/http.proto", include_str!("../proto/google/api/http.proto")),
+    ("google/api/httpbody.proto", include_str!("../proto/google/api/httpbody.proto")),
+    ("google/rpc/status.proto", include_str!("../proto/google/rpc/status.proto")),
+    ("google/rpc/error_details.proto", include_str!("../proto/google/rpc/error_details.proto")),
 ];
 
 const SET_EXTENSIONS: &[&str] = &["binpb", "pb", "desc", "protoset"];
@@ -98,28 +83,15 @@ impl Descriptors {
 #[derive(Debug, thiserror::Error)]
 pub enum DescriptorError {
     #[error("{}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{}: not a FileDescriptorSet: {source}", path.display())]
-    Decode {
-        path: PathBuf,
-        source: prost::DecodeError,
-    },
+    Decode { path: PathBuf, source: prost::DecodeError },
     #[error("{0}")]
     Compile(String),
     #[error("{name} is defined differently in {first} and {second}")]
-    Conflict {
-        name: String,
-        first: Origin,
-        second: Origin,
-    },
+    Conflict { name: String, first: Origin, second: Origin },
     #[error("{context}{source}")]
-    Pool {
-        context: String,
-        source: prost_reflect::DescriptorError,
-    },
+    Pool { context: String, source: prost_reflect::DescriptorError },
 }
 
 /// A FileDescriptorSet read without decoding its files, so each file keeps
@@ -152,10 +124,7 @@ impl Merger {
         source: &Path,
         origin_of: &dyn Fn(&str) -> Origin,
     ) -> Result<(), DescriptorError> {
-        let decode_error = |source_err| DescriptorError::Decode {
-            path: source.to_path_buf(),
-            source: source_err,
-        };
+        let decode_error = |source_err| DescriptorError::Decode { path: source.to_path_buf(), source: source_err };
         let set = RawFileSet::decode(bytes).map_err(decode_error)?;
         for raw in set.file {
             let name = FileName::decode(raw.clone()).map_err(decode_error)?.name;
@@ -165,15 +134,9 @@ impl Merger {
                     self.files.insert(name, (raw, origin));
                 }
                 Some((existing, first))
-                    if !is_common(&name)
-                        && *existing != raw
-                        && !same_definition(existing, &raw) =>
+                    if !is_common(&name) && *existing != raw && !same_definition(existing, &raw) =>
                 {
-                    return Err(DescriptorError::Conflict {
-                        name,
-                        first: first.clone(),
-                        second: origin,
-                    });
+                    return Err(DescriptorError::Conflict { name, first: first.clone(), second: origin });
                 }
                 Some(_) => {}
             }
@@ -181,13 +144,9 @@ impl Merger {
         Ok(())
     }
 
-    fn into_pool(
-        self,
-    ) -> Result<(DescriptorPool, HashMap<String, Origin>), prost_reflect::DescriptorError> {
+    fn into_pool(self) -> Result<(DescriptorPool, HashMap<String, Origin>), prost_reflect::DescriptorError> {
         let mut origins = HashMap::with_capacity(self.files.len());
-        let mut set = RawFileSet {
-            file: Vec::with_capacity(self.files.len()),
-        };
+        let mut set = RawFileSet { file: Vec::with_capacity(self.files.len()) };
         for (name, (raw, origin)) in self.files {
             origins.insert(name, origin);
             set.file.push(raw);
@@ -200,14 +159,7 @@ impl Merger {
 /// Files every toolchain ships its own copy of (protoc and buf versions
 /// differ in options and comments): the first copy serves for all.
 fn is_common(name: &str) -> bool {
-    [
-        "google/protobuf/",
-        "google/api/",
-        "google/rpc/",
-        "google/type/",
-    ]
-    .iter()
-    .any(|prefix| name.starts_with(prefix))
+    ["google/protobuf/", "google/api/", "google/rpc/", "google/type/"].iter().any(|prefix| name.starts_with(prefix))
 }
 
 /// Two encodings of one file that differ only in source info (comments and
@@ -230,10 +182,7 @@ pub fn load_dir(dir: &Path) -> Result<Descriptors, DescriptorError> {
     let mut sources = Vec::new();
     if dir.exists() {
         walk(dir, dir, &mut |relative, size| {
-            let ext = relative
-                .extension()
-                .and_then(|e| e.to_str())
-                .unwrap_or_default();
+            let ext = relative.extension().and_then(|e| e.to_str()).unwrap_or_default();
             if SET_EXTENSIONS.contains(&ext) {
                 sets.push(relative.to_path_buf());
             } else if ext == "proto" {
@@ -241,10 +190,7 @@ pub fn load_dir(dir: &Path) -> Result<Descriptors, DescriptorError> {
             } else {
                 return;
             }
-            sources.push(SourceFile {
-                path: relative.to_path_buf(),
-                size,
-            });
+            sources.push(SourceFile { path: relative.to_path_buf(), size });
         })?;
     }
     sources.sort_by(|a, b| a.path.cmp(&b.path));
@@ -257,18 +203,13 @@ pub fn load_dir(dir: &Path) -> Result<Descriptors, DescriptorError> {
     let mut digest = Sha256::new();
     for source in &sources {
         let full = dir.join(&source.path);
-        let bytes = std::fs::read(&full).map_err(|err| DescriptorError::Read {
-            path: full.clone(),
-            source: err,
-        })?;
+        let bytes = std::fs::read(&full).map_err(|err| DescriptorError::Read { path: full.clone(), source: err })?;
         digest.update(source.path.to_string_lossy().as_bytes());
         digest.update([0]);
         digest.update((bytes.len() as u64).to_le_bytes());
         digest.update(&bytes);
         if sets.contains(&source.path) {
-            merger.add_set(&bytes, &source.path, &|_| {
-                Origin::Folder(source.path.clone())
-            })?;
+            merger.add_set(&bytes, &source.path, &|_| Origin::Folder(source.path.clone()))?;
         }
     }
     if !protos.is_empty() {
@@ -284,21 +225,16 @@ pub fn load_dir(dir: &Path) -> Result<Descriptors, DescriptorError> {
     }
     // Built-in files only fill gaps: a folder's own copy of, say,
     // google/api/http.proto wins.
-    let builtin = RawFileSet::decode(BUILTIN_SET).map_err(|source| DescriptorError::Decode {
-        path: PathBuf::from("<built-in>"),
-        source,
-    })?;
+    let builtin = RawFileSet::decode(BUILTIN_SET)
+        .map_err(|source| DescriptorError::Decode { path: PathBuf::from("<built-in>"), source })?;
     for raw in builtin.file {
         if let Ok(FileName { name }) = FileName::decode(raw.clone()) {
             merger.files.entry(name).or_insert((raw, Origin::Builtin));
         }
     }
 
-    let file_origins: HashMap<String, Origin> = merger
-        .files
-        .iter()
-        .map(|(name, (_, origin))| (name.clone(), origin.clone()))
-        .collect();
+    let file_origins: HashMap<String, Origin> =
+        merger.files.iter().map(|(name, (_, origin))| (name.clone(), origin.clone())).collect();
     let (pool, origins) = merger.into_pool().map_err(|source| {
         let context = source
             .file()
@@ -307,12 +243,7 @@ pub fn load_dir(dir: &Path) -> Result<Descriptors, DescriptorError> {
             .unwrap_or_default();
         DescriptorError::Pool { context, source }
     })?;
-    Ok(Descriptors {
-        pool,
-        origins,
-        sources,
-        digest: hex::encode(digest.finalize()),
-    })
+    Ok(Descriptors { pool, origins, sources, digest: hex::encode(digest.finalize()) })
 }
 
 /// A cheap summary of the folder (path, size, modification time of every
@@ -321,14 +252,10 @@ pub fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
     let mut out = Vec::new();
     if dir.exists() {
         let _ = walk(dir, dir, &mut |relative, size| {
-            let ext = relative
-                .extension()
-                .and_then(|e| e.to_str())
-                .unwrap_or_default();
+            let ext = relative.extension().and_then(|e| e.to_str()).unwrap_or_default();
             if SET_EXTENSIONS.contains(&ext) || ext == "proto" {
-                let modified = std::fs::metadata(dir.join(relative))
-                    .and_then(|m| m.modified())
-                    .unwrap_or(std::time::UNIX_EPOCH);
+                let modified =
+                    std::fs::metadata(dir.join(relative)).and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
                 out.push((relative.to_path_buf(), size, modified));
             }
         });
@@ -342,10 +269,7 @@ pub fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
 /// `..data` symlink farms of Kubernetes config maps are followed through
 /// their visible links).
 fn walk(root: &Path, dir: &Path, visit: &mut dyn FnMut(&Path, u64)) -> Result<(), DescriptorError> {
-    let read = |path: &Path, source| DescriptorError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
+    let read = |path: &Path, source| DescriptorError::Read { path: path.to_path_buf(), source };
     let entries = std::fs::read_dir(dir).map_err(|e| read(dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| read(dir, e))?;
@@ -372,13 +296,8 @@ fn walk(root: &Path, dir: &Path, visit: &mut dyn FnMut(&Path, u64)) -> Result<()
 
 /// Compiles the folder's `.proto` files with protox, the folder as include
 /// root; returns one encoded set per source file (its imports included).
-fn compile_protos(
-    dir: &Path,
-    protos: &[PathBuf],
-) -> Result<Vec<(PathBuf, Vec<u8>)>, DescriptorError> {
-    use protox::file::{
-        ChainFileResolver, File, FileResolver, GoogleFileResolver, IncludeFileResolver,
-    };
+fn compile_protos(dir: &Path, protos: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<u8>)>, DescriptorError> {
+    use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver, IncludeFileResolver};
 
     struct Builtin;
     impl FileResolver for Builtin {
@@ -398,9 +317,7 @@ fn compile_protos(
         resolver.add(GoogleFileResolver::new());
         let mut compiler = protox::Compiler::with_file_resolver(resolver);
         compiler.include_imports(true).include_source_info(false);
-        compiler
-            .open_file(path)
-            .map_err(|e| DescriptorError::Compile(format!("{}: {e}", path.display())))?;
+        compiler.open_file(path).map_err(|e| DescriptorError::Compile(format!("{}: {e}", path.display())))?;
         out.push((path.clone(), compiler.encode_file_descriptor_set()));
     }
     Ok(out)
@@ -433,10 +350,7 @@ mod tests {
     fn missing_folder_is_empty() {
         let loaded = load_dir(Path::new("/nonexistent/protogate/descriptors")).expect("load");
         assert!(loaded.sources.is_empty());
-        assert!(loaded
-            .pool
-            .get_message_by_name("google.rpc.Status")
-            .is_some());
+        assert!(loaded.pool.get_message_by_name("google.rpc.Status").is_some());
     }
 
     #[test]
@@ -444,21 +358,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         write(dir.path(), "demo/greeter.proto", GREETER);
         let loaded = load_dir(dir.path()).expect("load");
-        let service = loaded
-            .pool
-            .get_service_by_name("demo.v1.Greeter")
-            .expect("service");
+        let service = loaded.pool.get_service_by_name("demo.v1.Greeter").expect("service");
         assert_eq!(service.methods().count(), 1);
-        assert_eq!(
-            loaded.origin("demo/greeter.proto"),
-            &Origin::Folder(PathBuf::from("demo/greeter.proto"))
-        );
+        assert_eq!(loaded.origin("demo/greeter.proto"), &Origin::Folder(PathBuf::from("demo/greeter.proto")));
         assert_eq!(loaded.origin("google/api/http.proto"), &Origin::Builtin);
         // The http option survives as an extension.
-        let ext = loaded
-            .pool
-            .get_extension_by_name("google.api.http")
-            .expect("ext");
+        let ext = loaded.pool.get_extension_by_name("google.api.http").expect("ext");
         let method = service.methods().next().expect("method");
         assert!(method.options().has_extension(&ext));
     }
@@ -467,16 +372,8 @@ mod tests {
     fn reads_sets_and_merges_shared_imports() {
         let src = tempfile::tempdir().expect("tempdir");
         write(src.path(), "a.proto", &GREETER.replace("demo.v1", "a.v1"));
-        write(
-            src.path(),
-            "b.proto",
-            &GREETER.replace("demo.v1", "b.v1").replace("/hello", "/hi"),
-        );
-        let sets = compile_protos(
-            src.path(),
-            &[PathBuf::from("a.proto"), PathBuf::from("b.proto")],
-        )
-        .expect("compile");
+        write(src.path(), "b.proto", &GREETER.replace("demo.v1", "b.v1").replace("/hello", "/hi"));
+        let sets = compile_protos(src.path(), &[PathBuf::from("a.proto"), PathBuf::from("b.proto")]).expect("compile");
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("nested")).expect("mkdir");
         std::fs::write(dir.path().join("a.binpb"), &sets[0].1).expect("write");
@@ -487,26 +384,15 @@ mod tests {
         assert!(loaded.pool.get_service_by_name("a.v1.Greeter").is_some());
         assert!(loaded.pool.get_service_by_name("b.v1.Greeter").is_some());
         let paths: Vec<_> = loaded.sources.iter().map(|s| s.path.clone()).collect();
-        assert_eq!(
-            paths,
-            vec![PathBuf::from("a.binpb"), PathBuf::from("nested/b.pb")]
-        );
+        assert_eq!(paths, vec![PathBuf::from("a.binpb"), PathBuf::from("nested/b.pb")]);
     }
 
     #[test]
     fn corrupt_set_names_the_file() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(
-            dir.path().join("broken.binpb"),
-            b"\xff\xff\xff not a descriptor",
-        )
-        .expect("write");
+        std::fs::write(dir.path().join("broken.binpb"), b"\xff\xff\xff not a descriptor").expect("write");
         let err = load_dir(dir.path()).expect_err("corrupt");
-        assert!(
-            err.to_string()
-                .starts_with("broken.binpb: not a FileDescriptorSet"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("broken.binpb: not a FileDescriptorSet"), "{err}");
     }
 
     #[test]
@@ -520,11 +406,7 @@ mod tests {
     #[test]
     fn missing_import_is_an_error() {
         let dir = tempfile::tempdir().expect("tempdir");
-        write(
-            dir.path(),
-            "x.proto",
-            "syntax = \"proto3\"; import \"nope/missing.proto\"; message X {}",
-        );
+        write(dir.path(), "x.proto", "syntax = \"proto3\"; import \"nope/missing.proto\"; message X {}");
         let err = load_dir(dir.path()).expect_err("import");
         assert!(err.to_string().contains("nope/missing.proto"), "{err}");
     }
@@ -532,26 +414,15 @@ mod tests {
     #[test]
     fn two_different_files_with_one_name_conflict() {
         let one = tempfile::tempdir().expect("tempdir");
-        write(
-            one.path(),
-            "same.proto",
-            "syntax = \"proto3\"; package p; message A {}",
-        );
+        write(one.path(), "same.proto", "syntax = \"proto3\"; package p; message A {}");
         let two = tempfile::tempdir().expect("tempdir");
-        write(
-            two.path(),
-            "same.proto",
-            "syntax = \"proto3\"; package p; message B {}",
-        );
+        write(two.path(), "same.proto", "syntax = \"proto3\"; package p; message B {}");
         let a = compile_protos(one.path(), &[PathBuf::from("same.proto")]).expect("a");
         let b = compile_protos(two.path(), &[PathBuf::from("same.proto")]).expect("b");
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("one.binpb"), &a[0].1).expect("write");
         std::fs::write(dir.path().join("two.binpb"), &b[0].1).expect("write");
         let err = load_dir(dir.path()).expect_err("conflict");
-        assert_eq!(
-            err.to_string(),
-            "same.proto is defined differently in one.binpb and two.binpb"
-        );
+        assert_eq!(err.to_string(), "same.proto is defined differently in one.binpb and two.binpb");
     }
 }

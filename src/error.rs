@@ -59,11 +59,7 @@ impl GatewayError {
     pub fn bad_field(field: impl Into<String>, description: impl Into<String>) -> Self {
         let field = field.into();
         let description = description.into();
-        let message = if field.is_empty() {
-            description.clone()
-        } else {
-            format!("{field}: {description}")
-        };
+        let message = if field.is_empty() { description.clone() } else { format!("{field}: {description}") };
         let mut err = Self::new(Code::InvalidArgument, Fault::Client, message);
         err.violations.push(FieldViolation { field, description });
         err

@@ -71,9 +71,7 @@ pub struct Reloader {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl Reloader {
@@ -107,9 +105,7 @@ impl Reloader {
     pub async fn reload(&self, force: bool) -> Result<bool, LoadError> {
         let mut last = self.attempt.lock().await;
         let dir = self.config.descriptors.clone();
-        let fingerprint = tokio::task::spawn_blocking(move || descriptors::fingerprint(&dir))
-            .await
-            .unwrap_or_default();
+        let fingerprint = tokio::task::spawn_blocking(move || descriptors::fingerprint(&dir)).await.unwrap_or_default();
         if !force && fingerprint == *last {
             return Ok(false);
         }
@@ -119,11 +115,7 @@ impl Reloader {
         let upstreams = self.upstreams.clone();
         let built = tokio::task::spawn_blocking(move || catalog::load(&config, &upstreams))
             .await
-            .unwrap_or_else(|err| {
-                Err(LoadError {
-                    problems: vec![format!("reload task failed: {err}")],
-                })
-            });
+            .unwrap_or_else(|err| Err(LoadError { problems: vec![format!("reload task failed: {err}")] }));
         let previous = self.status.load();
         match built {
             Ok(catalog) => {
@@ -150,10 +142,7 @@ impl Reloader {
                 );
                 let mut status = (**previous).clone();
                 status.reloads_failed = failed;
-                status.last_error = Some(RefusedReload {
-                    at: unix_now(),
-                    problems: err.problems.clone(),
-                });
+                status.last_error = Some(RefusedReload { at: unix_now(), problems: err.problems.clone() });
                 self.status.store(Arc::new(status));
                 Err(err)
             }
@@ -201,14 +190,7 @@ fn live_status(
     ReloadStatus {
         generation,
         digest: catalog.digest.clone(),
-        files: catalog
-            .sources
-            .iter()
-            .map(|s| LiveFile {
-                path: s.path.clone(),
-                size: s.size,
-            })
-            .collect(),
+        files: catalog.sources.iter().map(|s| LiveFile { path: s.path.clone(), size: s.size }).collect(),
         routes: catalog.routes.len(),
         loaded_at: unix_now(),
         reloads_ok: ok,
@@ -226,11 +208,7 @@ struct FolderWatcher {
 
 impl FolderWatcher {
     fn new(dir: PathBuf, tx: mpsc::Sender<()>) -> Self {
-        let mut this = Self {
-            dir,
-            tx,
-            inner: None,
-        };
+        let mut this = Self { dir, tx, inner: None };
         this.ensure();
         this
     }
@@ -265,9 +243,7 @@ fn hangup_signal() -> mpsc::Receiver<()> {
     let (tx, rx) = mpsc::channel(1);
     #[cfg(unix)]
     {
-        if let Ok(mut signal) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
+        if let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             tokio::spawn(async move {
                 while signal.recv().await.is_some() {
                     if tx.send(()).await.is_err() {

@@ -97,12 +97,8 @@ impl Gateway {
     pub fn pipeline(
         &self,
         peer: SocketAddr,
-    ) -> impl Service<
-        Request<Incoming>,
-        Response = Response<Body>,
-        Error = Infallible,
-        Future = ResponseFuture,
-    > + Clone {
+    ) -> impl Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future = ResponseFuture> + Clone
+    {
         ServiceBuilder::new()
             // First, so that every response, errors included, carries the id.
             .layer(RequestIdLayer)
@@ -110,10 +106,7 @@ impl Gateway {
             // 405 end here, before any body is read.
             .layer(RouteMatchLayer::new(self.reloader.catalog().clone()))
             // Innermost: body, transcoding, the upstream call.
-            .service(Transcoder {
-                metadata: self.metadata.clone(),
-                peer,
-            })
+            .service(Transcoder { metadata: self.metadata.clone(), peer })
     }
 }
 
@@ -125,10 +118,7 @@ pub(crate) async fn accept_loop<S>(
     make: impl Fn(SocketAddr) -> S,
 ) -> std::io::Result<()>
 where
-    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -151,11 +141,7 @@ where
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(make(peer));
-        let conn = graceful.watch(
-            builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned(),
-        );
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
         tokio::spawn(async move {
             if let Err(err) = conn.await {
                 tracing::debug!(error = %err, %peer, "connection ended with an error");
@@ -191,13 +177,8 @@ impl Service<Request<Incoming>> for Transcoder {
         let this = self.clone();
         Box::pin(async move {
             let Some(matched) = req.extensions_mut().remove::<MatchedRoute>() else {
-                let err =
-                    GatewayError::new(Code::Internal, Fault::Internal, "no route was matched");
-                return Ok(render(
-                    &DescriptorPool::global(),
-                    &JsonSettings::default(),
-                    &err,
-                ));
+                let err = GatewayError::new(Code::Internal, Fault::Internal, "no route was matched");
+                return Ok(render(&DescriptorPool::global(), &JsonSettings::default(), &err));
             };
             let mut response = match this.unary(&matched, req).await {
                 Ok(response) => response,
@@ -227,38 +208,17 @@ impl Service<Request<Incoming>> for Transcoder {
 
 impl Transcoder {
     /// A unary call: decode, call, encode.
-    async fn unary(
-        &self,
-        matched: &MatchedRoute,
-        req: Request<Incoming>,
-    ) -> Result<Response<Body>, GatewayError> {
-        let MatchedRoute {
-            catalog,
-            route,
-            captures,
-        } = matched;
+    async fn unary(&self, matched: &MatchedRoute, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
+        let MatchedRoute { catalog, route, captures } = matched;
         let (parts, body) = req.into_parts();
 
         let body = read_body(body, &parts.headers, route.max_body).await?;
-        let content_type = parts
-            .headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        let message = route.request.build(
-            &catalog.json,
-            RequestInput {
-                body,
-                content_type,
-                captures,
-                query: parts.uri.query(),
-            },
-        )?;
+        let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let message = route
+            .request
+            .build(&catalog.json, RequestInput { body, content_type, captures, query: parts.uri.query() })?;
 
-        let request_id = parts
-            .headers
-            .get(X_REQUEST_ID)
-            .cloned()
-            .unwrap_or_else(metadata::new_request_id);
+        let request_id = parts.headers.get(X_REQUEST_ID).cloned().unwrap_or_else(metadata::new_request_id);
         let metadata = self.metadata.request_metadata(
             &parts.headers,
             parts.uri.authority().map(|a| a.as_str()),
@@ -269,22 +229,10 @@ impl Transcoder {
             Some(value) => parse_grpc_timeout(value)?.min(route.timeout),
             None => route.timeout,
         };
-        let reply = route
-            .upstream
-            .unary(
-                route.grpc_path.clone(),
-                route.codec.clone(),
-                message,
-                metadata,
-                timeout,
-            )
-            .await?;
+        let reply =
+            route.upstream.unary(route.grpc_path.clone(), route.codec.clone(), message, metadata, timeout).await?;
         let message = reply.message.ok_or_else(|| {
-            GatewayError::new(
-                Code::Internal,
-                Fault::Upstream,
-                "upstream ended the call without a response message",
-            )
+            GatewayError::new(Code::Internal, Fault::Upstream, "upstream ended the call without a response message")
         })?;
         let rendered = route.response.render(&catalog.json, &message)?;
 
@@ -298,11 +246,7 @@ impl Transcoder {
 
 /// Reads the whole body, refusing more than `limit` bytes (413) before
 /// reading them when the client announced its length.
-async fn read_body(
-    body: Incoming,
-    headers: &http::HeaderMap,
-    limit: usize,
-) -> Result<Bytes, GatewayError> {
+async fn read_body(body: Incoming, headers: &http::HeaderMap, limit: usize) -> Result<Bytes, GatewayError> {
     let too_large = || {
         GatewayError::new(
             Code::ResourceExhausted,
@@ -311,32 +255,22 @@ async fn read_body(
         )
         .with_status(StatusCode::PAYLOAD_TOO_LARGE)
     };
-    let announced = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let announced = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if announced.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.is::<LengthLimitError>() => Err(too_large()),
-        Err(err) => Err(GatewayError::new(
-            Code::InvalidArgument,
-            Fault::Client,
-            format!("reading request body: {err}"),
-        )),
+        Err(err) => {
+            Err(GatewayError::new(Code::InvalidArgument, Fault::Client, format!("reading request body: {err}")))
+        }
     }
 }
 
 /// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
 fn parse_grpc_timeout(value: &HeaderValue) -> Result<Duration, GatewayError> {
-    let invalid = || {
-        GatewayError::bad_field(
-            "grpc-timeout",
-            format!("invalid grpc-timeout header {value:?}"),
-        )
-    };
+    let invalid = || GatewayError::bad_field("grpc-timeout", format!("invalid grpc-timeout header {value:?}"));
     let text = value.to_str().map_err(|_| invalid())?;
     if text.len() < 2 || text.len() > 9 {
         return Err(invalid());

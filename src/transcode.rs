@@ -39,8 +39,7 @@ impl JsonSettings {
                 .use_enum_numbers(options.enums_as_ints)
                 .use_proto_field_name(options.use_proto_names)
                 .skip_default_fields(!options.emit_unpopulated),
-            deserialize: DeserializeOptions::new()
-                .deny_unknown_fields(options.unknown_fields == Strictness::Reject),
+            deserialize: DeserializeOptions::new().deny_unknown_fields(options.unknown_fields == Strictness::Reject),
             pretty: options.pretty,
             reject_unknown_query_params: options.unknown_query_params == Strictness::Reject,
             options: options.clone(),

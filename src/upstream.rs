@@ -41,10 +41,7 @@ impl Upstream {
     /// Creates the channel; it connects lazily, so an upstream that is down at
     /// load time only fails the requests sent to it (503).
     pub fn new(url: &Uri) -> Result<Self, UpstreamError> {
-        let error = |reason: String| UpstreamError {
-            url: url.to_string(),
-            reason,
-        };
+        let error = |reason: String| UpstreamError { url: url.to_string(), reason };
         let mut endpoint = Endpoint::from(url.clone())
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
@@ -53,14 +50,10 @@ impl Upstream {
             .initial_connection_window_size(Some(8 << 20))
             .connect_timeout(Duration::from_secs(5));
         if url.scheme_str() == Some("https") {
-            endpoint = endpoint
-                .tls_config(ClientTlsConfig::new().with_webpki_roots())
-                .map_err(|e| error(e.to_string()))?;
+            endpoint =
+                endpoint.tls_config(ClientTlsConfig::new().with_webpki_roots()).map_err(|e| error(e.to_string()))?;
         }
-        Ok(Self {
-            url: url.clone(),
-            channel: endpoint.connect_lazy(),
-        })
+        Ok(Self { url: url.clone(), channel: endpoint.connect_lazy() })
     }
 
     /// Sends one request message and reads one response message.
@@ -77,18 +70,12 @@ impl Upstream {
         request.set_timeout(timeout);
         let call = async {
             let mut grpc = tonic::client::Grpc::new(self.channel.clone());
-            grpc.ready()
-                .await
-                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
             let response = grpc.server_streaming(request, path, codec).await?;
             let (headers, mut stream, _) = response.into_parts();
             let message = stream.message().await?;
             let trailers = stream.trailers().await?.unwrap_or_default();
-            Ok::<_, tonic::Status>(UnaryReply {
-                headers,
-                message,
-                trailers,
-            })
+            Ok::<_, tonic::Status>(UnaryReply { headers, message, trailers })
         };
         match tokio::time::timeout_at(deadline, call).await {
             Ok(Ok(reply)) => Ok(reply),
@@ -97,12 +84,7 @@ impl Upstream {
         }
     }
 
-    fn call_error(
-        &self,
-        status: &tonic::Status,
-        deadline: Instant,
-        timeout: Duration,
-    ) -> GatewayError {
+    fn call_error(&self, status: &tonic::Status, deadline: Instant, timeout: Duration) -> GatewayError {
         // tonic's own timer may fire a hair before ours and report CANCELLED.
         if Instant::now() >= deadline {
             return deadline_exceeded(timeout);
@@ -118,11 +100,7 @@ impl Upstream {
 }
 
 fn deadline_exceeded(timeout: Duration) -> GatewayError {
-    GatewayError::new(
-        Code::DeadlineExceeded,
-        Fault::Upstream,
-        format!("deadline of {} exceeded", humanize(timeout)),
-    )
+    GatewayError::new(Code::DeadlineExceeded, Fault::Upstream, format!("deadline of {} exceeded", humanize(timeout)))
 }
 
 fn humanize(d: Duration) -> String {
@@ -177,14 +155,8 @@ impl Upstreams {
 
     /// The upstream of a service mounted under `version`: the version's own
     /// upstream if configured, else the service's pattern match.
-    pub fn resolve_versioned(
-        &self,
-        service: &str,
-        version: Option<&str>,
-    ) -> Option<&Arc<Upstream>> {
-        version
-            .and_then(|v| self.versions.get(v))
-            .or_else(|| self.resolve(service))
+    pub fn resolve_versioned(&self, service: &str, version: Option<&str>) -> Option<&Arc<Upstream>> {
+        version.and_then(|v| self.versions.get(v)).or_else(|| self.resolve(service))
     }
 
     /// The upstream of a fully-qualified service: an exact service pattern
@@ -213,12 +185,14 @@ fn specificity(pattern: &str, service: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{UpstreamRule, VersionConfig};
 
     fn rule(pattern: &str, url: &str) -> UpstreamRule {
-        UpstreamRule {
-            pattern: pattern.into(),
-            url: url.parse().expect("url"),
-        }
+        UpstreamRule { pattern: pattern.into(), url: url.parse().expect("url") }
+    }
+
+    fn upstreams(rules: &[UpstreamRule]) -> Upstreams {
+        Upstreams::new(&Config { upstreams: rules.to_vec(), ..Config::default() }).expect("upstreams")
     }
 
     #[tokio::test]
@@ -239,10 +213,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_rule_no_upstream_and_urls_share_a_channel() {
-        let upstreams = upstreams(&[
-            rule("a.v1", "http://127.0.0.1:7"),
-            rule("b.v1", "http://127.0.0.1:7"),
-        ]);
+        let upstreams = upstreams(&[rule("a.v1", "http://127.0.0.1:7"), rule("b.v1", "http://127.0.0.1:7")]);
         assert!(upstreams.resolve("c.v1.S").is_none());
         let a = upstreams.resolve("a.v1.S").expect("a");
         let b = upstreams.resolve("b.v1.S").expect("b");
@@ -251,23 +222,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_version_upstream_wins_over_patterns() {
-        let mut config = Config {
-            upstreams: vec![rule("*", "http://127.0.0.1:1")],
-            ..Config::default()
-        };
+        let mut config = Config { upstreams: vec![rule("*", "http://127.0.0.1:1")], ..Config::default() };
         config.versions.insert(
             "v2".into(),
-            VersionConfig {
-                upstream: Some("http://127.0.0.1:2".parse().expect("url")),
-                deprecated: None,
-            },
+            VersionConfig { upstream: Some("http://127.0.0.1:2".parse().expect("url")), deprecated: None },
         );
         let upstreams = Upstreams::new(&config).expect("upstreams");
-        let port = |v: Option<&str>| {
-            upstreams
-                .resolve_versioned("a.S", v)
-                .and_then(|u| u.url.port_u16())
-        };
+        let port = |v: Option<&str>| upstreams.resolve_versioned("a.S", v).and_then(|u| u.url.port_u16());
         assert_eq!(port(Some("v2")), Some(2));
         assert_eq!(port(Some("v1")), Some(1));
         assert_eq!(port(None), Some(1));

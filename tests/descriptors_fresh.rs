@@ -24,9 +24,7 @@ fn root() -> &'static Path {
 fn compile(proto: &str) -> Vec<u8> {
     let mut compiler = protox::Compiler::new([root().join("proto")]).expect("proto/ include root");
     compiler.include_imports(true).include_source_info(false);
-    compiler
-        .open_file(proto)
-        .unwrap_or_else(|e| panic!("compiling {proto}: {e}"));
+    compiler.open_file(proto).unwrap_or_else(|e| panic!("compiling {proto}: {e}"));
     compiler.encode_file_descriptor_set()
 }
 
@@ -37,12 +35,14 @@ fn committed_descriptor_sets_match_the_proto_sources() {
         let path: PathBuf = root().join(set);
         let fresh = compile(proto);
         if bless {
-            std::fs::write(&path, &fresh)
-                .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+            std::fs::write(&path, &fresh).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
             continue;
         }
         let committed = std::fs::read(&path).unwrap_or_else(|e| {
-            panic!("reading {}: {e}; create it with PROTOGATE_BLESS=1 cargo test --test descriptors_fresh", path.display())
+            panic!(
+                "reading {}: {e}; create it with PROTOGATE_BLESS=1 cargo test --test descriptors_fresh",
+                path.display()
+            )
         });
         assert!(
             committed == fresh,
@@ -75,20 +75,13 @@ fn committed_sets_carry_the_http_annotations() {
         (
             "acme/orders/v1/orders.proto",
             "acme.orders.v1.OrderService",
-            &[
-                ("GetOrder", true),
-                ("ListOrders", true),
-                ("CreateOrder", true),
-                ("Ping", false),
-            ],
+            &[("GetOrder", true), ("ListOrders", true), ("CreateOrder", true), ("Ping", false)],
         ),
     ];
     for (proto, service, methods) in expectations {
         let bytes = compile(proto);
         let pool = DescriptorPool::decode(bytes.as_slice()).expect("a valid FileDescriptorSet");
-        let http = pool
-            .get_extension_by_name("google.api.http")
-            .expect("google/api/annotations.proto is included");
+        let http = pool.get_extension_by_name("google.api.http").expect("google/api/annotations.proto is included");
         let service = pool.get_service_by_name(service).expect("service in set");
         let found: Vec<(String, bool)> = service
             .methods()
@@ -99,11 +92,7 @@ fn committed_sets_carry_the_http_annotations() {
                 (m.name().to_owned(), annotated)
             })
             .collect();
-        let expected: Vec<(String, bool)> =
-            methods.iter().map(|(m, a)| ((*m).to_owned(), *a)).collect();
-        assert_eq!(
-            found, expected,
-            "{proto}: methods and whether each has a google.api.http rule"
-        );
+        let expected: Vec<(String, bool)> = methods.iter().map(|(m, a)| ((*m).to_owned(), *a)).collect();
+        assert_eq!(found, expected, "{proto}: methods and whether each has a google.api.http rule");
     }
 }

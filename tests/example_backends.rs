@@ -14,8 +14,8 @@ use backends::acme::orders::v1::{
 };
 use backends::acme::users::v1::user_service_client::UserServiceClient;
 use backends::acme::users::v1::{
-    CreateUserRequest, DeactivateUserRequest, DeleteUserRequest, GetUserRequest, ListUsersRequest,
-    ListUsersResponse, Role, UpdateUserRequest, User,
+    CreateUserRequest, DeactivateUserRequest, DeleteUserRequest, GetUserRequest, ListUsersRequest, ListUsersResponse,
+    Role, UpdateUserRequest, User,
 };
 use backends::google::rpc;
 use prost_types::FieldMask;
@@ -63,10 +63,7 @@ impl Backends {
             let _ = tx.send(());
         }
         for server in self.servers {
-            server
-                .await
-                .expect("server task")
-                .expect("server ran cleanly");
+            server.await.expect("server task").expect("server ran cleanly");
         }
     }
 }
@@ -78,26 +75,13 @@ async fn listen() -> (TcpListener, SocketAddr) {
 }
 
 async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect")
+    Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect")
 }
 
 fn rich(status: &Status) -> rpc::Status {
-    let rich =
-        rpc::Status::from_tonic(status).expect("grpc-status-details-bin holds a google.rpc.Status");
-    assert_eq!(
-        rich.code,
-        status.code() as i32,
-        "details code agrees with grpc-status"
-    );
-    assert_eq!(
-        rich.message,
-        status.message(),
-        "details message agrees with grpc-message"
-    );
+    let rich = rpc::Status::from_tonic(status).expect("grpc-status-details-bin holds a google.rpc.Status");
+    assert_eq!(rich.code, status.code() as i32, "details code agrees with grpc-status");
+    assert_eq!(rich.message, status.message(), "details message agrees with grpc-message");
     rich
 }
 
@@ -108,18 +92,11 @@ fn violated_fields(status: &Status) -> Vec<String> {
 }
 
 fn new_user(name: &str, email: &str) -> CreateUserRequest {
-    CreateUserRequest {
-        display_name: name.into(),
-        email: email.into(),
-        ..Default::default()
-    }
+    CreateUserRequest { display_name: name.into(), email: email.into(), ..Default::default() }
 }
 
 async fn list(b: &mut Backends, request: ListUsersRequest) -> Result<ListUsersResponse, Status> {
-    b.users
-        .list_users(request)
-        .await
-        .map(tonic::Response::into_inner)
+    b.users.list_users(request).await.map(tonic::Response::into_inner)
 }
 
 /// Follows `next_page_token` to the end; returns the ids of every page.
@@ -127,15 +104,7 @@ async fn all_pages(b: &mut Backends, request: ListUsersRequest) -> Vec<Vec<Strin
     let mut pages = Vec::new();
     let mut token = String::new();
     loop {
-        let page = list(
-            b,
-            ListUsersRequest {
-                page_token: token,
-                ..request.clone()
-            },
-        )
-        .await
-        .expect("list");
+        let page = list(b, ListUsersRequest { page_token: token, ..request.clone() }).await.expect("list");
         pages.push(page.users.iter().map(|u| u.id.clone()).collect());
         if page.next_page_token.is_empty() {
             return pages;
@@ -149,22 +118,13 @@ async fn all_pages(b: &mut Backends, request: ListUsersRequest) -> Vec<Vec<Strin
 async fn get_finds_seeded_users_and_not_found_carries_resource_info() {
     let mut b = Backends::start().await;
 
-    let ada = b
-        .users
-        .get_user(GetUserRequest { id: "1001".into() })
-        .await
-        .expect("get")
-        .into_inner();
+    let ada = b.users.get_user(GetUserRequest { id: "1001".into() }).await.expect("get").into_inner();
     assert_eq!(ada.id, "1001");
     assert_eq!(ada.display_name, "Ada Lovelace");
     assert_eq!(ada.role(), Role::Admin);
     assert!(ada.create_time.is_some() && ada.active);
 
-    let err = b
-        .users
-        .get_user(GetUserRequest { id: "9999".into() })
-        .await
-        .expect_err("missing user");
+    let err = b.users.get_user(GetUserRequest { id: "9999".into() }).await.expect_err("missing user");
     assert_eq!(err.code(), Code::NotFound);
     let info: rpc::ResourceInfo = rich(&err).detail().expect("a ResourceInfo detail");
     assert_eq!(info.resource_name, "users/9999");
@@ -179,45 +139,18 @@ async fn create_assigns_an_id_and_defaults_then_get_returns_it() {
 
     let mut request = new_user("  Barbara Liskov ", "barbara@example.com");
     request.labels.insert("team".into(), "languages".into());
-    let created = b
-        .users
-        .create_user(request)
-        .await
-        .expect("create")
-        .into_inner();
+    let created = b.users.create_user(request).await.expect("create").into_inner();
     assert!(!created.id.is_empty());
-    assert_eq!(
-        created.display_name, "Barbara Liskov",
-        "display name is trimmed"
-    );
-    assert_eq!(
-        created.role(),
-        Role::Member,
-        "ROLE_UNSPECIFIED becomes ROLE_MEMBER"
-    );
+    assert_eq!(created.display_name, "Barbara Liskov", "display name is trimmed");
+    assert_eq!(created.role(), Role::Member, "ROLE_UNSPECIFIED becomes ROLE_MEMBER");
     assert!(created.active && created.create_time.is_some());
     assert_eq!(created.login_count, 0);
-    assert_eq!(
-        created.labels.get("team").map(String::as_str),
-        Some("languages")
-    );
+    assert_eq!(created.labels.get("team").map(String::as_str), Some("languages"));
 
-    let fetched = b
-        .users
-        .get_user(GetUserRequest {
-            id: created.id.clone(),
-        })
-        .await
-        .expect("get")
-        .into_inner();
+    let fetched = b.users.get_user(GetUserRequest { id: created.id.clone() }).await.expect("get").into_inner();
     assert_eq!(fetched, created);
 
-    let other = b
-        .users
-        .create_user(new_user("Someone", "someone@example.com"))
-        .await
-        .expect("create")
-        .into_inner();
+    let other = b.users.create_user(new_user("Someone", "someone@example.com")).await.expect("create").into_inner();
     assert_ne!(other.id, created.id);
 
     b.shutdown().await;
@@ -227,44 +160,22 @@ async fn create_assigns_an_id_and_defaults_then_get_returns_it() {
 async fn create_rejects_bad_input_with_bad_request_and_duplicates_with_already_exists() {
     let mut b = Backends::start().await;
 
-    let err = b
-        .users
-        .create_user(new_user(" ", "not-an-email"))
-        .await
-        .expect_err("invalid");
+    let err = b.users.create_user(new_user(" ", "not-an-email")).await.expect_err("invalid");
     assert_eq!(violated_fields(&err), ["display_name", "email"]);
 
-    for email in [
-        "",
-        "a@b",
-        "@example.com",
-        "a@@example.com",
-        "a b@example.com",
-        "a@example.",
-    ] {
-        let err = b
-            .users
-            .create_user(new_user("Name", email))
-            .await
-            .expect_err(email);
+    for email in ["", "a@b", "@example.com", "a@@example.com", "a b@example.com", "a@example."] {
+        let err = b.users.create_user(new_user("Name", email)).await.expect_err(email);
         assert_eq!(violated_fields(&err), ["email"], "email {email:?}");
     }
 
     let err = b
         .users
-        .create_user(CreateUserRequest {
-            role: 42,
-            ..new_user("Name", "name@example.com")
-        })
+        .create_user(CreateUserRequest { role: 42, ..new_user("Name", "name@example.com") })
         .await
         .expect_err("unknown role");
     assert_eq!(violated_fields(&err), ["role"]);
 
-    let err = b
-        .users
-        .create_user(new_user("Ada Again", "ADA@example.com"))
-        .await
-        .expect_err("duplicate");
+    let err = b.users.create_user(new_user("Ada Again", "ADA@example.com")).await.expect_err("duplicate");
     assert_eq!(err.code(), Code::AlreadyExists);
     let info: rpc::ResourceInfo = rich(&err).detail().expect("a ResourceInfo detail");
     assert_eq!(info.resource_name, "users/1001");
@@ -276,60 +187,22 @@ async fn create_rejects_bad_input_with_bad_request_and_duplicates_with_already_e
 async fn list_pages_cover_every_user_once_in_id_order() {
     let mut b = Backends::start().await;
     for i in 0..4 {
-        b.users
-            .create_user(new_user(
-                &format!("Extra {i}"),
-                &format!("extra{i}@example.com"),
-            ))
-            .await
-            .expect("create");
+        b.users.create_user(new_user(&format!("Extra {i}"), &format!("extra{i}@example.com"))).await.expect("create");
     }
-    let everyone = all_pages(
-        &mut b,
-        ListUsersRequest {
-            page_size: 100,
-            ..Default::default()
-        },
-    )
-    .await;
+    let everyone = all_pages(&mut b, ListUsersRequest { page_size: 100, ..Default::default() }).await;
     assert_eq!(everyone.len(), 1, "one page holds every user");
     let everyone = everyone.concat();
     assert_eq!(everyone.len(), 7);
 
     for page_size in 1..=3 {
-        let pages = all_pages(
-            &mut b,
-            ListUsersRequest {
-                page_size,
-                ..Default::default()
-            },
-        )
-        .await;
-        assert!(
-            pages.iter().all(|p| p.len() <= page_size as usize),
-            "page_size {page_size}: {pages:?}"
-        );
-        assert!(
-            pages.iter().all(|p| !p.is_empty()),
-            "no empty page before the end: {pages:?}"
-        );
+        let pages = all_pages(&mut b, ListUsersRequest { page_size, ..Default::default() }).await;
+        assert!(pages.iter().all(|p| p.len() <= page_size as usize), "page_size {page_size}: {pages:?}");
+        assert!(pages.iter().all(|p| !p.is_empty()), "no empty page before the end: {pages:?}");
         assert_eq!(pages.concat(), everyone, "page_size {page_size}");
     }
 
-    let first = list(
-        &mut b,
-        ListUsersRequest {
-            page_size: 2,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("list");
-    assert_eq!(
-        first.next_page_token,
-        backends::page_token(&first.users[1].id),
-        "the token the quickstart prints"
-    );
+    let first = list(&mut b, ListUsersRequest { page_size: 2, ..Default::default() }).await.expect("list");
+    assert_eq!(first.next_page_token, backends::page_token(&first.users[1].id), "the token the quickstart prints");
 
     b.shutdown().await;
 }
@@ -338,50 +211,18 @@ async fn list_pages_cover_every_user_once_in_id_order() {
 async fn list_filters_by_role_and_name_prefix_and_pages_within_the_filter() {
     let mut b = Backends::start().await;
 
-    let admins = all_pages(
-        &mut b,
-        ListUsersRequest {
-            role: Role::Admin.into(),
-            ..Default::default()
-        },
-    )
-    .await;
+    let admins = all_pages(&mut b, ListUsersRequest { role: Role::Admin.into(), ..Default::default() }).await;
     assert_eq!(admins.concat(), ["1001"]);
 
-    let members = all_pages(
-        &mut b,
-        ListUsersRequest {
-            role: Role::Member.into(),
-            page_size: 1,
-            ..Default::default()
-        },
-    )
-    .await;
+    let members =
+        all_pages(&mut b, ListUsersRequest { role: Role::Member.into(), page_size: 1, ..Default::default() }).await;
     assert_eq!(members, [vec!["1002".to_owned()], vec!["1003".to_owned()]]);
 
-    let gr = list(
-        &mut b,
-        ListUsersRequest {
-            name_prefix: "gR".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("list");
-    assert_eq!(
-        gr.users
-            .iter()
-            .map(|u| u.display_name.as_str())
-            .collect::<Vec<_>>(),
-        ["Grace Hopper"]
-    );
+    let gr = list(&mut b, ListUsersRequest { name_prefix: "gR".into(), ..Default::default() }).await.expect("list");
+    assert_eq!(gr.users.iter().map(|u| u.display_name.as_str()).collect::<Vec<_>>(), ["Grace Hopper"]);
     assert!(gr.next_page_token.is_empty());
 
-    let both = ListUsersRequest {
-        role: Role::Admin.into(),
-        name_prefix: "grace".into(),
-        ..Default::default()
-    };
+    let both = ListUsersRequest { role: Role::Admin.into(), name_prefix: "grace".into(), ..Default::default() };
     assert!(list(&mut b, both).await.expect("list").users.is_empty());
 
     b.shutdown().await;
@@ -390,25 +231,11 @@ async fn list_filters_by_role_and_name_prefix_and_pages_within_the_filter() {
 #[tokio::test]
 async fn list_rejects_bad_paging_arguments() {
     let mut b = Backends::start().await;
-    let err = list(
-        &mut b,
-        ListUsersRequest {
-            page_size: -1,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect_err("negative");
+    let err = list(&mut b, ListUsersRequest { page_size: -1, ..Default::default() }).await.expect_err("negative");
     assert_eq!(violated_fields(&err), ["page_size"]);
-    let err = list(
-        &mut b,
-        ListUsersRequest {
-            page_token: "not base64!".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect_err("bad token");
+    let err = list(&mut b, ListUsersRequest { page_token: "not base64!".into(), ..Default::default() })
+        .await
+        .expect_err("bad token");
     assert_eq!(violated_fields(&err), ["page_token"]);
     b.shutdown().await;
 }
@@ -416,12 +243,7 @@ async fn list_rejects_bad_paging_arguments() {
 #[tokio::test]
 async fn update_changes_only_the_masked_fields() {
     let mut b = Backends::start().await;
-    let before = b
-        .users
-        .get_user(GetUserRequest { id: "1002".into() })
-        .await
-        .expect("get")
-        .into_inner();
+    let before = b.users.get_user(GetUserRequest { id: "1002".into() }).await.expect("get").into_inner();
 
     let patch = User {
         id: "1002".into(),
@@ -431,60 +253,34 @@ async fn update_changes_only_the_masked_fields() {
         login_count: 999,
         ..Default::default()
     };
-    let mask = |paths: &[&str]| {
-        Some(FieldMask {
-            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
-        })
-    };
+    let mask = |paths: &[&str]| Some(FieldMask { paths: paths.iter().map(|p| (*p).to_owned()).collect() });
 
     // JSON name in the mask: only the display name changes.
     let after = b
         .users
-        .update_user(UpdateUserRequest {
-            user: Some(patch.clone()),
-            update_mask: mask(&["displayName"]),
-        })
+        .update_user(UpdateUserRequest { user: Some(patch.clone()), update_mask: mask(&["displayName"]) })
         .await
         .expect("update")
         .into_inner();
-    assert_eq!(
-        after,
-        User {
-            display_name: patch.display_name.clone(),
-            ..before.clone()
-        }
-    );
+    assert_eq!(after, User { display_name: patch.display_name.clone(), ..before.clone() });
 
     // Proto name in the mask.
     let after = b
         .users
-        .update_user(UpdateUserRequest {
-            user: Some(patch.clone()),
-            update_mask: mask(&["email", "role"]),
-        })
+        .update_user(UpdateUserRequest { user: Some(patch.clone()), update_mask: mask(&["email", "role"]) })
         .await
         .expect("update")
         .into_inner();
     assert_eq!(after.email, patch.email);
     assert_eq!(after.role(), Role::Admin);
-    assert_eq!(
-        after.login_count, before.login_count,
-        "output-only fields never change"
-    );
+    assert_eq!(after.login_count, before.login_count, "output-only fields never change");
     assert_eq!(after.labels, before.labels, "labels were not in the mask");
 
     // No mask: every populated field (AIP-134); labels are empty, so kept.
-    let patch = User {
-        id: "1002".into(),
-        display_name: "Grace".into(),
-        ..Default::default()
-    };
+    let patch = User { id: "1002".into(), display_name: "Grace".into(), ..Default::default() };
     let after = b
         .users
-        .update_user(UpdateUserRequest {
-            user: Some(patch),
-            update_mask: None,
-        })
+        .update_user(UpdateUserRequest { user: Some(patch), update_mask: None })
         .await
         .expect("update")
         .into_inner();
@@ -492,12 +288,7 @@ async fn update_changes_only_the_masked_fields() {
     assert_eq!(after.email, "hopper@example.com");
     assert_eq!(after.labels, before.labels);
 
-    let stored = b
-        .users
-        .get_user(GetUserRequest { id: "1002".into() })
-        .await
-        .expect("get")
-        .into_inner();
+    let stored = b.users.get_user(GetUserRequest { id: "1002".into() }).await.expect("get").into_inner();
     assert_eq!(stored, after, "the update is stored");
 
     b.shutdown().await;
@@ -507,72 +298,38 @@ async fn update_changes_only_the_masked_fields() {
 async fn update_rejects_bad_masks_values_and_unknown_users() {
     let mut b = Backends::start().await;
     let update = |id: &str, paths: &[&str], user: User| UpdateUserRequest {
-        user: Some(User {
-            id: id.into(),
-            ..user
-        }),
-        update_mask: Some(FieldMask {
-            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
-        }),
+        user: Some(User { id: id.into(), ..user }),
+        update_mask: Some(FieldMask { paths: paths.iter().map(|p| (*p).to_owned()).collect() }),
     };
 
     for paths in [&["loginCount"][..], &["create_time"], &["nickname"]] {
-        let err = b
-            .users
-            .update_user(update("1002", paths, User::default()))
-            .await
-            .expect_err("bad mask");
+        let err = b.users.update_user(update("1002", paths, User::default())).await.expect_err("bad mask");
         assert_eq!(violated_fields(&err), ["update_mask"], "{paths:?}");
     }
     let err = b
         .users
-        .update_user(update(
-            "1002",
-            &["email"],
-            User {
-                email: "nope".into(),
-                ..Default::default()
-            },
-        ))
+        .update_user(update("1002", &["email"], User { email: "nope".into(), ..Default::default() }))
         .await
         .expect_err("bad email");
     assert_eq!(violated_fields(&err), ["user.email"]);
 
     let err = b
         .users
-        .update_user(update(
-            "1002",
-            &["email"],
-            User {
-                email: "ada@example.com".into(),
-                ..Default::default()
-            },
-        ))
+        .update_user(update("1002", &["email"], User { email: "ada@example.com".into(), ..Default::default() }))
         .await
         .expect_err("email taken");
     assert_eq!(err.code(), Code::AlreadyExists);
 
     let err = b
         .users
-        .update_user(update(
-            "9999",
-            &["display_name"],
-            User {
-                display_name: "X".into(),
-                ..Default::default()
-            },
-        ))
+        .update_user(update("9999", &["display_name"], User { display_name: "X".into(), ..Default::default() }))
         .await
         .expect_err("missing user");
     assert_eq!(err.code(), Code::NotFound);
     let info: rpc::ResourceInfo = rich(&err).detail().expect("a ResourceInfo detail");
     assert_eq!(info.resource_name, "users/9999");
 
-    let err = b
-        .users
-        .update_user(UpdateUserRequest::default())
-        .await
-        .expect_err("no user");
+    let err = b.users.update_user(UpdateUserRequest::default()).await.expect_err("no user");
     assert_eq!(violated_fields(&err), ["user"]);
 
     b.shutdown().await;
@@ -581,25 +338,12 @@ async fn update_rejects_bad_masks_values_and_unknown_users() {
 #[tokio::test]
 async fn delete_removes_the_user_once() {
     let mut b = Backends::start().await;
-    b.users
-        .delete_user(DeleteUserRequest { id: "1003".into() })
-        .await
-        .expect("delete");
-    let err = b
-        .users
-        .get_user(GetUserRequest { id: "1003".into() })
-        .await
-        .expect_err("deleted");
+    b.users.delete_user(DeleteUserRequest { id: "1003".into() }).await.expect("delete");
+    let err = b.users.get_user(GetUserRequest { id: "1003".into() }).await.expect_err("deleted");
     assert_eq!(err.code(), Code::NotFound);
-    let err = b
-        .users
-        .delete_user(DeleteUserRequest { id: "1003".into() })
-        .await
-        .expect_err("already deleted");
+    let err = b.users.delete_user(DeleteUserRequest { id: "1003".into() }).await.expect_err("already deleted");
     assert_eq!(err.code(), Code::NotFound);
-    let left = all_pages(&mut b, ListUsersRequest::default())
-        .await
-        .concat();
+    let left = all_pages(&mut b, ListUsersRequest::default()).await.concat();
     assert_eq!(left, ["1001", "1002"]);
     b.shutdown().await;
 }
@@ -607,39 +351,20 @@ async fn delete_removes_the_user_once() {
 #[tokio::test]
 async fn deactivate_is_a_state_change_that_refuses_to_repeat() {
     let mut b = Backends::start().await;
-    let request = DeactivateUserRequest {
-        id: "1002".into(),
-        reason: "retired".into(),
-    };
-    let user = b
-        .users
-        .deactivate_user(request.clone())
-        .await
-        .expect("deactivate")
-        .into_inner();
+    let request = DeactivateUserRequest { id: "1002".into(), reason: "retired".into() };
+    let user = b.users.deactivate_user(request.clone()).await.expect("deactivate").into_inner();
     assert!(!user.active);
-    assert_eq!(
-        user.labels.get("deactivation_reason").map(String::as_str),
-        Some("retired")
-    );
+    assert_eq!(user.labels.get("deactivation_reason").map(String::as_str), Some("retired"));
 
-    let err = b
-        .users
-        .deactivate_user(request)
-        .await
-        .expect_err("already inactive");
+    let err = b.users.deactivate_user(request).await.expect_err("already inactive");
     assert_eq!(err.code(), Code::FailedPrecondition);
-    let failure: rpc::PreconditionFailure =
-        rich(&err).detail().expect("a PreconditionFailure detail");
+    let failure: rpc::PreconditionFailure = rich(&err).detail().expect("a PreconditionFailure detail");
     assert_eq!(failure.violations.len(), 1);
     assert_eq!(failure.violations[0].subject, "users/1002");
 
     let err = b
         .users
-        .deactivate_user(DeactivateUserRequest {
-            id: "9999".into(),
-            ..Default::default()
-        })
+        .deactivate_user(DeactivateUserRequest { id: "9999".into(), ..Default::default() })
         .await
         .expect_err("missing");
     assert_eq!(err.code(), Code::NotFound);
@@ -652,22 +377,13 @@ async fn concurrent_creates_get_distinct_ids() {
     let calls = (0..16).map(|i| {
         let mut client = b.users.clone();
         tokio::spawn(async move {
-            client
-                .create_user(new_user(
-                    &format!("User {i}"),
-                    &format!("user{i}@example.com"),
-                ))
-                .await
+            client.create_user(new_user(&format!("User {i}"), &format!("user{i}@example.com"))).await
         })
     });
     let mut ids = HashSet::new();
     for call in calls.collect::<Vec<_>>() {
         let user = call.await.expect("task").expect("create").into_inner();
-        assert!(
-            ids.insert(user.id.clone()),
-            "id {} handed out twice",
-            user.id
-        );
+        assert!(ids.insert(user.id.clone()), "id {} handed out twice", user.id);
     }
     assert_eq!(ids.len(), 16);
     b.shutdown().await;
@@ -676,11 +392,7 @@ async fn concurrent_creates_get_distinct_ids() {
 #[tokio::test]
 async fn orders_compute_totals_list_newest_first_and_validate_items() {
     let mut b = Backends::start().await;
-    let item = |sku: &str, quantity, unit_price_cents| LineItem {
-        sku: sku.into(),
-        quantity,
-        unit_price_cents,
-    };
+    let item = |sku: &str, quantity, unit_price_cents| LineItem { sku: sku.into(), quantity, unit_price_cents };
 
     let order = b
         .orders
@@ -697,52 +409,28 @@ async fn orders_compute_totals_list_newest_first_and_validate_items() {
     assert_eq!(order.currency_code, "USD");
     assert!(order.create_time.is_some());
 
-    let fetched = b
-        .orders
-        .get_order(GetOrderRequest {
-            id: order.id.clone(),
-        })
-        .await
-        .expect("get")
-        .into_inner();
+    let fetched = b.orders.get_order(GetOrderRequest { id: order.id.clone() }).await.expect("get").into_inner();
     assert_eq!(fetched, order);
 
     let listed = b
         .orders
-        .list_orders(ListOrdersRequest {
-            user_id: "1001".into(),
-            ..Default::default()
-        })
+        .list_orders(ListOrdersRequest { user_id: "1001".into(), ..Default::default() })
         .await
         .expect("list")
         .into_inner()
         .orders;
-    assert_eq!(
-        listed.first().map(|o| o.id.as_str()),
-        Some(order.id.as_str()),
-        "newest first"
-    );
+    assert_eq!(listed.first().map(|o| o.id.as_str()), Some(order.id.as_str()), "newest first");
     assert!(listed.iter().all(|o| o.user_id == "1001"));
-    let times: Vec<_> = listed
-        .iter()
-        .map(|o| o.create_time.map(|t| (t.seconds, t.nanos)))
-        .collect();
+    let times: Vec<_> = listed.iter().map(|o| o.create_time.map(|t| (t.seconds, t.nanos))).collect();
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
     for o in &listed {
-        let sum: i64 = o
-            .items
-            .iter()
-            .map(|i| i64::from(i.quantity) * i.unit_price_cents)
-            .sum();
+        let sum: i64 = o.items.iter().map(|i| i64::from(i.quantity) * i.unit_price_cents).sum();
         assert_eq!(o.total_cents, sum, "order {}", o.id);
     }
 
     let shipped = b
         .orders
-        .list_orders(ListOrdersRequest {
-            user_id: "1001".into(),
-            status: OrderStatus::Shipped.into(),
-        })
+        .list_orders(ListOrdersRequest { user_id: "1001".into(), status: OrderStatus::Shipped.into() })
         .await
         .expect("list")
         .into_inner()
@@ -760,12 +448,7 @@ async fn orders_compute_totals_list_newest_first_and_validate_items() {
         .expect_err("invalid order");
     assert_eq!(
         violated_fields(&err),
-        [
-            "items[0].sku",
-            "items[1].quantity",
-            "items[1].unit_price_cents",
-            "currency_code"
-        ]
+        ["items[0].sku", "items[1].quantity", "items[1].unit_price_cents", "currency_code"]
     );
 
     let err = b
@@ -779,11 +462,7 @@ async fn orders_compute_totals_list_newest_first_and_validate_items() {
         .expect_err("overflow");
     assert_eq!(violated_fields(&err), ["items"]);
 
-    let err = b
-        .orders
-        .get_order(GetOrderRequest { id: "nope".into() })
-        .await
-        .expect_err("missing");
+    let err = b.orders.get_order(GetOrderRequest { id: "nope".into() }).await.expect_err("missing");
     assert_eq!(err.code(), Code::NotFound);
     let info: rpc::ResourceInfo = rich(&err).detail().expect("a ResourceInfo detail");
     assert_eq!(info.resource_name, "orders/nope");
@@ -794,14 +473,7 @@ async fn orders_compute_totals_list_newest_first_and_validate_items() {
 #[tokio::test]
 async fn ping_echoes_and_names_the_service() {
     let mut b = Backends::start().await;
-    let pong = b
-        .orders
-        .ping(PingRequest {
-            message: "hello".into(),
-        })
-        .await
-        .expect("ping")
-        .into_inner();
+    let pong = b.orders.ping(PingRequest { message: "hello".into() }).await.expect("ping").into_inner();
     assert_eq!(pong.message, "hello");
     assert_eq!(pong.service, "acme.orders.v1.OrderService");
     b.shutdown().await;

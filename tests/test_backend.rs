@@ -11,8 +11,8 @@ use common::pb::google::api::HttpBody;
 use common::pb::google::rpc;
 use common::testpb::test_service_client::TestServiceClient;
 use common::testpb::{
-    AllTypes, Color, CustomDetail, DownloadRequest, FailRequest, MetadataRequest, MetadataResponse,
-    Nested, SleepRequest, UploadFieldRequest,
+    AllTypes, Color, CustomDetail, DownloadRequest, FailRequest, MetadataRequest, MetadataResponse, Nested,
+    SleepRequest, UploadFieldRequest,
 };
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, Value};
@@ -20,9 +20,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 async fn connect(addr: std::net::SocketAddr) -> TestServiceClient<Channel> {
-    TestServiceClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect to backend")
+    TestServiceClient::connect(format!("http://{addr}")).await.expect("connect to backend")
 }
 
 fn sample() -> AllTypes {
@@ -42,10 +40,7 @@ fn sample() -> AllTypes {
         nested: Some(Nested {
             name: "outer".into(),
             values: vec![1, 2, 3],
-            child: Some(Box::new(Nested {
-                name: "inner".into(),
-                ..Nested::default()
-            })),
+            child: Some(Box::new(Nested { name: "inner".into(), ..Nested::default() })),
         }),
         repeated_string: vec!["a".into(), "b".into()],
         repeated_color: vec![Color::Red as i32, Color::Green as i32],
@@ -54,17 +49,10 @@ fn sample() -> AllTypes {
         choice: Some(common::testpb::all_types::Choice::Number(0)),
         renamed: "custom".into(),
         optional_int32: Some(0),
-        timestamp: Some(prost_types::Timestamp {
-            seconds: 1_700_000_000,
-            nanos: 5,
-        }),
+        timestamp: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 5 }),
         any: Some(prost_types::Any {
             type_url: "type.googleapis.com/protogate.test.v1.Nested".into(),
-            value: Nested {
-                name: "packed".into(),
-                ..Nested::default()
-            }
-            .encode_to_vec(),
+            value: Nested { name: "packed".into(), ..Nested::default() }.encode_to_vec(),
         }),
         empty: Some(()),
         int64_wrapper: Some(0),
@@ -100,11 +88,7 @@ async fn fail_carries_the_requested_status_and_three_details() {
     let mut client = connect(addr).await;
 
     let status = client
-        .fail(FailRequest {
-            code: Code::FailedPrecondition as i32,
-            message: "not today".into(),
-            with_details: true,
-        })
+        .fail(FailRequest { code: Code::FailedPrecondition as i32, message: "not today".into(), with_details: true })
         .await
         .expect_err("fail fails");
     assert_eq!(status.code(), Code::FailedPrecondition);
@@ -113,11 +97,7 @@ async fn fail_carries_the_requested_status_and_three_details() {
     let details = rpc::Status::decode(status.details()).expect("grpc-status-details-bin decodes");
     assert_eq!(details.code, Code::FailedPrecondition as i32);
     assert_eq!(details.message, "not today");
-    let type_urls: Vec<&str> = details
-        .details
-        .iter()
-        .map(|a| a.type_url.as_str())
-        .collect();
+    let type_urls: Vec<&str> = details.details.iter().map(|a| a.type_url.as_str()).collect();
     assert_eq!(
         type_urls,
         [
@@ -144,40 +124,24 @@ async fn fail_without_details_and_with_code_zero() {
     let mut client = connect(addr).await;
 
     let status = client
-        .fail(FailRequest {
-            code: Code::NotFound as i32,
-            message: "nope".into(),
-            with_details: false,
-        })
+        .fail(FailRequest { code: Code::NotFound as i32, message: "nope".into(), with_details: false })
         .await
         .expect_err("fail fails");
     assert_eq!(status.code(), Code::NotFound);
     assert!(status.details().is_empty());
 
-    client
-        .fail(FailRequest::default())
-        .await
-        .expect("code 0 succeeds");
+    client.fail(FailRequest::default()).await.expect("code 0 succeeds");
     backend.shutdown().await;
 }
 
 #[tokio::test]
 async fn metadata_reports_request_metadata_and_answers_with_headers_and_a_trailer() {
     let (addr, backend) = common::start_backend().await;
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
 
     let mut request = Request::new(MetadataRequest {});
-    request
-        .metadata_mut()
-        .insert("x-custom", "abc".parse().expect("ascii value"));
-    request.metadata_mut().insert_bin(
-        "x-data-bin",
-        tonic::metadata::MetadataValue::from_bytes(b"\xffraw"),
-    );
+    request.metadata_mut().insert("x-custom", "abc".parse().expect("ascii value"));
+    request.metadata_mut().insert_bin("x-data-bin", tonic::metadata::MetadataValue::from_bytes(b"\xffraw"));
 
     // Called as server streaming (identical on the wire to unary) because
     // the unary client merges trailers into the header metadata; this way
@@ -194,49 +158,20 @@ async fn metadata_reports_request_metadata_and_answers_with_headers_and_a_traile
         .expect("metadata succeeds");
 
     let headers = response.metadata().clone();
-    assert_eq!(
-        headers
-            .get("x-echo-header")
-            .map(|v| v.to_str().expect("ascii")),
-        Some("hello")
-    );
-    let bin = headers
-        .get_bin("x-echo-bin")
-        .expect("x-echo-bin header")
-        .to_bytes()
-        .expect("base64");
+    assert_eq!(headers.get("x-echo-header").map(|v| v.to_str().expect("ascii")), Some("hello"));
+    let bin = headers.get_bin("x-echo-bin").expect("x-echo-bin header").to_bytes().expect("base64");
     assert_eq!(bin.as_ref(), [0x01, 0x02]);
-    assert!(
-        headers.get("x-echo-trailer").is_none(),
-        "trailer sent as header"
-    );
+    assert!(headers.get("x-echo-trailer").is_none(), "trailer sent as header");
 
     let mut stream = response.into_inner();
-    let reported = stream
-        .message()
-        .await
-        .expect("message")
-        .expect("one message")
-        .headers;
+    let reported = stream.message().await.expect("message").expect("one message").headers;
     assert_eq!(reported.get("x-custom").map(String::as_str), Some("abc"));
     // Binary metadata is reported in its wire form (unpadded base64).
-    assert_eq!(
-        reported.get("x-data-bin").map(String::as_str),
-        Some("/3Jhdw")
-    );
+    assert_eq!(reported.get("x-data-bin").map(String::as_str), Some("/3Jhdw"));
     assert!(stream.message().await.expect("end").is_none());
 
-    let trailers = stream
-        .trailers()
-        .await
-        .expect("trailers")
-        .expect("trailers present");
-    assert_eq!(
-        trailers
-            .get("x-echo-trailer")
-            .map(|v| v.to_str().expect("ascii")),
-        Some("bye")
-    );
+    let trailers = stream.trailers().await.expect("trailers").expect("trailers present");
+    assert_eq!(trailers.get("x-echo-trailer").map(|v| v.to_str().expect("ascii")), Some("bye"));
     backend.shutdown().await;
 }
 
@@ -248,12 +183,7 @@ async fn count_counts_every_call_but_its_own() {
     let before = client.count(()).await.expect("count").into_inner().calls;
     assert_eq!(before, 0);
     client.echo(AllTypes::default()).await.expect("echo");
-    let _ = client
-        .fail(FailRequest {
-            code: 3,
-            ..FailRequest::default()
-        })
-        .await;
+    let _ = client.fail(FailRequest { code: 3, ..FailRequest::default() }).await;
     let after = client.count(()).await.expect("count").into_inner().calls;
     assert_eq!(after, before + 2);
     assert_eq!(backend.calls(), 2);
@@ -268,22 +198,11 @@ async fn sleep_reports_the_grpc_timeout_it_saw() {
     let mut request = Request::new(SleepRequest { millis: 1 });
     request.set_timeout(Duration::from_secs(30));
     let response = client.sleep(request).await.expect("sleep");
-    let seen = response
-        .metadata()
-        .get("x-seen-grpc-timeout")
-        .expect("grpc-timeout seen")
-        .to_str()
-        .expect("ascii")
-        .to_owned();
-    assert!(
-        seen.ends_with(['H', 'M', 'S', 'm', 'u', 'n']),
-        "not a grpc-timeout: {seen}"
-    );
+    let seen =
+        response.metadata().get("x-seen-grpc-timeout").expect("grpc-timeout seen").to_str().expect("ascii").to_owned();
+    assert!(seen.ends_with(['H', 'M', 'S', 'm', 'u', 'n']), "not a grpc-timeout: {seen}");
 
-    let response = client
-        .sleep(SleepRequest { millis: 0 })
-        .await
-        .expect("sleep");
+    let response = client.sleep(SleepRequest { millis: 0 }).await.expect("sleep");
     assert!(response.metadata().get("x-seen-grpc-timeout").is_none());
     backend.shutdown().await;
 }
@@ -293,33 +212,20 @@ async fn http_body_methods_carry_bytes_and_content_type() {
     let (addr, backend) = common::start_backend().await;
     let mut client = connect(addr).await;
 
-    let upload = HttpBody {
-        content_type: "application/octet-stream".into(),
-        data: (0..=255).collect(),
-        extensions: Vec::new(),
-    };
-    let echoed = client
-        .upload(upload.clone())
-        .await
-        .expect("upload")
-        .into_inner();
+    let upload =
+        HttpBody { content_type: "application/octet-stream".into(), data: (0..=255).collect(), extensions: Vec::new() };
+    let echoed = client.upload(upload.clone()).await.expect("upload").into_inner();
     assert_eq!(echoed, upload);
 
     let plain = client
-        .download(DownloadRequest {
-            name: "a.txt".into(),
-            content_type: String::new(),
-        })
+        .download(DownloadRequest { name: "a.txt".into(), content_type: String::new() })
         .await
         .expect("download")
         .into_inner();
     assert_eq!(plain.content_type, "text/plain");
     assert_eq!(plain.data, b"contents of a.txt");
     let csv = client
-        .download(DownloadRequest {
-            name: "b".into(),
-            content_type: "text/csv".into(),
-        })
+        .download(DownloadRequest { name: "b".into(), content_type: "text/csv".into() })
         .await
         .expect("download")
         .into_inner();
@@ -328,11 +234,7 @@ async fn http_body_methods_carry_bytes_and_content_type() {
     let summary = client
         .upload_field(UploadFieldRequest {
             name: "pic".into(),
-            file: Some(HttpBody {
-                content_type: "image/png".into(),
-                data: vec![7; 1000],
-                extensions: Vec::new(),
-            }),
+            file: Some(HttpBody { content_type: "image/png".into(), data: vec![7; 1000], extensions: Vec::new() }),
         })
         .await
         .expect("upload field")
@@ -347,46 +249,28 @@ async fn http_body_methods_carry_bytes_and_content_type() {
 /// annotations must survive build.rs and the harness's filtering.
 #[test]
 fn test_descriptor_set_keeps_http_annotations_and_only_the_test_closure() {
-    let pool = DescriptorPool::decode(common::test_service_descriptor_set().as_slice())
-        .expect("test set decodes");
+    let pool = DescriptorPool::decode(common::test_service_descriptor_set().as_slice()).expect("test set decodes");
     let names: Vec<String> = pool.files().map(|f| f.name().to_owned()).collect();
     assert!(names.iter().any(|n| n == common::TEST_PROTO));
     assert!(
-        names
-            .iter()
-            .all(|n| n.starts_with("google/") || *n == common::TEST_PROTO),
+        names.iter().all(|n| n.starts_with("google/") || *n == common::TEST_PROTO),
         "unrelated files in the test set: {names:?}"
     );
 
-    let http = pool
-        .get_extension_by_name("google.api.http")
-        .expect("google.api.http known");
-    let service = pool
-        .get_service_by_name("protogate.test.v1.TestService")
-        .expect("service");
-    let method = |name: &str| {
-        service
-            .methods()
-            .find(|m| m.name() == name)
-            .unwrap_or_else(|| panic!("method {name}"))
-    };
+    let http = pool.get_extension_by_name("google.api.http").expect("google.api.http known");
+    let service = pool.get_service_by_name("protogate.test.v1.TestService").expect("service");
+    let method = |name: &str| service.methods().find(|m| m.name() == name).unwrap_or_else(|| panic!("method {name}"));
 
     let echo = method("Echo").options();
     assert!(echo.has_extension(&http));
     let rule = echo.get_extension(&http);
     let rule = rule.as_message().expect("HttpRule");
-    assert_eq!(
-        rule.get_field_by_name("post").as_deref(),
-        Some(&Value::String("/test/echo".into()))
-    );
+    assert_eq!(rule.get_field_by_name("post").as_deref(), Some(&Value::String("/test/echo".into())));
 
     let path = method("EchoPath").options();
     let rule = path.get_extension(&http);
-    let additional = rule
-        .as_message()
-        .expect("HttpRule")
-        .get_field_by_name("additional_bindings")
-        .expect("additional_bindings");
+    let additional =
+        rule.as_message().expect("HttpRule").get_field_by_name("additional_bindings").expect("additional_bindings");
     assert_eq!(additional.as_list().map(<[Value]>::len), Some(2));
 
     assert!(!method("Unannotated").options().has_extension(&http));

@@ -171,10 +171,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    Server::builder()
-        .add_routes(services)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+    Server::builder().add_routes(services).serve_with_incoming_shutdown(incoming, shutdown).await
 }
 
 // ---------------------------------------------------------------------------
@@ -182,19 +179,12 @@ pub async fn serve(
 
 fn rich_status(code: Code, message: impl Into<String>, details: Vec<Any>) -> Status {
     let message = message.into();
-    let payload = google::rpc::Status {
-        code: code as i32,
-        message: message.clone(),
-        details,
-    };
+    let payload = google::rpc::Status { code: code as i32, message: message.clone(), details };
     Status::with_details(code, message, payload.encode_to_vec().into())
 }
 
 fn pack<M: Name>(message: &M) -> Any {
-    Any {
-        type_url: M::type_url(),
-        value: message.encode_to_vec(),
-    }
+    Any { type_url: M::type_url(), value: message.encode_to_vec() }
 }
 
 fn resource_info(resource_type: &str, name: String, description: String) -> Any {
@@ -208,11 +198,7 @@ fn resource_info(resource_type: &str, name: String, description: String) -> Any 
 
 fn not_found(resource_type: &str, name: String) -> Status {
     let message = format!("{name} not found");
-    rich_status(
-        Code::NotFound,
-        message.clone(),
-        vec![resource_info(resource_type, name, message)],
-    )
+    rich_status(Code::NotFound, message.clone(), vec![resource_info(resource_type, name, message)])
 }
 
 /// Collects every problem with a request so one answer lists them all.
@@ -221,10 +207,7 @@ struct Violations(Vec<google::rpc::FieldViolation>);
 
 impl Violations {
     fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(google::rpc::FieldViolation {
-            field: field.into(),
-            description: description.into(),
-        });
+        self.0.push(google::rpc::FieldViolation { field: field.into(), description: description.into() });
     }
 
     fn into_result(self) -> Result<(), Status> {
@@ -240,9 +223,7 @@ impl Violations {
             [only] => format!("invalid {}: {}", only.field, only.description),
             all => format!("invalid request: {} field violations", all.len()),
         };
-        let detail = pack(&google::rpc::BadRequest {
-            field_violations: self.0,
-        });
+        let detail = pack(&google::rpc::BadRequest { field_violations: self.0 });
         rich_status(Code::InvalidArgument, message, vec![detail])
     }
 }
@@ -301,66 +282,34 @@ impl UserDirectory {
             labels: HashMap::new(),
             login_count: 0,
         };
-        let mut ada = seed(
-            "1001",
-            "Ada Lovelace",
-            "ada@example.com",
-            users::Role::Admin,
-            1_705_311_000,
-        );
+        let mut ada = seed("1001", "Ada Lovelace", "ada@example.com", users::Role::Admin, 1_705_311_000);
         ada.login_count = 42;
         ada.labels.insert("team".into(), "engines".into());
-        let mut grace = seed(
-            "1002",
-            "Grace Hopper",
-            "grace@example.com",
-            users::Role::Member,
-            1_706_000_400,
-        );
+        let mut grace = seed("1002", "Grace Hopper", "grace@example.com", users::Role::Member, 1_706_000_400);
         grace.login_count = 7;
         grace.labels.insert("team".into(), "compilers".into());
         // Inactive, so `POST /v1/users/1003:deactivate` shows a precondition error.
-        let mut alan = seed(
-            "1003",
-            "Alan Turing",
-            "alan@example.com",
-            users::Role::Member,
-            1_707_210_000,
-        );
+        let mut alan = seed("1003", "Alan Turing", "alan@example.com", users::Role::Member, 1_707_210_000);
         alan.active = false;
 
-        let by_id = [ada, grace, alan]
-            .into_iter()
-            .map(|u| (u.id.clone(), u))
-            .collect();
-        Self {
-            state: Mutex::new(Users {
-                by_id,
-                next_id: 1004,
-            }),
-        }
+        let by_id = [ada, grace, alan].into_iter().map(|u| (u.id.clone(), u)).collect();
+        Self { state: Mutex::new(Users { by_id, next_id: 1004 }) }
     }
 }
 
 impl Users {
     fn get_mut(&mut self, id: &str) -> Result<&mut users::User, Status> {
-        self.by_id
-            .get_mut(id)
-            .ok_or_else(|| not_found(USER_TYPE, format!("users/{id}")))
+        self.by_id.get_mut(id).ok_or_else(|| not_found(USER_TYPE, format!("users/{id}")))
     }
 
     /// ALREADY_EXISTS when another user than `except` has `email`.
     fn check_email_free(&self, email: &str, except: Option<&str>) -> Result<(), Status> {
-        let taken = self
-            .by_id
-            .values()
-            .find(|u| u.email.eq_ignore_ascii_case(email) && Some(u.id.as_str()) != except);
+        let taken = self.by_id.values().find(|u| u.email.eq_ignore_ascii_case(email) && Some(u.id.as_str()) != except);
         match taken {
             None => Ok(()),
             Some(owner) => {
                 let message = format!("email {email} is already used by users/{}", owner.id);
-                let detail =
-                    resource_info(USER_TYPE, format!("users/{}", owner.id), message.clone());
+                let detail = resource_info(USER_TYPE, format!("users/{}", owner.id), message.clone());
                 Err(rich_status(Code::AlreadyExists, message, vec![detail]))
             }
         }
@@ -371,10 +320,7 @@ fn check_display_name(v: &mut Violations, field: &str, name: &str) {
     if name.trim().is_empty() {
         v.add(field, "must not be empty");
     } else if name.chars().count() > MAX_DISPLAY_NAME {
-        v.add(
-            field,
-            format!("must be at most {MAX_DISPLAY_NAME} characters"),
-        );
+        v.add(field, format!("must be at most {MAX_DISPLAY_NAME} characters"));
     }
 }
 
@@ -432,10 +378,7 @@ fn parse_page_token(token: &str) -> Option<String> {
 
 #[tonic::async_trait]
 impl UserService for UserDirectory {
-    async fn get_user(
-        &self,
-        request: Request<users::GetUserRequest>,
-    ) -> Result<Response<users::User>, Status> {
+    async fn get_user(&self, request: Request<users::GetUserRequest>) -> Result<Response<users::User>, Status> {
         let id = request.into_inner().id;
         let mut state = lock(&self.state);
         Ok(Response::new(state.get_mut(&id)?.clone()))
@@ -474,29 +417,19 @@ impl UserService for UserDirectory {
         let role = role.unwrap_or(users::Role::Unspecified);
         let state = lock(&self.state);
         let start = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-        let mut matching = state
-            .by_id
-            .range::<str, _>((start, Bound::Unbounded))
-            .map(|(_, u)| u)
-            .filter(|u| {
-                (role == users::Role::Unspecified || u.role == role as i32)
-                    && (prefix.is_empty() || u.display_name.to_lowercase().starts_with(&prefix))
-            });
+        let mut matching = state.by_id.range::<str, _>((start, Bound::Unbounded)).map(|(_, u)| u).filter(|u| {
+            (role == users::Role::Unspecified || u.role == role as i32)
+                && (prefix.is_empty() || u.display_name.to_lowercase().starts_with(&prefix))
+        });
         let page: Vec<users::User> = matching.by_ref().take(page_size).cloned().collect();
         let next_page_token = match (matching.next(), page.last()) {
             (Some(_), Some(last)) => page_token(&last.id),
             _ => String::new(),
         };
-        Ok(Response::new(users::ListUsersResponse {
-            users: page,
-            next_page_token,
-        }))
+        Ok(Response::new(users::ListUsersResponse { users: page, next_page_token }))
     }
 
-    async fn create_user(
-        &self,
-        request: Request<users::CreateUserRequest>,
-    ) -> Result<Response<users::User>, Status> {
+    async fn create_user(&self, request: Request<users::CreateUserRequest>) -> Result<Response<users::User>, Status> {
         let req = request.into_inner();
         let mut v = Violations::default();
         check_display_name(&mut v, "display_name", &req.display_name);
@@ -528,10 +461,7 @@ impl UserService for UserDirectory {
         Ok(Response::new(user))
     }
 
-    async fn update_user(
-        &self,
-        request: Request<users::UpdateUserRequest>,
-    ) -> Result<Response<users::User>, Status> {
+    async fn update_user(&self, request: Request<users::UpdateUserRequest>) -> Result<Response<users::User>, Status> {
         let req = request.into_inner();
         let Some(patch) = req.user else {
             return Err(invalid("user", "is required"));
@@ -543,9 +473,7 @@ impl UserService for UserDirectory {
         let mut v = Violations::default();
         // AIP-134: no mask means "every field the caller populated".
         let paths: Vec<String> = match req.update_mask {
-            Some(mask) if !mask.paths.is_empty() => {
-                mask.paths.iter().map(|p| proto_field_name(p)).collect()
-            }
+            Some(mask) if !mask.paths.is_empty() => mask.paths.iter().map(|p| proto_field_name(p)).collect(),
             _ => {
                 let populated = [
                     !patch.display_name.is_empty(),
@@ -563,20 +491,14 @@ impl UserService for UserDirectory {
         };
         for path in &paths {
             match path.as_str() {
-                "display_name" => {
-                    check_display_name(&mut v, "user.display_name", &patch.display_name)
-                }
+                "display_name" => check_display_name(&mut v, "user.display_name", &patch.display_name),
                 "email" => check_email(&mut v, "user.email", &patch.email),
                 "role" => match role_of(patch.role) {
-                    None | Some(users::Role::Unspecified) => {
-                        v.add("user.role", "must be ROLE_MEMBER or ROLE_ADMIN")
-                    }
+                    None | Some(users::Role::Unspecified) => v.add("user.role", "must be ROLE_MEMBER or ROLE_ADMIN"),
                     Some(_) => {}
                 },
                 "labels" => {}
-                p if OUTPUT_ONLY_USER_FIELDS.contains(&p) => {
-                    v.add("update_mask", format!("{p} is output only"))
-                }
+                p if OUTPUT_ONLY_USER_FIELDS.contains(&p) => v.add("update_mask", format!("{p} is output only")),
                 p => v.add("update_mask", format!("{USER_TYPE} has no field {p}")),
             }
         }
@@ -600,10 +522,7 @@ impl UserService for UserDirectory {
         Ok(Response::new(user.clone()))
     }
 
-    async fn delete_user(
-        &self,
-        request: Request<users::DeleteUserRequest>,
-    ) -> Result<Response<()>, Status> {
+    async fn delete_user(&self, request: Request<users::DeleteUserRequest>) -> Result<Response<()>, Status> {
         let id = request.into_inner().id;
         let mut state = lock(&self.state);
         match state.by_id.remove(&id) {
@@ -629,11 +548,7 @@ impl UserService for UserDirectory {
                     description: description.clone(),
                 }],
             });
-            return Err(rich_status(
-                Code::FailedPrecondition,
-                description,
-                vec![detail],
-            ));
+            return Err(rich_status(Code::FailedPrecondition, description, vec![detail]));
         }
         user.active = false;
         if !req.reason.is_empty() {
@@ -660,18 +575,14 @@ struct Orders {
 }
 
 fn line(sku: &str, quantity: i32, unit_price_cents: i64) -> orders::LineItem {
-    orders::LineItem {
-        sku: sku.into(),
-        quantity,
-        unit_price_cents,
-    }
+    orders::LineItem { sku: sku.into(), quantity, unit_price_cents }
 }
 
 /// Σ quantity × unit price; `None` on overflow.
 fn total_cents(items: &[orders::LineItem]) -> Option<i64> {
-    items.iter().try_fold(0i64, |sum, item| {
-        sum.checked_add(i64::from(item.quantity).checked_mul(item.unit_price_cents)?)
-    })
+    items
+        .iter()
+        .try_fold(0i64, |sum, item| sum.checked_add(i64::from(item.quantity).checked_mul(item.unit_price_cents)?))
 }
 
 impl OrderBook {
@@ -684,20 +595,8 @@ impl OrderBook {
                 1_706_100_000,
                 vec![line("BOOK-001", 1, 2_999), line("PEN-010", 3, 450)],
             ),
-            (
-                "5002",
-                "1001",
-                orders::OrderStatus::Paid,
-                1_707_300_000,
-                vec![line("LAMP-200", 1, 8_900)],
-            ),
-            (
-                "5003",
-                "1002",
-                orders::OrderStatus::Pending,
-                1_707_400_000,
-                vec![line("MUG-042", 2, 1_250)],
-            ),
+            ("5002", "1001", orders::OrderStatus::Paid, 1_707_300_000, vec![line("LAMP-200", 1, 8_900)]),
+            ("5003", "1002", orders::OrderStatus::Pending, 1_707_400_000, vec![line("MUG-042", 2, 1_250)]),
         ];
         let by_id = seed
             .into_iter()
@@ -714,21 +613,13 @@ impl OrderBook {
                 (order.id.clone(), order)
             })
             .collect();
-        Self {
-            state: Mutex::new(Orders {
-                by_id,
-                next_id: 5004,
-            }),
-        }
+        Self { state: Mutex::new(Orders { by_id, next_id: 5004 }) }
     }
 }
 
 #[tonic::async_trait]
 impl OrderService for OrderBook {
-    async fn get_order(
-        &self,
-        request: Request<orders::GetOrderRequest>,
-    ) -> Result<Response<orders::Order>, Status> {
+    async fn get_order(&self, request: Request<orders::GetOrderRequest>) -> Result<Response<orders::Order>, Status> {
         let id = request.into_inner().id;
         let state = lock(&self.state);
         match state.by_id.get(&id) {
@@ -746,18 +637,14 @@ impl OrderService for OrderBook {
             return Err(invalid("user_id", "is required"));
         }
         let Ok(status) = orders::OrderStatus::try_from(req.status) else {
-            return Err(invalid(
-                "status",
-                &format!("unknown order status {}", req.status),
-            ));
+            return Err(invalid("status", &format!("unknown order status {}", req.status)));
         };
         let state = lock(&self.state);
         let mut found: Vec<orders::Order> = state
             .by_id
             .values()
             .filter(|o| {
-                o.user_id == req.user_id
-                    && (status == orders::OrderStatus::Unspecified || o.status == status as i32)
+                o.user_id == req.user_id && (status == orders::OrderStatus::Unspecified || o.status == status as i32)
             })
             .cloned()
             .collect();
@@ -787,17 +674,10 @@ impl OrderService for OrderBook {
                 v.add(format!("items[{i}].quantity"), "must be positive");
             }
             if item.unit_price_cents < 0 {
-                v.add(
-                    format!("items[{i}].unit_price_cents"),
-                    "must not be negative",
-                );
+                v.add(format!("items[{i}].unit_price_cents"), "must not be negative");
             }
         }
-        let currency_code = if req.currency_code.is_empty() {
-            DEFAULT_CURRENCY.to_owned()
-        } else {
-            req.currency_code
-        };
+        let currency_code = if req.currency_code.is_empty() { DEFAULT_CURRENCY.to_owned() } else { req.currency_code };
         if currency_code.len() != 3 || !currency_code.bytes().all(|b| b.is_ascii_uppercase()) {
             v.add("currency_code", "must be an ISO 4217 code such as USD");
         }
@@ -823,14 +703,8 @@ impl OrderService for OrderBook {
         Ok(Response::new(order))
     }
 
-    async fn ping(
-        &self,
-        request: Request<orders::PingRequest>,
-    ) -> Result<Response<orders::PingResponse>, Status> {
+    async fn ping(&self, request: Request<orders::PingRequest>) -> Result<Response<orders::PingResponse>, Status> {
         let message = request.into_inner().message;
-        Ok(Response::new(orders::PingResponse {
-            message,
-            service: ORDER_SERVICE.into(),
-        }))
+        Ok(Response::new(orders::PingResponse { message, service: ORDER_SERVICE.into() }))
     }
 }

@@ -17,26 +17,19 @@ use std::path::{Component, Path, PathBuf};
 
 use http::HeaderName;
 use serde::de::value::MapAccessDeserializer;
-use serde::de::{
-    self, DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor,
-};
+use serde::de::{self, DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::values::{
-    parse_forward_header, parse_upstream_pattern, Addr, DateValue, DurationValue, HttpMethod,
-    LogLevel, MethodName, PathPrefix, PathText, ServiceName, SizeValue, Threads, UpstreamUrl,
-    VersionName,
+    parse_forward_header, parse_upstream_pattern, Addr, DateValue, DurationValue, HttpMethod, LogLevel, MethodName,
+    PathPrefix, PathText, ServiceName, SizeValue, Threads, UpstreamUrl, VersionName,
 };
 use super::{
-    Config, Deprecation, JsonOptions, LogFormat, RouteOverride, RouteSelector, Strictness,
-    UpstreamRule, VersionConfig,
+    Config, Deprecation, JsonOptions, LogFormat, RouteOverride, RouteSelector, Strictness, UpstreamRule, VersionConfig,
 };
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping of config keys such as listen, upstreams, json"
-)]
+#[serde(deny_unknown_fields, expecting = "a mapping of config keys such as listen, upstreams, json")]
 pub(super) struct FileConfig {
     listen: Option<Addr>,
     admin: Option<AdminSection>,
@@ -117,10 +110,7 @@ struct JsonSection {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with auto_map, timeout, overrides"
-)]
+#[serde(deny_unknown_fields, expecting = "a mapping with auto_map, timeout, overrides")]
 struct RoutesSection {
     auto_map: Option<bool>,
     timeout: Option<DurationValue>,
@@ -128,10 +118,7 @@ struct RoutesSection {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with match, timeout, max_body"
-)]
+#[serde(deny_unknown_fields, expecting = "a mapping with match, timeout, max_body")]
 struct OverrideRaw {
     #[serde(rename = "match")]
     selector: Checked<SelectorRaw>,
@@ -149,10 +136,7 @@ impl Check for OverrideRaw {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with path_prefix, service, method, http_method"
-)]
+#[serde(deny_unknown_fields, expecting = "a mapping with path_prefix, service, method, http_method")]
 struct SelectorRaw {
     path_prefix: Option<PathPrefix>,
     service: Option<ServiceName>,
@@ -162,16 +146,10 @@ struct SelectorRaw {
 
 impl Check for SelectorRaw {
     fn check(&self) -> Result<(), String> {
-        if self.path_prefix.is_none()
-            && self.service.is_none()
-            && self.method.is_none()
-            && self.http_method.is_none()
-        {
+        if self.path_prefix.is_none() && self.service.is_none() && self.method.is_none() && self.http_method.is_none() {
             return Err("needs at least one of path_prefix, service, method or http_method".into());
         }
-        if let (Some(ServiceName(service)), Some(MethodName(method))) =
-            (&self.service, &self.method)
-        {
+        if let (Some(ServiceName(service)), Some(MethodName(method))) = (&self.service, &self.method) {
             let method_service = method.split_once('/').map_or("", |(s, _)| s);
             if method_service != service {
                 return Err(format!(
@@ -274,9 +252,7 @@ impl Visitor<'_> for PatternKey<'_> {
     fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
         let pattern = parse_upstream_pattern(v).map_err(E::custom)?;
         if self.seen.iter().any(|r| r.pattern == pattern) {
-            return Err(E::custom(format!(
-                "upstream pattern `{pattern}` is given twice"
-            )));
+            return Err(E::custom(format!("upstream pattern `{pattern}` is given twice")));
         }
         Ok(pattern)
     }
@@ -302,12 +278,10 @@ impl<'de> Deserialize<'de> for UpstreamTarget {
                 f.write_str("a URL such as http://127.0.0.1:50051, or a mapping with `url`")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                UpstreamUrl::deserialize(de::value::StrDeserializer::<E>::new(v))
-                    .map(|u| UpstreamTarget(u.0))
+                UpstreamUrl::deserialize(de::value::StrDeserializer::<E>::new(v)).map(|u| UpstreamTarget(u.0))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                UpstreamMap::deserialize(MapAccessDeserializer::new(map))
-                    .map(|m| UpstreamTarget(m.url.0))
+                UpstreamMap::deserialize(MapAccessDeserializer::new(map)).map(|m| UpstreamTarget(m.url.0))
             }
         }
         d.deserialize_any(V)
@@ -395,12 +369,8 @@ impl FileConfig {
             if let Some(DurationValue(timeout)) = routes.timeout {
                 config.routes.timeout = timeout;
             }
-            config.routes.overrides = routes
-                .overrides
-                .unwrap_or_default()
-                .into_iter()
-                .map(|Checked(raw)| raw.resolve())
-                .collect();
+            config.routes.overrides =
+                routes.overrides.unwrap_or_default().into_iter().map(|Checked(raw)| raw.resolve()).collect();
         }
         if let Some(SizeValue(max_body)) = self.limits.and_then(|l| l.max_body) {
             config.limits.max_body = max_body;
@@ -409,18 +379,11 @@ impl FileConfig {
             config.forward_headers = names;
         }
         for (VersionName(name), version) in self.versions.unwrap_or_default() {
-            let deprecated = version.deprecated.map(|d| Deprecation {
-                since: d.since.map(|DateValue(t)| t),
-                sunset: d.sunset.map(|DateValue(t)| t),
-            });
+            let deprecated = version
+                .deprecated
+                .map(|d| Deprecation { since: d.since.map(|DateValue(t)| t), sunset: d.sunset.map(|DateValue(t)| t) });
             let upstream = version.upstream.map(|UpstreamTarget(url)| url);
-            config.versions.insert(
-                name,
-                VersionConfig {
-                    upstream,
-                    deprecated,
-                },
-            );
+            config.versions.insert(name, VersionConfig { upstream, deprecated });
         }
         if let Some(logging) = self.logging {
             if let Some(format) = logging.format {

@@ -30,17 +30,10 @@ fn assert_rejected(text: &str, key: &str, problem: &str, line: usize) {
     assert!(shown.starts_with(ORIGIN), "no file name in: {shown}");
     assert!(shown.contains(key), "no key `{key}` in: {shown}");
     assert!(shown.contains(problem), "no `{problem}` in: {shown}");
-    assert!(
-        shown.contains(&format!("at line {line} column")),
-        "not at line {line}: {shown}"
-    );
+    assert!(shown.contains(&format!("at line {line} column")), "not at line {line}: {shown}");
     assert!(!shown.contains('\n'), "not one line: {shown}");
     match err {
-        ConfigError::File {
-            line: Some(l),
-            column: Some(_),
-            ..
-        } => assert_eq!(l, line, "{shown}"),
+        ConfigError::File { line: Some(l), column: Some(_), .. } => assert_eq!(l, line, "{shown}"),
         other => panic!("expected a located file error, got {other:?}"),
     }
 }
@@ -50,10 +43,7 @@ fn uri(s: &str) -> http::Uri {
 }
 
 fn rule(pattern: &str, url: &str) -> UpstreamRule {
-    UpstreamRule {
-        pattern: pattern.into(),
-        url: uri(url),
-    }
+    UpstreamRule { pattern: pattern.into(), url: uri(url) }
 }
 
 const FULL: &str = r#"
@@ -149,18 +139,9 @@ fn every_key_is_read() {
     assert_eq!(c.limits.max_body, 2_000_000);
     assert_eq!(
         c.forward_headers,
-        vec![
-            http::HeaderName::from_static("x-tenant-id"),
-            http::HeaderName::from_static("x-request-source"),
-        ]
+        vec![http::HeaderName::from_static("x-tenant-id"), http::HeaderName::from_static("x-request-source"),]
     );
-    assert_eq!(
-        c.logging,
-        Logging {
-            format: LogFormat::Json,
-            level: "protogate=debug,hyper=warn".into(),
-        }
-    );
+    assert_eq!(c.logging, Logging { format: LogFormat::Json, level: "protogate=debug,hyper=warn".into() });
 }
 
 #[test]
@@ -179,10 +160,7 @@ fn empty_file_and_empty_sections_give_the_defaults() {
     let defaults = Config::default();
     assert_eq!(parse_ok(""), defaults);
     assert_eq!(parse_ok("# nothing here\n"), defaults);
-    assert_eq!(
-        parse_ok("listen:\njson:\nroutes:\nlimits:\nlogging:\nadmin:\n"),
-        defaults
-    );
+    assert_eq!(parse_ok("listen:\njson:\nroutes:\nlimits:\nlogging:\nadmin:\n"), defaults);
 }
 
 #[test]
@@ -213,24 +191,14 @@ fn a_section_keeps_the_defaults_of_keys_it_leaves_out() {
 
 #[test]
 fn unknown_keys_are_named_with_their_line() {
-    assert_rejected(
-        "listn: 127.0.0.1:1\n",
-        "unknown field `listn`",
-        "expected one of",
-        1,
-    );
+    assert_rejected("listn: 127.0.0.1:1\n", "unknown field `listn`", "expected one of", 1);
     assert_rejected(
         "listen: 127.0.0.1:1\njson:\n  pretty: true\n  use_proto_nmes: true\n",
         "json: unknown field `use_proto_nmes`",
         "`use_proto_names`",
         4,
     );
-    assert_rejected(
-        "admin:\n  lisen: 127.0.0.1:1\n",
-        "admin: unknown field `lisen`",
-        "",
-        2,
-    );
+    assert_rejected("admin:\n  lisen: 127.0.0.1:1\n", "admin: unknown field `lisen`", "", 2);
     assert_rejected(
         "routes:\n  overrides:\n    - match: { service: a.B }\n      timeout: 1s\n      policy: x\n",
         "routes.overrides[0]: unknown field `policy`",
@@ -243,30 +211,10 @@ fn unknown_keys_are_named_with_their_line() {
         "",
         3,
     );
-    assert_rejected(
-        "upstreams:\n  a: { url: http://x, tls: {} }\n",
-        "upstreams.a: unknown field `tls`",
-        "",
-        2,
-    );
-    assert_rejected(
-        "limits:\n  max_bdy: 1\n",
-        "limits: unknown field `max_bdy`",
-        "",
-        2,
-    );
-    assert_rejected(
-        "logging:\n  lvl: info\n",
-        "logging: unknown field `lvl`",
-        "",
-        2,
-    );
-    assert_rejected(
-        "descriptors:\n  pth: x\n",
-        "descriptors: unknown field `pth`",
-        "",
-        2,
-    );
+    assert_rejected("upstreams:\n  a: { url: http://x, tls: {} }\n", "upstreams.a: unknown field `tls`", "", 2);
+    assert_rejected("limits:\n  max_bdy: 1\n", "limits: unknown field `max_bdy`", "", 2);
+    assert_rejected("logging:\n  lvl: info\n", "logging: unknown field `lvl`", "", 2);
+    assert_rejected("descriptors:\n  pth: x\n", "descriptors: unknown field `pth`", "", 2);
 }
 
 #[test]
@@ -279,218 +227,43 @@ fn bad_values_are_named_with_their_line() {
         ("threads: -2\n", "threads", "at least 1", 1),
         ("threads: many\n", "threads", "whole number", 1),
         ("descriptors: \"\"\n", "descriptors", "must not be empty", 1),
-        (
-            "routes:\n  timeout: 0s\n",
-            "routes.timeout",
-            "greater than zero",
-            2,
-        ),
-        (
-            "routes:\n  timeout: -3s\n",
-            "routes.timeout",
-            "greater than zero",
-            2,
-        ),
-        (
-            "routes:\n  timeout: -3\n",
-            "routes.timeout",
-            "greater than zero",
-            2,
-        ),
-        (
-            "routes:\n  timeout: 3 days\n",
-            "routes.timeout",
-            "unknown unit `days`",
-            2,
-        ),
-        (
-            "routes:\n  timeout: 1.5\n",
-            "routes.timeout",
-            "needs a unit",
-            2,
-        ),
-        (
-            "routes:\n  auto_map: yes\n",
-            "routes.auto_map",
-            "boolean",
-            2,
-        ),
-        (
-            "limits:\n  max_body: 0\n",
-            "limits.max_body",
-            "at least 1 byte",
-            2,
-        ),
-        (
-            "limits:\n  max_body: 4mb\n",
-            "limits.max_body",
-            "unknown unit `mb`",
-            2,
-        ),
-        (
-            "limits:\n  max_body: lots\n",
-            "limits.max_body",
-            "invalid size",
-            2,
-        ),
-        (
-            "json:\n  unknown_fields: drop\n",
-            "json.unknown_fields",
-            "`reject` or `ignore`",
-            2,
-        ),
-        (
-            "json:\n  unknown_query_params: Reject\n",
-            "json.unknown_query_params",
-            "unknown variant",
-            2,
-        ),
+        ("routes:\n  timeout: 0s\n", "routes.timeout", "greater than zero", 2),
+        ("routes:\n  timeout: -3s\n", "routes.timeout", "greater than zero", 2),
+        ("routes:\n  timeout: -3\n", "routes.timeout", "greater than zero", 2),
+        ("routes:\n  timeout: 3 days\n", "routes.timeout", "unknown unit `days`", 2),
+        ("routes:\n  timeout: 1.5\n", "routes.timeout", "needs a unit", 2),
+        ("routes:\n  auto_map: yes\n", "routes.auto_map", "boolean", 2),
+        ("limits:\n  max_body: 0\n", "limits.max_body", "at least 1 byte", 2),
+        ("limits:\n  max_body: 4mb\n", "limits.max_body", "unknown unit `mb`", 2),
+        ("limits:\n  max_body: lots\n", "limits.max_body", "invalid size", 2),
+        ("json:\n  unknown_fields: drop\n", "json.unknown_fields", "`reject` or `ignore`", 2),
+        ("json:\n  unknown_query_params: Reject\n", "json.unknown_query_params", "unknown variant", 2),
         ("json:\n  pretty: 1\n", "json.pretty", "boolean", 2),
-        (
-            "logging:\n  format: xml\n",
-            "logging.format",
-            "`pretty` or `json`",
-            2,
-        ),
-        (
-            "logging:\n  level: x=loud\n",
-            "logging.level",
-            "invalid log filter",
-            2,
-        ),
-        (
-            "upstreams:\n  a: ftp://x\n",
-            "upstreams.a",
-            "scheme must be http or https",
-            2,
-        ),
-        (
-            "upstreams:\n  a: 127.0.0.1:50051\n",
-            "upstreams.a",
-            "http://",
-            2,
-        ),
-        (
-            "upstreams:\n  a: http://x/api\n",
-            "upstreams.a",
-            "path or query",
-            2,
-        ),
-        (
-            "upstreams:\n  a: http://x?q=1\n",
-            "upstreams.a",
-            "path or query",
-            2,
-        ),
+        ("logging:\n  format: xml\n", "logging.format", "`pretty` or `json`", 2),
+        ("logging:\n  level: x=loud\n", "logging.level", "invalid log filter", 2),
+        ("upstreams:\n  a: ftp://x\n", "upstreams.a", "scheme must be http or https", 2),
+        ("upstreams:\n  a: 127.0.0.1:50051\n", "upstreams.a", "http://", 2),
+        ("upstreams:\n  a: http://x/api\n", "upstreams.a", "path or query", 2),
+        ("upstreams:\n  a: http://x?q=1\n", "upstreams.a", "path or query", 2),
         ("upstreams:\n  a: http://:80\n", "upstreams.a", "", 2),
-        (
-            "upstreams:\n  a: { url: ftp://x }\n",
-            "upstreams.a.url",
-            "http or https",
-            2,
-        ),
-        (
-            "upstreams:\n  a: {}\n",
-            "upstreams.a",
-            "missing field `url`",
-            2,
-        ),
-        (
-            "upstreams:\n  acme.*: http://x\n",
-            "upstreams",
-            "invalid upstream pattern",
-            2,
-        ),
-        (
-            "upstreams:\n  acme..v1: http://x\n",
-            "upstreams",
-            "invalid upstream pattern",
-            2,
-        ),
-        (
-            "upstreams:\n  1acme: http://x\n",
-            "upstreams",
-            "invalid upstream pattern",
-            2,
-        ),
-        (
-            "upstreams:\n  a.b: http://x\n  c: http://y\n  a.b: http://z\n",
-            "upstreams",
-            "`a.b` is given twice",
-            4,
-        ),
-        (
-            "forward_headers: [x-a, \"bad header\"]\n",
-            "forward_headers[1]",
-            "not a valid header",
-            1,
-        ),
-        (
-            "forward_headers:\n  - connection\n",
-            "forward_headers[0]",
-            "hop-by-hop",
-            2,
-        ),
-        (
-            "forward_headers:\n  - Transfer-Encoding\n",
-            "forward_headers[0]",
-            "hop-by-hop",
-            2,
-        ),
-        (
-            "forward_headers:\n  - te\n",
-            "forward_headers[0]",
-            "hop-by-hop",
-            2,
-        ),
-        (
-            "forward_headers:\n  - upgrade\n",
-            "forward_headers[0]",
-            "hop-by-hop",
-            2,
-        ),
-        (
-            "forward_headers:\n  - keep-alive\n",
-            "forward_headers[0]",
-            "hop-by-hop",
-            2,
-        ),
-        (
-            "forward_headers:\n  - proxy-authorization\n",
-            "forward_headers[0]",
-            "hop-by-hop",
-            2,
-        ),
-        (
-            "forward_headers:\n  - content-type\n",
-            "forward_headers[0]",
-            "set by the gateway",
-            2,
-        ),
-        (
-            "forward_headers:\n  - grpc-timeout\n",
-            "forward_headers[0]",
-            "reserved by gRPC",
-            2,
-        ),
-        (
-            "forward_headers:\n  - x-trace-bin\n",
-            "forward_headers[0]",
-            "binary",
-            2,
-        ),
-        (
-            "forward_headers:\n  - x-a\n  - X-A\n",
-            "forward_headers[1]",
-            "listed twice",
-            3,
-        ),
-        (
-            "forward_headers: x-a\n",
-            "forward_headers",
-            "list of header names",
-            1,
-        ),
+        ("upstreams:\n  a: { url: ftp://x }\n", "upstreams.a.url", "http or https", 2),
+        ("upstreams:\n  a: {}\n", "upstreams.a", "missing field `url`", 2),
+        ("upstreams:\n  acme.*: http://x\n", "upstreams", "invalid upstream pattern", 2),
+        ("upstreams:\n  acme..v1: http://x\n", "upstreams", "invalid upstream pattern", 2),
+        ("upstreams:\n  1acme: http://x\n", "upstreams", "invalid upstream pattern", 2),
+        ("upstreams:\n  a.b: http://x\n  c: http://y\n  a.b: http://z\n", "upstreams", "`a.b` is given twice", 4),
+        ("forward_headers: [x-a, \"bad header\"]\n", "forward_headers[1]", "not a valid header", 1),
+        ("forward_headers:\n  - connection\n", "forward_headers[0]", "hop-by-hop", 2),
+        ("forward_headers:\n  - Transfer-Encoding\n", "forward_headers[0]", "hop-by-hop", 2),
+        ("forward_headers:\n  - te\n", "forward_headers[0]", "hop-by-hop", 2),
+        ("forward_headers:\n  - upgrade\n", "forward_headers[0]", "hop-by-hop", 2),
+        ("forward_headers:\n  - keep-alive\n", "forward_headers[0]", "hop-by-hop", 2),
+        ("forward_headers:\n  - proxy-authorization\n", "forward_headers[0]", "hop-by-hop", 2),
+        ("forward_headers:\n  - content-type\n", "forward_headers[0]", "set by the gateway", 2),
+        ("forward_headers:\n  - grpc-timeout\n", "forward_headers[0]", "reserved by gRPC", 2),
+        ("forward_headers:\n  - x-trace-bin\n", "forward_headers[0]", "binary", 2),
+        ("forward_headers:\n  - x-a\n  - X-A\n", "forward_headers[1]", "listed twice", 3),
+        ("forward_headers: x-a\n", "forward_headers", "list of header names", 1),
     ];
     for (text, key, problem, line) in cases {
         assert_rejected(text, key, problem, *line);
@@ -506,12 +279,7 @@ fn route_overrides_are_checked() {
             "needs at least one of",
             3,
         ),
-        (
-            "routes:\n  overrides:\n    - timeout: 1s\n",
-            "routes.overrides[0]",
-            "missing field `match`",
-            3,
-        ),
+        ("routes:\n  overrides:\n    - timeout: 1s\n", "routes.overrides[0]", "missing field `match`", 3),
         (
             "routes:\n  overrides:\n    - match: { service: a.B }\n      timeout: 1s\n    - match: { service: a.C }\n",
             "routes.overrides[1]",
@@ -627,17 +395,7 @@ fn sizes() {
     for (text, want) in ok {
         assert_eq!(parse_size(text), Ok(want), "{text}");
     }
-    for bad in [
-        "",
-        "0",
-        "0B",
-        "MiB",
-        "4mib",
-        "4 M",
-        "-1",
-        "1.5.5MB",
-        "99999999999999999999999GiB",
-    ] {
+    for bad in ["", "0", "0B", "MiB", "4mib", "4 M", "-1", "1.5.5MB", "99999999999999999999999GiB"] {
         assert!(parse_size(bad).is_err(), "{bad:?} was accepted");
     }
 }
@@ -672,10 +430,7 @@ fn credentials_never_reach_a_message() {
     assert!(!err.to_string().contains("hunter2"), "{err}");
     assert!(err.to_string().contains("credentials"), "{err}");
 
-    let args = ConfigArgs {
-        upstreams: vec!["a=https://user:hunter2@x/".into()],
-        ..ConfigArgs::default()
-    };
+    let args = ConfigArgs { upstreams: vec!["a=https://user:hunter2@x/".into()], ..ConfigArgs::default() };
     let err = load_with_default(&args, Path::new("/nonexistent/protogate.yaml")).unwrap_err();
     let shown = err.to_string();
     assert!(!shown.contains("hunter2"), "{shown}");
@@ -700,10 +455,7 @@ impl ConfigDir {
     }
 
     fn args(&self) -> ConfigArgs {
-        ConfigArgs {
-            config: Some(self.file()),
-            ..ConfigArgs::default()
-        }
+        ConfigArgs { config: Some(self.file()), ..ConfigArgs::default() }
     }
 }
 
@@ -726,21 +478,14 @@ fn relative_descriptor_paths_follow_the_config_file() {
     assert_eq!(c.descriptors, PathBuf::from("/srv/descriptors"));
 
     // A bare file name has no folder: paths stay relative to the CWD.
-    let c = from_yaml(
-        "descriptors: { path: ./protos }\n",
-        Path::new("protogate.yaml"),
-    )
-    .unwrap();
+    let c = from_yaml("descriptors: { path: ./protos }\n", Path::new("protogate.yaml")).unwrap();
     assert_eq!(c.descriptors, PathBuf::from("protos"));
 }
 
 #[test]
 fn the_descriptors_flag_is_relative_to_the_working_directory() {
     let dir = ConfigDir::new("descriptors: { path: ./protos }\n");
-    let args = ConfigArgs {
-        descriptors: Some(PathBuf::from("./mine")),
-        ..dir.args()
-    };
+    let args = ConfigArgs { descriptors: Some(PathBuf::from("./mine")), ..dir.args() };
     assert_eq!(load(&args).unwrap().descriptors, PathBuf::from("./mine"));
 }
 
@@ -769,14 +514,9 @@ fn flags_override_the_file() {
 
 #[test]
 fn upstream_flags_merge_with_the_file() {
-    let dir = ConfigDir::new(
-        "upstreams:\n  acme.users.v1: http://file-users:1\n  \"*\": http://file-default:2\n",
-    );
+    let dir = ConfigDir::new("upstreams:\n  acme.users.v1: http://file-users:1\n  \"*\": http://file-default:2\n");
     let args = ConfigArgs {
-        upstreams: vec![
-            "acme.orders.v1=http://flag-orders:3".into(),
-            "*=https://flag-default".into(),
-        ],
+        upstreams: vec!["acme.orders.v1=http://flag-orders:3".into(), "*=https://flag-default".into()],
         ..dir.args()
     };
     let c = load(&args).unwrap();
@@ -794,40 +534,22 @@ fn upstream_flags_merge_with_the_file() {
 fn bad_flags_are_named() {
     let cases: &[(ConfigArgs, &str)] = &[
         (
-            ConfigArgs {
-                upstreams: vec!["acme=ftp://x".into()],
-                ..ConfigArgs::default()
-            },
+            ConfigArgs { upstreams: vec!["acme=ftp://x".into()], ..ConfigArgs::default() },
             "--upstream acme=ftp://x: URL scheme must be http or https",
         ),
         (
-            ConfigArgs {
-                upstreams: vec!["http://x".into()],
-                ..ConfigArgs::default()
-            },
+            ConfigArgs { upstreams: vec!["http://x".into()], ..ConfigArgs::default() },
             "--upstream http://x: expected PATTERN=URL",
         ),
         (
-            ConfigArgs {
-                upstreams: vec!["acme-users=http://x".into()],
-                ..ConfigArgs::default()
-            },
+            ConfigArgs { upstreams: vec!["acme-users=http://x".into()], ..ConfigArgs::default() },
             "--upstream acme-users=http://x: invalid upstream pattern",
         ),
         (
-            ConfigArgs {
-                upstreams: vec!["a=http://x".into(), "a=http://y".into()],
-                ..ConfigArgs::default()
-            },
+            ConfigArgs { upstreams: vec!["a=http://x".into(), "a=http://y".into()], ..ConfigArgs::default() },
             "--upstream a=http://y: upstream pattern `a` is given twice",
         ),
-        (
-            ConfigArgs {
-                threads: Some(0),
-                ..ConfigArgs::default()
-            },
-            "--threads 0: must be at least 1",
-        ),
+        (ConfigArgs { threads: Some(0), ..ConfigArgs::default() }, "--threads 0: must be at least 1"),
     ];
     for (args, want) in cases {
         let err = load_with_default(args, no_default()).unwrap_err();
@@ -840,15 +562,9 @@ fn bad_flags_are_named() {
 fn a_missing_config_flag_file_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.yaml");
-    let args = ConfigArgs {
-        config: Some(missing.clone()),
-        ..ConfigArgs::default()
-    };
+    let args = ConfigArgs { config: Some(missing.clone()), ..ConfigArgs::default() };
     let err = load(&args).unwrap_err();
-    assert!(
-        matches!(&err, ConfigError::Read { path, .. } if *path == missing),
-        "{err:?}"
-    );
+    assert!(matches!(&err, ConfigError::Read { path, .. } if *path == missing), "{err:?}");
     assert!(err.to_string().contains("nope.yaml"), "{err}");
 }
 
@@ -856,10 +572,7 @@ fn a_missing_config_flag_file_is_an_error() {
 fn the_default_file_is_optional_and_used_when_present() {
     let dir = tempfile::tempdir().unwrap();
     let default = dir.path().join("protogate.yaml");
-    let args = ConfigArgs {
-        upstreams: vec!["*=http://x".into()],
-        ..ConfigArgs::default()
-    };
+    let args = ConfigArgs { upstreams: vec!["*=http://x".into()], ..ConfigArgs::default() };
     let c = load_with_default(&args, &default).unwrap();
     assert_eq!(c.listen, Config::default().listen);
     assert_eq!(c.upstreams, vec![rule("*", "http://x:80/")]);
@@ -879,10 +592,7 @@ fn errors_name_the_file_that_was_loaded() {
     let dir = ConfigDir::new("json:\n  pretty: maybe\n");
     let err = load(&dir.args()).unwrap_err();
     let shown = err.to_string();
-    assert!(
-        shown.starts_with(&dir.file().display().to_string()),
-        "{shown}"
-    );
+    assert!(shown.starts_with(&dir.file().display().to_string()), "{shown}");
     assert!(shown.contains("json.pretty"), "{shown}");
     assert!(shown.contains("line 2"), "{shown}");
 }
@@ -918,9 +628,6 @@ fn clap_reads_the_flags() {
     assert_eq!(cli.args.upstreams.len(), 2);
     assert_eq!(cli.args.threads, Some(2));
 
-    let err = Cli::try_parse_from(["protogate", "--listen", "localhost:1"])
-        .err()
-        .unwrap()
-        .to_string();
+    let err = Cli::try_parse_from(["protogate", "--listen", "localhost:1"]).err().unwrap().to_string();
     assert!(err.contains("IP:PORT"), "{err}");
 }

@@ -23,10 +23,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, unit) = split_number(text);
     if number.is_empty() {
-        return Err(duration_problem(
-            text,
-            "expected a number followed by a unit",
-        ));
+        return Err(duration_problem(text, "expected a number followed by a unit"));
     }
     let nanos_per_unit: u128 = match unit {
         "ms" => 1_000_000,
@@ -37,20 +34,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         // than a deliberate choice, so it must say its unit.
         "" if !number.contains('.') => 1_000_000_000,
         "" => return Err(duration_problem(text, "a fraction needs a unit, e.g. 1.5s")),
-        other => {
-            return Err(duration_problem(
-                text,
-                &format!("unknown unit `{other}` (use ms, s, m or h)"),
-            ))
-        }
+        other => return Err(duration_problem(text, &format!("unknown unit `{other}` (use ms, s, m or h)"))),
     };
-    let nanos = scale_decimal(number, nanos_per_unit)
-        .ok_or_else(|| duration_problem(text, "not a number or too large"))?;
+    let nanos =
+        scale_decimal(number, nanos_per_unit).ok_or_else(|| duration_problem(text, "not a number or too large"))?;
     if nanos == 0 {
         return Err(duration_problem(text, "must be greater than zero"));
     }
-    let secs =
-        u64::try_from(nanos / 1_000_000_000).map_err(|_| duration_problem(text, "too large"))?;
+    let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| duration_problem(text, "too large"))?;
     // The remainder is below 10^9, so it always fits.
     let subsec = (nanos % 1_000_000_000) as u32;
     Ok(Duration::new(secs, subsec))
@@ -67,10 +58,7 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
     let (number, unit) = split_number(text);
     if number.is_empty() {
-        return Err(size_problem(
-            text,
-            "expected a number optionally followed by a unit",
-        ));
+        return Err(size_problem(text, "expected a number optionally followed by a unit"));
     }
     let multiplier: u128 = match unit {
         "" | "B" => 1,
@@ -81,14 +69,10 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         "MiB" => 1 << 20,
         "GiB" => 1 << 30,
         other => {
-            return Err(size_problem(
-                text,
-                &format!("unknown unit `{other}` (use B, kB, MB, GB, KiB, MiB or GiB)"),
-            ))
+            return Err(size_problem(text, &format!("unknown unit `{other}` (use B, kB, MB, GB, KiB, MiB or GiB)")))
         }
     };
-    let bytes = scale_decimal(number, multiplier)
-        .ok_or_else(|| size_problem(text, "not a number or too large"))?;
+    let bytes = scale_decimal(number, multiplier).ok_or_else(|| size_problem(text, "not a number or too large"))?;
     if bytes == 0 {
         return Err(size_problem(text, "must be at least 1 byte"));
     }
@@ -101,9 +85,7 @@ fn size_problem(text: &str, problem: &str) -> String {
 
 /// Splits `1.5 MiB` into `("1.5", "MiB")`.
 fn split_number(text: &str) -> (&str, &str) {
-    let end = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
+    let end = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     (&text[..end], text[end..].trim_start())
 }
 
@@ -115,18 +97,13 @@ fn scale_decimal(number: &str, multiplier: u128) -> Option<u128> {
         None => (number, ""),
     };
     let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty()
-        || !all_digits(whole)
-        || !all_digits(fraction)
-        || (number.contains('.') && fraction.is_empty())
+    if whole.is_empty() || !all_digits(whole) || !all_digits(fraction) || (number.contains('.') && fraction.is_empty())
     {
         return None;
     }
     let mut mantissa: u128 = 0;
     for digit in whole.bytes().chain(fraction.bytes()) {
-        mantissa = mantissa
-            .checked_mul(10)?
-            .checked_add(u128::from(digit - b'0'))?;
+        mantissa = mantissa.checked_mul(10)?.checked_add(u128::from(digit - b'0'))?;
     }
     let divisor = 10u128.checked_pow(u32::try_from(fraction.len()).ok()?)?;
     Some(mantissa.checked_mul(multiplier)? / divisor)
@@ -135,9 +112,9 @@ fn scale_decimal(number: &str, multiplier: u128) -> Option<u128> {
 /// A listener address. Host names are refused on purpose: a listener binds
 /// an interface, and resolving a name at start-up hides which one.
 pub fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
-    text.trim().parse().map_err(|_| {
-        format!("invalid address `{text}`: expected IP:PORT such as 127.0.0.1:8080 or [::]:8080")
-    })
+    text.trim()
+        .parse()
+        .map_err(|_| format!("invalid address `{text}`: expected IP:PORT such as 127.0.0.1:8080 or [::]:8080"))
 }
 
 /// The URL of a gRPC backend, normalised to `scheme://host:port/` so that
@@ -149,24 +126,16 @@ pub fn parse_upstream_url(text: &str) -> Result<Uri, String> {
     if authority_part(text).contains('@') {
         return Err("credentials in the URL are not supported".into());
     }
-    let uri: Uri = text
-        .parse()
-        .map_err(|e| format!("invalid URL `{text}`: {e}"))?;
+    let uri: Uri = text.parse().map_err(|e| format!("invalid URL `{text}`: {e}"))?;
     let default_port = match uri.scheme_str() {
         Some("http") => 80,
         Some("https") => 443,
         Some(other) => {
             return Err(format!("URL scheme must be http or https, not `{other}`"));
         }
-        None => {
-            return Err(format!(
-                "invalid URL `{text}`: it must start with http:// (h2c) or https:// (TLS)"
-            ))
-        }
+        None => return Err(format!("invalid URL `{text}`: it must start with http:// (h2c) or https:// (TLS)")),
     };
-    let authority = uri
-        .authority()
-        .ok_or_else(|| format!("URL `{text}` has no host"))?;
+    let authority = uri.authority().ok_or_else(|| format!("URL `{text}` has no host"))?;
     let host = authority.host();
     if host.is_empty() {
         return Err(format!("URL `{text}` has no host"));
@@ -176,15 +145,9 @@ pub fn parse_upstream_url(text: &str) -> Result<Uri, String> {
         return Err(format!("URL `{text}` has port 0"));
     }
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err(format!(
-            "URL `{text}` must not have a path or query: gRPC sets the path of every call"
-        ));
+        return Err(format!("URL `{text}` must not have a path or query: gRPC sets the path of every call"));
     }
-    let scheme = if default_port == 443 {
-        Scheme::HTTPS
-    } else {
-        Scheme::HTTP
-    };
+    let scheme = if default_port == 443 { Scheme::HTTPS } else { Scheme::HTTP };
     Uri::builder()
         .scheme(scheme)
         .authority(format!("{host}:{port}"))
@@ -236,21 +199,15 @@ pub fn parse_service_name(text: &str) -> Result<String, String> {
     if is_dotted_name(text) {
         Ok(text.to_owned())
     } else {
-        Err(format!(
-            "invalid service `{text}`: expected a fully-qualified name such as acme.users.v1.UserService"
-        ))
+        Err(format!("invalid service `{text}`: expected a fully-qualified name such as acme.users.v1.UserService"))
     }
 }
 
 /// A fully-qualified method in gRPC path form, `pkg.Service/Method`.
 pub fn parse_method_name(text: &str) -> Result<String, String> {
     match text.split_once('/') {
-        Some((service, method)) if is_dotted_name(service) && is_identifier(method) => {
-            Ok(text.to_owned())
-        }
-        _ => Err(format!(
-            "invalid method `{text}`: expected SERVICE/METHOD such as acme.users.v1.UserService/GetUser"
-        )),
+        Some((service, method)) if is_dotted_name(service) && is_identifier(method) => Ok(text.to_owned()),
+        _ => Err(format!("invalid method `{text}`: expected SERVICE/METHOD such as acme.users.v1.UserService/GetUser")),
     }
 }
 
@@ -258,17 +215,10 @@ pub fn parse_method_name(text: &str) -> Result<String, String> {
 /// look like one.
 pub fn parse_path_prefix(text: &str) -> Result<String, String> {
     if !text.starts_with('/') {
-        return Err(format!(
-            "invalid path prefix `{text}`: it must start with /"
-        ));
+        return Err(format!("invalid path prefix `{text}`: it must start with /"));
     }
-    if text
-        .bytes()
-        .any(|b| b == b'?' || b == b'#' || b.is_ascii_whitespace() || b.is_ascii_control())
-    {
-        return Err(format!(
-            "invalid path prefix `{text}`: no spaces, `?` or `#` allowed"
-        ));
+    if text.bytes().any(|b| b == b'?' || b == b'#' || b.is_ascii_whitespace() || b.is_ascii_control()) {
+        return Err(format!("invalid path prefix `{text}`: no spaces, `?` or `#` allowed"));
     }
     Ok(text.to_owned())
 }
@@ -285,42 +235,27 @@ fn is_dotted_name(text: &str) -> bool {
 
 /// Headers that describe one hop of the HTTP connection (RFC 9110 §7.6.1);
 /// forwarding them to a backend would be wrong by definition.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"];
 
 /// Headers the gateway itself sets on the gRPC call.
 const SET_BY_GATEWAY: &[&str] = &["host", "content-type", "content-length"];
 
 /// A request header to forward to backends as gRPC metadata, lowercased.
 pub fn parse_forward_header(text: &str) -> Result<HeaderName, String> {
-    let name = HeaderName::from_bytes(text.trim().as_bytes())
-        .map_err(|_| format!("`{text}` is not a valid header name"))?;
+    let name =
+        HeaderName::from_bytes(text.trim().as_bytes()).map_err(|_| format!("`{text}` is not a valid header name"))?;
     let s = name.as_str();
     if HOP_BY_HOP.contains(&s) || s.starts_with("proxy-") {
-        return Err(format!(
-            "`{s}` is a hop-by-hop header and is never forwarded"
-        ));
+        return Err(format!("`{s}` is a hop-by-hop header and is never forwarded"));
     }
     if SET_BY_GATEWAY.contains(&s) {
-        return Err(format!(
-            "`{s}` is set by the gateway on the gRPC call and cannot be forwarded"
-        ));
+        return Err(format!("`{s}` is set by the gateway on the gRPC call and cannot be forwarded"));
     }
     if s.starts_with("grpc-") {
-        return Err(format!(
-            "`{s}` is reserved by gRPC (send `grpc-metadata-NAME` to pass NAME)"
-        ));
+        return Err(format!("`{s}` is reserved by gRPC (send `grpc-metadata-NAME` to pass NAME)"));
     }
     if s.ends_with("-bin") {
-        return Err(format!(
-            "`{s}` would be binary gRPC metadata, which cannot be forwarded from a header"
-        ));
+        return Err(format!("`{s}` would be binary gRPC metadata, which cannot be forwarded from a header"));
     }
     Ok(name)
 }
@@ -328,13 +263,9 @@ pub fn parse_forward_header(text: &str) -> Result<HeaderName, String> {
 /// An HTTP method token as it appears on the wire: uppercase, because
 /// methods are case-sensitive and a lowercase `get` would match nothing.
 pub fn parse_http_method(text: &str) -> Result<Method, String> {
-    let method = Method::from_bytes(text.as_bytes())
-        .map_err(|_| format!("`{text}` is not a valid HTTP method"))?;
+    let method = Method::from_bytes(text.as_bytes()).map_err(|_| format!("`{text}` is not a valid HTTP method"))?;
     if text.bytes().any(|b| b.is_ascii_lowercase()) {
-        return Err(format!(
-            "HTTP method `{text}` must be uppercase: `{}`",
-            text.to_ascii_uppercase()
-        ));
+        return Err(format!("HTTP method `{text}` must be uppercase: `{}`", text.to_ascii_uppercase()));
     }
     Ok(method)
 }
@@ -459,11 +390,7 @@ impl<'de> Deserialize<'de> for PathText {
                 Ok(text.into())
             }
         }
-        d.deserialize_str(ParsedStr {
-            expecting: "a path",
-            parse: non_empty,
-        })
-        .map(PathText)
+        d.deserialize_str(ParsedStr { expecting: "a path", parse: non_empty }).map(PathText)
     }
 }
 
@@ -495,10 +422,7 @@ impl<T> Visitor<'_> for Quantity<T> {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
-        Err(E::custom(format!(
-            "`{v}` needs a unit, e.g. {v}{}",
-            self.unit
-        )))
+        Err(E::custom(format!("`{v}` needs a unit, e.g. {v}{}", self.unit)))
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
@@ -590,10 +514,7 @@ pub fn is_version(text: &str) -> bool {
     if rest.is_empty() {
         return true;
     }
-    let Some(number) = rest
-        .strip_prefix("alpha")
-        .or_else(|| rest.strip_prefix("beta"))
-    else {
+    let Some(number) = rest.strip_prefix("alpha").or_else(|| rest.strip_prefix("beta")) else {
         return false;
     };
     !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit())
@@ -603,9 +524,7 @@ pub fn parse_version(text: &str) -> Result<String, String> {
     if is_version(text) {
         Ok(text.to_owned())
     } else {
-        Err(format!(
-            "{text:?} is not a version (v1, v2beta1, v3alpha2, ...)"
-        ))
+        Err(format!("{text:?} is not a version (v1, v2beta1, v3alpha2, ...)"))
     }
 }
 
@@ -622,25 +541,8 @@ pub fn parse_date(text: &str) -> Result<std::time::SystemTime, String> {
     };
     let (year, month, day) = (next(4)?, next(2)?, next(2)?);
     let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let days_in_month = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    if !(1..=12).contains(&month)
-        || day < 1
-        || day > days_in_month[(month - 1) as usize]
-        || year < 1970
-    {
+    let days_in_month = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month[(month - 1) as usize] || year < 1970 {
         return Err(invalid());
     }
     // Days since 1970-01-01 (the civil-from-days algorithm, inverted).

@@ -44,10 +44,7 @@ impl<S> Layer<S> for RouteMatchLayer {
     type Service = RouteMatch<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RouteMatch {
-            catalog: self.catalog.clone(),
-            inner,
-        }
+        RouteMatch { catalog: self.catalog.clone(), inner }
     }
 }
 
@@ -74,22 +71,14 @@ where
         let catalog = self.catalog.load_full();
         let found = match catalog.table.find(req.method(), req.uri().path()) {
             Match::Found { value, captures } => Ok((value.clone(), captures)),
-            Match::MethodNotAllowed { allow } => {
-                Err(method_not_allowed(req.method(), req.uri().path(), &allow))
+            Match::MethodNotAllowed { allow } => Err(method_not_allowed(req.method(), req.uri().path(), &allow)),
+            Match::NotFound => {
+                Err(GatewayError::not_found(format!("no route for {} {}", req.method(), req.uri().path())))
             }
-            Match::NotFound => Err(GatewayError::not_found(format!(
-                "no route for {} {}",
-                req.method(),
-                req.uri().path()
-            ))),
         };
         match found {
             Ok((route, captures)) => {
-                req.extensions_mut().insert(MatchedRoute {
-                    catalog,
-                    route,
-                    captures,
-                });
+                req.extensions_mut().insert(MatchedRoute { catalog, route, captures });
                 Box::pin(self.inner.call(req))
             }
             Err(err) => {
@@ -102,11 +91,7 @@ where
 }
 
 fn method_not_allowed(method: &Method, path: &str, allow: &[Method]) -> GatewayError {
-    let list = allow
-        .iter()
-        .map(Method::as_str)
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = allow.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
     let err = GatewayError::new(
         Code::Unimplemented,
         Fault::Client,

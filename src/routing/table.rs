@@ -33,20 +33,13 @@ impl<T> RouteTableBuilder<T> {
         Self::default()
     }
 
-    pub fn insert(
-        &mut self,
-        method: Method,
-        template: PathTemplate,
-        value: T,
-    ) -> Result<(), Collision<'_, T>> {
+    pub fn insert(&mut self, method: Method, template: PathTemplate, value: T) -> Result<(), Collision<'_, T>> {
         self.routes.push((method, template, value));
         Ok(())
     }
 
     pub fn build(self) -> RouteTable<T> {
-        RouteTable {
-            routes: self.routes,
-        }
+        RouteTable { routes: self.routes }
     }
 }
 

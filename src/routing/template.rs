@@ -36,10 +36,7 @@ pub struct TemplateError {
 
 impl PathTemplate {
     pub fn parse(template: &str) -> Result<Self, TemplateError> {
-        Err(TemplateError {
-            template: template.into(),
-            reason: "stub".into(),
-        })
+        Err(TemplateError { template: template.into(), reason: "stub".into() })
     }
 
     pub fn with_prefix(&self, _prefix: &str) -> Self {

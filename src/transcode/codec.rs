@@ -41,8 +41,7 @@ impl Encoder for DynamicEncoder {
     type Error = Status;
 
     fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
-        item.encode(dst)
-            .map_err(|e| Status::internal(format!("encoding request: {e}")))
+        item.encode(dst).map_err(|e| Status::internal(format!("encoding request: {e}")))
     }
 }
 
@@ -55,8 +54,7 @@ impl Decoder for DynamicDecoder {
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
         let mut msg = DynamicMessage::new(self.0.clone());
-        msg.merge(src)
-            .map_err(|e| Status::internal(format!("decoding response: {e}")))?;
+        msg.merge(src).map_err(|e| Status::internal(format!("decoding response: {e}")))?;
         Ok(Some(msg))
     }
 }

@@ -51,13 +51,7 @@ pub struct MetadataRules {
 
 impl MetadataRules {
     pub fn new(forward_headers: &[HeaderName]) -> Self {
-        Self {
-            forward: forward_headers
-                .iter()
-                .filter(|h| !reserved(h.as_str()))
-                .cloned()
-                .collect(),
-        }
+        Self { forward: forward_headers.iter().filter(|h| !reserved(h.as_str())).cloned().collect() }
     }
 
     /// The metadata of the upstream call for a request with `headers` from
@@ -73,11 +67,7 @@ impl MetadataRules {
         let mut forwarded_for = None;
         for (name, value) in headers {
             let key = name.as_str();
-            if *name == AUTHORIZATION
-                || *name == TRACEPARENT
-                || *name == TRACESTATE
-                || self.forward.contains(name)
-            {
+            if *name == AUTHORIZATION || *name == TRACEPARENT || *name == TRACESTATE || self.forward.contains(name) {
                 out.append(name.clone(), value.clone());
             } else if let Some(rest) = key.strip_prefix(GRPC_METADATA) {
                 if rest.is_empty() || reserved(rest) {
@@ -100,10 +90,7 @@ impl MetadataRules {
         if let Ok(value) = HeaderValue::try_from(chain) {
             out.insert(X_FORWARDED_FOR, value);
         }
-        let host = headers
-            .get(HOST)
-            .cloned()
-            .or_else(|| authority.and_then(|a| HeaderValue::from_str(a).ok()));
+        let host = headers.get(HOST).cloned().or_else(|| authority.and_then(|a| HeaderValue::from_str(a).ok()));
         if let Some(host) = host {
             out.insert(X_FORWARDED_HOST, host);
         }
@@ -144,20 +131,14 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (k, v) in pairs {
-            map.append(
-                HeaderName::from_bytes(k.as_bytes()).expect("name"),
-                HeaderValue::from_str(v).expect("value"),
-            );
+            map.append(HeaderName::from_bytes(k.as_bytes()).expect("name"), HeaderValue::from_str(v).expect("value"));
         }
         map
     }
 
     #[test]
     fn forwards_what_the_design_lists_and_nothing_else() {
-        let rules = MetadataRules::new(&[
-            HeaderName::from_static("x-tenant"),
-            HeaderName::from_static("connection"),
-        ]);
+        let rules = MetadataRules::new(&[HeaderName::from_static("x-tenant"), HeaderName::from_static("connection")]);
         let incoming = headers(&[
             ("authorization", "Bearer t"),
             ("grpc-metadata-user", "alice"),
@@ -167,38 +148,21 @@ mod tests {
             ("x-tenant", "acme"),
             ("connection", "keep-alive"),
             ("cookie", "secret"),
-            (
-                "traceparent",
-                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-            ),
+            ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
             ("x-forwarded-for", "10.0.0.1"),
             ("host", "api.example.com"),
             ("x-request-id", "client-chosen"),
         ]);
         let id = HeaderValue::from_static("rid-1");
-        let md = rules
-            .request_metadata(&incoming, None, "127.0.0.9".parse().expect("ip"), &id)
-            .into_headers();
-        assert_eq!(
-            md.get("authorization").map(|v| v.as_bytes()),
-            Some(&b"Bearer t"[..])
-        );
+        let md = rules.request_metadata(&incoming, None, "127.0.0.9".parse().expect("ip"), &id).into_headers();
+        assert_eq!(md.get("authorization").map(|v| v.as_bytes()), Some(&b"Bearer t"[..]));
         assert_eq!(md.get("user").map(|v| v.as_bytes()), Some(&b"alice"[..]));
         assert_eq!(md.get("blob-bin").map(|v| v.as_bytes()), Some(&b"AQI="[..]));
         assert_eq!(md.get("x-tenant").map(|v| v.as_bytes()), Some(&b"acme"[..]));
         assert!(md.get("traceparent").is_some());
-        assert_eq!(
-            md.get("x-request-id").map(|v| v.as_bytes()),
-            Some(&b"rid-1"[..])
-        );
-        assert_eq!(
-            md.get("x-forwarded-for").map(|v| v.as_bytes()),
-            Some(&b"10.0.0.1, 127.0.0.9"[..])
-        );
-        assert_eq!(
-            md.get("x-forwarded-host").map(|v| v.as_bytes()),
-            Some(&b"api.example.com"[..])
-        );
+        assert_eq!(md.get("x-request-id").map(|v| v.as_bytes()), Some(&b"rid-1"[..]));
+        assert_eq!(md.get("x-forwarded-for").map(|v| v.as_bytes()), Some(&b"10.0.0.1, 127.0.0.9"[..]));
+        assert_eq!(md.get("x-forwarded-host").map(|v| v.as_bytes()), Some(&b"api.example.com"[..]));
         for absent in ["grpc-timeout", "connection", "cookie", "host"] {
             assert!(md.get(absent).is_none(), "{absent} must not be forwarded");
         }
@@ -214,14 +178,8 @@ mod tests {
         t.insert("grpc-status", "0".parse().expect("v"));
         let mut out = HeaderMap::new();
         response_headers(&h, &t, &mut out);
-        assert_eq!(
-            out.get("grpc-metadata-x-served-by").map(|v| v.as_bytes()),
-            Some(&b"b1"[..])
-        );
-        assert_eq!(
-            out.get("grpc-trailer-x-cost").map(|v| v.as_bytes()),
-            Some(&b"3"[..])
-        );
+        assert_eq!(out.get("grpc-metadata-x-served-by").map(|v| v.as_bytes()), Some(&b"b1"[..]));
+        assert_eq!(out.get("grpc-trailer-x-cost").map(|v| v.as_bytes()), Some(&b"3"[..]));
         assert_eq!(out.len(), 2);
     }
 

@@ -25,25 +25,15 @@ pub struct RequestPlan {
 }
 
 impl RequestPlan {
-    pub fn new(
-        input: &MessageDescriptor,
-        _body: &str,
-        _variables: &[Vec<String>],
-    ) -> Result<Self, PlanError> {
-        Ok(Self {
-            input: input.clone(),
-        })
+    pub fn new(input: &MessageDescriptor, _body: &str, _variables: &[Vec<String>]) -> Result<Self, PlanError> {
+        Ok(Self { input: input.clone() })
     }
 
     pub fn has_body(&self) -> bool {
         false
     }
 
-    pub fn build(
-        &self,
-        _settings: &JsonSettings,
-        _input: RequestInput<'_>,
-    ) -> Result<DynamicMessage, GatewayError> {
+    pub fn build(&self, _settings: &JsonSettings, _input: RequestInput<'_>) -> Result<DynamicMessage, GatewayError> {
         Ok(DynamicMessage::new(self.input.clone()))
     }
 }

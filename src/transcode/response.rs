@@ -18,23 +18,14 @@ pub struct ResponsePlan {
 
 impl ResponsePlan {
     pub fn new(output: &MessageDescriptor, _response_body: &str) -> Result<Self, PlanError> {
-        Ok(Self {
-            output: output.clone(),
-        })
+        Ok(Self { output: output.clone() })
     }
 
     pub fn output(&self) -> &MessageDescriptor {
         &self.output
     }
 
-    pub fn render(
-        &self,
-        _settings: &JsonSettings,
-        _msg: &DynamicMessage,
-    ) -> Result<Rendered, GatewayError> {
-        Ok(Rendered {
-            body: Bytes::from_static(b"{}"),
-            content_type: HeaderValue::from_static("application/json"),
-        })
+    pub fn render(&self, _settings: &JsonSettings, _msg: &DynamicMessage) -> Result<Rendered, GatewayError> {
+        Ok(Rendered { body: Bytes::from_static(b"{}"), content_type: HeaderValue::from_static("application/json") })
     }
 }

@@ -23,8 +23,8 @@ use super::pb::google::api::HttpBody;
 use super::pb::google::rpc;
 use super::pb::protogate::test::v1::test_service_server::{TestService, TestServiceServer};
 use super::pb::protogate::test::v1::{
-    AllTypes, CountResponse, CustomDetail, DownloadRequest, FailRequest, MetadataRequest,
-    MetadataResponse, SleepRequest, UploadFieldRequest, UploadFieldResponse,
+    AllTypes, CountResponse, CustomDetail, DownloadRequest, FailRequest, MetadataRequest, MetadataResponse,
+    SleepRequest, UploadFieldRequest, UploadFieldResponse,
 };
 
 /// gRPC path prefix of every TestService method.
@@ -41,10 +41,7 @@ pub struct TestBackend {
 }
 
 fn any<M: prost::Message>(type_name: &str, message: &M) -> prost_types::Any {
-    prost_types::Any {
-        type_url: format!("type.googleapis.com/{type_name}"),
-        value: message.encode_to_vec(),
-    }
+    prost_types::Any { type_url: format!("type.googleapis.com/{type_name}"), value: message.encode_to_vec() }
 }
 
 /// The `google.rpc.Status` that `Fail` attaches when `with_details` is set.
@@ -73,9 +70,7 @@ pub fn fail_details(code: i32, message: &str) -> rpc::Status {
             ),
             any(
                 "protogate.test.v1.CustomDetail",
-                &CustomDetail {
-                    note: "only the test descriptors know this type".into(),
-                },
+                &CustomDetail { note: "only the test descriptors know this type".into() },
             ),
         ],
     }
@@ -99,17 +94,11 @@ impl TestService for TestBackend {
         Ok(Response::new(request.into_inner()))
     }
 
-    async fn echo_body_field(
-        &self,
-        request: Request<AllTypes>,
-    ) -> Result<Response<AllTypes>, Status> {
+    async fn echo_body_field(&self, request: Request<AllTypes>) -> Result<Response<AllTypes>, Status> {
         Ok(Response::new(request.into_inner()))
     }
 
-    async fn echo_response_field(
-        &self,
-        request: Request<AllTypes>,
-    ) -> Result<Response<AllTypes>, Status> {
+    async fn echo_response_field(&self, request: Request<AllTypes>) -> Result<Response<AllTypes>, Status> {
         Ok(Response::new(request.into_inner()))
     }
 
@@ -117,16 +106,9 @@ impl TestService for TestBackend {
         Ok(Response::new(request.into_inner()))
     }
 
-    async fn download(
-        &self,
-        request: Request<DownloadRequest>,
-    ) -> Result<Response<HttpBody>, Status> {
+    async fn download(&self, request: Request<DownloadRequest>) -> Result<Response<HttpBody>, Status> {
         let DownloadRequest { name, content_type } = request.into_inner();
-        let content_type = if content_type.is_empty() {
-            "text/plain".to_owned()
-        } else {
-            content_type
-        };
+        let content_type = if content_type.is_empty() { "text/plain".to_owned() } else { content_type };
         Ok(Response::new(HttpBody {
             content_type,
             data: format!("contents of {name}").into_bytes(),
@@ -148,31 +130,20 @@ impl TestService for TestBackend {
     }
 
     async fn fail(&self, request: Request<FailRequest>) -> Result<Response<()>, Status> {
-        let FailRequest {
-            code,
-            message,
-            with_details,
-        } = request.into_inner();
+        let FailRequest { code, message, with_details } = request.into_inner();
         if code == 0 {
             return Ok(Response::new(()));
         }
         let grpc_code = Code::from_i32(code);
         if with_details {
             let details = fail_details(code, &message).encode_to_vec();
-            Err(Status::with_details(
-                grpc_code,
-                message,
-                Bytes::from(details),
-            ))
+            Err(Status::with_details(grpc_code, message, Bytes::from(details)))
         } else {
             Err(Status::new(grpc_code, message))
         }
     }
 
-    async fn metadata(
-        &self,
-        request: Request<MetadataRequest>,
-    ) -> Result<Response<MetadataResponse>, Status> {
+    async fn metadata(&self, request: Request<MetadataRequest>) -> Result<Response<MetadataResponse>, Status> {
         let mut headers: HashMap<String, String> = HashMap::new();
         for entry in request.metadata().iter() {
             let (key, value) = match entry {
@@ -181,12 +152,10 @@ impl TestService for TestBackend {
                     Err(_) => continue,
                 },
                 // The wire form of a binary value is base64, so it is ASCII already.
-                KeyAndValueRef::Binary(key, value) => {
-                    match std::str::from_utf8(value.as_encoded_bytes()) {
-                        Ok(value) => (key.as_str(), value),
-                        Err(_) => continue,
-                    }
-                }
+                KeyAndValueRef::Binary(key, value) => match std::str::from_utf8(value.as_encoded_bytes()) {
+                    Ok(value) => (key.as_str(), value),
+                    Err(_) => continue,
+                },
             };
             headers
                 .entry(key.to_owned())
@@ -222,9 +191,7 @@ impl TestService for TestBackend {
 
     async fn count(&self, _request: Request<()>) -> Result<Response<CountResponse>, Status> {
         let calls = self.calls.load(Ordering::SeqCst);
-        Ok(Response::new(CountResponse {
-            calls: i64::try_from(calls).unwrap_or(i64::MAX),
-        }))
+        Ok(Response::new(CountResponse { calls: i64::try_from(calls).unwrap_or(i64::MAX) }))
     }
 }
 
@@ -240,10 +207,7 @@ impl<S> tower::Layer<S> for ObserveLayer {
     type Service = Observe<S>;
 
     fn layer(&self, inner: S) -> Observe<S> {
-        Observe {
-            inner,
-            calls: self.calls.clone(),
-        }
+        Observe { inner, calls: self.calls.clone() }
     }
 }
 
@@ -274,9 +238,7 @@ where
         let add_trailer = path == METADATA_PATH;
         self.inner
             .call(request)
-            .map(move |result| {
-                result.map(|response| response.map(|inner| WithTrailer { inner, add_trailer }))
-            })
+            .map(move |result| result.map(|response| response.map(|inner| WithTrailer { inner, add_trailer })))
             .boxed()
     }
 }
@@ -348,9 +310,7 @@ impl BackendHandle {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await
-                .expect("backend task panicked")
-                .expect("backend server failed");
+            task.await.expect("backend task panicked").expect("backend server failed");
         }
     }
 }
@@ -365,30 +325,18 @@ impl Drop for BackendHandle {
 
 /// Starts a `TestService` backend on `127.0.0.1:0` (h2c, like any gRPC server).
 pub async fn start_backend() -> (SocketAddr, BackendHandle) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind backend listener");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind backend listener");
     let addr = listener.local_addr().expect("backend local addr");
     let backend = TestBackend::default();
     let calls = backend.calls.clone();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
-        .layer(ObserveLayer {
-            calls: calls.clone(),
-        })
+        .layer(ObserveLayer { calls: calls.clone() })
         .add_service(TestServiceServer::new(backend))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            async move {
-                let _ = rx.await;
-            },
-        );
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), async move {
+            let _ = rx.await;
+        });
     let task = tokio::spawn(server);
-    let handle = BackendHandle {
-        addr,
-        calls,
-        shutdown: Some(tx),
-        task: Some(task),
-    };
+    let handle = BackendHandle { addr, calls, shutdown: Some(tx), task: Some(task) };
     (addr, handle)
 }

@@ -55,11 +55,8 @@ pub fn test_descriptor_set() -> &'static [u8] {
 /// its transitive imports), so that the example services do not add routes
 /// to the test gateway. Extension options (google.api.http) are kept.
 pub fn test_service_descriptor_set() -> Vec<u8> {
-    let all = prost_reflect::DescriptorPool::decode(test_descriptor_set())
-        .expect("examples.binpb decodes");
-    let root = all
-        .get_file_by_name(TEST_PROTO)
-        .expect("examples.binpb holds test.proto");
+    let all = prost_reflect::DescriptorPool::decode(test_descriptor_set()).expect("examples.binpb decodes");
+    let root = all.get_file_by_name(TEST_PROTO).expect("examples.binpb holds test.proto");
     let mut needed = HashSet::new();
     let mut pending = vec![root];
     while let Some(file) = pending.pop() {
@@ -70,19 +67,14 @@ pub fn test_service_descriptor_set() -> Vec<u8> {
     // `files()` is in dependency order, which the new pool requires.
     let mut pool = prost_reflect::DescriptorPool::new();
     for file in all.files().filter(|f| needed.contains(f.name())) {
-        pool.decode_file_descriptor_proto(file.encode_to_vec().as_slice())
-            .expect("file re-decodes");
+        pool.decode_file_descriptor_proto(file.encode_to_vec().as_slice()).expect("file re-decodes");
     }
     pool.encode_to_vec()
 }
 
 /// A plain HTTP/1.1 client that ignores proxy settings of the environment.
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .http1_only()
-        .no_proxy()
-        .build()
-        .expect("build reqwest client")
+    reqwest::Client::builder().http1_only().no_proxy().build().expect("build reqwest client")
 }
 
 /// The gateway in front of a test backend. Dropping it signals both to stop;
@@ -110,28 +102,20 @@ impl TestEnv {
     pub async fn start_with(configure: impl FnOnce(&mut protogate::config::Config)) -> TestEnv {
         let (backend_addr, backend) = start_backend().await;
         let descriptors = tempfile::tempdir().expect("create descriptor folder");
-        std::fs::write(
-            descriptors.path().join("test.binpb"),
-            test_service_descriptor_set(),
-        )
-        .expect("write test.binpb");
+        std::fs::write(descriptors.path().join("test.binpb"), test_service_descriptor_set()).expect("write test.binpb");
 
         let mut config = protogate::config::Config {
             descriptors: descriptors.path().to_path_buf(),
             upstreams: vec![protogate::config::UpstreamRule {
                 pattern: "*".into(),
-                url: format!("http://{backend_addr}")
-                    .parse()
-                    .expect("backend url"),
+                url: format!("http://{backend_addr}").parse().expect("backend url"),
             }],
             ..protogate::config::Config::default()
         };
         configure(&mut config);
         let gateway = protogate::server::Gateway::load(config)
             .unwrap_or_else(|e| panic!("gateway rejected the test descriptors: {e}"));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind gateway listener");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind gateway listener");
         let addr = listener.local_addr().expect("gateway local addr");
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(gateway.serve(listener, async move {
@@ -155,8 +139,7 @@ impl TestEnv {
     }
 
     pub async fn get(&self, path_and_query: &str) -> Reply {
-        self.request(reqwest::Method::GET, path_and_query, &[], None)
-            .await
+        self.request(reqwest::Method::GET, path_and_query, &[], None).await
     }
 
     pub async fn post_json(&self, path: &str, body: &str) -> Reply {
@@ -183,10 +166,7 @@ impl TestEnv {
         if let Some(body) = body {
             builder = builder.body(body);
         }
-        let response = builder
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let response = builder.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         Reply::read(response).await
     }
 
@@ -206,9 +186,7 @@ impl TestEnv {
             let _ = tx.send(());
         }
         if let Some(task) = self.gateway_task.take() {
-            task.await
-                .expect("gateway task panicked")
-                .expect("gateway server failed");
+            task.await.expect("gateway task panicked").expect("gateway server failed");
         }
         if let Some(backend) = self.backend.take() {
             backend.shutdown().await;
@@ -237,22 +215,13 @@ impl Reply {
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.bytes().await.expect("read response body");
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        Reply { status, headers, body }
     }
 
     /// The body as JSON; panics with the body when it is not JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body of a {} reply is not JSON ({e}): {}",
-                self.status,
-                self.text()
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body of a {} reply is not JSON ({e}): {}", self.status, self.text()))
     }
 
     /// The body as text, lossily, for assertions and panic messages.
@@ -271,12 +240,7 @@ impl Reply {
 /// Returns the parsed JSON for further checks.
 #[track_caller]
 pub fn assert_error(reply: &Reply, http_status: u16, grpc_code: i32) -> serde_json::Value {
-    assert_eq!(
-        reply.status.as_u16(),
-        http_status,
-        "unexpected HTTP status; body: {}",
-        reply.text()
-    );
+    assert_eq!(reply.status.as_u16(), http_status, "unexpected HTTP status; body: {}", reply.text());
     let content_type = reply.header("content-type").unwrap_or_default();
     assert!(
         content_type.starts_with("application/json"),
@@ -284,16 +248,9 @@ pub fn assert_error(reply: &Reply, http_status: u16, grpc_code: i32) -> serde_js
         reply.text()
     );
     let json = reply.json();
-    assert_eq!(
-        json["code"],
-        serde_json::json!(grpc_code),
-        "unexpected `code` in {json}"
-    );
+    assert_eq!(json["code"], serde_json::json!(grpc_code), "unexpected `code` in {json}");
     let message = json["message"].as_str().unwrap_or_default();
     assert!(!message.is_empty(), "`message` missing or empty in {json}");
-    assert!(
-        json["details"].is_array(),
-        "`details` array missing in {json}"
-    );
+    assert!(json["details"].is_array(), "`details` array missing in {json}");
     json
 }
