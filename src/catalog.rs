@@ -21,6 +21,9 @@ use crate::routing::{PathTemplate, RouteTable, RouteTableBuilder};
 use crate::transcode::{DynamicCodec, JsonSettings, RequestPlan, ResponsePlan};
 use crate::upstream::{Upstream, UpstreamError, Upstreams};
 
+/// The files one upstream listed through gRPC reflection: (URL, files).
+pub type Reflected = (String, Vec<(String, bytes::Bytes)>);
+
 /// One HTTP binding of one gRPC method, ready to serve.
 #[derive(Debug)]
 pub struct Route {
@@ -144,7 +147,11 @@ impl Catalog {
                 continue;
             }
             let version = version_of(&origin);
-            let Some(upstream) = upstreams.resolve_versioned(service.full_name(), version.as_deref()) else {
+            let upstream = match &origin {
+                Origin::Reflection(url) => upstreams.reflection_upstream(url),
+                _ => upstreams.resolve_versioned(service.full_name(), version.as_deref()),
+            };
+            let Some(upstream) = upstream else {
                 unrouted.push(Unrouted {
                     name: service.full_name().to_string(),
                     reason: format!("no upstream matches (add --upstream {}=URL)", service.full_name()),
@@ -443,8 +450,9 @@ fn read_rule(rule: &DynamicMessage) -> Result<Rule, String> {
     Ok(Rule { http_method, path, body: text("body"), response_body: text("response_body") })
 }
 
-/// Loads the descriptor folder and builds a catalog in one step.
-pub fn load(config: &Config, upstreams: &Upstreams) -> Result<Catalog, LoadError> {
-    let descriptors = crate::descriptors::load_dir(&config.descriptors)?;
+/// Loads the descriptor folder, merges files discovered by reflection
+/// (`(upstream URL, files)`), and builds a catalog in one step.
+pub fn load(config: &Config, upstreams: &Upstreams, reflected: &[Reflected]) -> Result<Catalog, LoadError> {
+    let descriptors = crate::descriptors::load(&config.descriptors, reflected)?;
     Catalog::build(config, descriptors, upstreams)
 }

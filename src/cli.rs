@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -59,8 +60,8 @@ pub fn run() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(_) => serve(config).await,
-            Command::Routes(_) => routes(&config),
-            Command::Check(_) => check(&config),
+            Command::Routes(_) => routes(&config).await,
+            Command::Check(_) => check(&config).await,
         }
     })
 }
@@ -121,13 +122,24 @@ async fn serve(config: Config) -> ExitCode {
     }
 }
 
-fn load_catalog(config: &Config) -> Result<Catalog, LoadError> {
+async fn load_catalog(config: &Config) -> Result<Catalog, LoadError> {
     let upstreams = Upstreams::new(config)?;
-    crate::catalog::load(config, &upstreams)
+    let mut reflected = Vec::new();
+    let mut problems = Vec::new();
+    for (url, result) in crate::reload::fetch_reflection(&upstreams, Duration::from_secs(10)).await {
+        match result {
+            Ok(files) => reflected.push((url, files)),
+            Err(err) => problems.push(err.to_string()),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(LoadError { problems });
+    }
+    crate::catalog::load(config, &upstreams, &reflected)
 }
 
-fn routes(config: &Config) -> ExitCode {
-    match load_catalog(config) {
+async fn routes(config: &Config) -> ExitCode {
+    match load_catalog(config).await {
         Ok(catalog) => {
             let _ = std::io::stdout().write_all(route_table(&catalog).as_bytes());
             ExitCode::SUCCESS
@@ -139,8 +151,8 @@ fn routes(config: &Config) -> ExitCode {
     }
 }
 
-fn check(config: &Config) -> ExitCode {
-    match load_catalog(config) {
+async fn check(config: &Config) -> ExitCode {
+    match load_catalog(config).await {
         Ok(catalog) => {
             if catalog.sources.is_empty() {
                 eprintln!("protogate: warning: no descriptor files in {}", config.descriptors.display());

@@ -28,6 +28,11 @@ pub struct Config {
     /// Already resolved: a relative path from the file is joined to the
     /// file's folder; one from `--descriptors` is left relative to the CWD.
     pub descriptors: PathBuf,
+    /// `descriptors.reflection`: upstreams whose services are discovered
+    /// with gRPC server reflection.
+    pub reflection: Vec<http::Uri>,
+    /// `descriptors.reflection_interval`: how often they are asked again.
+    pub reflection_interval: std::time::Duration,
     /// `None`: one worker per core.
     pub threads: Option<usize>,
     /// In the order given: the file's entries (URLs replaced by flags with
@@ -150,6 +155,8 @@ impl Default for Config {
             forward_headers: Vec::new(),
             logging: Logging { format: LogFormat::Pretty, level: "info".into() },
             versions: std::collections::BTreeMap::new(),
+            reflection: Vec::new(),
+            reflection_interval: Duration::from_secs(30),
         }
     }
 }

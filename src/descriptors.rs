@@ -245,6 +245,12 @@ pub fn load(dir: &Path, reflected: &[(String, Vec<(String, Bytes)>)]) -> Result<
     }
     for (upstream, files) in reflected {
         for (name, raw) in files {
+            digest.update(upstream.as_bytes());
+            digest.update([0]);
+            digest.update(name.as_bytes());
+            digest.update([0]);
+            digest.update((raw.len() as u64).to_le_bytes());
+            digest.update(raw);
             merger.add_file(name.clone(), raw.clone(), Origin::Reflection(upstream.clone()))?;
         }
     }
