@@ -16,6 +16,7 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, ServiceDes
 
 use crate::config::{Config, RouteSelector};
 use crate::descriptors::{DescriptorError, Descriptors, Origin, SourceFile};
+use crate::middleware::auth::policy::{PolicySet, RouteFacts, RoutePolicy};
 use crate::routing::{PathTemplate, RouteTable, RouteTableBuilder};
 use crate::transcode::{DynamicCodec, JsonSettings, RequestPlan, ResponsePlan};
 use crate::upstream::{Upstream, UpstreamError, Upstreams};
@@ -41,6 +42,9 @@ pub struct Route {
     /// The URL version prefix the route is mounted under (`v1`, `v2beta1`),
     /// if any.
     pub version: Option<String>,
+    /// Who may call the route: the first `policies` rule that selects it,
+    /// else the default; resolved here once, checked per request.
+    pub policy: Arc<RoutePolicy>,
 }
 
 impl Route {
@@ -205,10 +209,27 @@ impl Catalog {
         }
 
         let json = JsonSettings::new(&config.json);
+        let policies = match PolicySet::new(&config.policies, &config.auth) {
+            Ok(policies) => Some(policies),
+            Err(err) => {
+                problems.push(err.to_string());
+                None
+            }
+        };
         let mut routes = Vec::with_capacity(bindings.len());
         for binding in bindings {
             match binding.into_route(config) {
-                Ok(route) => routes.push(Arc::new(route)),
+                Ok(mut route) => {
+                    if let Some(policies) = &policies {
+                        route.policy = policies.resolve(&RouteFacts {
+                            http_method: &route.http_method,
+                            template: &route.template.to_string(),
+                            grpc_method: route.grpc_method(),
+                            version: route.version.as_deref(),
+                        });
+                    }
+                    routes.push(Arc::new(route))
+                }
                 Err(problem) => problems.push(problem),
             }
         }
@@ -334,6 +355,7 @@ impl Binding {
             origin: self.origin,
             auto_mapped: self.auto_mapped,
             version: None,
+            policy: Arc::new(RoutePolicy::public()),
             method: self.method,
         })
     }

@@ -116,6 +116,10 @@ async fn serve(config: Config) -> ExitCode {
 
 fn load_catalog(config: &Config) -> Result<Catalog, LoadError> {
     let upstreams = Upstreams::new(&config.upstreams)?;
+    // Secrets and JWKS files are checked here too (URLs are not fetched).
+    crate::middleware::auth::Authenticator::new(&config.auth).map_err(|err| LoadError {
+        problems: vec![err.to_string()],
+    })?;
     crate::catalog::load(config, &upstreams)
 }
 
@@ -166,11 +170,12 @@ fn check(config: &Config) -> ExitCode {
 
 /// The route table as aligned text columns, then the unrouted services.
 pub fn route_table(catalog: &Catalog) -> String {
-    let mut rows: Vec<[String; 4]> = vec![[
+    let mut rows: Vec<[String; 5]> = vec![[
         "METHOD".into(),
         "PATH".into(),
         "GRPC METHOD".into(),
         "UPSTREAM".into(),
+        "POLICY".into(),
     ]];
     for route in &catalog.routes {
         rows.push([
@@ -178,9 +183,10 @@ pub fn route_table(catalog: &Catalog) -> String {
             route.template.to_string(),
             route.grpc_method().to_string(),
             route.upstream.url.to_string(),
+            route.policy.to_string(),
         ]);
     }
-    let mut widths = [0usize; 4];
+    let mut widths = [0usize; 5];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
@@ -189,14 +195,16 @@ pub fn route_table(catalog: &Catalog) -> String {
     let mut out = String::new();
     for row in &rows {
         let line = format!(
-            "{:w0$}  {:w1$}  {:w2$}  {}",
+            "{:w0$}  {:w1$}  {:w2$}  {:w3$}  {}",
             row[0],
             row[1],
             row[2],
             row[3],
+            row[4],
             w0 = widths[0],
             w1 = widths[1],
-            w2 = widths[2]
+            w2 = widths[2],
+            w3 = widths[3]
         );
         let _ = writeln!(out, "{}", line.trim_end());
     }

@@ -17,6 +17,10 @@ pub struct Config {
     pub limits: Limits,
     pub forward_headers: Vec<http::HeaderName>,
     pub logging: Logging,
+    /// `auth:` — JWT providers, API keys, what the backend is told.
+    pub auth: crate::middleware::auth::AuthConfig,
+    /// `policies:` — which routes need which credentials.
+    pub policies: crate::middleware::auth::PoliciesConfig,
 }
 
 /// `PATTERN=URL`: a fully-qualified service, a package, or `*`.
@@ -107,6 +111,8 @@ impl Default for Config {
                 format: LogFormat::Pretty,
                 level: "info".into(),
             },
+            auth: Default::default(),
+            policies: Default::default(),
         }
     }
 }

@@ -28,9 +28,10 @@ use tower::{Service, ServiceBuilder};
 use crate::catalog::{self, Catalog, LoadError};
 use crate::config::Config;
 use crate::error::{Fault, GatewayError};
+use crate::middleware::auth::{AuthLayer, Authenticator};
 use crate::middleware::request_id::RequestIdLayer;
 use crate::middleware::route_match::{MatchedRoute, RouteMatchLayer};
-use crate::middleware::ResponseFuture;
+use crate::middleware::{Identity, ResponseFuture};
 use crate::transcode::metadata::{self, MetadataRules, X_REQUEST_ID};
 use crate::transcode::status::render_error;
 use crate::transcode::{JsonSettings, RequestInput};
@@ -51,6 +52,7 @@ pub struct Gateway {
     /// Swapped whole on reload; a request keeps the snapshot it started on.
     catalog: Arc<ArcSwap<Catalog>>,
     metadata: Arc<MetadataRules>,
+    auth: Arc<Authenticator>,
 }
 
 impl Gateway {
@@ -59,14 +61,24 @@ impl Gateway {
     pub fn load(config: Config) -> Result<Self, LoadError> {
         let upstreams = Upstreams::new(&config.upstreams)?;
         let catalog = catalog::load(&config, &upstreams)?;
-        Ok(Self::from_catalog(&config, catalog))
+        let gateway = Self::from_catalog(&config, catalog)?;
+        gateway.auth.start();
+        Ok(gateway)
     }
 
-    pub fn from_catalog(config: &Config, catalog: Catalog) -> Self {
-        Self {
+    /// A gateway serving `catalog`; JWKS URLs are only fetched on demand
+    /// until [`Authenticator::start`] runs (as [`Gateway::load`] does).
+    pub fn from_catalog(config: &Config, catalog: Catalog) -> Result<Self, LoadError> {
+        let auth = Authenticator::new(&config.auth).map_err(|err| LoadError {
+            problems: vec![err.to_string()],
+        })?;
+        let metadata =
+            MetadataRules::new(&config.forward_headers).with_identity(auth.forwarding().clone());
+        Ok(Self {
             catalog: Arc::new(ArcSwap::from_pointee(catalog)),
-            metadata: Arc::new(MetadataRules::new(&config.forward_headers)),
-        }
+            metadata: Arc::new(metadata),
+            auth: Arc::new(auth),
+        })
     }
 
     /// The catalog currently serving.
@@ -136,6 +148,9 @@ impl Gateway {
             // Takes the catalog snapshot the request will finish on; 404 and
             // 405 end here, before any body is read.
             .layer(RouteMatchLayer::new(self.catalog.clone()))
+            // After the match (policies are per route), before any body is
+            // read: 401/403 cost no JSON parsing.
+            .layer(AuthLayer::new(self.auth.clone()))
             // Innermost: body, transcoding, the upstream call.
             .service(Transcoder {
                 metadata: self.metadata.clone(),
@@ -234,6 +249,7 @@ impl Transcoder {
             parts.uri.authority().map(|a| a.as_str()),
             self.peer.ip(),
             &request_id,
+            parts.extensions.get::<Identity>(),
         );
         let timeout = match parts.headers.get(GRPC_TIMEOUT) {
             Some(value) => parse_grpc_timeout(value)?.min(route.timeout),

@@ -1,6 +1,8 @@
 //! HTTP headers ↔ gRPC metadata (DESIGN §4).
 //!
-//! To the backend go: `authorization`, `grpc-metadata-X` as `X`, the
+//! To the backend go: `authorization` (unless `auth.forward_token` is off),
+//! the authenticated identity (`x-consumer-id`, `x-auth-provider`, the
+//! `auth.forward_claims`; client copies of these never pass), `grpc-metadata-X` as `X`, the
 //! configured `forward_headers`, `x-request-id`, W3C trace context, and
 //! `x-forwarded-for`/`x-forwarded-host`. Never hop-by-hop headers, never
 //! reserved gRPC headers. From the backend come response metadata as
@@ -13,6 +15,9 @@ use std::net::IpAddr;
 use http::header::{AUTHORIZATION, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tonic::metadata::MetadataMap;
+
+use crate::middleware::auth::{IdentityForwarding, X_AUTH_PROVIDER, X_CONSUMER_ID};
+use crate::middleware::Identity;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -47,6 +52,7 @@ fn reserved(name: &str) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct MetadataRules {
     forward: HashSet<HeaderName>,
+    identity: IdentityForwarding,
 }
 
 impl MetadataRules {
@@ -57,7 +63,14 @@ impl MetadataRules {
                 .filter(|h| !reserved(h.as_str()))
                 .cloned()
                 .collect(),
+            identity: IdentityForwarding::default(),
         }
+    }
+
+    /// What the backend learns about the authenticated caller.
+    pub fn with_identity(mut self, identity: IdentityForwarding) -> Self {
+        self.identity = identity;
+        self
     }
 
     /// The metadata of the upstream call for a request with `headers` from
@@ -68,19 +81,23 @@ impl MetadataRules {
         authority: Option<&str>,
         peer: IpAddr,
         request_id: &HeaderValue,
+        identity: Option<&Identity>,
     ) -> MetadataMap {
         let mut out = HeaderMap::with_capacity(8);
         let mut forwarded_for = None;
         for (name, value) in headers {
             let key = name.as_str();
-            if *name == AUTHORIZATION
-                || *name == TRACEPARENT
-                || *name == TRACESTATE
-                || self.forward.contains(name)
-            {
-                out.append(name.clone(), value.clone());
+            if *name == AUTHORIZATION {
+                if self.identity.forward_token {
+                    out.append(name.clone(), value.clone());
+                }
+            } else if *name == TRACEPARENT || *name == TRACESTATE || self.forward.contains(name) {
+                // Identity comes from authentication alone.
+                if !self.identity.is_identity_header(key) {
+                    out.append(name.clone(), value.clone());
+                }
             } else if let Some(rest) = key.strip_prefix(GRPC_METADATA) {
-                if rest.is_empty() || reserved(rest) {
+                if rest.is_empty() || reserved(rest) || self.identity.is_identity_header(rest) {
                     continue;
                 }
                 if let Ok(name) = HeaderName::from_bytes(rest.as_bytes()) {
@@ -107,8 +124,44 @@ impl MetadataRules {
         if let Some(host) = host {
             out.insert(X_FORWARDED_HOST, host);
         }
+        if let Some(identity) = identity {
+            self.identity_metadata(identity, &mut out);
+        }
         MetadataMap::from_headers(out)
     }
+
+    /// `x-consumer-id`, `x-auth-provider` and the forwarded claims; a
+    /// claim that is an array or object goes as its JSON text. A value a
+    /// header cannot carry (gRPC ASCII metadata: printable ASCII only) is
+    /// left out.
+    fn identity_metadata(&self, identity: &Identity, out: &mut HeaderMap) {
+        if let Some(value) = ascii_value(&identity.consumer) {
+            out.insert(X_CONSUMER_ID, value);
+        }
+        if let Some(value) = ascii_value(&identity.provider) {
+            out.insert(X_AUTH_PROVIDER, value);
+        }
+        for (claim, header) in &self.identity.claims {
+            let value = match identity.claims.get(claim) {
+                None | Some(serde_json::Value::Null) => continue,
+                Some(serde_json::Value::String(text)) => ascii_value(text),
+                Some(other) => ascii_value(&other.to_string()),
+            };
+            match value {
+                Some(value) => {
+                    out.insert(header.clone(), value);
+                }
+                None => tracing::debug!(claim, "claim value cannot be sent as metadata"),
+            }
+        }
+    }
+}
+
+fn ascii_value(text: &str) -> Option<HeaderValue> {
+    if !text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return None;
+    }
+    HeaderValue::from_str(text).ok()
 }
 
 /// Copies backend response metadata and trailers onto the HTTP response.
@@ -177,7 +230,7 @@ mod tests {
         ]);
         let id = HeaderValue::from_static("rid-1");
         let md = rules
-            .request_metadata(&incoming, None, "127.0.0.9".parse().expect("ip"), &id)
+            .request_metadata(&incoming, None, "127.0.0.9".parse().expect("ip"), &id, None)
             .into_headers();
         assert_eq!(
             md.get("authorization").map(|v| v.as_bytes()),
