@@ -258,6 +258,57 @@ mod tests {
     }
 
     #[test]
+    fn identity_replaces_client_copies_and_token_follows_the_setting() {
+        let auth: crate::middleware::auth::AuthConfig = serde_yaml_ng::from_str(
+            "api_keys: { keys: [] }\nforward_claims: [email, groups, name]",
+        )
+        .expect("config");
+        let forwarding = IdentityForwarding::new(&auth).expect("valid");
+        let rules = MetadataRules::new(&[HeaderName::from_static("x-consumer-id")])
+            .with_identity(forwarding);
+        let incoming = headers(&[
+            ("authorization", "Bearer t"),
+            ("x-consumer-id", "mallory"),
+            ("grpc-metadata-x-auth-provider", "forged"),
+            ("grpc-metadata-x-claim-email", "root@example.com"),
+        ]);
+        let identity = Identity {
+            consumer: "alice".into(),
+            provider: "corp".into(),
+            scopes: vec![],
+            claims:
+                serde_json::json!({"email": "a@example.com", "groups": ["a", "b"], "name": "Zoë"})
+                    .as_object()
+                    .cloned()
+                    .expect("object"),
+        };
+        let id = HeaderValue::from_static("rid");
+        let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+        let md = rules
+            .request_metadata(&incoming, None, ip, &id, Some(&identity))
+            .into_headers();
+        let get = |n: &str| {
+            md.get_all(n)
+                .iter()
+                .map(|v| v.as_bytes().to_vec())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get("x-consumer-id"), vec![b"alice".to_vec()]);
+        assert_eq!(get("x-auth-provider"), vec![b"corp".to_vec()]);
+        assert_eq!(get("x-claim-email"), vec![b"a@example.com".to_vec()]);
+        assert_eq!(get("x-claim-groups"), vec![br#"["a","b"]"#.to_vec()]);
+        assert!(get("x-claim-name").is_empty(), "non-ASCII is left out");
+        assert!(get("authorization").is_empty(), "forward_token is off");
+        // Without an identity, nothing identity-like passes at all.
+        let md = rules
+            .request_metadata(&incoming, None, ip, &id, None)
+            .into_headers();
+        for name in ["x-consumer-id", "x-auth-provider", "x-claim-email"] {
+            assert!(md.get(name).is_none(), "{name}");
+        }
+    }
+
+    #[test]
     fn backend_metadata_comes_back_prefixed() {
         let mut h = MetadataMap::new();
         h.insert("x-served-by", "b1".parse().expect("v"));

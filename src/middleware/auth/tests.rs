@@ -178,12 +178,18 @@ fn challenges_name_the_error_without_secrets() {
 
 #[test]
 fn duplicate_names_and_bad_realms_are_config_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("s");
+    std::fs::write(&secret, "x").expect("write");
     let dup = format!(
-        "jwt: [{{ name: api_key, secret: {{ file: /nonexistent }} }}]\napi_keys: {{ keys: [] }}"
+        "jwt: [{{ name: api_key, secret: {{ file: {} }} }}]\napi_keys: {{ keys: [] }}",
+        secret.display()
     );
     let config: AuthConfig = serde_yaml_ng::from_str(&dup).expect("config");
-    // The secret file is missing too; either way it must not load.
-    assert!(Authenticator::new(&config).is_err());
+    assert!(matches!(
+        Authenticator::new(&config),
+        Err(AuthError::DuplicateProvider(name)) if name == "api_key"
+    ));
     let config: AuthConfig =
         serde_yaml_ng::from_str("realm: 'a\"b'\napi_keys: { keys: [] }").expect("config");
     assert!(matches!(
