@@ -17,6 +17,7 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, ServiceDes
 use crate::config::values::is_version;
 use crate::config::{Config, Deprecation, RouteSelector};
 use crate::descriptors::{DescriptorError, Descriptors, Origin, SourceFile};
+use crate::middleware::auth::policy::{PolicySet, RouteFacts, RoutePolicy};
 use crate::routing::{PathTemplate, RouteTable, RouteTableBuilder};
 use crate::transcode::{DynamicCodec, JsonSettings, RequestPlan, ResponsePlan};
 use crate::upstream::{Upstream, UpstreamError, Upstreams};
@@ -47,6 +48,9 @@ pub struct Route {
     pub version: Option<String>,
     /// Added to every response of the route (`Deprecation`, `Sunset`).
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Who may call the route: the first `policies` rule that selects it,
+    /// else the default; resolved here once, checked per request.
+    pub policy: Arc<RoutePolicy>,
 }
 
 impl Route {
@@ -210,10 +214,27 @@ impl Catalog {
         }
 
         let json = JsonSettings::new(&config.json);
+        let policies = match PolicySet::new(&config.policies, &config.auth) {
+            Ok(policies) => Some(policies),
+            Err(err) => {
+                problems.push(err.to_string());
+                None
+            }
+        };
         let mut routes = Vec::with_capacity(bindings.len());
         for binding in bindings {
             match binding.into_route(config) {
-                Ok(route) => routes.push(Arc::new(route)),
+                Ok(mut route) => {
+                    if let Some(policies) = &policies {
+                        route.policy = policies.resolve(&RouteFacts {
+                            http_method: &route.http_method,
+                            template: &route.template.to_string(),
+                            grpc_method: route.grpc_method(),
+                            version: route.version.as_deref(),
+                        });
+                    }
+                    routes.push(Arc::new(route))
+                }
                 Err(problem) => problems.push(problem),
             }
         }
@@ -335,6 +356,7 @@ impl Binding {
                 .map(deprecation_headers)
                 .unwrap_or_default(),
             version: self.version,
+            policy: Arc::new(RoutePolicy::public()),
             method: self.method,
         })
     }

@@ -124,6 +124,9 @@ async fn serve(config: Config) -> ExitCode {
 
 async fn load_catalog(config: &Config) -> Result<Catalog, LoadError> {
     let upstreams = Upstreams::new(config)?;
+    // Secrets and JWKS files are checked here too (URLs are not fetched).
+    crate::middleware::auth::Authenticator::new(&config.auth)
+        .map_err(|err| LoadError { problems: vec![err.to_string()] })?;
     let mut reflected = Vec::new();
     let mut problems = Vec::new();
     for (url, result) in crate::reload::fetch_reflection(&upstreams, Duration::from_secs(10)).await {
@@ -179,7 +182,7 @@ async fn check(config: &Config) -> ExitCode {
 
 /// The route table as aligned text columns, then the unrouted services.
 pub fn route_table(catalog: &Catalog) -> String {
-    let header = ["METHOD", "PATH", "VERSION", "GRPC METHOD", "UPSTREAM"].map(String::from);
+    let header = ["METHOD", "PATH", "VERSION", "GRPC METHOD", "UPSTREAM", "POLICY"].map(String::from);
     let mut rows = vec![header];
     for route in &catalog.routes {
         rows.push([
@@ -188,9 +191,10 @@ pub fn route_table(catalog: &Catalog) -> String {
             route.version.clone().unwrap_or_else(|| "-".into()),
             route.grpc_method().to_string(),
             route.upstream.url.to_string(),
+            route.policy.to_string(),
         ]);
     }
-    let mut widths = [0usize; 5];
+    let mut widths = [0usize; 6];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 /// Every setting, checked and with defaults filled in. See `docs/config.md`
 /// for what each one does.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
@@ -43,6 +43,10 @@ pub struct Config {
     pub limits: Limits,
     pub forward_headers: Vec<http::HeaderName>,
     pub logging: Logging,
+    /// `auth:` — JWT providers, API keys, what the backend is told.
+    pub auth: crate::middleware::auth::AuthConfig,
+    /// `policies:` — which routes need which credentials.
+    pub policies: crate::middleware::auth::PoliciesConfig,
     /// `versions.vN`: settings of the routes mounted under `/vN`.
     pub versions: std::collections::BTreeMap<String, VersionConfig>,
 }
@@ -157,6 +161,8 @@ impl Default for Config {
             versions: std::collections::BTreeMap::new(),
             reflection: Vec::new(),
             reflection_interval: Duration::from_secs(30),
+            auth: Default::default(),
+            policies: Default::default(),
         }
     }
 }
