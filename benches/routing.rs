@@ -15,14 +15,8 @@ fn table(n: usize) -> RouteTable<usize> {
         let (method, text) = match i % 5 {
             0 => (Method::GET, format!("/v1/service{service}/status/live")),
             1 => (Method::GET, format!("/v1/service{service}/users/{{id}}")),
-            2 => (
-                Method::POST,
-                format!("/v1/service{service}/users/{{id}}:cancel"),
-            ),
-            3 => (
-                Method::GET,
-                format!("/v1/service{service}/{{name=shelves/*/books/**}}"),
-            ),
+            2 => (Method::POST, format!("/v1/service{service}/users/{{id}}:cancel")),
+            3 => (Method::GET, format!("/v1/service{service}/{{name=shelves/*/books/**}}")),
             _ => (Method::POST, format!("/v1/service{service}/users")),
         };
         let template = PathTemplate::parse(&text).expect("bench templates are valid");
@@ -40,26 +34,10 @@ fn lookups(c: &mut Criterion) {
         // A service in the middle of the table.
         let service = n / 10;
         let cases = [
-            (
-                "literal",
-                Method::GET,
-                format!("/v1/service{service}/status/live"),
-            ),
-            (
-                "variable",
-                Method::GET,
-                format!("/v1/service{service}/shelves/s%201/books/a/b"),
-            ),
-            (
-                "verb",
-                Method::POST,
-                format!("/v1/service{service}/users/42:cancel"),
-            ),
-            (
-                "miss",
-                Method::GET,
-                format!("/v1/service{service}/nothing/here"),
-            ),
+            ("literal", Method::GET, format!("/v1/service{service}/status/live")),
+            ("variable", Method::GET, format!("/v1/service{service}/shelves/s%201/books/a/b")),
+            ("verb", Method::POST, format!("/v1/service{service}/users/42:cancel")),
+            ("miss", Method::GET, format!("/v1/service{service}/nothing/here")),
         ];
         for (name, method, path) in &cases {
             // Guard against benchmarking a lookup that silently fails.

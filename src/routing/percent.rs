@@ -31,9 +31,7 @@ pub(super) fn with_decoded<R>(raw: &str, f: impl FnOnce(Option<&str>) -> R) -> R
 
 /// Fully decodes the value of a single-segment variable.
 pub(super) fn decode(raw: &str) -> Result<String, Utf8Error> {
-    percent_decode_str(raw)
-        .decode_utf8()
-        .map(|text| text.into_owned())
+    percent_decode_str(raw).decode_utf8().map(|text| text.into_owned())
 }
 
 /// Decodes the value of a multi-segment variable, except `%2F`/`%2f`, which
@@ -56,9 +54,7 @@ pub(super) fn decode_keeping_slashes(raw: &str) -> Result<String, Utf8Error> {
 }
 
 fn find_encoded_slash(text: &str) -> Option<usize> {
-    text.as_bytes()
-        .windows(3)
-        .position(|w| w[0] == b'%' && w[1] == b'2' && (w[2] == b'F' || w[2] == b'f'))
+    text.as_bytes().windows(3).position(|w| w[0] == b'%' && w[1] == b'2' && (w[2] == b'F' || w[2] == b'f'))
 }
 
 #[cfg(test)]
@@ -80,10 +76,7 @@ mod tests {
 
     #[test]
     fn multi_segment_values_keep_encoded_slashes_only() {
-        assert_eq!(
-            decode_keeping_slashes("a/b%2fc%2Fd%20e").as_deref(),
-            Ok("a/b%2Fc%2Fd e")
-        );
+        assert_eq!(decode_keeping_slashes("a/b%2fc%2Fd%20e").as_deref(), Ok("a/b%2Fc%2Fd e"));
     }
 
     #[test]
@@ -94,16 +87,10 @@ mod tests {
 
     #[test]
     fn with_decoded_handles_short_long_and_invalid_input() {
-        assert_eq!(
-            with_decoded("a%62c", |s| s.map(str::to_owned)),
-            Some("abc".into())
-        );
+        assert_eq!(with_decoded("a%62c", |s| s.map(str::to_owned)), Some("abc".into()));
         let long = "%61".repeat(STACK_BYTES + 5);
         let expected = "a".repeat(STACK_BYTES + 5);
-        assert_eq!(
-            with_decoded(&long, |s| s.map(str::to_owned)),
-            Some(expected)
-        );
+        assert_eq!(with_decoded(&long, |s| s.map(str::to_owned)), Some(expected));
         assert_eq!(with_decoded("%FF", |s| s.map(str::to_owned)), None);
     }
 }

@@ -107,12 +107,7 @@ impl Ends {
 
 impl<T> Default for RouteTableBuilder<T> {
     fn default() -> Self {
-        Self {
-            routes: Routes {
-                tries: Vec::new(),
-                entries: Vec::new(),
-            },
-        }
+        Self { routes: Routes { tries: Vec::new(), entries: Vec::new() } }
     }
 }
 
@@ -127,12 +122,7 @@ impl<T> RouteTableBuilder<T> {
     ///
     /// `template` must keep `**` last, as [`PathTemplate::parse`] ensures;
     /// segments after a `**` are ignored.
-    pub fn insert(
-        &mut self,
-        method: Method,
-        template: PathTemplate,
-        value: T,
-    ) -> Result<(), Collision<'_, T>> {
+    pub fn insert(&mut self, method: Method, template: PathTemplate, value: T) -> Result<(), Collision<'_, T>> {
         let routes = &mut self.routes;
         let id = routes.entries.len();
         let trie = match routes.tries.iter().position(|(m, _)| *m == method) {
@@ -151,15 +141,9 @@ impl<T> RouteTableBuilder<T> {
                 Segment::Single | Segment::Multi => node.single.get_or_insert_with(Box::default),
             };
         }
-        let ends = if multi_at.is_some() {
-            &mut node.rest
-        } else {
-            &mut node.end
-        };
+        let ends = if multi_at.is_some() { &mut node.rest } else { &mut node.end };
         if let Err(existing) = ends.claim(template.verb.as_deref(), id) {
-            return Err(Collision {
-                existing: &routes.entries[existing].value,
-            });
+            return Err(Collision { existing: &routes.entries[existing].value });
         }
         let captures = template
             .variables
@@ -179,9 +163,7 @@ impl<T> RouteTableBuilder<T> {
     }
 
     pub fn build(self) -> RouteTable<T> {
-        RouteTable {
-            routes: self.routes,
-        }
+        RouteTable { routes: self.routes }
     }
 }
 
@@ -224,11 +206,8 @@ impl<T> RouteTable<T> {
         let mut captures = Vec::with_capacity(entry.captures.len());
         for capture in &entry.captures {
             let raw = span(body, capture.first, capture.end);
-            let decoded = if capture.single_segment {
-                percent::decode(raw)
-            } else {
-                percent::decode_keeping_slashes(raw)
-            };
+            let decoded =
+                if capture.single_segment { percent::decode(raw) } else { percent::decode_keeping_slashes(raw) };
             match decoded {
                 Ok(value) => captures.push(value),
                 Err(_) => {
@@ -241,10 +220,7 @@ impl<T> RouteTable<T> {
                 }
             }
         }
-        Match::Found {
-            value: &entry.value,
-            captures,
-        }
+        Match::Found { value: &entry.value, captures }
     }
 }
 
@@ -257,14 +233,10 @@ impl<T> RouteTable<T> {
 fn lookup<'p>(root: &Node, body: &'p str) -> Option<(usize, &'p str)> {
     let last_segment = body.rfind('/').map_or(0, |slash| slash + 1);
     if let Some(colon) = body[last_segment..].rfind(':') {
-        let (head, verb) = (
-            &body[..last_segment + colon],
-            &body[last_segment + colon + 1..],
-        );
+        let (head, verb) = (&body[..last_segment + colon], &body[last_segment + colon + 1..]);
         let path = Cursor::new(head);
-        let hit = percent::with_decoded(verb, |verb| {
-            verb.and_then(|verb| search(root, &path, path.start(), Some(verb)))
-        });
+        let hit =
+            percent::with_decoded(verb, |verb| verb.and_then(|verb| search(root, &path, path.start(), Some(verb))));
         if let Some(id) = hit {
             return Some((id, head));
         }
@@ -280,18 +252,12 @@ fn search(node: &Node, path: &Cursor<'_>, at: usize, verb: Option<&str>) -> Opti
         // `*` and literals never match an empty segment.
         Some((segment, next)) if !segment.is_empty() => {
             if !node.literals.is_empty() {
-                let child = percent::with_decoded(segment, |text| {
-                    text.and_then(|text| node.literals.get(text))
-                });
+                let child = percent::with_decoded(segment, |text| text.and_then(|text| node.literals.get(text)));
                 if let Some(id) = child.and_then(|child| search(child, path, next, verb)) {
                     return Some(id);
                 }
             }
-            if let Some(id) = node
-                .single
-                .as_deref()
-                .and_then(|child| search(child, path, next, verb))
-            {
+            if let Some(id) = node.single.as_deref().and_then(|child| search(child, path, next, verb)) {
                 return Some(id);
             }
         }

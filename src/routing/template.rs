@@ -46,10 +46,7 @@ pub struct TemplateError {
 
 impl PathTemplate {
     pub fn parse(template: &str) -> Result<Self, TemplateError> {
-        parse(template).map_err(|reason| TemplateError {
-            template: template.to_owned(),
-            reason,
-        })
+        parse(template).map_err(|reason| TemplateError { template: template.to_owned(), reason })
     }
 
     /// Mount under a version prefix like "/v2": prepend its literal segments
@@ -58,40 +55,25 @@ impl PathTemplate {
     pub fn with_prefix(&self, prefix: &str) -> Self {
         let literals: Vec<&str> = prefix.split('/').filter(|s| !s.is_empty()).collect();
         let already_prefixed = literals.len() <= self.segments.len()
-            && literals
-                .iter()
-                .zip(&self.segments)
-                .all(|(want, have)| matches!(have, Segment::Literal(l) if l == want));
+            && literals.iter().zip(&self.segments).all(|(want, have)| matches!(have, Segment::Literal(l) if l == want));
         if already_prefixed {
             return self.clone();
         }
         let shift = literals.len();
-        let segments = literals
-            .iter()
-            .map(|l| Segment::Literal((*l).to_owned()))
-            .chain(self.segments.iter().cloned())
-            .collect();
+        let segments =
+            literals.iter().map(|l| Segment::Literal((*l).to_owned())).chain(self.segments.iter().cloned()).collect();
         let variables = self
             .variables
             .iter()
-            .map(|v| Variable {
-                field_path: v.field_path.clone(),
-                start: v.start + shift,
-                end: v.end + shift,
-            })
+            .map(|v| Variable { field_path: v.field_path.clone(), start: v.start + shift, end: v.end + shift })
             .collect();
-        Self {
-            segments,
-            variables,
-            verb: self.verb.clone(),
-        }
+        Self { segments, variables, verb: self.verb.clone() }
     }
 
     /// Whether `variable` captures exactly one request segment; http.proto
     /// fully percent-decodes those, while multi-segment values keep `%2F`.
     pub fn is_single_segment(&self, variable: &Variable) -> bool {
-        variable.end == variable.start + 1
-            && self.segments.get(variable.start) != Some(&Segment::Multi)
+        variable.end == variable.start + 1 && self.segments.get(variable.start) != Some(&Segment::Multi)
     }
 
     /// Whether the template ends with `**`, which swallows the rest of the path.
@@ -124,10 +106,7 @@ impl fmt::Display for PathTemplate {
                     // `{id}` is the canonical spelling of `{id=*}`.
                     if !(v.end == i + 1 && self.segments[i] == Segment::Single) {
                         f.write_str("=")?;
-                        for (k, segment) in self.segments[i..v.end.min(self.segments.len())]
-                            .iter()
-                            .enumerate()
-                        {
+                        for (k, segment) in self.segments[i..v.end.min(self.segments.len())].iter().enumerate() {
                             if k > 0 {
                                 f.write_str("/")?;
                             }
@@ -152,11 +131,7 @@ impl fmt::Display for PathTemplate {
 
 fn parse(src: &str) -> Result<PathTemplate, String> {
     let body = src.strip_prefix('/').ok_or("must start with `/`")?;
-    let mut template = PathTemplate {
-        segments: Vec::new(),
-        variables: Vec::new(),
-        verb: None,
-    };
+    let mut template = PathTemplate { segments: Vec::new(), variables: Vec::new(), verb: None };
     // The grammar wants at least one segment, but `/` alone is a common
     // binding for a root endpoint (Envoy's transcoder accepts it too).
     if body.is_empty() {
@@ -221,11 +196,7 @@ fn parse_variable(inner: &str, template: &mut PathTemplate) -> Result<(), String
         return Err(format!("invalid field path `{path}`"));
     }
     let field_path: Vec<String> = path.split('.').map(str::to_owned).collect();
-    if template
-        .variables
-        .iter()
-        .any(|v| v.field_path == field_path)
-    {
+    if template.variables.iter().any(|v| v.field_path == field_path) {
         return Err(format!("variable `{path}` appears twice"));
     }
     let start = template.segments.len();
@@ -237,11 +208,7 @@ fn parse_variable(inner: &str, template: &mut PathTemplate) -> Result<(), String
             }
         }
     }
-    template.variables.push(Variable {
-        field_path,
-        start,
-        end: template.segments.len(),
-    });
+    template.variables.push(Variable { field_path, start, end: template.segments.len() });
     Ok(())
 }
 
@@ -262,10 +229,7 @@ fn parse_segment(text: &str) -> Result<Segment, String> {
 /// Literals exclude the grammar's own characters, and `%`: a template names
 /// segments by their decoded text.
 fn check_literal(text: &str, what: &str) -> Result<(), String> {
-    match text
-        .chars()
-        .find(|&c| c.is_control() || c.is_whitespace() || "/{}*=:?#%".contains(c))
-    {
+    match text.chars().find(|&c| c.is_control() || c.is_whitespace() || "/{}*=:?#%".contains(c)) {
         Some(c) => Err(format!("invalid character {c:?} in {what} `{text}`")),
         None => Ok(()),
     }
@@ -273,9 +237,7 @@ fn check_literal(text: &str, what: &str) -> Result<(), String> {
 
 fn is_ident(text: &str) -> bool {
     let mut chars = text.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 

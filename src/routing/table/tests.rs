@@ -15,9 +15,7 @@ fn table(templates: &[&'static str]) -> RouteTable<&'static str> {
     table_with(templates.iter().map(|t| (Method::GET, *t)))
 }
 
-fn table_with(
-    routes: impl IntoIterator<Item = (Method, &'static str)>,
-) -> RouteTable<&'static str> {
+fn table_with(routes: impl IntoIterator<Item = (Method, &'static str)>) -> RouteTable<&'static str> {
     let mut builder = RouteTableBuilder::new();
     for (method, text) in routes {
         if builder.insert(method, template(text), text).is_err() {
@@ -35,20 +33,14 @@ fn get(table: &RouteTable<&'static str>, path: &str) -> (String, Vec<String>) {
 fn find(table: &RouteTable<&'static str>, method: &Method, path: &str) -> (String, Vec<String>) {
     match table.find(method, path) {
         Match::Found { value, captures } => ((*value).to_owned(), captures),
-        Match::MethodNotAllowed { allow } => (
-            "405".into(),
-            allow.iter().map(ToString::to_string).collect(),
-        ),
+        Match::MethodNotAllowed { allow } => ("405".into(), allow.iter().map(ToString::to_string).collect()),
         Match::NotFound => ("404".into(), vec![]),
         Match::Invalid { reason } => ("400".into(), vec![reason]),
     }
 }
 
 fn found(template: &str, captures: &[&str]) -> (String, Vec<String>) {
-    (
-        template.into(),
-        captures.iter().map(|c| (*c).to_owned()).collect(),
-    )
+    (template.into(), captures.iter().map(|c| (*c).to_owned()).collect())
 }
 
 fn not_found() -> (String, Vec<String>) {
@@ -60,10 +52,7 @@ fn literal_beats_single_beats_multi() {
     let t = table(&["/v1/users/me", "/v1/users/{id}", "/v1/users/{rest=**}"]);
     assert_eq!(get(&t, "/v1/users/me"), found("/v1/users/me", &[]));
     assert_eq!(get(&t, "/v1/users/42"), found("/v1/users/{id}", &["42"]));
-    assert_eq!(
-        get(&t, "/v1/users/42/x"),
-        found("/v1/users/{rest=**}", &["42/x"])
-    );
+    assert_eq!(get(&t, "/v1/users/42/x"), found("/v1/users/{rest=**}", &["42/x"]));
     assert_eq!(get(&t, "/v1/users"), found("/v1/users/{rest=**}", &[""]));
 }
 
@@ -72,35 +61,16 @@ fn priority_is_decided_left_to_right() {
     let t = table(&["/v1/{a}/items", "/v1/shelves/{b=**}"]);
     // The literal at the second segment wins even though the other route is
     // more literal further right.
-    assert_eq!(
-        get(&t, "/v1/shelves/items"),
-        found("/v1/shelves/{b=**}", &["items"])
-    );
-    assert_eq!(
-        get(&t, "/v1/other/items"),
-        found("/v1/{a}/items", &["other"])
-    );
+    assert_eq!(get(&t, "/v1/shelves/items"), found("/v1/shelves/{b=**}", &["items"]));
+    assert_eq!(get(&t, "/v1/other/items"), found("/v1/{a}/items", &["other"]));
 }
 
 #[test]
 fn search_backtracks_when_the_literal_branch_dead_ends() {
-    let t = table(&[
-        "/v1/users/me/settings",
-        "/v1/users/{id}/posts",
-        "/v1/{r=**}",
-    ]);
-    assert_eq!(
-        get(&t, "/v1/users/me/posts"),
-        found("/v1/users/{id}/posts", &["me"])
-    );
-    assert_eq!(
-        get(&t, "/v1/users/me/likes"),
-        found("/v1/{r=**}", &["users/me/likes"])
-    );
-    assert_eq!(
-        get(&t, "/v1/users/me/settings"),
-        found("/v1/users/me/settings", &[])
-    );
+    let t = table(&["/v1/users/me/settings", "/v1/users/{id}/posts", "/v1/{r=**}"]);
+    assert_eq!(get(&t, "/v1/users/me/posts"), found("/v1/users/{id}/posts", &["me"]));
+    assert_eq!(get(&t, "/v1/users/me/likes"), found("/v1/{r=**}", &["users/me/likes"]));
+    assert_eq!(get(&t, "/v1/users/me/settings"), found("/v1/users/me/settings", &[]));
 }
 
 #[test]
@@ -113,10 +83,7 @@ fn exact_end_beats_multi_matching_nothing() {
 #[test]
 fn multi_inside_a_variable_with_literals() {
     let t = table(&["/v1/{name=shelves/*/books/**}"]);
-    assert_eq!(
-        get(&t, "/v1/shelves/s1/books"),
-        found("/v1/{name=shelves/*/books/**}", &["shelves/s1/books"])
-    );
+    assert_eq!(get(&t, "/v1/shelves/s1/books"), found("/v1/{name=shelves/*/books/**}", &["shelves/s1/books"]));
     assert_eq!(
         get(&t, "/v1/shelves/s1/books/b1/p2"),
         found("/v1/{name=shelves/*/books/**}", &["shelves/s1/books/b1/p2"])
@@ -129,27 +96,18 @@ fn captures_follow_variable_order() {
     let t = table(&["/v1/{parent=projects/*}/items/{item.id}/{tail=**}"]);
     assert_eq!(
         get(&t, "/v1/projects/p/items/7/x/y"),
-        found(
-            "/v1/{parent=projects/*}/items/{item.id}/{tail=**}",
-            &["projects/p", "7", "x/y"]
-        )
+        found("/v1/{parent=projects/*}/items/{item.id}/{tail=**}", &["projects/p", "7", "x/y"])
     );
 }
 
 #[test]
 fn verbs_are_tried_first_then_the_whole_segment() {
     let t = table(&["/v1/{name}", "/v1/{name}:cancel"]);
-    assert_eq!(
-        get(&t, "/v1/foo:cancel"),
-        found("/v1/{name}:cancel", &["foo"])
-    );
+    assert_eq!(get(&t, "/v1/foo:cancel"), found("/v1/{name}:cancel", &["foo"]));
     assert_eq!(get(&t, "/v1/foo:bar"), found("/v1/{name}", &["foo:bar"]));
     assert_eq!(get(&t, "/v1/foo"), found("/v1/{name}", &["foo"]));
     // The text after the last `:` is the verb.
-    assert_eq!(
-        get(&t, "/v1/a:b:cancel"),
-        found("/v1/{name}:cancel", &["a:b"])
-    );
+    assert_eq!(get(&t, "/v1/a:b:cancel"), found("/v1/{name}:cancel", &["a:b"]));
 }
 
 #[test]
@@ -159,19 +117,13 @@ fn a_template_with_a_verb_needs_that_verb() {
     assert_eq!(get(&t, "/v1/foo:run"), not_found());
     assert_eq!(get(&t, "/v1/jobs"), not_found());
     assert_eq!(get(&t, "/v1/jobs:run"), found("/v1/jobs:run", &[]));
-    assert_eq!(
-        get(&t, "/v1/jobs:cancel"),
-        found("/v1/{name}:cancel", &["jobs"])
-    );
+    assert_eq!(get(&t, "/v1/jobs:cancel"), found("/v1/{name}:cancel", &["jobs"]));
 }
 
 #[test]
 fn only_a_raw_colon_separates_the_verb() {
     let t = table(&["/v1/{name}", "/v1/{name}:cancel"]);
-    assert_eq!(
-        get(&t, "/v1/foo%3Acancel"),
-        found("/v1/{name}", &["foo:cancel"])
-    );
+    assert_eq!(get(&t, "/v1/foo%3Acancel"), found("/v1/{name}", &["foo:cancel"]));
     // A colon in an earlier segment is part of that segment.
     let t = table(&["/v1/{a}/{b}"]);
     assert_eq!(get(&t, "/v1/x:y/z"), found("/v1/{a}/{b}", &["x:y", "z"]));
@@ -180,36 +132,21 @@ fn only_a_raw_colon_separates_the_verb() {
 #[test]
 fn verb_and_multi() {
     let t = table(&["/files/{path=**}:download", "/files/{path=**}"]);
-    assert_eq!(
-        get(&t, "/files/a/b:download"),
-        found("/files/{path=**}:download", &["a/b"])
-    );
-    assert_eq!(
-        get(&t, "/files:download"),
-        found("/files/{path=**}:download", &[""])
-    );
-    assert_eq!(
-        get(&t, "/files/a/b:zip"),
-        found("/files/{path=**}", &["a/b:zip"])
-    );
+    assert_eq!(get(&t, "/files/a/b:download"), found("/files/{path=**}:download", &["a/b"]));
+    assert_eq!(get(&t, "/files:download"), found("/files/{path=**}:download", &[""]));
+    assert_eq!(get(&t, "/files/a/b:zip"), found("/files/{path=**}", &["a/b:zip"]));
 }
 
 #[test]
 fn verbs_match_after_percent_decoding() {
     let t = table(&["/v1/{name}:cancel"]);
-    assert_eq!(
-        get(&t, "/v1/x:c%61ncel"),
-        found("/v1/{name}:cancel", &["x"])
-    );
+    assert_eq!(get(&t, "/v1/x:c%61ncel"), found("/v1/{name}:cancel", &["x"]));
 }
 
 #[test]
 fn single_segment_variables_are_fully_decoded() {
     let t = table(&["/v1/{name}", "/v2/{id=*}"]);
-    assert_eq!(
-        get(&t, "/v1/a%2Fb%20c%C3%A9"),
-        found("/v1/{name}", &["a/b cé"])
-    );
+    assert_eq!(get(&t, "/v1/a%2Fb%20c%C3%A9"), found("/v1/{name}", &["a/b cé"]));
     assert_eq!(get(&t, "/v2/100%"), found("/v2/{id=*}", &["100%"]));
     assert_eq!(get(&t, "/v2/%zz"), found("/v2/{id=*}", &["%zz"]));
 }
@@ -217,23 +154,14 @@ fn single_segment_variables_are_fully_decoded() {
 #[test]
 fn one_literal_segment_variables_are_fully_decoded() {
     let t = table(&["/v1/{kind=users}"]);
-    assert_eq!(
-        get(&t, "/v1/us%65rs"),
-        found("/v1/{kind=users}", &["users"])
-    );
+    assert_eq!(get(&t, "/v1/us%65rs"), found("/v1/{kind=users}", &["users"]));
 }
 
 #[test]
 fn multi_segment_variables_keep_encoded_slashes() {
     let t = table(&["/v1/{name=shelves/*}", "/files/{path=**}"]);
-    assert_eq!(
-        get(&t, "/v1/shelves/a%2fb%20c"),
-        found("/v1/{name=shelves/*}", &["shelves/a%2Fb c"])
-    );
-    assert_eq!(
-        get(&t, "/files/a%2Fb/c%25d"),
-        found("/files/{path=**}", &["a%2Fb/c%d"])
-    );
+    assert_eq!(get(&t, "/v1/shelves/a%2fb%20c"), found("/v1/{name=shelves/*}", &["shelves/a%2Fb c"]));
+    assert_eq!(get(&t, "/files/a%2Fb/c%25d"), found("/files/{path=**}", &["a%2Fb/c%d"]));
 }
 
 #[test]
@@ -299,27 +227,12 @@ fn other_methods_give_a_sorted_allow_list() {
     ]);
     assert_eq!(
         find(&t, &Method::PATCH, "/v1/users/7"),
-        (
-            "405".into(),
-            vec!["DELETE".into(), "GET".into(), "PURGE".into(), "PUT".into()]
-        )
+        ("405".into(), vec!["DELETE".into(), "GET".into(), "PURGE".into(), "PUT".into()])
     );
-    assert_eq!(
-        find(&t, &Method::GET, "/v1/users"),
-        ("405".into(), vec!["POST".into()])
-    );
-    assert_eq!(
-        find(&t, &Method::GET, "/v1/users/7:cancel"),
-        found("/v1/users/{id}", &["7:cancel"])
-    );
-    assert_eq!(
-        find(&t, &Method::PUT, "/v1/users/7:cancel"),
-        found("/v1/users/{id}", &["7:cancel"])
-    );
-    assert_eq!(
-        find(&t, &purge, "/v1/users/7"),
-        found("/v1/users/{id}", &["7"])
-    );
+    assert_eq!(find(&t, &Method::GET, "/v1/users"), ("405".into(), vec!["POST".into()]));
+    assert_eq!(find(&t, &Method::GET, "/v1/users/7:cancel"), found("/v1/users/{id}", &["7:cancel"]));
+    assert_eq!(find(&t, &Method::PUT, "/v1/users/7:cancel"), found("/v1/users/{id}", &["7:cancel"]));
+    assert_eq!(find(&t, &purge, "/v1/users/7"), found("/v1/users/{id}", &["7"]));
     assert_eq!(find(&t, &Method::PATCH, "/v2/users/7"), not_found());
     assert_eq!(find(&t, &Method::POST, "/v1/users/"), not_found());
 }
@@ -327,10 +240,7 @@ fn other_methods_give_a_sorted_allow_list() {
 #[test]
 fn head_does_not_fall_back_to_get() {
     let t = table_with([(Method::GET, "/v1/x")]);
-    assert_eq!(
-        find(&t, &Method::HEAD, "/v1/x"),
-        ("405".into(), vec!["GET".into()])
-    );
+    assert_eq!(find(&t, &Method::HEAD, "/v1/x"), ("405".into(), vec!["GET".into()]));
     let t = table_with([(Method::GET, "/v1/x"), (Method::HEAD, "/v1/x")]);
     assert_eq!(find(&t, &Method::HEAD, "/v1/x"), found("/v1/x", &[]));
 }
@@ -345,38 +255,18 @@ fn same_shape_collides_whatever_the_variable_names() {
             Ok(()) => panic!("{colliding} should collide"),
         }
     }
-    assert!(builder
-        .insert(Method::GET, template("/v1/{a=**}"), 3)
-        .is_ok());
-    assert!(matches!(
-        builder.insert(Method::GET, template("/v1/**"), 4),
-        Err(Collision { existing: 3 })
-    ));
-    assert!(builder
-        .insert(Method::GET, template("/v1/{a}:run"), 5)
-        .is_ok());
-    assert!(matches!(
-        builder.insert(Method::GET, template("/v1/*:run"), 6),
-        Err(Collision { existing: 5 })
-    ));
+    assert!(builder.insert(Method::GET, template("/v1/{a=**}"), 3).is_ok());
+    assert!(matches!(builder.insert(Method::GET, template("/v1/**"), 4), Err(Collision { existing: 3 })));
+    assert!(builder.insert(Method::GET, template("/v1/{a}:run"), 5).is_ok());
+    assert!(matches!(builder.insert(Method::GET, template("/v1/*:run"), 6), Err(Collision { existing: 5 })));
     assert!(builder.insert(Method::POST, template("/v1/{a}"), 7).is_ok());
     assert!(builder.insert(Method::GET, template("/v1/a"), 8).is_ok());
-    assert!(builder
-        .insert(Method::GET, template("/v1/{a=x/*}"), 9)
-        .is_ok());
-    assert!(builder
-        .insert(Method::GET, template("/v1/x/*"), 10)
-        .is_err());
+    assert!(builder.insert(Method::GET, template("/v1/{a=x/*}"), 9).is_ok());
+    assert!(builder.insert(Method::GET, template("/v1/x/*"), 10).is_err());
     let table = builder.build();
     assert_eq!(table.len(), 6);
     // Rejected routes left nothing behind.
-    assert_eq!(
-        table.find(&Method::GET, "/v1/q"),
-        Match::Found {
-            value: &1,
-            captures: vec!["q".into()]
-        }
-    );
+    assert_eq!(table.find(&Method::GET, "/v1/q"), Match::Found { value: &1, captures: vec!["q".into()] });
 }
 
 #[test]
@@ -410,11 +300,7 @@ fn arb_value() -> impl Strategy<Value = String> {
 }
 
 fn encode(text: &str, aggressive: bool) -> String {
-    let set = if aggressive {
-        NON_ALPHANUMERIC
-    } else {
-        PATH_VALUE
-    };
+    let set = if aggressive { NON_ALPHANUMERIC } else { PATH_VALUE };
     utf8_percent_encode(text, set).to_string()
 }
 
@@ -424,10 +310,7 @@ fn arb_matching_values(t: &PathTemplate) -> impl Strategy<Value = Vec<Vec<String
         .iter()
         .map(|segment| match segment {
             Segment::Literal(text) => Just(vec![text.clone()]).boxed(),
-            Segment::Single => arb_value()
-                .prop_filter("no slash", |v| !v.contains('/'))
-                .prop_map(|v| vec![v])
-                .boxed(),
+            Segment::Single => arb_value().prop_filter("no slash", |v| !v.contains('/')).prop_map(|v| vec![v]).boxed(),
             Segment::Multi => prop::collection::vec(arb_value(), 0..3).boxed(),
         })
         .collect::<Vec<_>>()
@@ -441,21 +324,14 @@ fn expected_captures(t: &PathTemplate, values: &[Vec<String>]) -> Vec<String> {
             if t.is_single_segment(v) {
                 texts.cloned().collect()
             } else {
-                texts
-                    .map(|text| text.replace('/', "%2F"))
-                    .collect::<Vec<_>>()
-                    .join("/")
+                texts.map(|text| text.replace('/', "%2F")).collect::<Vec<_>>().join("/")
             }
         })
         .collect()
 }
 
 fn request_path(t: &PathTemplate, values: &[Vec<String>], aggressive: bool) -> String {
-    let segments: Vec<String> = values
-        .iter()
-        .flatten()
-        .map(|v| encode(v, aggressive))
-        .collect();
+    let segments: Vec<String> = values.iter().flatten().map(|v| encode(v, aggressive)).collect();
     let mut path = format!("/{}", segments.join("/"));
     if let Some(verb) = &t.verb {
         path.push(':');
@@ -469,19 +345,13 @@ fn reference_matches(t: &PathTemplate, segments: &[&str], verb: Option<&str>) ->
     if t.verb.as_deref() != verb {
         return false;
     }
-    let decoded = |s: &str| {
-        percent_encoding::percent_decode_str(s)
-            .decode_utf8()
-            .ok()
-            .map(|d| d.into_owned())
-    };
+    let decoded = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8().ok().map(|d| d.into_owned());
     let mut i = 0;
     for segment in &t.segments {
         match segment {
             Segment::Multi => return segments[i..].iter().all(|s| !s.is_empty()),
             Segment::Single if segments.get(i).is_some_and(|s| !s.is_empty()) => {}
-            Segment::Literal(text)
-                if segments.get(i).and_then(|s| decoded(s)).as_ref() == Some(text) => {}
+            Segment::Literal(text) if segments.get(i).and_then(|s| decoded(s)).as_ref() == Some(text) => {}
             _ => return false,
         }
         i += 1;
@@ -513,9 +383,7 @@ fn reference_find<'t>(routes: &'t [PathTemplate], path: &str) -> Option<&'t Path
     let mut attempts = Vec::new();
     let last = body.rfind('/').map_or(0, |i| i + 1);
     if let Some(colon) = body[last..].rfind(':') {
-        let verb = percent_encoding::percent_decode_str(&body[last + colon + 1..])
-            .decode_utf8()
-            .ok();
+        let verb = percent_encoding::percent_decode_str(&body[last + colon + 1..]).decode_utf8().ok();
         if let Some(verb) = verb {
             attempts.push((split(&body[..last + colon]), Some(verb.into_owned())));
         }
@@ -523,10 +391,7 @@ fn reference_find<'t>(routes: &'t [PathTemplate], path: &str) -> Option<&'t Path
     attempts.push((split(body), None));
     attempts.into_iter().find_map(|(segments, verb)| {
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-        routes
-            .iter()
-            .filter(|t| reference_matches(t, &segments, verb.as_deref()))
-            .min_by_key(|t| rank(t))
+        routes.iter().filter(|t| reference_matches(t, &segments, verb.as_deref())).min_by_key(|t| rank(t))
     })
 }
 
@@ -535,22 +400,15 @@ fn arb_overlapping_template() -> impl Strategy<Value = PathTemplate> {
         3 => prop_oneof![Just("a"), Just("b")].prop_map(|s| Segment::Literal(s.into())),
         2 => Just(Segment::Single),
     ];
-    (
-        prop::collection::vec(segment, 0..4),
-        any::<bool>(),
-        prop::option::of(prop_oneof![Just("x"), Just("y")]),
-    )
-        .prop_map(|(mut segments, multi, verb)| {
+    (prop::collection::vec(segment, 0..4), any::<bool>(), prop::option::of(prop_oneof![Just("x"), Just("y")])).prop_map(
+        |(mut segments, multi, verb)| {
             if multi {
                 segments.push(Segment::Multi);
             }
             let verb = verb.filter(|_| !segments.is_empty()).map(str::to_owned);
-            PathTemplate {
-                segments,
-                variables: vec![],
-                verb,
-            }
-        })
+            PathTemplate { segments, variables: vec![], verb }
+        },
+    )
 }
 
 proptest! {

@@ -6,11 +6,7 @@ fn lit(text: &str) -> Segment {
 }
 
 fn var(path: &str, start: usize, end: usize) -> Variable {
-    Variable {
-        field_path: path.split('.').map(str::to_owned).collect(),
-        start,
-        end,
-    }
+    Variable { field_path: path.split('.').map(str::to_owned).collect(), start, end }
 }
 
 fn parse_ok(text: &str) -> PathTemplate {
@@ -33,16 +29,7 @@ fn reason(text: &str) -> String {
 #[test]
 fn literals_and_wildcards() {
     let t = parse_ok("/v1/shelves/*/books/**");
-    assert_eq!(
-        t.segments,
-        vec![
-            lit("v1"),
-            lit("shelves"),
-            Segment::Single,
-            lit("books"),
-            Segment::Multi
-        ]
-    );
+    assert_eq!(t.segments, vec![lit("v1"), lit("shelves"), Segment::Single, lit("books"), Segment::Multi]);
     assert!(t.variables.is_empty());
     assert_eq!(t.verb, None);
 }
@@ -58,16 +45,7 @@ fn short_variable_is_a_single_wildcard() {
 #[test]
 fn variable_with_segments_and_field_path() {
     let t = parse_ok("/v1/{book.name=shelves/*/books/**}");
-    assert_eq!(
-        t.segments,
-        vec![
-            lit("v1"),
-            lit("shelves"),
-            Segment::Single,
-            lit("books"),
-            Segment::Multi
-        ]
-    );
+    assert_eq!(t.segments, vec![lit("v1"), lit("shelves"), Segment::Single, lit("books"), Segment::Multi]);
     assert_eq!(t.variables, vec![var("book.name", 1, 5)]);
     assert!(!t.is_single_segment(&t.variables[0]));
     assert!(t.ends_with_multi());
@@ -83,13 +61,9 @@ fn several_variables_and_a_verb() {
 
 #[test]
 fn one_segment_patterns_are_single_segment_variables() {
-    for (text, single) in [
-        ("/{a}", true),
-        ("/{a=*}", true),
-        ("/{a=lit}", true),
-        ("/{a=**}", false),
-        ("/{a=x/*}", false),
-    ] {
+    for (text, single) in
+        [("/{a}", true), ("/{a=*}", true), ("/{a=lit}", true), ("/{a=**}", false), ("/{a=x/*}", false)]
+    {
         let t = parse_ok(text);
         assert_eq!(t.is_single_segment(&t.variables[0]), single, "{text}");
     }
@@ -155,22 +129,14 @@ fn rejections() {
     ];
     for (text, expected) in cases {
         let reason = reason(text);
-        assert!(
-            reason.contains(expected),
-            "{text}: reason {reason:?} lacks {expected:?}"
-        );
+        assert!(reason.contains(expected), "{text}: reason {reason:?} lacks {expected:?}");
     }
 }
 
 #[test]
 fn error_display_names_template_and_reason() {
-    let message = PathTemplate::parse("/v1//x")
-        .expect_err("rejected")
-        .to_string();
-    assert!(
-        message.contains("/v1//x") && message.contains("empty segment"),
-        "{message}"
-    );
+    let message = PathTemplate::parse("/v1//x").expect_err("rejected").to_string();
+    assert!(message.contains("/v1//x") && message.contains("empty segment"), "{message}");
 }
 
 #[test]
@@ -204,31 +170,15 @@ fn with_prefix_never_prefixes_twice() {
     assert_eq!(t.with_prefix("/v2"), t);
     assert_eq!(t.with_prefix("/v2").with_prefix("/v2"), t);
     // Only a whole-segment match counts as already prefixed.
-    assert_eq!(
-        parse_ok("/v22/x").with_prefix("/v2").to_string(),
-        "/v2/v22/x"
-    );
-    assert_eq!(
-        parse_ok("/{v=v2}").with_prefix("/v2").to_string(),
-        "/{v=v2}"
-    );
+    assert_eq!(parse_ok("/v22/x").with_prefix("/v2").to_string(), "/v2/v22/x");
+    assert_eq!(parse_ok("/{v=v2}").with_prefix("/v2").to_string(), "/{v=v2}");
     assert_eq!(parse_ok("/x").with_prefix(""), parse_ok("/x"));
     assert_eq!(parse_ok("/").with_prefix("/v2"), parse_ok("/v2"));
 }
 
 #[test]
 fn parse_rejects_without_panicking_on_odd_input() {
-    for text in [
-        "/{",
-        "/}",
-        "/{}}",
-        "/:",
-        "/::",
-        "/{a}:",
-        "/a:b:c",
-        "/é:",
-        "/{a=**}:x:y",
-    ] {
+    for text in ["/{", "/}", "/{}}", "/:", "/::", "/{a}:", "/a:b:c", "/é:", "/{a=**}:x:y"] {
         let _ = PathTemplate::parse(text);
     }
 }
@@ -248,22 +198,16 @@ pub(crate) fn arb_template() -> impl Strategy<Value = PathTemplate> {
     let tail = prop_oneof![
         Just(None),
         Just(Some((None, vec![Segment::Multi]))),
-        (
-            prop::collection::vec(ident, 1..3),
-            prop::collection::vec(bare_literal(), 0..2)
-        )
-            .prop_map(|(path, mut segs)| {
+        (prop::collection::vec(ident, 1..3), prop::collection::vec(bare_literal(), 0..2)).prop_map(
+            |(path, mut segs)| {
                 segs.push(Segment::Multi);
                 Some((Some(path), segs))
-            }),
+            }
+        ),
     ];
     let verb = prop::option::of("[a-zA-Z][a-zA-Z0-9_.-]{0,6}");
     (prop::collection::vec(part, 0..5), tail, verb).prop_map(|(parts, tail, verb)| {
-        let mut t = PathTemplate {
-            segments: Vec::new(),
-            variables: Vec::new(),
-            verb: None,
-        };
+        let mut t = PathTemplate { segments: Vec::new(), variables: Vec::new(), verb: None };
         for (n, (path, segs)) in parts.into_iter().chain(tail).enumerate() {
             let start = t.segments.len();
             t.segments.extend(segs);
@@ -272,11 +216,7 @@ pub(crate) fn arb_template() -> impl Strategy<Value = PathTemplate> {
                 if let Some(last) = field_path.last_mut() {
                     last.push_str(&format!("_{n}"));
                 }
-                t.variables.push(Variable {
-                    field_path,
-                    start,
-                    end: t.segments.len(),
-                });
+                t.variables.push(Variable { field_path, start, end: t.segments.len() });
             }
         }
         // A verb needs a segment to follow.
