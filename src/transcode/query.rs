@@ -421,20 +421,20 @@ impl QueryPlan {
 /// Identifies what a non-repeated parameter sets, so that a second one for
 /// the same field — or another member of the same oneof — is refused.
 fn singular_key(target: &Target) -> Option<String> {
+    use std::fmt::Write as _;
     let (field, parents) = target.path.split_last()?;
     if field.is_list() {
         return None;
     }
-    let mut key = String::new();
+    let mut key = String::with_capacity(16);
     for parent in parents {
-        key.push_str(&parent.number().to_string());
-        key.push('.');
+        let _ = write!(key, "{}.", parent.number());
     }
-    match (&target.map_key, field.containing_oneof()) {
-        (Some(map_key), _) => key.push_str(&format!("{}[{map_key:?}]", field.number())),
-        (None, Some(oneof)) => key.push_str(&format!("oneof:{}", oneof.name())),
-        (None, None) => key.push_str(&field.number().to_string()),
-    }
+    let _ = match (&target.map_key, field.containing_oneof()) {
+        (Some(map_key), _) => write!(key, "{}[{map_key:?}]", field.number()),
+        (None, Some(oneof)) => write!(key, "oneof:{}", oneof.name()),
+        (None, None) => write!(key, "{}", field.number()),
+    };
     Some(key)
 }
 

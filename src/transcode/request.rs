@@ -458,7 +458,79 @@ fn json_error(
         push_key(&mut field, key);
         return GatewayError::bad_field(field, "unknown field");
     }
-    GatewayError::bad_field(field, message)
+    // serde's "invalid type: …, expected …" says it all; number parse
+    // errors ("invalid digit found in string") need the expected type.
+    let description = match type_at(desc, &path) {
+        Some(ty) if !message.starts_with("invalid type") => {
+            format!("invalid value for {ty}: {message}")
+        }
+        _ => message,
+    };
+    GatewayError::bad_field(field, description)
+}
+
+/// Where a JSON path points inside a message type.
+enum Position {
+    Message(MessageDescriptor),
+    Value(Kind),
+    List(Kind),
+    Map(Kind),
+}
+
+/// The protobuf type a JSON error path points at, for error descriptions.
+fn type_at(desc: &MessageDescriptor, path: &serde_path_to_error::Path) -> Option<String> {
+    let mut pos = Position::Message(desc.clone());
+    for segment in path.iter() {
+        if let Position::Value(Kind::Message(m)) = pos {
+            pos = Position::Message(m);
+        }
+        pos = match (pos, segment) {
+            (Position::Message(m), Segment::Map { key }) => {
+                let field = m
+                    .get_field_by_json_name(key)
+                    .or_else(|| m.get_field_by_name(key))?;
+                match field.kind() {
+                    Kind::Message(entry) if field.is_map() => {
+                        Position::Map(entry.map_entry_value_field().kind())
+                    }
+                    kind if field.is_list() => Position::List(kind),
+                    kind => Position::Value(kind),
+                }
+            }
+            (Position::List(kind), Segment::Seq { .. })
+            | (Position::Map(kind), Segment::Map { .. }) => Position::Value(kind),
+            _ => return None,
+        };
+    }
+    match pos {
+        Position::Value(kind) => Some(kind_name(&kind)),
+        Position::List(kind) => Some(format!("repeated {}", kind_name(&kind))),
+        Position::Map(_) => Some("map".to_owned()),
+        Position::Message(m) => Some(m.full_name().to_owned()),
+    }
+}
+
+fn kind_name(kind: &Kind) -> String {
+    let name = match kind {
+        Kind::Double => "double",
+        Kind::Float => "float",
+        Kind::Int32 => "int32",
+        Kind::Int64 => "int64",
+        Kind::Uint32 => "uint32",
+        Kind::Uint64 => "uint64",
+        Kind::Sint32 => "sint32",
+        Kind::Sint64 => "sint64",
+        Kind::Fixed32 => "fixed32",
+        Kind::Fixed64 => "fixed64",
+        Kind::Sfixed32 => "sfixed32",
+        Kind::Sfixed64 => "sfixed64",
+        Kind::Bool => "bool",
+        Kind::String => "string",
+        Kind::Bytes => "bytes",
+        Kind::Message(m) => return m.full_name().to_owned(),
+        Kind::Enum(e) => return format!("enum {}", e.full_name()),
+    };
+    name.to_owned()
 }
 
 fn push_key(path: &mut String, key: &str) {

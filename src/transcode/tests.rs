@@ -250,6 +250,34 @@ fn type_errors_name_the_field_path_as_sent() {
     assert_bad(build(&p, r#"{"ts":"yesterday"}"#, None), "ts");
     let err = assert_bad(build(&p, r#"{"fUint32":-1}"#, None), "fUint32");
     assert!(err.message.starts_with("fUint32: "), "{}", err.message);
+    // The description says what was expected.
+    let err = assert_bad(
+        build(&p, r#"{"inner":{"values":[1,"x"]}}"#, None),
+        "inner.values[1]",
+    );
+    assert!(
+        err.violations[0].description.contains("int32"),
+        "{}",
+        err.message
+    );
+    let err = assert_bad(build(&p, r#"{"counts":{"a":"z"}}"#, None), "counts.a");
+    assert!(
+        err.violations[0].description.contains("int64"),
+        "{}",
+        err.message
+    );
+    let err = assert_bad(build(&p, r#"{"color":"PURPLE"}"#, None), "color");
+    assert!(
+        err.violations[0].description.contains("t.Color"),
+        "{}",
+        err.message
+    );
+    let err = assert_bad(build(&p, r#"{"fDouble":1e400}"#, None), "fDouble");
+    assert!(
+        err.violations[0].description.contains("double"),
+        "{}",
+        err.message
+    );
 }
 
 #[test]
