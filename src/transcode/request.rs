@@ -247,8 +247,10 @@ fn set_raw(msg: &mut DynamicMessage, data: &FieldDescriptor, content_type: &Fiel
 }
 
 /// JSON bodies only: `application/json` or any `*/*+json`, parameters
-/// allowed; no content type at all is taken as JSON. An empty body is
-/// accepted whatever its content type (nothing is being misread).
+/// allowed; no content type at all is taken as JSON, and so are
+/// `text/plain` and `application/x-www-form-urlencoded`, which plain HTTP
+/// clients send by default (`curl -d`), as Envoy and grpc-gateway do. An
+/// empty body is accepted whatever its content type (nothing is misread).
 fn check_content_type(input: &RequestInput<'_>) -> Result<(), GatewayError> {
     let Some(ct) = input.content_type else {
         return Ok(());
@@ -272,6 +274,9 @@ fn is_json(content_type: &str) -> bool {
     let Some((ty, sub)) = essence.split_once('/') else {
         return false;
     };
+    if essence.eq_ignore_ascii_case("text/plain") || essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return true;
+    }
     let sub = sub.as_bytes();
     (ty.eq_ignore_ascii_case("application") && sub.eq_ignore_ascii_case(b"json"))
         || (!ty.is_empty() && sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case(b"+json"))

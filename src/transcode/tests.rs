@@ -244,13 +244,18 @@ fn deep_nesting_is_a_400_not_a_crash() {
 fn content_type_must_be_json() {
     let p = plan("*", &[]);
     let settings = JsonSettings::default();
-    for ok in
-        ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/merge-patch+json"]
-    {
+    for ok in [
+        "application/json",
+        "application/json; charset=utf-8",
+        "Application/JSON",
+        "application/merge-patch+json",
+        "text/plain",
+        "application/x-www-form-urlencoded",
+    ] {
         let req = RequestInput { content_type: Some(ok), ..input(r#"{"fString":"x"}"#, &[], None) };
         assert!(p.build(&settings, req).is_ok(), "{ok}");
     }
-    for bad in ["text/plain", "application/xml", "application/jsonx", "json"] {
+    for bad in ["text/xml", "application/xml", "multipart/form-data", "application/jsonx", "json"] {
         let req = RequestInput { content_type: Some(bad), ..input(r#"{"fString":"x"}"#, &[], None) };
         let err = p.build(&settings, req).unwrap_err();
         assert_eq!(err.code, Code::InvalidArgument, "{bad}");
