@@ -42,6 +42,8 @@ pub(super) struct FileConfig {
     forward_headers: Option<ForwardHeaders>,
     logging: Option<LoggingSection>,
     versions: Option<BTreeMap<VersionName, VersionSection>>,
+    auth: Option<crate::middleware::auth::AuthConfig>,
+    policies: Option<crate::middleware::auth::PoliciesConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -391,6 +393,12 @@ impl FileConfig {
         }
         if let Some(ForwardHeaders(names)) = self.forward_headers {
             config.forward_headers = names;
+        }
+        if let Some(auth) = self.auth {
+            config.auth = auth;
+        }
+        if let Some(policies) = self.policies {
+            config.policies = policies;
         }
         for (VersionName(name), version) in self.versions.unwrap_or_default() {
             let deprecated = version
