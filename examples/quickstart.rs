@@ -96,8 +96,17 @@ async fn run() -> Result<(), BoxError> {
     println!("orders v1 backend grpc://{orders_addr}");
     println!("users v2 backend  grpc://{users_v2_addr}");
     println!("gateway           {base}   (Ctrl-C to stop)\n");
-    println!("{}", protogate::cli::route_table(&gateway.catalog()));
-    println!("{}", walkthrough(&base, &descriptors));
+    let catalog = gateway.catalog();
+    println!("{}", protogate::cli::route_table(&catalog));
+    // Read from the catalog rather than written down: whether the v1/ folder
+    // also prefixes automatic routes is the catalog's decision.
+    let ping = catalog
+        .routes
+        .iter()
+        .find(|route| route.grpc_method() == PING)
+        .map_or_else(|| format!("/{PING}"), |route| route.template.to_string());
+    drop(catalog);
+    println!("{}", walkthrough(&base, &ping, &descriptors));
 
     gateway
         .serve(gateway_listener, async {
@@ -135,14 +144,13 @@ async fn bind(var: &str, default: &str) -> Result<TcpListener, BoxError> {
 }
 
 /// The README's curl walk-through; `{gateway}`, `{json}`, `{page_token}`,
-/// `{descriptors}` and `{parked}` are filled in by [`walkthrough`].
+/// `{ping}`, `{descriptors}` and `{parked}` are filled in by [`walkthrough`].
 const WALKTHROUGH: &str = r#"Try:
 
 # Get a user. v1 is deprecated: -i shows its Deprecation and Sunset headers
 curl -i {gateway}/v1/users/1001
 
 # The same user through the additional binding
-curl -s {gateway}/v1/accounts/1001
 curl -s {gateway}/v1/accounts/1001
 
 # List members whose name starts with "gr" (query parameters fill the request)
@@ -172,7 +180,7 @@ curl -s -X POST {gateway}/v1/orders {json} \
 curl -s {gateway}/v1/users/1001/orders
 
 # Call a method without an HTTP annotation through its automatic route
-curl -s -X POST {gateway}/acme.orders.v1.OrderService/Ping {json} -d '{"message": "hello"}'
+curl -s -X POST {gateway}{ping} {json} -d '{"message": "hello"}'
 
 # Errors are google.rpc.Status JSON with typed details:
 # 404 + ResourceInfo, 400 + BadRequest, 400 FAILED_PRECONDITION + PreconditionFailure
@@ -201,12 +209,16 @@ mv {parked} {descriptors}/v2/users.binpb
 curl -si {gateway}/v2/users/1001
 "#;
 
-fn walkthrough(gateway: &str, descriptors: &Path) -> String {
+/// The method without an HTTP annotation, called through its automatic route.
+const PING: &str = "acme.orders.v1.OrderService/Ping";
+
+fn walkthrough(gateway: &str, ping: &str, descriptors: &Path) -> String {
     let parked = std::env::temp_dir().join("protogate-quickstart-users-v2.binpb");
     WALKTHROUGH
         .replace("{gateway}", gateway)
         .replace("{json}", "-H 'content-type: application/json'")
         .replace("{page_token}", &backends::page_token("1002"))
+        .replace("{ping}", ping)
         .replace("{descriptors}", &descriptors.display().to_string())
         .replace("{parked}", &parked.display().to_string())
 }
