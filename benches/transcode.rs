@@ -1,1 +1,128 @@
-fn main() {}
+//! The transcoding hot path on the shapes of `../shared/bench` (the
+//! gateway comparison): POST /v1/echo with a JSON body, and
+//! GET /v1/items/{id}?view=… — request into a `DynamicMessage`, response
+//! back to JSON.
+
+#![allow(clippy::unwrap_used)] // setup failures should abort the bench
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion};
+use prost_reflect::{DescriptorPool, DynamicMessage};
+use protogate::error::GatewayError;
+use protogate::transcode::status::render_error;
+use protogate::transcode::{JsonSettings, RequestInput, RequestPlan, ResponsePlan};
+
+/// bench.proto of the shared bench, without its google.api import.
+const BENCH_PROTO: &str = r#"
+syntax = "proto3";
+package bench.v1;
+
+message Inner { string name = 1; repeated int32 values = 2; }
+
+message EchoRequest {
+  string message = 1; int64 count = 2; repeated string tags = 3;
+  Inner inner = 4; bool flag = 5; double ratio = 6;
+}
+message EchoResponse {
+  string message = 1; int64 count = 2; repeated string tags = 3;
+  Inner inner = 4; bool flag = 5; double ratio = 6;
+}
+
+enum ItemView { ITEM_VIEW_UNSPECIFIED = 0; ITEM_VIEW_BASIC = 1; ITEM_VIEW_FULL = 2; }
+message GetItemRequest { string id = 1; ItemView view = 2; }
+message Attribute { string key = 1; string value = 2; }
+message Dimensions { double width_cm = 1; double height_cm = 2; double depth_cm = 3; }
+message Item {
+  string id = 1; string name = 2; int64 price_cents = 3; int32 stock = 4; bool available = 5;
+  repeated string tags = 6; Dimensions dimensions = 7; repeated Attribute attributes = 8; ItemView view = 9;
+}
+"#;
+
+const ECHO_JSON: &str = r#"{"message":"hello","count":"42","tags":["a","b","c"],"inner":{"name":"x","values":[1,2,3]},"flag":true,"ratio":0.5}"#;
+
+const ITEM_JSON: &str = r#"{"id":"item-42","name":"Widget","priceCents":"1999","stock":7,"available":true,
+"tags":["new","sale"],"dimensions":{"widthCm":10.5,"heightCm":2,"depthCm":3.25},
+"attributes":[{"key":"color","value":"red"},{"key":"size","value":"M"}],"view":"ITEM_VIEW_FULL"}"#;
+
+fn pool() -> DescriptorPool {
+    let dir = tempfile::TempDir::new().unwrap();
+    std::fs::write(dir.path().join("bench.proto"), BENCH_PROTO).unwrap();
+    let proto = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("proto");
+    let mut compiler = protox::Compiler::new([dir.path().to_path_buf(), proto]).unwrap();
+    compiler.include_imports(true);
+    compiler
+        .open_files(["bench.proto", "google/rpc/error_details.proto"])
+        .unwrap();
+    DescriptorPool::decode(compiler.encode_file_descriptor_set().as_slice()).unwrap()
+}
+
+fn benches(c: &mut Criterion) {
+    let pool = pool();
+    let settings = JsonSettings::default();
+    let desc = |name: &str| pool.get_message_by_name(name).unwrap();
+    let no_captures: [String; 0] = [];
+
+    let echo_in = RequestPlan::new(&desc("bench.v1.EchoRequest"), "*", &[]).unwrap();
+    let echo_out = ResponsePlan::new(&desc("bench.v1.EchoResponse"), "").unwrap();
+    let body = Bytes::from_static(ECHO_JSON.as_bytes());
+    let echo_input = || RequestInput {
+        body: body.clone(),
+        content_type: Some("application/json"),
+        captures: &no_captures,
+        query: None,
+    };
+    c.bench_function("echo/build", |b| {
+        b.iter(|| black_box(echo_in.build(&settings, echo_input()).unwrap()))
+    });
+    let echo_request = echo_in.build(&settings, echo_input()).unwrap();
+    // The backend answers with the same fields, as EchoResponse.
+    let mut echo_response = DynamicMessage::new(desc("bench.v1.EchoResponse"));
+    echo_response.transcode_from(&echo_request).unwrap();
+    c.bench_function("echo/render", |b| {
+        b.iter(|| black_box(echo_out.render(&settings, &echo_response).unwrap()))
+    });
+
+    let item_in = RequestPlan::new(
+        &desc("bench.v1.GetItemRequest"),
+        "",
+        &[vec!["id".to_owned()]],
+    )
+    .unwrap();
+    let item_out = ResponsePlan::new(&desc("bench.v1.Item"), "").unwrap();
+    let captures = ["item-42".to_owned()];
+    c.bench_function("get_item/build_path_and_query", |b| {
+        b.iter(|| {
+            let input = RequestInput {
+                body: Bytes::new(),
+                content_type: None,
+                captures: &captures,
+                query: Some("view=ITEM_VIEW_FULL"),
+            };
+            black_box(item_in.build(&settings, input).unwrap())
+        })
+    });
+    let item = DynamicMessage::deserialize(
+        desc("bench.v1.Item"),
+        &mut serde_json::Deserializer::from_str(ITEM_JSON),
+    )
+    .unwrap();
+    c.bench_function("get_item/render", |b| {
+        b.iter(|| black_box(item_out.render(&settings, &item).unwrap()))
+    });
+
+    let bad = RequestInput {
+        body: Bytes::from_static(br#"{"message":"hello","count":"forty-two"}"#),
+        content_type: None,
+        captures: &no_captures,
+        query: None,
+    };
+    let err: GatewayError = echo_in.build(&settings, bad).unwrap_err();
+    c.bench_function("error/render_bad_request", |b| {
+        b.iter(|| black_box(render_error(&err, &pool, &settings)))
+    });
+}
+
+criterion_group!(transcode, benches);
+criterion_main!(transcode);

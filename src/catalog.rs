@@ -17,9 +17,13 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, ServiceDes
 use crate::config::values::is_version;
 use crate::config::{Config, Deprecation, RouteSelector};
 use crate::descriptors::{DescriptorError, Descriptors, Origin, SourceFile};
+use crate::middleware::auth::policy::{PolicySet, RouteFacts, RoutePolicy};
 use crate::routing::{PathTemplate, RouteTable, RouteTableBuilder};
 use crate::transcode::{DynamicCodec, JsonSettings, RequestPlan, ResponsePlan};
 use crate::upstream::{Upstream, UpstreamError, Upstreams};
+
+/// The files one upstream listed through gRPC reflection: (URL, files).
+pub type Reflected = (String, Vec<(String, bytes::Bytes)>);
 
 /// One HTTP binding of one gRPC method, ready to serve.
 #[derive(Debug)]
@@ -44,6 +48,9 @@ pub struct Route {
     pub version: Option<String>,
     /// Added to every response of the route (`Deprecation`, `Sunset`).
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Who may call the route: the first `policies` rule that selects it,
+    /// else the default; resolved here once, checked per request.
+    pub policy: Arc<RoutePolicy>,
 }
 
 impl Route {
@@ -144,7 +151,11 @@ impl Catalog {
                 continue;
             }
             let version = version_of(&origin);
-            let Some(upstream) = upstreams.resolve_versioned(service.full_name(), version.as_deref()) else {
+            let upstream = match &origin {
+                Origin::Reflection(url) => upstreams.reflection_upstream(url),
+                _ => upstreams.resolve_versioned(service.full_name(), version.as_deref()),
+            };
+            let Some(upstream) = upstream else {
                 unrouted.push(Unrouted {
                     name: service.full_name().to_string(),
                     reason: format!("no upstream matches (add --upstream {}=URL)", service.full_name()),
@@ -203,10 +214,27 @@ impl Catalog {
         }
 
         let json = JsonSettings::new(&config.json);
+        let policies = match PolicySet::new(&config.policies, &config.auth) {
+            Ok(policies) => Some(policies),
+            Err(err) => {
+                problems.push(err.to_string());
+                None
+            }
+        };
         let mut routes = Vec::with_capacity(bindings.len());
         for binding in bindings {
             match binding.into_route(config) {
-                Ok(route) => routes.push(Arc::new(route)),
+                Ok(mut route) => {
+                    if let Some(policies) = &policies {
+                        route.policy = policies.resolve(&RouteFacts {
+                            http_method: &route.http_method,
+                            template: &route.template.to_string(),
+                            grpc_method: route.grpc_method(),
+                            version: route.version.as_deref(),
+                        });
+                    }
+                    routes.push(Arc::new(route))
+                }
                 Err(problem) => problems.push(problem),
             }
         }
@@ -328,6 +356,7 @@ impl Binding {
                 .map(deprecation_headers)
                 .unwrap_or_default(),
             version: self.version,
+            policy: Arc::new(RoutePolicy::public()),
             method: self.method,
         })
     }
@@ -443,8 +472,9 @@ fn read_rule(rule: &DynamicMessage) -> Result<Rule, String> {
     Ok(Rule { http_method, path, body: text("body"), response_body: text("response_body") })
 }
 
-/// Loads the descriptor folder and builds a catalog in one step.
-pub fn load(config: &Config, upstreams: &Upstreams) -> Result<Catalog, LoadError> {
-    let descriptors = crate::descriptors::load_dir(&config.descriptors)?;
+/// Loads the descriptor folder, merges files discovered by reflection
+/// (`(upstream URL, files)`), and builds a catalog in one step.
+pub fn load(config: &Config, upstreams: &Upstreams, reflected: &[Reflected]) -> Result<Catalog, LoadError> {
+    let descriptors = crate::descriptors::load(&config.descriptors, reflected)?;
     Catalog::build(config, descriptors, upstreams)
 }

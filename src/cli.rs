@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -59,8 +60,8 @@ pub fn run() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(_) => serve(config).await,
-            Command::Routes(_) => routes(&config),
-            Command::Check(_) => check(&config),
+            Command::Routes(_) => routes(&config).await,
+            Command::Check(_) => check(&config).await,
         }
     })
 }
@@ -121,13 +122,27 @@ async fn serve(config: Config) -> ExitCode {
     }
 }
 
-fn load_catalog(config: &Config) -> Result<Catalog, LoadError> {
+async fn load_catalog(config: &Config) -> Result<Catalog, LoadError> {
     let upstreams = Upstreams::new(config)?;
-    crate::catalog::load(config, &upstreams)
+    // Secrets and JWKS files are checked here too (URLs are not fetched).
+    crate::middleware::auth::Authenticator::new(&config.auth)
+        .map_err(|err| LoadError { problems: vec![err.to_string()] })?;
+    let mut reflected = Vec::new();
+    let mut problems = Vec::new();
+    for (url, result) in crate::reload::fetch_reflection(&upstreams, Duration::from_secs(10)).await {
+        match result {
+            Ok(files) => reflected.push((url, files)),
+            Err(err) => problems.push(err.to_string()),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(LoadError { problems });
+    }
+    crate::catalog::load(config, &upstreams, &reflected)
 }
 
-fn routes(config: &Config) -> ExitCode {
-    match load_catalog(config) {
+async fn routes(config: &Config) -> ExitCode {
+    match load_catalog(config).await {
         Ok(catalog) => {
             let _ = std::io::stdout().write_all(route_table(&catalog).as_bytes());
             ExitCode::SUCCESS
@@ -139,8 +154,8 @@ fn routes(config: &Config) -> ExitCode {
     }
 }
 
-fn check(config: &Config) -> ExitCode {
-    match load_catalog(config) {
+async fn check(config: &Config) -> ExitCode {
+    match load_catalog(config).await {
         Ok(catalog) => {
             if catalog.sources.is_empty() {
                 eprintln!("protogate: warning: no descriptor files in {}", config.descriptors.display());
@@ -167,7 +182,7 @@ fn check(config: &Config) -> ExitCode {
 
 /// The route table as aligned text columns, then the unrouted services.
 pub fn route_table(catalog: &Catalog) -> String {
-    let header = ["METHOD", "PATH", "VERSION", "GRPC METHOD", "UPSTREAM"].map(String::from);
+    let header = ["METHOD", "PATH", "VERSION", "GRPC METHOD", "UPSTREAM", "POLICY"].map(String::from);
     let mut rows = vec![header];
     for route in &catalog.routes {
         rows.push([
@@ -176,9 +191,10 @@ pub fn route_table(catalog: &Catalog) -> String {
             route.version.clone().unwrap_or_else(|| "-".into()),
             route.grpc_method().to_string(),
             route.upstream.url.to_string(),
+            route.policy.to_string(),
         ]);
     }
-    let mut widths = [0usize; 5];
+    let mut widths = [0usize; 6];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());

@@ -21,13 +21,18 @@ use std::time::Duration;
 
 /// Every setting, checked and with defaults filled in. See `docs/config.md`
 /// for what each one does.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     /// Already resolved: a relative path from the file is joined to the
     /// file's folder; one from `--descriptors` is left relative to the CWD.
     pub descriptors: PathBuf,
+    /// `descriptors.reflection`: upstreams whose services are discovered
+    /// with gRPC server reflection.
+    pub reflection: Vec<http::Uri>,
+    /// `descriptors.reflection_interval`: how often they are asked again.
+    pub reflection_interval: std::time::Duration,
     /// `None`: one worker per core.
     pub threads: Option<usize>,
     /// In the order given: the file's entries (URLs replaced by flags with
@@ -38,6 +43,10 @@ pub struct Config {
     pub limits: Limits,
     pub forward_headers: Vec<http::HeaderName>,
     pub logging: Logging,
+    /// `auth:` — JWT providers, API keys, what the backend is told.
+    pub auth: crate::middleware::auth::AuthConfig,
+    /// `policies:` — which routes need which credentials.
+    pub policies: crate::middleware::auth::PoliciesConfig,
     /// `versions.vN`: settings of the routes mounted under `/vN`.
     pub versions: std::collections::BTreeMap<String, VersionConfig>,
 }
@@ -150,6 +159,10 @@ impl Default for Config {
             forward_headers: Vec::new(),
             logging: Logging { format: LogFormat::Pretty, level: "info".into() },
             versions: std::collections::BTreeMap::new(),
+            reflection: Vec::new(),
+            reflection_interval: Duration::from_secs(30),
+            auth: Default::default(),
+            policies: Default::default(),
         }
     }
 }

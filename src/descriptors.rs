@@ -10,6 +10,7 @@
 //! Sets are merged file by file: the same file may come from several sets
 //! (every set made with `--include_imports` carries its imports), but two
 //! different files under one name are an error naming both sources.
+//! Files fetched from upstreams by gRPC reflection join the same merge.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -19,6 +20,8 @@ use bytes::Bytes;
 use prost::Message;
 use prost_reflect::DescriptorPool;
 use sha2::{Digest, Sha256};
+
+pub mod reflection;
 
 /// The built-in google/api and google/rpc files (with their imports).
 const BUILTIN_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/builtin.binpb"));
@@ -41,6 +44,8 @@ pub enum Origin {
     Folder(PathBuf),
     /// Built into protogate.
     Builtin,
+    /// Served by this upstream (its URL) over gRPC reflection.
+    Reflection(String),
 }
 
 impl fmt::Display for Origin {
@@ -48,6 +53,7 @@ impl fmt::Display for Origin {
         match self {
             Origin::Folder(path) => write!(f, "{}", path.display()),
             Origin::Builtin => write!(f, "<built-in>"),
+            Origin::Reflection(upstream) => write!(f, "{upstream} (reflection)"),
         }
     }
 }
@@ -129,17 +135,22 @@ impl Merger {
         for raw in set.file {
             let name = FileName::decode(raw.clone()).map_err(decode_error)?.name;
             let origin = origin_of(&name);
-            match self.files.get(&name) {
-                None => {
-                    self.files.insert(name, (raw, origin));
-                }
-                Some((existing, first))
-                    if !is_common(&name) && *existing != raw && !same_definition(existing, &raw) =>
-                {
-                    return Err(DescriptorError::Conflict { name, first: first.clone(), second: origin });
-                }
-                Some(_) => {}
+            self.add_file(name, raw, origin)?;
+        }
+        Ok(())
+    }
+
+    /// Adds one encoded file; the first copy of a name wins, a different
+    /// definition under a taken name is a conflict.
+    fn add_file(&mut self, name: String, raw: Bytes, origin: Origin) -> Result<(), DescriptorError> {
+        match self.files.get(&name) {
+            None => {
+                self.files.insert(name, (raw, origin));
             }
+            Some((existing, first)) if !is_common(&name) && *existing != raw && !same_definition(existing, &raw) => {
+                return Err(DescriptorError::Conflict { name, first: first.clone(), second: origin });
+            }
+            Some(_) => {}
         }
         Ok(())
     }
@@ -177,6 +188,15 @@ fn same_definition(a: &[u8], b: &[u8]) -> bool {
 /// Loads every descriptor file below `dir`. A missing folder is an empty one:
 /// the gateway starts and answers 404 until files arrive.
 pub fn load_dir(dir: &Path) -> Result<Descriptors, DescriptorError> {
+    load(dir, &[])
+}
+
+/// Loads the folder as [`load_dir`] does, plus the files each upstream
+/// served over reflection (upstream URL, then `(file name, encoded
+/// FileDescriptorProto)` as [`reflection::fetch`] returns them). Folder files
+/// come first, so a folder's copy of a common google file wins over an
+/// upstream's.
+pub fn load(dir: &Path, reflected: &[(String, Vec<(String, Bytes)>)]) -> Result<Descriptors, DescriptorError> {
     let mut sets = Vec::new();
     let mut protos = Vec::new();
     let mut sources = Vec::new();
@@ -221,6 +241,17 @@ pub fn load_dir(dir: &Path) -> Result<Descriptors, DescriptorError> {
         };
         for (path, bytes) in compile_protos(dir, &protos)? {
             merger.add_set(&bytes, &path, &origin_of)?;
+        }
+    }
+    for (upstream, files) in reflected {
+        for (name, raw) in files {
+            digest.update(upstream.as_bytes());
+            digest.update([0]);
+            digest.update(name.as_bytes());
+            digest.update([0]);
+            digest.update((raw.len() as u64).to_le_bytes());
+            digest.update(raw);
+            merger.add_file(name.clone(), raw.clone(), Origin::Reflection(upstream.clone()))?;
         }
     }
     // Built-in files only fill gaps: a folder's own copy of, say,

@@ -65,6 +65,12 @@ impl GatewayError {
         err
     }
 
+    /// 500 INTERNAL: a fault of the gateway (or of what the backend sent
+    /// that the gateway cannot render), never of the client's input.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(Code::Internal, Fault::Internal, message)
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(Code::NotFound, Fault::Client, message)
     }

@@ -17,9 +17,10 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::{mpsc, Mutex};
 
-use crate::catalog::{self, Catalog, LoadError};
+use crate::catalog::{self, Catalog, LoadError, Reflected};
 use crate::config::Config;
 use crate::descriptors;
+use crate::descriptors::reflection::{self, ReflectionError};
 use crate::upstream::Upstreams;
 
 /// Quiet time after the last file event before a reload: editors and `cp`
@@ -66,6 +67,8 @@ pub struct Reloader {
     status: ArcSwap<ReloadStatus>,
     /// One reload at a time; holds the fingerprint of the last attempt.
     attempt: Mutex<Vec<(PathBuf, u64, SystemTime)>>,
+    /// The latest files from each reflection source.
+    reflected: ArcSwap<Vec<Reflected>>,
     ok: AtomicU64,
     failed: AtomicU64,
 }
@@ -79,9 +82,10 @@ impl Reloader {
     /// a missing or empty one is not.
     pub fn start(config: Arc<Config>, upstreams: Upstreams) -> Result<Self, LoadError> {
         let fingerprint = descriptors::fingerprint(&config.descriptors);
-        let catalog = catalog::load(&config, &upstreams)?;
+        let catalog = catalog::load(&config, &upstreams, &[])?;
         let status = live_status(&catalog, 1, 1, 0, None);
         Ok(Self {
+            reflected: ArcSwap::from_pointee(Vec::new()),
             catalog: Arc::new(ArcSwap::from_pointee(catalog)),
             status: ArcSwap::from_pointee(status),
             attempt: Mutex::new(fingerprint),
@@ -113,7 +117,8 @@ impl Reloader {
 
         let config = self.config.clone();
         let upstreams = self.upstreams.clone();
-        let built = tokio::task::spawn_blocking(move || catalog::load(&config, &upstreams))
+        let reflected = self.reflected.load_full();
+        let built = tokio::task::spawn_blocking(move || catalog::load(&config, &upstreams, &reflected))
             .await
             .unwrap_or_else(|err| Err(LoadError { problems: vec![format!("reload task failed: {err}")] }));
         let previous = self.status.load();
@@ -149,6 +154,30 @@ impl Reloader {
         }
     }
 
+    /// Asks every reflection source again; a source that fails keeps its
+    /// previous files (logged). Returns whether anything changed.
+    pub async fn refresh_reflection(&self) -> bool {
+        let previous = self.reflected.load_full();
+        let fetched = fetch_reflection(&self.upstreams, REFLECTION_TIMEOUT).await;
+        let mut next = Vec::with_capacity(fetched.len());
+        for (url, result) in fetched {
+            match result {
+                Ok(files) => next.push((url, files)),
+                Err(err) => {
+                    tracing::error!(error = %err, "gRPC reflection failed; keeping the files it gave last");
+                    if let Some(old) = previous.iter().find(|(u, _)| *u == url) {
+                        next.push(old.clone());
+                    }
+                }
+            }
+        }
+        if next == *previous {
+            return false;
+        }
+        self.reflected.store(Arc::new(next));
+        true
+    }
+
     /// Watches the folder and SIGHUP until `shutdown` resolves.
     pub async fn watch(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         let (tx, mut events) = mpsc::channel::<()>(1);
@@ -156,6 +185,11 @@ impl Reloader {
         let mut hangup = hangup_signal();
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let reflecting = !self.upstreams.reflection_sources().is_empty();
+        // The first tick fires at once: reflected services appear right
+        // after start.
+        let mut reflection = tokio::time::interval(self.config.reflection_interval);
+        reflection.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
             let force = tokio::select! {
@@ -169,8 +203,12 @@ impl Reloader {
                     watcher.ensure();
                     false
                 }
+                _ = reflection.tick(), if reflecting => self.refresh_reflection().await,
                 Some(()) = hangup.recv() => {
                     tracing::info!("SIGHUP: reloading descriptors");
+                    if reflecting {
+                        self.refresh_reflection().await;
+                    }
                     true
                 }
             };
@@ -178,6 +216,21 @@ impl Reloader {
             let _ = self.reload(force).await;
         }
     }
+}
+
+/// How long one round of reflection calls may take.
+const REFLECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Fetches the files of every reflection source, concurrently.
+pub async fn fetch_reflection(
+    upstreams: &Upstreams,
+    timeout: Duration,
+) -> Vec<(String, Result<Vec<(String, bytes::Bytes)>, ReflectionError>)> {
+    let calls = upstreams
+        .reflection_sources()
+        .iter()
+        .map(|(url, upstream)| async move { (url.clone(), reflection::fetch(url, upstream.channel(), timeout).await) });
+    futures_util::future::join_all(calls).await
 }
 
 fn live_status(

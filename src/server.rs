@@ -27,9 +27,10 @@ use tower::{Service, ServiceBuilder};
 use crate::catalog::{Catalog, LoadError};
 use crate::config::Config;
 use crate::error::{Fault, GatewayError};
+use crate::middleware::auth::{AuthLayer, Authenticator};
 use crate::middleware::request_id::RequestIdLayer;
 use crate::middleware::route_match::{MatchedRoute, RouteMatchLayer};
-use crate::middleware::ResponseFuture;
+use crate::middleware::{Identity, ResponseFuture};
 use crate::reload::Reloader;
 use crate::transcode::metadata::{self, MetadataRules, X_REQUEST_ID};
 use crate::transcode::status::render_error;
@@ -52,6 +53,7 @@ pub struct Gateway {
     /// snapshot it started on).
     reloader: Arc<Reloader>,
     metadata: Arc<MetadataRules>,
+    auth: Arc<Authenticator>,
 }
 
 impl Gateway {
@@ -59,9 +61,12 @@ impl Gateway {
     /// tokio runtime (upstream channels spawn their workers).
     pub fn load(config: Config) -> Result<Self, LoadError> {
         let upstreams = Upstreams::new(&config)?;
-        let metadata = Arc::new(MetadataRules::new(&config.forward_headers));
+        let auth = Authenticator::new(&config.auth).map_err(|err| LoadError { problems: vec![err.to_string()] })?;
+        let metadata = MetadataRules::new(&config.forward_headers).with_identity(auth.forwarding().clone());
         let reloader = Arc::new(Reloader::start(Arc::new(config), upstreams)?);
-        Ok(Self { reloader, metadata })
+        let gateway = Self { reloader, metadata: Arc::new(metadata), auth: Arc::new(auth) };
+        gateway.auth.start();
+        Ok(gateway)
     }
 
     /// The catalog currently serving.
@@ -105,6 +110,9 @@ impl Gateway {
             // Takes the catalog snapshot the request will finish on; 404 and
             // 405 end here, before any body is read.
             .layer(RouteMatchLayer::new(self.reloader.catalog().clone()))
+            // After the match (policies are per route), before any body is
+            // read: 401/403 cost no JSON parsing.
+            .layer(AuthLayer::new(self.auth.clone()))
             // Innermost: body, transcoding, the upstream call.
             .service(Transcoder { metadata: self.metadata.clone(), peer })
     }
@@ -224,6 +232,7 @@ impl Transcoder {
             parts.uri.authority().map(|a| a.as_str()),
             self.peer.ip(),
             &request_id,
+            parts.extensions.get::<Identity>(),
         );
         let timeout = match parts.headers.get(GRPC_TIMEOUT) {
             Some(value) => parse_grpc_timeout(value)?.min(route.timeout),

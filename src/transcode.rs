@@ -13,6 +13,9 @@ pub mod request;
 pub mod response;
 pub mod status;
 
+#[cfg(test)]
+mod tests;
+
 use prost_reflect::{DeserializeOptions, SerializeOptions};
 
 pub use codec::DynamicCodec;

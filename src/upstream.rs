@@ -30,6 +30,13 @@ pub struct Upstream {
     channel: Channel,
 }
 
+impl Upstream {
+    /// The pooled channel, for calls other than transcoded ones (reflection).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("upstream {url}: {reason}")]
 pub struct UpstreamError {
@@ -126,6 +133,8 @@ pub struct UnaryReply {
 pub struct Upstreams {
     rules: Vec<(String, Arc<Upstream>)>,
     versions: HashMap<String, Arc<Upstream>>,
+    /// `descriptors.reflection` sources by URL: they serve what they list.
+    reflection: Vec<(String, Arc<Upstream>)>,
 }
 
 impl Upstreams {
@@ -150,7 +159,21 @@ impl Upstreams {
                 versions.insert(name.clone(), channel(url)?);
             }
         }
-        Ok(Self { rules, versions })
+        let mut reflection = Vec::with_capacity(config.reflection.len());
+        for url in &config.reflection {
+            reflection.push((url.to_string(), channel(url)?));
+        }
+        Ok(Self { rules, versions, reflection })
+    }
+
+    /// The reflection sources: (URL, upstream).
+    pub fn reflection_sources(&self) -> &[(String, Arc<Upstream>)] {
+        &self.reflection
+    }
+
+    /// The upstream a service discovered by reflection at `url` is served by.
+    pub fn reflection_upstream(&self, url: &str) -> Option<&Arc<Upstream>> {
+        self.reflection.iter().find(|(u, _)| u == url).map(|(_, upstream)| upstream)
     }
 
     /// The upstream of a service mounted under `version`: the version's own

@@ -64,16 +64,21 @@ struct AdminSection {
     listen: Option<Addr>,
 }
 
-/// `descriptors: { path: DIR }`, or `descriptors: DIR` for short.
-#[derive(Debug)]
+/// `descriptors: { path: DIR, reflection: [URL], reflection_interval: D }`,
+/// or `descriptors: DIR` for short.
+#[derive(Debug, Default)]
 struct DescriptorsSection {
     path: Option<PathText>,
+    reflection: Option<Vec<UpstreamUrl>>,
+    reflection_interval: Option<DurationValue>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with `path`")]
+#[serde(deny_unknown_fields, expecting = "a mapping with path, reflection, reflection_interval")]
 struct DescriptorsMap {
     path: Option<PathText>,
+    reflection: Option<Vec<UpstreamUrl>>,
+    reflection_interval: Option<DurationValue>,
 }
 
 impl<'de> Deserialize<'de> for DescriptorsSection {
@@ -86,11 +91,14 @@ impl<'de> Deserialize<'de> for DescriptorsSection {
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 PathText::deserialize(de::value::StrDeserializer::<E>::new(v))
-                    .map(|p| DescriptorsSection { path: Some(p) })
+                    .map(|p| DescriptorsSection { path: Some(p), ..DescriptorsSection::default() })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                DescriptorsMap::deserialize(MapAccessDeserializer::new(map))
-                    .map(|m| DescriptorsSection { path: m.path })
+                DescriptorsMap::deserialize(MapAccessDeserializer::new(map)).map(|m| DescriptorsSection {
+                    path: m.path,
+                    reflection: m.reflection,
+                    reflection_interval: m.reflection_interval,
+                })
             }
         }
         d.deserialize_any(V)
@@ -350,8 +358,14 @@ impl FileConfig {
         if let Some(Addr(addr)) = self.admin.and_then(|a| a.listen) {
             config.admin_listen = addr;
         }
-        if let Some(PathText(path)) = self.descriptors.and_then(|d| d.path) {
-            config.descriptors = relative_to(base, &path);
+        if let Some(descriptors) = self.descriptors {
+            if let Some(PathText(path)) = descriptors.path {
+                config.descriptors = relative_to(base, &path);
+            }
+            config.reflection = descriptors.reflection.unwrap_or_default().into_iter().map(|u| u.0).collect();
+            if let Some(DurationValue(interval)) = descriptors.reflection_interval {
+                config.reflection_interval = interval;
+            }
         }
         if let Some(Threads(n)) = self.threads {
             config.threads = Some(n);

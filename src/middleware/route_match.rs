@@ -75,6 +75,8 @@ where
             Match::NotFound => {
                 Err(GatewayError::not_found(format!("no route for {} {}", req.method(), req.uri().path())))
             }
+            // A path variable that is not UTF-8 once percent-decoded.
+            Match::Invalid { reason } => Err(GatewayError::bad_field("", reason)),
         };
         match found {
             Ok((route, captures)) => {

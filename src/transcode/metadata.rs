@@ -1,6 +1,8 @@
 //! HTTP headers ↔ gRPC metadata (DESIGN §4).
 //!
-//! To the backend go: `authorization`, `grpc-metadata-X` as `X`, the
+//! To the backend go: `authorization` (unless `auth.forward_token` is off),
+//! the authenticated identity (`x-consumer-id`, `x-auth-provider`, the
+//! `auth.forward_claims`; client copies of these never pass), `grpc-metadata-X` as `X`, the
 //! configured `forward_headers`, `x-request-id`, W3C trace context, and
 //! `x-forwarded-for`/`x-forwarded-host`. Never hop-by-hop headers, never
 //! reserved gRPC headers. From the backend come response metadata as
@@ -13,6 +15,9 @@ use std::net::IpAddr;
 use http::header::{AUTHORIZATION, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tonic::metadata::MetadataMap;
+
+use crate::middleware::auth::{IdentityForwarding, X_AUTH_PROVIDER, X_CONSUMER_ID};
+use crate::middleware::Identity;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -47,11 +52,21 @@ fn reserved(name: &str) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct MetadataRules {
     forward: HashSet<HeaderName>,
+    identity: IdentityForwarding,
 }
 
 impl MetadataRules {
     pub fn new(forward_headers: &[HeaderName]) -> Self {
-        Self { forward: forward_headers.iter().filter(|h| !reserved(h.as_str())).cloned().collect() }
+        Self {
+            forward: forward_headers.iter().filter(|h| !reserved(h.as_str())).cloned().collect(),
+            identity: IdentityForwarding::default(),
+        }
+    }
+
+    /// What the backend learns about the authenticated caller.
+    pub fn with_identity(mut self, identity: IdentityForwarding) -> Self {
+        self.identity = identity;
+        self
     }
 
     /// The metadata of the upstream call for a request with `headers` from
@@ -62,15 +77,23 @@ impl MetadataRules {
         authority: Option<&str>,
         peer: IpAddr,
         request_id: &HeaderValue,
+        identity: Option<&Identity>,
     ) -> MetadataMap {
         let mut out = HeaderMap::with_capacity(8);
         let mut forwarded_for = None;
         for (name, value) in headers {
             let key = name.as_str();
-            if *name == AUTHORIZATION || *name == TRACEPARENT || *name == TRACESTATE || self.forward.contains(name) {
-                out.append(name.clone(), value.clone());
+            if *name == AUTHORIZATION {
+                if self.identity.forward_token {
+                    out.append(name.clone(), value.clone());
+                }
+            } else if *name == TRACEPARENT || *name == TRACESTATE || self.forward.contains(name) {
+                // Identity comes from authentication alone.
+                if !self.identity.is_identity_header(key) {
+                    out.append(name.clone(), value.clone());
+                }
             } else if let Some(rest) = key.strip_prefix(GRPC_METADATA) {
-                if rest.is_empty() || reserved(rest) {
+                if rest.is_empty() || reserved(rest) || self.identity.is_identity_header(rest) {
                     continue;
                 }
                 if let Ok(name) = HeaderName::from_bytes(rest.as_bytes()) {
@@ -94,8 +117,44 @@ impl MetadataRules {
         if let Some(host) = host {
             out.insert(X_FORWARDED_HOST, host);
         }
+        if let Some(identity) = identity {
+            self.identity_metadata(identity, &mut out);
+        }
         MetadataMap::from_headers(out)
     }
+
+    /// `x-consumer-id`, `x-auth-provider` and the forwarded claims; a
+    /// claim that is an array or object goes as its JSON text. A value a
+    /// header cannot carry (gRPC ASCII metadata: printable ASCII only) is
+    /// left out.
+    fn identity_metadata(&self, identity: &Identity, out: &mut HeaderMap) {
+        if let Some(value) = ascii_value(&identity.consumer) {
+            out.insert(X_CONSUMER_ID, value);
+        }
+        if let Some(value) = ascii_value(&identity.provider) {
+            out.insert(X_AUTH_PROVIDER, value);
+        }
+        for (claim, header) in &self.identity.claims {
+            let value = match identity.claims.get(claim) {
+                None | Some(serde_json::Value::Null) => continue,
+                Some(serde_json::Value::String(text)) => ascii_value(text),
+                Some(other) => ascii_value(&other.to_string()),
+            };
+            match value {
+                Some(value) => {
+                    out.insert(header.clone(), value);
+                }
+                None => tracing::debug!(claim, "claim value cannot be sent as metadata"),
+            }
+        }
+    }
+}
+
+fn ascii_value(text: &str) -> Option<HeaderValue> {
+    if !text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return None;
+    }
+    HeaderValue::from_str(text).ok()
 }
 
 /// Copies backend response metadata and trailers onto the HTTP response.
@@ -154,7 +213,7 @@ mod tests {
             ("x-request-id", "client-chosen"),
         ]);
         let id = HeaderValue::from_static("rid-1");
-        let md = rules.request_metadata(&incoming, None, "127.0.0.9".parse().expect("ip"), &id).into_headers();
+        let md = rules.request_metadata(&incoming, None, "127.0.0.9".parse().expect("ip"), &id, None).into_headers();
         assert_eq!(md.get("authorization").map(|v| v.as_bytes()), Some(&b"Bearer t"[..]));
         assert_eq!(md.get("user").map(|v| v.as_bytes()), Some(&b"alice"[..]));
         assert_eq!(md.get("blob-bin").map(|v| v.as_bytes()), Some(&b"AQI="[..]));
@@ -165,6 +224,44 @@ mod tests {
         assert_eq!(md.get("x-forwarded-host").map(|v| v.as_bytes()), Some(&b"api.example.com"[..]));
         for absent in ["grpc-timeout", "connection", "cookie", "host"] {
             assert!(md.get(absent).is_none(), "{absent} must not be forwarded");
+        }
+    }
+
+    #[test]
+    fn identity_replaces_client_copies_and_token_follows_the_setting() {
+        let auth: crate::middleware::auth::AuthConfig =
+            serde_yaml_ng::from_str("api_keys: { keys: [] }\nforward_claims: [email, groups, name]").expect("config");
+        let forwarding = IdentityForwarding::new(&auth).expect("valid");
+        let rules = MetadataRules::new(&[HeaderName::from_static("x-consumer-id")]).with_identity(forwarding);
+        let incoming = headers(&[
+            ("authorization", "Bearer t"),
+            ("x-consumer-id", "mallory"),
+            ("grpc-metadata-x-auth-provider", "forged"),
+            ("grpc-metadata-x-claim-email", "root@example.com"),
+        ]);
+        let identity = Identity {
+            consumer: "alice".into(),
+            provider: "corp".into(),
+            scopes: vec![],
+            claims: serde_json::json!({"email": "a@example.com", "groups": ["a", "b"], "name": "Zoë"})
+                .as_object()
+                .cloned()
+                .expect("object"),
+        };
+        let id = HeaderValue::from_static("rid");
+        let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+        let md = rules.request_metadata(&incoming, None, ip, &id, Some(&identity)).into_headers();
+        let get = |n: &str| md.get_all(n).iter().map(|v| v.as_bytes().to_vec()).collect::<Vec<_>>();
+        assert_eq!(get("x-consumer-id"), vec![b"alice".to_vec()]);
+        assert_eq!(get("x-auth-provider"), vec![b"corp".to_vec()]);
+        assert_eq!(get("x-claim-email"), vec![b"a@example.com".to_vec()]);
+        assert_eq!(get("x-claim-groups"), vec![br#"["a","b"]"#.to_vec()]);
+        assert!(get("x-claim-name").is_empty(), "non-ASCII is left out");
+        assert!(get("authorization").is_empty(), "forward_token is off");
+        // Without an identity, nothing identity-like passes at all.
+        let md = rules.request_metadata(&incoming, None, ip, &id, None).into_headers();
+        for name in ["x-consumer-id", "x-auth-provider", "x-claim-email"] {
+            assert!(md.get(name).is_none(), "{name}");
         }
     }
 

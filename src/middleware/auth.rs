@@ -1,0 +1,489 @@
+//! Authentication and authorization (DESIGN §7, issue 4): the gateway is
+//! the security layer in front of the services.
+//!
+//! [`AuthLayer`] sits after route match and before anything reads the body.
+//! It removes identity headers the client may have sent (so an identity
+//! can only come from here), finds the first credential the configured
+//! providers accept — JWT providers in config order, then API keys —
+//! verifies it, and checks the route's [`policy::RoutePolicy`], resolved
+//! once per route at catalog build. Missing or bad credentials → 401 with
+//! a `WWW-Authenticate: Bearer` challenge; valid but not allowed → 403; both
+//! in the one error envelope. On success the [`Identity`] goes into the
+//! request's extensions, from where the transcoder forwards it as metadata
+//! (see [`IdentityForwarding`]).
+
+pub mod api_key;
+pub mod config;
+pub mod jwks;
+pub mod jwt;
+pub mod policy;
+pub mod secret;
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::WWW_AUTHENTICATE;
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
+use percent_encoding::percent_decode_str;
+use tonic::Code;
+use tower::{Layer, Service};
+
+use self::api_key::ApiKeys;
+pub use self::config::{AuthConfig, PoliciesConfig};
+use self::jwt::{JwtProvider, Place};
+use self::policy::{Denial, RoutePolicy};
+use super::route_match::MatchedRoute;
+use super::{Identity, ResponseFuture};
+use crate::error::{Fault, GatewayError};
+use crate::server::{error_response, Body};
+
+/// The consumer id sent to the backend: JWT `sub` or the API key's id.
+pub const X_CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
+/// The name of the provider that authenticated the request.
+pub const X_AUTH_PROVIDER: HeaderName = HeaderName::from_static("x-auth-provider");
+
+/// A configuration the authenticator cannot work with.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("auth provider {name:?}: {reason}")]
+    Provider { name: String, reason: String },
+    #[error("auth.forward_claims: {0}")]
+    ForwardClaim(String),
+    #[error("auth: provider name {0:?} is used twice")]
+    DuplicateProvider(String),
+    #[error("auth.realm: {0:?} cannot be used in a WWW-Authenticate header")]
+    Realm(String),
+}
+
+/// Why a credential was not accepted. The descriptions go to the client,
+/// so they say what is wrong without echoing anything secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    Missing,
+    Malformed,
+    AlgorithmNotAllowed,
+    UnknownKey,
+    NoKid,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    WrongIssuer,
+    WrongAudience,
+    MissingClaim,
+    BadApiKey,
+}
+
+impl Rejection {
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::Missing => "no credentials",
+            Self::Malformed => "the token is malformed or names an unsupported algorithm",
+            Self::AlgorithmNotAllowed => "the token's algorithm is not accepted for its key",
+            Self::UnknownKey => "the token's signing key is not known",
+            Self::NoKid => "the token has no key id and the key set has several keys",
+            Self::BadSignature => "the token's signature is not valid",
+            Self::Expired => "the token has expired",
+            Self::NotYetValid => "the token is not valid yet",
+            Self::WrongIssuer => "the token's issuer is not accepted",
+            Self::WrongAudience => "the token's audience is not accepted",
+            Self::MissingClaim => "the token lacks a required claim (exp, sub, iss or aud)",
+            Self::BadApiKey => "the API key is not valid",
+        }
+    }
+
+    /// The outcome label of tracing events (and, later, metrics).
+    pub fn outcome(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Malformed => "malformed",
+            Self::AlgorithmNotAllowed => "bad_algorithm",
+            Self::UnknownKey => "unknown_key",
+            Self::NoKid => "no_kid",
+            Self::BadSignature => "bad_signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::MissingClaim => "missing_claim",
+            Self::BadApiKey => "bad_api_key",
+        }
+    }
+}
+
+/// What the backend is told about the caller, built once from config and
+/// used by [`crate::transcode::metadata::MetadataRules`].
+#[derive(Debug, Clone)]
+pub struct IdentityForwarding {
+    /// Whether the client's `authorization` header is forwarded.
+    pub forward_token: bool,
+    /// Claim name → metadata name.
+    pub claims: Vec<(String, HeaderName)>,
+}
+
+impl Default for IdentityForwarding {
+    /// Without auth config: the token goes through (the backend may check
+    /// it), no claims.
+    fn default() -> Self {
+        Self { forward_token: true, claims: Vec::new() }
+    }
+}
+
+impl IdentityForwarding {
+    pub fn new(config: &AuthConfig) -> Result<Self, AuthError> {
+        let mut claims = Vec::with_capacity(config.forward_claims.len());
+        for claim in &config.forward_claims {
+            let (claim, header) = match claim {
+                config::ForwardClaim::Name(name) => (name.clone(), claim_header(name)),
+                config::ForwardClaim::Mapped(m) => (m.claim.clone(), m.header.to_ascii_lowercase()),
+            };
+            let header = HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
+                AuthError::ForwardClaim(format!("{header:?} (for claim {claim:?}) is not a header name"))
+            })?;
+            let reserved = header == X_CONSUMER_ID
+                || header == X_AUTH_PROVIDER
+                || header == http::header::AUTHORIZATION
+                || header.as_str().starts_with("grpc-");
+            if reserved {
+                return Err(AuthError::ForwardClaim(format!("claim {claim:?} cannot be sent as {header}")));
+            }
+            claims.push((claim, header));
+        }
+        Ok(Self { forward_token: config.forwards_token(), claims })
+    }
+
+    /// Every header that carries identity: client copies are never trusted.
+    pub fn identity_headers(&self) -> impl Iterator<Item = &HeaderName> {
+        static FIXED: [HeaderName; 2] = [X_CONSUMER_ID, X_AUTH_PROVIDER];
+        FIXED.iter().chain(self.claims.iter().map(|(_, h)| h))
+    }
+
+    pub fn is_identity_header(&self, name: &str) -> bool {
+        self.identity_headers().any(|h| h.as_str() == name)
+    }
+}
+
+/// `email` → `x-claim-email`; characters a header name cannot hold become
+/// `-`.
+fn claim_header(claim: &str) -> String {
+    let mut out = String::with_capacity(8 + claim.len());
+    out.push_str("x-claim-");
+    out.extend(claim.chars().map(|c| {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+            c
+        } else {
+            '-'
+        }
+    }));
+    out
+}
+
+/// The configured providers, ready to verify credentials.
+pub struct Authenticator {
+    jwt: Vec<JwtProvider>,
+    api_keys: Option<ApiKeys>,
+    forwarding: IdentityForwarding,
+    /// Client-sent identity headers to remove, plain and `grpc-metadata-`.
+    strip: Vec<HeaderName>,
+    /// Query parameters that carry credentials: removed before the
+    /// transcoder sees the query (they name no field) and never forwarded.
+    credential_params: Vec<String>,
+    /// `Bearer realm="…"`, the challenge when no credential was sent.
+    challenge: HeaderValue,
+    realm: String,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("jwt", &self.jwt.iter().map(|p| &p.name).collect::<Vec<_>>())
+            .field("api_keys", &self.api_keys.as_ref().map(|k| &k.name))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// Reads secrets and JWKS files and checks the config. Fetching JWKS
+    /// URLs starts with [`Authenticator::start`].
+    pub fn new(config: &AuthConfig) -> Result<Self, AuthError> {
+        let realm = config.realm.clone().unwrap_or_else(|| "protogate".into());
+        if realm.contains(['"', '\\']) || realm.chars().any(|c| !c.is_ascii() || c.is_ascii_control()) {
+            return Err(AuthError::Realm(realm));
+        }
+        let challenge =
+            HeaderValue::try_from(format!("Bearer realm=\"{realm}\"")).map_err(|_| AuthError::Realm(realm.clone()))?;
+        let jwt = config.jwt.iter().map(JwtProvider::new).collect::<Result<Vec<_>, _>>()?;
+        let api_keys = config.api_keys.as_ref().map(ApiKeys::new).transpose()?;
+        let mut names: Vec<&str> = jwt.iter().map(|p| p.name.as_str()).collect();
+        names.extend(api_keys.iter().map(|k| k.name.as_str()));
+        for (i, name) in names.iter().enumerate() {
+            if names[..i].contains(name) {
+                return Err(AuthError::DuplicateProvider((*name).to_string()));
+            }
+        }
+        let forwarding = IdentityForwarding::new(config)?;
+        let mut strip = Vec::new();
+        for header in forwarding.identity_headers() {
+            strip.push(header.clone());
+            if let Ok(prefixed) = HeaderName::try_from(format!("grpc-metadata-{header}")) {
+                strip.push(prefixed);
+            }
+        }
+        let mut credential_params: Vec<String> = jwt
+            .iter()
+            .filter_map(|p| match &p.place {
+                Place::Query(name) => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        credential_params.extend(api_keys.iter().filter_map(|k| k.query.clone()));
+        Ok(Self { jwt, api_keys, forwarding, strip, credential_params, challenge, realm })
+    }
+
+    /// Starts the JWKS refreshers; needs a tokio runtime.
+    pub fn start(&self) {
+        for provider in &self.jwt {
+            provider.start();
+        }
+    }
+
+    pub fn forwarding(&self) -> &IdentityForwarding {
+        &self.forwarding
+    }
+
+    pub fn providers(&self) -> &[JwtProvider] {
+        &self.jwt
+    }
+
+    /// Whether any credential can be accepted at all.
+    pub fn is_enabled(&self) -> bool {
+        !self.jwt.is_empty() || self.api_keys.is_some()
+    }
+
+    /// The first credential present, with the provider that will judge it.
+    fn credential<'a>(&self, headers: &'a HeaderMap, uri: &'a Uri) -> Option<Credential<'a>> {
+        for (index, provider) in self.jwt.iter().enumerate() {
+            let Some(token) = provider.token(headers, uri) else {
+                continue;
+            };
+            // Several providers may read the same place; the token's
+            // (unverified) issuer picks among them.
+            let sharing = self.jwt[index..].iter().enumerate().filter(|(_, p)| p.place == provider.place).count();
+            let chosen = if sharing > 1 {
+                let issuer = jwt::peek_issuer(&token);
+                self.jwt[index..]
+                    .iter()
+                    .position(|p| p.place == provider.place && p.accepts_issuer(issuer.as_deref()))
+                    .map_or(index, |offset| index + offset)
+            } else {
+                index
+            };
+            return Some(Credential::Jwt { provider: chosen, token });
+        }
+        let keys = self.api_keys.as_ref()?;
+        keys.credential(headers, uri).map(Credential::ApiKey)
+    }
+
+    async fn verify(&self, credential: Credential<'_>) -> (String, Result<Identity, Rejection>) {
+        match credential {
+            Credential::Jwt { provider, token } => match self.jwt.get(provider) {
+                Some(p) => (p.name.clone(), p.verify(&token).await),
+                None => (String::new(), Err(Rejection::Malformed)),
+            },
+            Credential::ApiKey(key) => match &self.api_keys {
+                Some(keys) => (keys.name.clone(), keys.verify(&key)),
+                None => (String::new(), Err(Rejection::BadApiKey)),
+            },
+        }
+    }
+
+    fn strip_identity_headers(&self, headers: &mut HeaderMap) {
+        for name in &self.strip {
+            headers.remove(name);
+        }
+    }
+
+    /// The request URI without the credential query parameters.
+    fn strip_credential_params(&self, uri: &Uri) -> Option<Uri> {
+        let query = uri.query()?;
+        let is_credential = |pair: &str| {
+            let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+            self.credential_params.iter().any(|p| p == name)
+        };
+        if !query.split('&').any(is_credential) {
+            return None;
+        }
+        let kept: Vec<&str> = query.split('&').filter(|p| !is_credential(p)).collect();
+        let path_and_query =
+            if kept.is_empty() { uri.path().to_owned() } else { format!("{}?{}", uri.path(), kept.join("&")) };
+        let mut parts = uri.clone().into_parts();
+        parts.path_and_query = PathAndQuery::try_from(path_and_query).ok();
+        Uri::from_parts(parts).ok()
+    }
+
+    fn unauthenticated(&self, rejection: Rejection) -> GatewayError {
+        let challenge = if rejection == Rejection::Missing {
+            self.challenge.clone()
+        } else {
+            HeaderValue::try_from(format!(
+                "Bearer realm=\"{}\", error=\"invalid_token\", error_description=\"{}\"",
+                self.realm,
+                rejection.description()
+            ))
+            .unwrap_or_else(|_| self.challenge.clone())
+        };
+        let message = match rejection {
+            Rejection::Missing => "authentication required".to_string(),
+            other => format!("invalid credentials: {}", other.description()),
+        };
+        GatewayError::new(Code::Unauthenticated, Fault::Client, message)
+            .with_status(StatusCode::UNAUTHORIZED)
+            .with_header(WWW_AUTHENTICATE, challenge)
+    }
+
+    fn forbidden(&self, denial: &Denial) -> GatewayError {
+        let err = GatewayError::new(Code::PermissionDenied, Fault::Client, denial.message())
+            .with_status(StatusCode::FORBIDDEN);
+        match denial {
+            Denial::Scope(missing) => match HeaderValue::try_from(format!(
+                "Bearer realm=\"{}\", error=\"insufficient_scope\", scope=\"{missing}\"",
+                self.realm
+            )) {
+                Ok(value) => err.with_header(WWW_AUTHENTICATE, value),
+                Err(_) => err,
+            },
+            _ => err,
+        }
+    }
+}
+
+enum Credential<'a> {
+    Jwt { provider: usize, token: Cow<'a, str> },
+    ApiKey(Cow<'a, str>),
+}
+
+impl Credential<'_> {
+    fn into_owned(self) -> Credential<'static> {
+        match self {
+            Self::Jwt { provider, token } => Credential::Jwt { provider, token: Cow::Owned(token.into_owned()) },
+            Self::ApiKey(key) => Credential::ApiKey(Cow::Owned(key.into_owned())),
+        }
+    }
+}
+
+/// A query parameter's value, percent-decoded (`+` as space) when needed.
+pub(crate) fn query_param<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
+    let raw = query.split('&').find_map(|pair| {
+        let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (n == name).then_some(v)
+    })?;
+    if !raw.contains(['%', '+']) {
+        return Some(Cow::Borrowed(raw));
+    }
+    let spaced = raw.replace('+', " ");
+    percent_decode_str(&spaced).decode_utf8().ok().map(|s| Cow::Owned(s.into_owned()))
+}
+
+#[derive(Clone)]
+pub struct AuthLayer {
+    auth: Arc<Authenticator>,
+}
+
+impl AuthLayer {
+    pub fn new(auth: Arc<Authenticator>) -> Self {
+        Self { auth }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Auth { auth: self.auth.clone(), inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct Auth<S> {
+    auth: Arc<Authenticator>,
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for Auth<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let auth = self.auth.clone();
+        auth.strip_identity_headers(req.headers_mut());
+        let Some(matched) = req.extensions().get::<MatchedRoute>() else {
+            // Route match always runs first; the transcoder answers a
+            // request without a route with its own error.
+            return Box::pin(self.inner.call(req));
+        };
+        let policy: Arc<RoutePolicy> = matched.route.policy.clone();
+        if !auth.is_enabled() {
+            return Box::pin(self.inner.call(req));
+        }
+        let catalog = matched.catalog.clone();
+        let route = matched.route.grpc_method().to_owned();
+        let credential = auth.credential(req.headers(), req.uri()).map(Credential::into_owned);
+        if let Some(uri) = auth.strip_credential_params(req.uri()) {
+            *req.uri_mut() = uri;
+        }
+        let Some(credential) = credential else {
+            if policy.is_public() {
+                return Box::pin(self.inner.call(req));
+            }
+            tracing::info!(route, outcome = "missing", "auth: denied");
+            let err = auth.unauthenticated(Rejection::Missing);
+            return Box::pin(std::future::ready(Ok(error_response(&catalog, &err))));
+        };
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let (provider, verified) = auth.verify(credential).await;
+            let identity = match verified {
+                Ok(identity) => identity,
+                Err(rejection) if policy.is_public() => {
+                    // A public route serves anonymous callers; a stale
+                    // token should not lock a client out of it.
+                    tracing::debug!(
+                        route,
+                        provider,
+                        outcome = rejection.outcome(),
+                        "auth: ignored bad credential on public route"
+                    );
+                    return inner.call(req).await;
+                }
+                Err(rejection) => {
+                    tracing::info!(route, provider, outcome = rejection.outcome(), "auth: denied");
+                    return Ok(error_response(&catalog, &auth.unauthenticated(rejection)));
+                }
+            };
+            if let Err(denial) = policy.check(&identity) {
+                tracing::info!(route, provider, consumer = %identity.consumer, policy = %policy.source, outcome = "forbidden", "auth: denied");
+                return Ok(error_response(&catalog, &auth.forbidden(&denial)));
+            }
+            tracing::debug!(route, provider, consumer = %identity.consumer, policy = %policy.source, outcome = "allowed", "auth: allowed");
+            req.extensions_mut().insert(identity);
+            inner.call(req).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

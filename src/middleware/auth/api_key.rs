@@ -1,0 +1,163 @@
+//! API keys. Config holds only SHA-256 digests of the keys, so a leaked
+//! config file does not leak keys; a presented key is hashed and compared
+//! with every configured digest in constant time, so neither the answer's
+//! timing nor an early exit tells an attacker how close a guess was.
+
+use std::borrow::Cow;
+
+use http::{HeaderMap, HeaderName, Uri};
+use sha2::{Digest, Sha256};
+use subtle::{Choice, ConstantTimeEq};
+
+use super::config::ApiKeysConfig;
+use super::{query_param, AuthError, Rejection};
+use crate::middleware::Identity;
+
+struct Key {
+    id: String,
+    digest: [u8; 32],
+    scopes: Vec<String>,
+}
+
+pub struct ApiKeys {
+    pub name: String,
+    header: HeaderName,
+    pub query: Option<String>,
+    keys: Vec<Key>,
+}
+
+impl ApiKeys {
+    pub fn new(config: &ApiKeysConfig) -> Result<Self, AuthError> {
+        let fail = |reason: String| AuthError::Provider { name: config.name.clone(), reason };
+        let header = HeaderName::from_bytes(config.header.to_ascii_lowercase().as_bytes())
+            .map_err(|_| fail(format!("header {:?} is not a header name", config.header)))?;
+        let mut keys: Vec<Key> = Vec::with_capacity(config.keys.len());
+        for key in &config.keys {
+            let digest = parse_hex_digest(&key.sha256).ok_or_else(|| {
+                fail(format!("key {:?}: sha256 must be 64 hex digits (the SHA-256 of the key)", key.id))
+            })?;
+            if key.id.is_empty() {
+                return Err(fail("every key needs an id".into()));
+            }
+            if keys.iter().any(|k| k.id == key.id || k.digest == digest) {
+                return Err(fail(format!("key {:?} is listed twice", key.id)));
+            }
+            keys.push(Key { id: key.id.clone(), digest, scopes: key.scopes.clone() });
+        }
+        Ok(Self { name: config.name.clone(), header, query: config.query.clone(), keys })
+    }
+
+    /// The presented key, from the header or else the query parameter.
+    pub fn credential<'a>(&self, headers: &'a HeaderMap, uri: &'a Uri) -> Option<Cow<'a, str>> {
+        if let Some(value) = headers.get(&self.header) {
+            return value
+                .to_str()
+                .ok()
+                .map(|v| Cow::Borrowed(v.trim()))
+                .filter(|v| !v.is_empty())
+                // A header that is there but unreadable is still a
+                // credential, just a wrong one.
+                .or(Some(Cow::Borrowed("")));
+        }
+        let param = self.query.as_deref()?;
+        query_param(uri.query()?, param)
+    }
+
+    pub fn verify(&self, presented: &str) -> Result<Identity, Rejection> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found: Option<&Key> = None;
+        for key in &self.keys {
+            let equal: Choice = key.digest.ct_eq(&digest);
+            // Every key is compared; the branch only keeps the match.
+            if bool::from(equal) {
+                found = Some(key);
+            }
+        }
+        let key = found.ok_or(Rejection::BadApiKey)?;
+        Ok(Identity {
+            consumer: key.id.clone(),
+            provider: self.name.clone(),
+            scopes: key.scopes.clone(),
+            claims: serde_json::Map::new(),
+        })
+    }
+}
+
+fn parse_hex_digest(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::middleware::auth::config::ApiKeyConfig;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn keys(query: Option<&str>) -> ApiKeys {
+        ApiKeys::new(&ApiKeysConfig {
+            name: "api_key".into(),
+            header: "X-API-Key".into(),
+            query: query.map(str::to_owned),
+            keys: vec![
+                ApiKeyConfig {
+                    id: "batch".into(),
+                    sha256: hex(&Sha256::digest(b"k-batch")).to_uppercase(),
+                    scopes: vec!["read".into()],
+                },
+                ApiKeyConfig { id: "admin".into(), sha256: hex(&Sha256::digest(b"k-admin")), scopes: vec![] },
+            ],
+        })
+        .expect("valid")
+    }
+
+    #[test]
+    fn right_key_gives_its_id_and_scopes() {
+        let identity = keys(None).verify("k-batch").expect("accepted");
+        assert_eq!(identity.consumer, "batch");
+        assert_eq!(identity.provider, "api_key");
+        assert_eq!(identity.scopes, vec!["read".to_string()]);
+        assert_eq!(keys(None).verify("k-admin").expect("ok").consumer, "admin");
+    }
+
+    #[test]
+    fn wrong_keys_are_rejected() {
+        let set = keys(None);
+        for wrong in ["", "k-batc", "k-batch ", "K-BATCH", &hex(&Sha256::digest(b"k-batch"))] {
+            assert!(matches!(set.verify(wrong), Err(Rejection::BadApiKey)), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn key_is_read_from_header_then_query_when_allowed() {
+        let uri: Uri = "/x?api_key=k-admin".parse().expect("uri");
+        let mut headers = HeaderMap::new();
+        assert!(keys(None).credential(&headers, &uri).is_none());
+        assert_eq!(keys(Some("api_key")).credential(&headers, &uri).as_deref(), Some("k-admin"));
+        headers.insert("x-api-key", "k-batch".parse().expect("value"));
+        assert_eq!(keys(Some("api_key")).credential(&headers, &uri).as_deref(), Some("k-batch"));
+    }
+
+    #[test]
+    fn bad_config_is_rejected() {
+        let bad = |sha256: &str| ApiKeysConfig {
+            name: "k".into(),
+            header: "x-api-key".into(),
+            query: None,
+            keys: vec![ApiKeyConfig { id: "a".into(), sha256: sha256.into(), scopes: vec![] }],
+        };
+        assert!(ApiKeys::new(&bad("abc")).is_err());
+        assert!(ApiKeys::new(&bad(&"zz".repeat(32))).is_err());
+        assert!(ApiKeys::new(&bad(&"ab".repeat(32))).is_ok());
+    }
+}

@@ -1,0 +1,167 @@
+//! The authenticator's own decisions: which credential wins, what is
+//! stripped, what the challenges say.
+
+use http::{HeaderMap, Uri};
+use sha2::{Digest, Sha256};
+
+use super::*;
+
+fn authenticator(yaml: &str) -> Authenticator {
+    let config: AuthConfig = serde_yaml_ng::from_str(yaml).expect("config");
+    Authenticator::new(&config).expect("valid")
+}
+
+fn hex_sha256(text: &str) -> String {
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn jwks_file(dir: &tempfile::TempDir) -> String {
+    let path = dir.path().join("jwks.json");
+    let jwk = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/auth/rsa1.jwk.json"))
+        .expect("fixture");
+    std::fs::write(&path, format!("{{\"keys\":[{jwk}]}}")).expect("write");
+    path.display().to_string()
+}
+
+/// A token whose payload names `iss`; the signature does not matter for
+/// picking a provider.
+fn token_from(iss: &str) -> String {
+    use base64::Engine;
+    let b64 = |v: &serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).expect("json"))
+    };
+    format!(
+        "{}.{}.sig",
+        b64(&serde_json::json!({"alg": "RS256", "kid": "rsa1"})),
+        b64(&serde_json::json!({"iss": iss, "sub": "x"}))
+    )
+}
+
+#[test]
+fn providers_sharing_a_header_are_picked_by_issuer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = jwks_file(&dir);
+    let auth = authenticator(&format!(
+        "jwt:\n  - {{ name: a, issuer: https://a.test, jwks_file: {file} }}\n  - {{ name: b, issuer: https://b.test, jwks_file: {file} }}\n"
+    ));
+    let uri: Uri = "/x".parse().expect("uri");
+    let pick = |iss: &str| {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", format!("Bearer {}", token_from(iss)).parse().expect("value"));
+        match auth.credential(&headers, &uri) {
+            Some(Credential::Jwt { provider, .. }) => auth.jwt[provider].name.clone(),
+            _ => String::new(),
+        }
+    };
+    assert_eq!(pick("https://a.test"), "a");
+    assert_eq!(pick("https://b.test"), "b");
+    // An unknown issuer goes to the first, which rejects it.
+    assert_eq!(pick("https://evil.test"), "a");
+}
+
+#[test]
+fn jwt_before_api_key_and_params_are_stripped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = jwks_file(&dir);
+    let auth = authenticator(&format!(
+        "jwt:\n  - {{ name: q, jwks_file: {file}, from: query }}\napi_keys:\n  query: key\n  keys: [{{ id: svc, sha256: {} }}]\n",
+        hex_sha256("k1")
+    ));
+    let headers = HeaderMap::new();
+    let both: Uri = "/x?key=k1&access_token=t.t.t&page=2".parse().expect("uri");
+    assert!(matches!(auth.credential(&headers, &both), Some(Credential::Jwt { .. })));
+    let key_only: Uri = "/x?key=k1".parse().expect("uri");
+    assert!(matches!(
+        auth.credential(&headers, &key_only),
+        Some(Credential::ApiKey(k)) if k == "k1"
+    ));
+    assert_eq!(auth.strip_credential_params(&both).map(|u| u.to_string()), Some("/x?page=2".to_string()));
+    assert_eq!(auth.strip_credential_params(&key_only).map(|u| u.to_string()), Some("/x".to_string()));
+    let clean: Uri = "/x?page=2&keys=1".parse().expect("uri");
+    assert!(auth.strip_credential_params(&clean).is_none());
+}
+
+#[test]
+fn client_identity_headers_are_stripped() {
+    let auth = authenticator(&format!(
+        "api_keys: {{ keys: [{{ id: a, sha256: {} }}] }}\nforward_claims: [email, {{ claim: groups, header: X-Groups }}]\n",
+        hex_sha256("k")
+    ));
+    let mut headers = HeaderMap::new();
+    for name in [
+        "x-consumer-id",
+        "x-auth-provider",
+        "x-claim-email",
+        "x-groups",
+        "grpc-metadata-x-consumer-id",
+        "grpc-metadata-x-auth-provider",
+        "grpc-metadata-x-claim-email",
+        "grpc-metadata-x-groups",
+    ] {
+        headers.append(name, "spoofed".parse().expect("value"));
+    }
+    headers.append("x-other", "kept".parse().expect("value"));
+    auth.strip_identity_headers(&mut headers);
+    assert_eq!(headers.len(), 1);
+    assert!(headers.contains_key("x-other"));
+}
+
+#[test]
+fn forwarding_rules() {
+    let f = IdentityForwarding::new(
+        &serde_yaml_ng::from_str("api_keys: { keys: [] }\nforward_claims: [email, \"https://acme.test/Roles\"]")
+            .expect("config"),
+    )
+    .expect("valid");
+    assert!(!f.forward_token, "auth on: the token stays at the gateway");
+    let names: Vec<&str> = f.claims.iter().map(|(_, h)| h.as_str()).collect();
+    assert_eq!(names, vec!["x-claim-email", "x-claim-https---acme-test-roles"]);
+    for reserved in ["x-consumer-id", "authorization", "grpc-status"] {
+        let config: AuthConfig =
+            serde_yaml_ng::from_str(&format!("forward_claims: [{{ claim: c, header: {reserved} }}]")).expect("config");
+        assert!(IdentityForwarding::new(&config).is_err(), "{reserved}");
+    }
+}
+
+#[test]
+fn challenges_name_the_error_without_secrets() {
+    let auth = authenticator(&format!("realm: acme\napi_keys: {{ keys: [{{ id: a, sha256: {} }}] }}", hex_sha256("k")));
+    let missing = auth.unauthenticated(Rejection::Missing);
+    assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(missing.headers[0].1, "Bearer realm=\"acme\"");
+    let expired = auth.unauthenticated(Rejection::Expired);
+    assert_eq!(
+        expired.headers[0].1,
+        "Bearer realm=\"acme\", error=\"invalid_token\", error_description=\"the token has expired\""
+    );
+    let scope = auth.forbidden(&Denial::Scope("admin write".into()));
+    assert_eq!(scope.status, StatusCode::FORBIDDEN);
+    assert_eq!(scope.code, Code::PermissionDenied);
+    assert!(scope.headers[0]
+        .1
+        .to_str()
+        .expect("ascii")
+        .contains("error=\"insufficient_scope\", scope=\"admin write\""));
+}
+
+#[test]
+fn duplicate_names_and_bad_realms_are_config_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("s");
+    std::fs::write(&secret, "x").expect("write");
+    let dup = format!("jwt: [{{ name: api_key, secret: {{ file: {} }} }}]\napi_keys: {{ keys: [] }}", secret.display());
+    let config: AuthConfig = serde_yaml_ng::from_str(&dup).expect("config");
+    assert!(matches!(
+        Authenticator::new(&config),
+        Err(AuthError::DuplicateProvider(name)) if name == "api_key"
+    ));
+    let config: AuthConfig = serde_yaml_ng::from_str("realm: 'a\"b'\napi_keys: { keys: [] }").expect("config");
+    assert!(matches!(Authenticator::new(&config), Err(AuthError::Realm(_))));
+}
+
+#[test]
+fn query_params_are_decoded() {
+    assert_eq!(query_param("a=1&k=x%2By+z", "k").as_deref(), Some("x+y z"));
+    assert_eq!(query_param("a=1&k", "k").as_deref(), Some(""));
+    assert_eq!(query_param("ka=1", "k"), None);
+}

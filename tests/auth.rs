@@ -1,0 +1,627 @@
+//! Authentication and authorization end to end: a real tonic backend that
+//! echoes the metadata it received, the gateway in front of it, a JWKS
+//! served over HTTP by the test, and tokens signed here. Every case checks
+//! the status, the error envelope and what the backend saw (or that it saw
+//! nothing).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use protogate::config::{Config, UpstreamRule};
+use protogate::server::Gateway;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/auth/");
+
+const PROTO: &str = r#"
+syntax = "proto3";
+package authtest.v1;
+import "google/api/annotations.proto";
+
+service Echo {
+  rpc Get(EchoRequest) returns (EchoReply) { option (google.api.http) = { get: "/v1/items/{id}" }; }
+  rpc Delete(EchoRequest) returns (EchoReply) { option (google.api.http) = { delete: "/v1/items/{id}" }; }
+  rpc Ping(EchoRequest) returns (EchoReply) { option (google.api.http) = { get: "/v1/public/ping" }; }
+  rpc Stats(EchoRequest) returns (EchoReply) { option (google.api.http) = { get: "/v1/admin/stats" }; }
+}
+
+message EchoRequest { string id = 1; }
+message EchoReply {
+  map<string, string> metadata = 1;
+  string method = 2;
+  string id = 3;
+}
+"#;
+
+// ---- the backend -------------------------------------------------------
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct EchoRequest {
+    #[prost(string, tag = "1")]
+    id: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct EchoReply {
+    #[prost(map = "string, string", tag = "1")]
+    metadata: HashMap<String, String>,
+    #[prost(string, tag = "2")]
+    method: String,
+    #[prost(string, tag = "3")]
+    id: String,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Answers every method of `authtest.v1.Echo` with the metadata it got.
+#[derive(Clone)]
+struct EchoServer {
+    calls: Arc<AtomicUsize>,
+}
+
+impl tonic::server::NamedService for EchoServer {
+    const NAME: &'static str = "authtest.v1.Echo";
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for EchoServer {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let method = req.uri().path().rsplit('/').next().unwrap_or("").to_owned();
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<EchoReply, EchoRequest>::default());
+            Ok(grpc.unary(Echo { method }, req).await)
+        })
+    }
+}
+
+struct Echo {
+    method: String,
+}
+
+impl tonic::server::UnaryService<EchoRequest> for Echo {
+    type Response = EchoReply;
+    type Future = BoxFuture<Result<tonic::Response<EchoReply>, tonic::Status>>;
+
+    fn call(&mut self, req: tonic::Request<EchoRequest>) -> Self::Future {
+        let mut metadata: HashMap<String, String> = HashMap::new();
+        for (name, value) in req.metadata().clone().into_headers().iter() {
+            let entry = metadata.entry(name.as_str().to_owned()).or_default();
+            if !entry.is_empty() {
+                entry.push_str(", ");
+            }
+            entry.push_str(value.to_str().unwrap_or("<binary>"));
+        }
+        let reply = EchoReply { metadata, method: self.method.clone(), id: req.into_inner().id };
+        Box::pin(async move { Ok(tonic::Response::new(reply)) })
+    }
+}
+
+// ---- the JWKS endpoint ---------------------------------------------------
+
+/// Serves whatever `document` holds, with `status`; counts fetches.
+#[derive(Clone)]
+struct JwksEndpoint {
+    document: Arc<Mutex<(u16, String)>>,
+    hits: Arc<AtomicUsize>,
+    addr: SocketAddr,
+}
+
+impl JwksEndpoint {
+    async fn start(kids: &[&str]) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let endpoint = Self {
+            document: Arc::new(Mutex::new((200, jwks(kids)))),
+            hits: Arc::new(AtomicUsize::new(0)),
+            addr: listener.local_addr().expect("addr"),
+        };
+        let state = endpoint.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_req| {
+                        let state = state.clone();
+                        async move {
+                            state.hits.fetch_add(1, Ordering::SeqCst);
+                            let (status, body) = state.document.lock().expect("lock").clone();
+                            let mut response = http::Response::new(Full::new(Bytes::from(body)));
+                            *response.status_mut() = http::StatusCode::from_u16(status).expect("status");
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        endpoint
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/jwks.json", self.addr)
+    }
+
+    fn serve(&self, status: u16, body: String) {
+        *self.document.lock().expect("lock") = (status, body);
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{FIXTURES}{name}")).expect("fixture")
+}
+
+fn jwks(kids: &[&str]) -> String {
+    let keys: Vec<String> =
+        kids.iter().map(|k| String::from_utf8(fixture(&format!("{k}.jwk.json"))).expect("utf8")).collect();
+    format!("{{\"keys\":[{}]}}", keys.join(","))
+}
+
+// ---- tokens ------------------------------------------------------------
+
+fn now() -> i64 {
+    jsonwebtoken::get_current_timestamp() as i64
+}
+
+fn claims() -> Value {
+    json!({
+        "sub": "alice",
+        "iss": "https://issuer.test",
+        "aud": "api",
+        "exp": now() + 600,
+        "email": "alice@example.com",
+        "groups": ["eng", "ops"],
+        "scope": "read",
+    })
+}
+
+fn with(patch: Value) -> Value {
+    let mut c = claims();
+    for (k, v) in patch.as_object().expect("object") {
+        if v.is_null() {
+            c.as_object_mut().expect("object").remove(k);
+        } else {
+            c[k] = v.clone();
+        }
+    }
+    c
+}
+
+fn rsa_key(kid: &str) -> EncodingKey {
+    EncodingKey::from_rsa_pem(&fixture(&format!("{kid}.pem"))).expect("key")
+}
+
+fn sign(alg: Algorithm, kid: Option<&str>, key: &EncodingKey, claims: &Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    encode(&header, claims, key).expect("signs")
+}
+
+fn rs256(claims: &Value) -> String {
+    sign(Algorithm::RS256, Some("rsa1"), &rsa_key("rsa1"), claims)
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ---- the harness -------------------------------------------------------
+
+struct Harness {
+    base: String,
+    client: reqwest::Client,
+    backend_calls: Arc<AtomicUsize>,
+    jwks: JwksEndpoint,
+    stop: Vec<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+struct Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    /// What the backend received (only for 200s).
+    fn metadata(&self, name: &str) -> Option<&str> {
+        self.body["metadata"][name].as_str()
+    }
+
+    fn challenge(&self) -> &str {
+        self.headers.get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    /// The one error envelope: `google.rpc.Status` JSON.
+    fn assert_error(&self, status: u16, code: i64) {
+        assert_eq!(self.status, status, "{}", self.body);
+        assert_eq!(self.body["code"], json!(code), "{}", self.body);
+        assert!(self.body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+}
+
+/// `{jwks}` in `auth` is replaced with the JWKS endpoint's URL, `{secret}`
+/// with a file holding the HMAC secret `local-secret`.
+async fn start(auth: &str, policies: &str, kids: &[&str]) -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let descriptors = dir.path().join("descriptors");
+    std::fs::create_dir(&descriptors).expect("mkdir");
+    std::fs::write(descriptors.join("echo.proto"), PROTO).expect("write proto");
+    let secret = dir.path().join("hs.secret");
+    std::fs::write(&secret, "local-secret\n").expect("write secret");
+
+    let jwks = JwksEndpoint::start(kids).await;
+
+    let backend_calls = Arc::new(AtomicUsize::new(0));
+    let backend = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let backend_addr = backend.local_addr().expect("addr");
+    let (stop_backend, backend_stopped) = oneshot::channel::<()>();
+    let echo = EchoServer { calls: backend_calls.clone() };
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(echo)
+            .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(backend), async {
+                let _ = backend_stopped.await;
+            })
+            .await;
+    });
+
+    let auth = auth.replace("{jwks}", &jwks.url()).replace("{secret}", &secret.display().to_string());
+    let config = Config {
+        descriptors,
+        upstreams: vec![UpstreamRule {
+            pattern: "*".into(),
+            url: format!("http://{backend_addr}").parse().expect("url"),
+        }],
+        auth: serde_yaml_ng::from_str(&auth).expect("auth config"),
+        policies: serde_yaml_ng::from_str(policies).expect("policies config"),
+        ..Config::default()
+    };
+    let gateway = Gateway::load(config).expect("gateway loads");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop_gateway, gateway_stopped) = oneshot::channel::<()>();
+    tokio::spawn(gateway.serve(listener, async {
+        let _ = gateway_stopped.await;
+    }));
+
+    Harness {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        backend_calls,
+        jwks,
+        stop: vec![stop_backend, stop_gateway],
+        _dir: dir,
+    }
+}
+
+impl Harness {
+    async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("gateway answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.json::<Value>().await.expect("JSON body");
+        Answer { status, headers, body }
+    }
+
+    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
+        self.send("GET", path, headers).await
+    }
+
+    async fn bearer(&self, path: &str, token: &str) -> Answer {
+        self.get(path, &[("authorization", &format!("Bearer {token}"))]).await
+    }
+
+    fn backend_calls(&self) -> usize {
+        self.backend_calls.load(Ordering::SeqCst)
+    }
+
+    fn stop(self) {
+        for stop in self.stop {
+            let _ = stop.send(());
+        }
+    }
+}
+
+const AUTH: &str = r#"
+jwt:
+  - name: corp
+    issuer: https://issuer.test
+    audiences: [api]
+    jwks_url: "{jwks}"
+    jwks_cooldown: 0
+  - name: local
+    issuer: https://local.test
+    secret: { file: "{secret}" }
+api_keys:
+  query: api_key
+  keys:
+    - { id: batch, sha256: SHA_BATCH, scopes: [read] }
+forward_claims: [email, groups]
+"#;
+
+const POLICIES: &str = r#"
+rules:
+  - name: open
+    path_prefix: /v1/public
+    allow: public
+  - name: admin
+    path_prefix: /v1/admin
+    scopes: [admin]
+    claims: { role: admin }
+  - name: deletes
+    http_method: DELETE
+    providers: [corp]
+"#;
+
+fn auth_config() -> String {
+    AUTH.replace("SHA_BATCH", &sha256_hex("batch-key-1"))
+}
+
+// ---- the cases -----------------------------------------------------------
+
+#[tokio::test]
+async fn valid_token_reaches_the_backend_with_identity_and_without_spoofs() {
+    let h = start(&auth_config(), POLICIES, &["rsa1"]).await;
+    let token = rs256(&claims());
+    let auth = format!("Bearer {token}");
+    let answer = h
+        .get(
+            "/v1/items/7",
+            &[
+                ("authorization", &auth),
+                ("x-consumer-id", "mallory"),
+                ("grpc-metadata-x-consumer-id", "mallory"),
+                ("x-auth-provider", "admin"),
+                ("grpc-metadata-x-claim-email", "root@example.com"),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["method"], "Get");
+    assert_eq!(answer.body["id"], "7");
+    assert_eq!(answer.metadata("x-consumer-id"), Some("alice"));
+    assert_eq!(answer.metadata("x-auth-provider"), Some("corp"));
+    assert_eq!(answer.metadata("x-claim-email"), Some("alice@example.com"));
+    assert_eq!(answer.metadata("x-claim-groups"), Some(r#"["eng","ops"]"#));
+    // auth is on and forward_token is not set: the token stays here.
+    assert_eq!(answer.metadata("authorization"), None);
+    h.stop();
+}
+
+#[tokio::test]
+async fn missing_and_invalid_tokens_are_401_and_never_reach_the_backend() {
+    let h = start(&auth_config(), POLICIES, &["rsa1"]).await;
+
+    let none = h.get("/v1/items/7", &[]).await;
+    none.assert_error(401, 16);
+    assert_eq!(none.challenge(), "Bearer realm=\"protogate\"");
+
+    let rsa_public_key = fixture("rsa1.pub.pem");
+    let header_none = b64(br#"{"alg":"none","typ":"JWT"}"#);
+    let payload = b64(&serde_json::to_vec(&claims()).expect("json"));
+    let valid = rs256(&claims());
+    let mut parts: Vec<String> = valid.split('.').map(str::to_owned).collect();
+    parts[1] = b64(&serde_json::to_vec(&with(json!({"sub": "root"}))).expect("json"));
+    let tampered = parts.join(".");
+
+    let cases: Vec<(&str, String)> = vec![
+        ("expired", rs256(&with(json!({"exp": now() - 3600})))),
+        ("not yet valid", rs256(&with(json!({"nbf": now() + 3600})))),
+        ("wrong issuer", rs256(&with(json!({"iss": "https://evil.test"})))),
+        ("wrong audience", rs256(&with(json!({"aud": "other"})))),
+        ("no subject", rs256(&with(json!({"sub": null})))),
+        ("tampered", tampered),
+        ("alg none", format!("{header_none}.{payload}.")),
+        (
+            "HS256 with the RSA public key",
+            sign(Algorithm::HS256, Some("rsa1"), &EncodingKey::from_secret(&rsa_public_key), &claims()),
+        ),
+        ("unknown kid", sign(Algorithm::RS256, Some("nope"), &rsa_key("rsa1"), &claims())),
+        ("malformed", "not-a-jwt".into()),
+        (
+            "HS256 with the wrong secret",
+            sign(
+                Algorithm::HS256,
+                None,
+                &EncodingKey::from_secret(b"guess"),
+                &with(json!({"iss": "https://local.test"})),
+            ),
+        ),
+    ];
+    for (what, token) in &cases {
+        let answer = h.bearer("/v1/items/7", token).await;
+        answer.assert_error(401, 16);
+        let challenge = answer.challenge();
+        assert!(challenge.starts_with("Bearer realm=\"protogate\", error=\"invalid_token\""), "{what}: {challenge}");
+        assert!(!challenge.contains(token.as_str()), "{what}: token echoed");
+        assert!(!answer.body.to_string().contains("local-secret"), "{what}: secret leaked");
+    }
+    assert_eq!(h.backend_calls(), 0);
+
+    // The HMAC provider accepts its own tokens.
+    let local = sign(
+        Algorithm::HS256,
+        None,
+        &EncodingKey::from_secret(b"local-secret"),
+        &with(json!({"iss": "https://local.test"})),
+    );
+    let ok = h.bearer("/v1/items/7", &local).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.metadata("x-auth-provider"), Some("local"));
+    h.stop();
+}
+
+#[tokio::test]
+async fn token_in_a_place_not_allowed_is_not_a_credential() {
+    let h = start(&auth_config(), POLICIES, &["rsa1"]).await;
+    let token = rs256(&claims());
+    let in_query = h.get(&format!("/v1/items/7?access_token={token}"), &[]).await;
+    in_query.assert_error(401, 16);
+    assert_eq!(in_query.challenge(), "Bearer realm=\"protogate\"");
+    let in_cookie = h.get("/v1/items/7", &[("cookie", &format!("access_token={token}"))]).await;
+    in_cookie.assert_error(401, 16);
+    let wrong_scheme = h.get("/v1/items/7", &[("authorization", &format!("Basic {token}"))]).await;
+    wrong_scheme.assert_error(401, 16);
+    assert_eq!(h.backend_calls(), 0);
+    h.stop();
+}
+
+#[tokio::test]
+async fn jwks_rotation_is_picked_up_and_failures_keep_old_keys() {
+    let h = start(&auth_config(), POLICIES, &["rsa1"]).await;
+    let rotated = sign(Algorithm::RS256, Some("rsa2"), &rsa_key("rsa2"), &claims());
+    h.bearer("/v1/items/1", &rotated).await.assert_error(401, 16);
+
+    h.jwks.serve(200, jwks(&["rsa1", "rsa2"]));
+    let answer = h.bearer("/v1/items/1", &rotated).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.metadata("x-consumer-id"), Some("alice"));
+
+    // The issuer breaks: known keys keep working.
+    h.jwks.serve(500, "down".into());
+    let unknown = sign(Algorithm::RS256, Some("rsa9"), &rsa_key("rsa1"), &claims());
+    h.bearer("/v1/items/1", &unknown).await.assert_error(401, 16);
+    assert_eq!(h.bearer("/v1/items/1", &rotated).await.status, 200);
+    assert_eq!(h.bearer("/v1/items/1", &rs256(&claims())).await.status, 200);
+    h.stop();
+}
+
+#[tokio::test]
+async fn unknown_kid_flood_is_held_back_by_the_cooldown() {
+    let auth = auth_config().replace("jwks_cooldown: 0", "jwks_cooldown: 1h");
+    let h = start(&auth, POLICIES, &["rsa1"]).await;
+    // The first valid request makes sure the initial fetch has happened.
+    assert_eq!(h.bearer("/v1/items/1", &rs256(&claims())).await.status, 200);
+    let before = h.jwks.hits();
+    for i in 0..20 {
+        let kid = format!("made-up-{i}");
+        let token = sign(Algorithm::RS256, Some(&kid), &rsa_key("rsa1"), &claims());
+        h.bearer("/v1/items/1", &token).await.assert_error(401, 16);
+    }
+    // At most one on-demand fetch for the whole flood.
+    assert!(h.jwks.hits() <= before + 1, "{} fetches", h.jwks.hits() - before);
+    h.stop();
+}
+
+#[tokio::test]
+async fn api_keys_right_wrong_absent() {
+    let h = start(&auth_config(), POLICIES, &["rsa1"]).await;
+    let right = h.get("/v1/items/3", &[("x-api-key", "batch-key-1")]).await;
+    assert_eq!(right.status, 200, "{}", right.body);
+    assert_eq!(right.metadata("x-consumer-id"), Some("batch"));
+    assert_eq!(right.metadata("x-auth-provider"), Some("api_key"));
+    assert_eq!(right.metadata("x-api-key"), None);
+
+    let from_query = h.get("/v1/items/3?api_key=batch-key-1", &[]).await;
+    assert_eq!(from_query.status, 200, "{}", from_query.body);
+    assert_eq!(from_query.metadata("x-consumer-id"), Some("batch"));
+
+    let calls = h.backend_calls();
+    let wrong = h.get("/v1/items/3", &[("x-api-key", "batch-key-2")]).await;
+    wrong.assert_error(401, 16);
+    assert!(wrong.challenge().contains("error=\"invalid_token\""));
+    h.get("/v1/items/3", &[]).await.assert_error(401, 16);
+    assert_eq!(h.backend_calls(), calls);
+    h.stop();
+}
+
+#[tokio::test]
+async fn policies_select_by_prefix_and_method_and_check_scopes_and_claims() {
+    let h = start(&auth_config(), POLICIES, &["rsa1"]).await;
+
+    // Public prefix: no credential needed, and spoofed identity still
+    // never reaches the backend.
+    let public = h.get("/v1/public/ping", &[("grpc-metadata-x-consumer-id", "mallory")]).await;
+    assert_eq!(public.status, 200, "{}", public.body);
+    assert_eq!(public.metadata("x-consumer-id"), None);
+    // A bad token on a public route is ignored, not fatal.
+    let stale = rs256(&with(json!({"exp": now() - 3600})));
+    assert_eq!(h.bearer("/v1/public/ping", &stale).await.status, 200);
+
+    // Admin prefix: scope and claim both required.
+    let no_scope = h.bearer("/v1/admin/stats", &rs256(&claims())).await;
+    no_scope.assert_error(403, 7);
+    assert!(no_scope.challenge().contains("error=\"insufficient_scope\""));
+    let wrong_role = h.bearer("/v1/admin/stats", &rs256(&with(json!({"scope": "read admin", "role": "user"})))).await;
+    wrong_role.assert_error(403, 7);
+    let admin = h.bearer("/v1/admin/stats", &rs256(&with(json!({"scope": "read admin", "role": "admin"})))).await;
+    assert_eq!(admin.status, 200, "{}", admin.body);
+    assert_eq!(admin.body["method"], "Stats");
+
+    // DELETE accepts corp tokens only; the same path under GET does not
+    // need it.
+    let by_key = h.send("DELETE", "/v1/items/9", &[("x-api-key", "batch-key-1")]).await;
+    by_key.assert_error(403, 7);
+    let corp = format!("Bearer {}", rs256(&claims()));
+    let by_token = h.send("DELETE", "/v1/items/9", &[("authorization", &corp)]).await;
+    assert_eq!(by_token.status, 200, "{}", by_token.body);
+    assert_eq!(by_token.body["method"], "Delete");
+    assert_eq!(h.get("/v1/items/9", &[("x-api-key", "batch-key-1")]).await.status, 200);
+
+    // Unmatched routes fall to the default: authenticated.
+    h.get("/v1/items/9", &[]).await.assert_error(401, 16);
+    h.stop();
+}
+
+#[tokio::test]
+async fn forward_token_sends_authorization_on() {
+    let auth = format!("{}forward_token: true\n", auth_config());
+    let h = start(&auth, "default: authenticated", &["rsa1"]).await;
+    let token = rs256(&claims());
+    let answer = h.bearer("/v1/items/1", &token).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let expected = format!("Bearer {token}");
+    assert_eq!(answer.metadata("authorization"), Some(expected.as_str()));
+    h.stop();
+}
+
+#[tokio::test]
+async fn without_auth_everything_is_public_as_before() {
+    let h = start("{}", "{}", &["rsa1"]).await;
+    let answer = h
+        .get("/v1/admin/stats", &[("authorization", "Bearer whatever"), ("grpc-metadata-x-consumer-id", "mallory")])
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    // No auth configured: the backend may do its own, so the token passes;
+    // an identity header from the client still does not.
+    assert_eq!(answer.metadata("authorization"), Some("Bearer whatever"));
+    assert_eq!(answer.metadata("x-consumer-id"), None);
+    h.stop();
+}
