@@ -52,9 +52,7 @@ fn pool() -> DescriptorPool {
     let proto = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("proto");
     let mut compiler = protox::Compiler::new([dir.path().to_path_buf(), proto]).unwrap();
     compiler.include_imports(true);
-    compiler
-        .open_files(["bench.proto", "google/rpc/error_details.proto"])
-        .unwrap();
+    compiler.open_files(["bench.proto", "google/rpc/error_details.proto"]).unwrap();
     DescriptorPool::decode(compiler.encode_file_descriptor_set().as_slice()).unwrap()
 }
 
@@ -73,23 +71,14 @@ fn benches(c: &mut Criterion) {
         captures: &no_captures,
         query: None,
     };
-    c.bench_function("echo/build", |b| {
-        b.iter(|| black_box(echo_in.build(&settings, echo_input()).unwrap()))
-    });
+    c.bench_function("echo/build", |b| b.iter(|| black_box(echo_in.build(&settings, echo_input()).unwrap())));
     let echo_request = echo_in.build(&settings, echo_input()).unwrap();
     // The backend answers with the same fields, as EchoResponse.
     let mut echo_response = DynamicMessage::new(desc("bench.v1.EchoResponse"));
     echo_response.transcode_from(&echo_request).unwrap();
-    c.bench_function("echo/render", |b| {
-        b.iter(|| black_box(echo_out.render(&settings, &echo_response).unwrap()))
-    });
+    c.bench_function("echo/render", |b| b.iter(|| black_box(echo_out.render(&settings, &echo_response).unwrap())));
 
-    let item_in = RequestPlan::new(
-        &desc("bench.v1.GetItemRequest"),
-        "",
-        &[vec!["id".to_owned()]],
-    )
-    .unwrap();
+    let item_in = RequestPlan::new(&desc("bench.v1.GetItemRequest"), "", &[vec!["id".to_owned()]]).unwrap();
     let item_out = ResponsePlan::new(&desc("bench.v1.Item"), "").unwrap();
     let captures = ["item-42".to_owned()];
     c.bench_function("get_item/build_path_and_query", |b| {
@@ -103,14 +92,9 @@ fn benches(c: &mut Criterion) {
             black_box(item_in.build(&settings, input).unwrap())
         })
     });
-    let item = DynamicMessage::deserialize(
-        desc("bench.v1.Item"),
-        &mut serde_json::Deserializer::from_str(ITEM_JSON),
-    )
-    .unwrap();
-    c.bench_function("get_item/render", |b| {
-        b.iter(|| black_box(item_out.render(&settings, &item).unwrap()))
-    });
+    let item =
+        DynamicMessage::deserialize(desc("bench.v1.Item"), &mut serde_json::Deserializer::from_str(ITEM_JSON)).unwrap();
+    c.bench_function("get_item/render", |b| b.iter(|| black_box(item_out.render(&settings, &item).unwrap())));
 
     let bad = RequestInput {
         body: Bytes::from_static(br#"{"message":"hello","count":"forty-two"}"#),
@@ -119,9 +103,7 @@ fn benches(c: &mut Criterion) {
         query: None,
     };
     let err: GatewayError = echo_in.build(&settings, bad).unwrap_err();
-    c.bench_function("error/render_bad_request", |b| {
-        b.iter(|| black_box(render_error(&err, &pool, &settings)))
-    });
+    c.bench_function("error/render_bad_request", |b| b.iter(|| black_box(render_error(&err, &pool, &settings))));
 }
 
 criterion_group!(transcode, benches);

@@ -119,18 +119,40 @@ impl Versions {
         Reply::read(request.send().await.unwrap_or_else(|e| panic!("POST {path}: {e}"))).await
     }
 
-    /// `(method, path, version, grpc method, upstream)` of every row of
-    /// `protogate routes`, read back from the printed table.
+    /// `[METHOD, PATH, VERSION, GRPC METHOD, UPSTREAM]` of every row of
+    /// `protogate routes`, read back from the printed table by the header's
+    /// column positions (cells may contain single spaces, and the table may
+    /// have other columns).
     fn route_rows(&self) -> Vec<[String; 5]> {
         let table = protogate::cli::route_table(&self.gateway.catalog());
         let mut lines = table.lines();
-        let header: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
-        assert_eq!(header, ["METHOD", "PATH", "VERSION", "GRPC", "METHOD", "UPSTREAM"], "{table}");
+        let header = lines.next().unwrap_or_default();
+        // Columns are padded and separated by at least two spaces.
+        let mut starts = Vec::new();
+        let mut names = Vec::new();
+        let mut rest = header;
+        while !rest.is_empty() {
+            let start = header.len() - rest.len();
+            let end = rest.find("  ").unwrap_or(rest.len());
+            starts.push(start);
+            names.push(&rest[..end]);
+            rest = rest[end..].trim_start();
+        }
+        let column = |name: &str| -> (usize, Option<usize>) {
+            let i = names.iter().position(|n| *n == name).unwrap_or_else(|| panic!("no {name} column in\n{table}"));
+            (starts[i], starts.get(i + 1).copied())
+        };
+        let wanted = ["METHOD", "PATH", "VERSION", "GRPC METHOD", "UPSTREAM"].map(column);
         lines
             .take_while(|line| !line.is_empty())
             .map(|line| {
-                let cells: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
-                <[String; 5]>::try_from(cells).unwrap_or_else(|cells| panic!("row {cells:?} of\n{table}"))
+                wanted.map(|(start, end)| {
+                    let cell = match end {
+                        Some(end) => line.get(start..end.min(line.len())),
+                        None => line.get(start..),
+                    };
+                    cell.unwrap_or_default().trim().to_owned()
+                })
             })
             .collect()
     }

@@ -21,10 +21,7 @@ pub(crate) enum Leaf {
     /// Every non-message kind (scalars and enums).
     Scalar(Kind),
     /// `google.protobuf.*Value`: the wrapped value's text, boxed.
-    Wrapper {
-        message: MessageDescriptor,
-        value: FieldDescriptor,
-    },
+    Wrapper { message: MessageDescriptor, value: FieldDescriptor },
     /// Timestamp, Duration, FieldMask: parsed exactly like their JSON strings.
     Text(MessageDescriptor),
 }
@@ -36,9 +33,9 @@ impl Leaf {
             return Some(Leaf::Scalar(kind.clone()));
         };
         match message.full_name() {
-            "google.protobuf.Timestamp"
-            | "google.protobuf.Duration"
-            | "google.protobuf.FieldMask" => Some(Leaf::Text(message.clone())),
+            "google.protobuf.Timestamp" | "google.protobuf.Duration" | "google.protobuf.FieldMask" => {
+                Some(Leaf::Text(message.clone()))
+            }
             "google.protobuf.DoubleValue"
             | "google.protobuf.FloatValue"
             | "google.protobuf.Int64Value"
@@ -48,12 +45,7 @@ impl Leaf {
             | "google.protobuf.BoolValue"
             | "google.protobuf.StringValue"
             | "google.protobuf.BytesValue" => {
-                message
-                    .get_field_by_name("value")
-                    .map(|value| Leaf::Wrapper {
-                        message: message.clone(),
-                        value,
-                    })
+                message.get_field_by_name("value").map(|value| Leaf::Wrapper { message: message.clone(), value })
             }
             _ => None,
         }
@@ -66,9 +58,7 @@ impl Leaf {
             Leaf::Wrapper { message, value } => {
                 let inner = parse_scalar(&value.kind(), text)?;
                 let mut boxed = DynamicMessage::new(message.clone());
-                boxed
-                    .try_set_field(value, inner)
-                    .map_err(|e| e.to_string())?;
+                boxed.try_set_field(value, inner).map_err(|e| e.to_string())?;
                 Ok(Value::Message(boxed))
             }
             Leaf::Text(message) => {
@@ -82,11 +72,7 @@ impl Leaf {
 }
 
 fn short_name(message: &MessageDescriptor) -> &str {
-    message
-        .full_name()
-        .rsplit('.')
-        .next()
-        .unwrap_or(message.full_name())
+    message.full_name().rsplit('.').next().unwrap_or(message.full_name())
 }
 
 fn parse_scalar(kind: &Kind, text: &str) -> Result<Value, String> {
@@ -94,8 +80,7 @@ fn parse_scalar(kind: &Kind, text: &str) -> Result<Value, String> {
     where
         T::Err: std::fmt::Display,
     {
-        text.parse::<T>()
-            .map_err(|e| format!("invalid {ty} value {text:?}: {e}"))
+        text.parse::<T>().map_err(|e| format!("invalid {ty} value {text:?}: {e}"))
     }
     Ok(match kind {
         Kind::Double => Value::F64(parse_f64(text, "double")?),
@@ -120,9 +105,7 @@ fn parse_scalar(kind: &Kind, text: &str) -> Result<Value, String> {
                 Err(_) => return Err(format!("unknown value {text:?} for enum {}", e.full_name())),
             },
         },
-        Kind::Message(m) => {
-            return Err(format!("message {} cannot be set from text", m.full_name()))
-        }
+        Kind::Message(m) => return Err(format!("message {} cannot be set from text", m.full_name())),
     })
 }
 
@@ -135,9 +118,7 @@ fn parse_f64(text: &str, ty: &str) -> Result<f64, String> {
             Ok(v) if v.is_finite() => Ok(v),
             // Rust also accepts "inf"/"nan" spellings and overflows to
             // infinity; the JSON mapping knows only the three words above.
-            Ok(_) => Err(format!(
-                "{ty} value {text:?} is out of range or not a number"
-            )),
+            Ok(_) => Err(format!("{ty} value {text:?} is out of range or not a number")),
             Err(e) => Err(format!("invalid {ty} value {text:?}: {e}")),
         },
     }
@@ -147,9 +128,7 @@ fn parse_bool(text: &str) -> Result<bool, String> {
     match text {
         "true" | "1" => Ok(true),
         "false" | "0" => Ok(false),
-        _ => Err(format!(
-            "invalid bool value {text:?}: expected true or false"
-        )),
+        _ => Err(format!("invalid bool value {text:?}: expected true or false")),
     }
 }
 
@@ -162,9 +141,9 @@ fn parse_base64(text: &str) -> Result<Vec<u8>, String> {
     const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, CONFIG);
     match STANDARD.decode(text) {
         Ok(v) => Ok(v),
-        Err(DecodeError::InvalidByte(_, b'-' | b'_')) => URL_SAFE
-            .decode(text)
-            .map_err(|e| format!("invalid base64: {e}")),
+        Err(DecodeError::InvalidByte(_, b'-' | b'_')) => {
+            URL_SAFE.decode(text).map_err(|e| format!("invalid base64: {e}"))
+        }
         Err(e) => Err(format!("invalid base64: {e}")),
     }
 }
@@ -183,20 +162,13 @@ fn parse_map_key(kind: &Kind, text: &str) -> Result<MapKey, String> {
 
 /// Sets `value` at `path` (intermediate message fields, then the leaf),
 /// creating the intermediate messages. The last field must be singular.
-pub(crate) fn set_at(
-    msg: &mut DynamicMessage,
-    path: &[FieldDescriptor],
-    value: Value,
-) -> Result<(), String> {
+pub(crate) fn set_at(msg: &mut DynamicMessage, path: &[FieldDescriptor], value: Value) -> Result<(), String> {
     let (leaf, parents) = path.split_last().ok_or("empty field path")?;
     let target = descend(msg, parents)?;
     target.try_set_field(leaf, value).map_err(|e| e.to_string())
 }
 
-fn descend<'m>(
-    msg: &'m mut DynamicMessage,
-    parents: &[FieldDescriptor],
-) -> Result<&'m mut DynamicMessage, String> {
+fn descend<'m>(msg: &'m mut DynamicMessage, parents: &[FieldDescriptor]) -> Result<&'m mut DynamicMessage, String> {
     let mut cur = msg;
     for field in parents {
         cur = cur
@@ -272,15 +244,11 @@ impl QueryPlan {
                 continue;
             }
             let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-            let name =
-                decode_component(raw_name).map_err(|e| GatewayError::bad_field(raw_name, e))?;
-            let value = decode_component(raw_value)
-                .map_err(|e| GatewayError::bad_field(name.as_ref(), e))?;
+            let name = decode_component(raw_name).map_err(|e| GatewayError::bad_field(raw_name, e))?;
+            let value = decode_component(raw_value).map_err(|e| GatewayError::bad_field(name.as_ref(), e))?;
             let target = match self.resolve(&name) {
                 Ok(target) => target,
-                Err(Unresolved::Invalid(why)) => {
-                    return Err(GatewayError::bad_field(name.as_ref(), why))
-                }
+                Err(Unresolved::Invalid(why)) => return Err(GatewayError::bad_field(name.as_ref(), why)),
                 Err(Unresolved::Unknown(why)) if reject_unknown => {
                     return Err(GatewayError::bad_field(name.as_ref(), why));
                 }
@@ -315,9 +283,7 @@ impl QueryPlan {
             let mut tail = &rest[end..];
             let key = match tail.strip_prefix('[') {
                 Some(inner) => {
-                    let close = inner
-                        .find(']')
-                        .ok_or_else(|| unknown("unclosed '[' in map key".to_owned()))?;
+                    let close = inner.find(']').ok_or_else(|| unknown("unclosed '[' in map key".to_owned()))?;
                     tail = &inner[close + 1..];
                     Some(&inner[..close])
                 }
@@ -339,48 +305,28 @@ impl QueryPlan {
                     _ => return Err(unknown(format!("field '{ident}' is not a map"))),
                 };
                 if !last {
-                    return Err(unknown(format!(
-                        "map '{ident}' values can only be set whole"
-                    )));
+                    return Err(unknown(format!("map '{ident}' values can only be set whole")));
                 }
                 let map_key = parse_map_key(&entry.map_entry_key_field().kind(), key)
                     .map_err(|e| Unresolved::Invalid(format!("map key: {e}")))?;
                 let leaf = Leaf::of(&entry.map_entry_value_field().kind())
                     .ok_or_else(|| unknown(format!("map '{ident}' has message values")))?;
                 path.push(field);
-                return Ok(Target {
-                    path,
-                    numbers,
-                    map_key: Some(map_key),
-                    leaf,
-                });
+                return Ok(Target { path, numbers, map_key: Some(map_key), leaf });
             }
             if last {
                 if field.is_map() {
-                    return Err(unknown(format!(
-                        "map field '{ident}' needs a key: {ident}[key]=value"
-                    )));
+                    return Err(unknown(format!("map field '{ident}' needs a key: {ident}[key]=value")));
                 }
                 let leaf = Leaf::of(&kind).ok_or_else(|| {
-                    unknown(format!(
-                        "field '{ident}' is a message; set its fields as {ident}.field=value"
-                    ))
+                    unknown(format!("field '{ident}' is a message; set its fields as {ident}.field=value"))
                 })?;
                 path.push(field);
-                return Ok(Target {
-                    path,
-                    numbers,
-                    map_key: None,
-                    leaf,
-                });
+                return Ok(Target { path, numbers, map_key: None, leaf });
             }
             match kind {
                 Kind::Message(inner) if !field.is_list() && !field.is_map() => desc = inner,
-                _ => {
-                    return Err(unknown(format!(
-                        "field '{ident}' has no sub-fields to address"
-                    )))
-                }
+                _ => return Err(unknown(format!("field '{ident}' has no sub-fields to address"))),
             }
             path.push(field);
             rest = &tail[1..];
@@ -398,20 +344,14 @@ impl QueryPlan {
             }
             BodyCover::Field { number, name: body } => {
                 if numbers.first() == Some(number) {
-                    return Err(GatewayError::bad_field(
-                        name,
-                        format!("field '{body}' comes from the request body"),
-                    ));
+                    return Err(GatewayError::bad_field(name, format!("field '{body}' comes from the request body")));
                 }
             }
         }
         for bound in &self.bound {
             let n = bound.numbers.len().min(numbers.len());
             if bound.numbers[..n] == numbers[..n] {
-                return Err(GatewayError::bad_field(
-                    name,
-                    format!("conflicts with path variable '{}'", bound.display),
-                ));
+                return Err(GatewayError::bad_field(name, format!("conflicts with path variable '{}'", bound.display)));
             }
         }
         Ok(())
@@ -443,21 +383,11 @@ fn assign(msg: &mut DynamicMessage, target: Target, text: &str) -> Result<(), St
     let (field, parents) = target.path.split_last().ok_or("empty field path")?;
     let owner = descend(msg, parents)?;
     if let Some(key) = target.map_key {
-        owner
-            .get_field_mut(field)
-            .as_map_mut()
-            .ok_or("not a map field")?
-            .insert(key, value);
+        owner.get_field_mut(field).as_map_mut().ok_or("not a map field")?.insert(key, value);
     } else if field.is_list() {
-        owner
-            .get_field_mut(field)
-            .as_list_mut()
-            .ok_or("not a repeated field")?
-            .push(value);
+        owner.get_field_mut(field).as_list_mut().ok_or("not a repeated field")?.push(value);
     } else {
-        owner
-            .try_set_field(field, value)
-            .map_err(|e| e.to_string())?;
+        owner.try_set_field(field, value).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -469,7 +399,5 @@ fn decode_component(raw: &str) -> Result<Cow<'_, str>, &'static str> {
     }
     let spaced = raw.replace('+', " ");
     let bytes: Vec<u8> = percent_encoding::percent_decode(spaced.as_bytes()).collect();
-    String::from_utf8(bytes)
-        .map(Cow::Owned)
-        .map_err(|_| "query parameter is not valid UTF-8 after percent-decoding")
+    String::from_utf8(bytes).map(Cow::Owned).map_err(|_| "query parameter is not valid UTF-8 after percent-decoding")
 }

@@ -10,9 +10,7 @@
 
 use bytes::Bytes;
 use http::StatusCode;
-use prost_reflect::{
-    DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Value,
-};
+use prost_reflect::{DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Value};
 use serde::Deserialize as _;
 use serde_path_to_error::Segment;
 use tonic::Code;
@@ -83,22 +81,14 @@ pub struct RequestPlan {
 impl RequestPlan {
     /// `body` is HttpRule.body: "" (none), "*" or a top-level field name;
     /// `variables` are the template's variable field paths, in order.
-    pub fn new(
-        input: &MessageDescriptor,
-        body: &str,
-        variables: &[Vec<String>],
-    ) -> Result<Self, PlanError> {
+    pub fn new(input: &MessageDescriptor, body: &str, variables: &[Vec<String>]) -> Result<Self, PlanError> {
         let (body_plan, cover) = plan_body(input, body)?;
         let mut resolved = Vec::with_capacity(variables.len());
         let mut bound = Vec::with_capacity(variables.len());
         for path in variables {
             let variable = resolve_variable(input, path)?;
             bound.push(BoundPath {
-                numbers: variable
-                    .fields
-                    .iter()
-                    .map(FieldDescriptor::number)
-                    .collect(),
+                numbers: variable.fields.iter().map(FieldDescriptor::number).collect(),
                 display: variable.display.clone(),
             });
             resolved.push(variable);
@@ -119,11 +109,7 @@ impl RequestPlan {
         &self.input
     }
 
-    pub fn build(
-        &self,
-        settings: &JsonSettings,
-        input: RequestInput<'_>,
-    ) -> Result<DynamicMessage, GatewayError> {
+    pub fn build(&self, settings: &JsonSettings, input: RequestInput<'_>) -> Result<DynamicMessage, GatewayError> {
         if input.captures.len() != self.variables.len() {
             return Err(GatewayError::internal(format!(
                 "route has {} path variables but {} captures were given",
@@ -133,25 +119,17 @@ impl RequestPlan {
         }
         let mut msg = self.body(settings, &input)?;
         if let Some(q) = input.query.filter(|q| !q.is_empty()) {
-            self.query
-                .apply(&mut msg, q, settings.reject_unknown_query_params)?;
+            self.query.apply(&mut msg, q, settings.reject_unknown_query_params)?;
         }
         for (variable, text) in self.variables.iter().zip(input.captures) {
-            let value = variable
-                .leaf
-                .parse(text)
-                .map_err(|e| GatewayError::bad_field(&variable.display, e))?;
+            let value = variable.leaf.parse(text).map_err(|e| GatewayError::bad_field(&variable.display, e))?;
             query::set_at(&mut msg, &variable.fields, value)
                 .map_err(|e| GatewayError::bad_field(&variable.display, e))?;
         }
         Ok(msg)
     }
 
-    fn body(
-        &self,
-        settings: &JsonSettings,
-        input: &RequestInput<'_>,
-    ) -> Result<DynamicMessage, GatewayError> {
+    fn body(&self, settings: &JsonSettings, input: &RequestInput<'_>) -> Result<DynamicMessage, GatewayError> {
         let opts = &settings.deserialize;
         match &self.body {
             BodyPlan::None => Ok(DynamicMessage::new(self.input.clone())),
@@ -160,15 +138,12 @@ impl RequestPlan {
                 set_raw(&mut msg, data, content_type, input);
                 Ok(msg)
             }
-            BodyPlan::MessageRaw {
-                field,
-                data,
-                content_type,
-            } => {
+            BodyPlan::MessageRaw { field, data, content_type } => {
                 let mut msg = DynamicMessage::new(self.input.clone());
-                let inner = msg.get_field_mut(field).as_message_mut().ok_or_else(|| {
-                    GatewayError::internal(format!("body field {} is not a message", field.name()))
-                })?;
+                let inner = msg
+                    .get_field_mut(field)
+                    .as_message_mut()
+                    .ok_or_else(|| GatewayError::internal(format!("body field {} is not a message", field.name())))?;
                 set_raw(inner, data, content_type, input);
                 Ok(msg)
             }
@@ -183,10 +158,7 @@ impl RequestPlan {
                 check_content_type(input)?;
                 let mut msg = DynamicMessage::new(self.input.clone());
                 let Kind::Message(desc) = field.kind() else {
-                    return Err(GatewayError::internal(format!(
-                        "body field {} is not a message",
-                        field.name()
-                    )));
+                    return Err(GatewayError::internal(format!("body field {} is not a message", field.name())));
                 };
                 let value = match json_of(&input.body) {
                     None => DynamicMessage::new(desc),
@@ -219,27 +191,15 @@ fn plan_body(input: &MessageDescriptor, body: &str) -> Result<(BodyPlan, BodyCov
             Ok((plan, BodyCover::Everything))
         }
         name => {
-            let field = input.get_field_by_name(name).ok_or_else(|| {
-                PlanError(format!(
-                    "body field '{name}' not found in {}",
-                    input.full_name()
-                ))
-            })?;
-            let cover = BodyCover::Field {
-                number: field.number(),
-                name: name.to_owned(),
-            };
+            let field = input
+                .get_field_by_name(name)
+                .ok_or_else(|| PlanError(format!("body field '{name}' not found in {}", input.full_name())))?;
+            let cover = BodyCover::Field { number: field.number(), name: name.to_owned() };
             let plan = match field.kind() {
-                Kind::Message(desc) if !field.is_list() && !field.is_map() => {
-                    match http_body_fields(&desc) {
-                        Some((data, content_type)) => BodyPlan::MessageRaw {
-                            field,
-                            data,
-                            content_type,
-                        },
-                        None => BodyPlan::Message(field),
-                    }
-                }
+                Kind::Message(desc) if !field.is_list() && !field.is_map() => match http_body_fields(&desc) {
+                    Some((data, content_type)) => BodyPlan::MessageRaw { field, data, content_type },
+                    None => BodyPlan::Message(field),
+                },
                 _ => BodyPlan::Other(field),
             };
             Ok((plan, cover))
@@ -251,29 +211,18 @@ fn http_body_fields(desc: &MessageDescriptor) -> Option<(FieldDescriptor, FieldD
     if desc.full_name() != HTTP_BODY {
         return None;
     }
-    Some((
-        desc.get_field_by_name("data")?,
-        desc.get_field_by_name("content_type")?,
-    ))
+    Some((desc.get_field_by_name("data")?, desc.get_field_by_name("content_type")?))
 }
 
 fn resolve_variable(input: &MessageDescriptor, path: &[String]) -> Result<Variable, PlanError> {
     let display = path.join(".");
-    let fail = |why: String| {
-        PlanError(format!(
-            "path variable '{display}' of {}: {why}",
-            input.full_name()
-        ))
-    };
-    let (leaf_name, parents) = path
-        .split_last()
-        .ok_or_else(|| fail("empty field path".to_owned()))?;
+    let fail = |why: String| PlanError(format!("path variable '{display}' of {}: {why}", input.full_name()));
+    let (leaf_name, parents) = path.split_last().ok_or_else(|| fail("empty field path".to_owned()))?;
     let mut desc = input.clone();
     let mut fields = Vec::with_capacity(path.len());
     for name in parents {
-        let field = desc
-            .get_field_by_name(name)
-            .ok_or_else(|| fail(format!("no field '{name}' in {}", desc.full_name())))?;
+        let field =
+            desc.get_field_by_name(name).ok_or_else(|| fail(format!("no field '{name}' in {}", desc.full_name())))?;
         match field.kind() {
             Kind::Message(inner) if !field.is_list() && !field.is_map() => desc = inner,
             _ => return Err(fail(format!("field '{name}' is not a singular message"))),
@@ -286,30 +235,15 @@ fn resolve_variable(input: &MessageDescriptor, path: &[String]) -> Result<Variab
     if field.is_list() || field.is_map() {
         return Err(fail(format!("field '{leaf_name}' is repeated")));
     }
-    let leaf = Leaf::of(&field.kind()).ok_or_else(|| {
-        fail(format!(
-            "field '{leaf_name}' is a message without a string form"
-        ))
-    })?;
+    let leaf = Leaf::of(&field.kind())
+        .ok_or_else(|| fail(format!("field '{leaf_name}' is a message without a string form")))?;
     fields.push(field);
-    Ok(Variable {
-        fields,
-        leaf,
-        display,
-    })
+    Ok(Variable { fields, leaf, display })
 }
 
-fn set_raw(
-    msg: &mut DynamicMessage,
-    data: &FieldDescriptor,
-    content_type: &FieldDescriptor,
-    input: &RequestInput<'_>,
-) {
+fn set_raw(msg: &mut DynamicMessage, data: &FieldDescriptor, content_type: &FieldDescriptor, input: &RequestInput<'_>) {
     msg.set_field(data, Value::Bytes(input.body.clone()));
-    msg.set_field(
-        content_type,
-        Value::String(input.content_type.unwrap_or("").to_owned()),
-    );
+    msg.set_field(content_type, Value::String(input.content_type.unwrap_or("").to_owned()));
 }
 
 /// JSON bodies only: `application/json` or any `*/*+json`, parameters
@@ -362,11 +296,10 @@ fn parse_message(
     prefix: &str,
 ) -> Result<DynamicMessage, GatewayError> {
     let mut de = serde_json::Deserializer::from_slice(json);
-    let parsed =
-        DynamicMessage::deserialize_with_options(desc.clone(), &mut de, opts).and_then(|msg| {
-            de.end()?;
-            Ok(msg)
-        });
+    let parsed = DynamicMessage::deserialize_with_options(desc.clone(), &mut de, opts).and_then(|msg| {
+        de.end()?;
+        Ok(msg)
+    });
     parsed.map_err(|err| json_error(desc, json, opts, prefix, &err))
 }
 
@@ -385,8 +318,7 @@ fn parse_lone_field(
     if let Err(err) = checked {
         return Err(syntax_error(&err));
     }
-    let key = serde_json::to_string(field.json_name())
-        .map_err(|e| GatewayError::internal(e.to_string()))?;
+    let key = serde_json::to_string(field.json_name()).map_err(|e| GatewayError::internal(e.to_string()))?;
     let mut wrapped = Vec::with_capacity(json.len() + key.len() + 3);
     wrapped.push(b'{');
     wrapped.extend_from_slice(key.as_bytes());
@@ -400,12 +332,7 @@ fn parse_lone_field(
 fn syntax_error(err: &serde_json::Error) -> GatewayError {
     GatewayError::bad_field(
         "",
-        format!(
-            "invalid JSON at line {} column {}: {}",
-            err.line(),
-            err.column(),
-            bare_message(err)
-        ),
+        format!("invalid JSON at line {} column {}: {}", err.line(), err.column(), bare_message(err)),
     )
 }
 
@@ -423,23 +350,18 @@ fn json_error(
     // serde_json files an overflowing number (1e400) under syntax, but for a
     // client it is a value out of range in a particular field.
     let out_of_range = message.starts_with("number out of range");
-    if !out_of_range
-        && matches!(
-            err.classify(),
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof
-        )
+    if !out_of_range && matches!(err.classify(), serde_json::error::Category::Syntax | serde_json::error::Category::Eof)
     {
         return syntax_error(err);
     }
     let mut track = serde_path_to_error::Track::new();
     let mut de = serde_json::Deserializer::from_slice(json);
     let tracked = serde_path_to_error::Deserializer::new(&mut de, &mut track);
-    let (path, message) =
-        match DynamicMessage::deserialize_with_options(desc.clone(), tracked, opts) {
-            Err(again) => (track.path(), bare_message(&again)),
-            // Cannot happen (same input, same options); keep the first answer.
-            Ok(_) => (track.path(), message),
-        };
+    let (path, message) = match DynamicMessage::deserialize_with_options(desc.clone(), tracked, opts) {
+        Err(again) => (track.path(), bare_message(&again)),
+        // Cannot happen (same input, same options); keep the first answer.
+        Ok(_) => (track.path(), message),
+    };
     let mut field = String::from(prefix);
     for segment in path.iter() {
         match segment {
@@ -451,10 +373,7 @@ fn json_error(
     }
     // An unknown key fails after the key is read but before its value is,
     // so the tracked path stops at the enclosing object; name the key.
-    if let Some(key) = message
-        .strip_prefix("unrecognized field name '")
-        .and_then(|r| r.strip_suffix('\''))
-    {
+    if let Some(key) = message.strip_prefix("unrecognized field name '").and_then(|r| r.strip_suffix('\'')) {
         push_key(&mut field, key);
         return GatewayError::bad_field(field, "unknown field");
     }
@@ -486,19 +405,16 @@ fn type_at(desc: &MessageDescriptor, path: &serde_path_to_error::Path) -> Option
         }
         pos = match (pos, segment) {
             (Position::Message(m), Segment::Map { key }) => {
-                let field = m
-                    .get_field_by_json_name(key)
-                    .or_else(|| m.get_field_by_name(key))?;
+                let field = m.get_field_by_json_name(key).or_else(|| m.get_field_by_name(key))?;
                 match field.kind() {
-                    Kind::Message(entry) if field.is_map() => {
-                        Position::Map(entry.map_entry_value_field().kind())
-                    }
+                    Kind::Message(entry) if field.is_map() => Position::Map(entry.map_entry_value_field().kind()),
                     kind if field.is_list() => Position::List(kind),
                     kind => Position::Value(kind),
                 }
             }
-            (Position::List(kind), Segment::Seq { .. })
-            | (Position::Map(kind), Segment::Map { .. }) => Position::Value(kind),
+            (Position::List(kind), Segment::Seq { .. }) | (Position::Map(kind), Segment::Map { .. }) => {
+                Position::Value(kind)
+            }
             _ => return None,
         };
     }

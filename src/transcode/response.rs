@@ -30,16 +30,9 @@ pub struct Rendered {
 #[derive(Debug, Clone)]
 enum Shape {
     Whole,
-    WholeRaw {
-        data: FieldDescriptor,
-        content_type: FieldDescriptor,
-    },
+    WholeRaw { data: FieldDescriptor, content_type: FieldDescriptor },
     Field(FieldDescriptor),
-    FieldRaw {
-        field: FieldDescriptor,
-        data: FieldDescriptor,
-        content_type: FieldDescriptor,
-    },
+    FieldRaw { field: FieldDescriptor, data: FieldDescriptor, content_type: FieldDescriptor },
 }
 
 /// How one route renders its output message, fixed at load.
@@ -59,65 +52,36 @@ impl ResponsePlan {
             }
         } else {
             let field = output.get_field_by_name(response_body).ok_or_else(|| {
-                PlanError(format!(
-                    "response_body field '{response_body}' not found in {}",
-                    output.full_name()
-                ))
+                PlanError(format!("response_body field '{response_body}' not found in {}", output.full_name()))
             })?;
             match field.kind() {
-                Kind::Message(desc) if !field.is_list() && !field.is_map() => {
-                    match http_body_fields(&desc) {
-                        Some((data, content_type)) => Shape::FieldRaw {
-                            field,
-                            data,
-                            content_type,
-                        },
-                        None => Shape::Field(field),
-                    }
-                }
+                Kind::Message(desc) if !field.is_list() && !field.is_map() => match http_body_fields(&desc) {
+                    Some((data, content_type)) => Shape::FieldRaw { field, data, content_type },
+                    None => Shape::Field(field),
+                },
                 _ => Shape::Field(field),
             }
         };
-        Ok(Self {
-            output: output.clone(),
-            shape,
-        })
+        Ok(Self { output: output.clone(), shape })
     }
 
     pub fn output(&self) -> &MessageDescriptor {
         &self.output
     }
 
-    pub fn render(
-        &self,
-        settings: &JsonSettings,
-        msg: &DynamicMessage,
-    ) -> Result<Rendered, GatewayError> {
+    pub fn render(&self, settings: &JsonSettings, msg: &DynamicMessage) -> Result<Rendered, GatewayError> {
         match &self.shape {
-            Shape::Whole => to_json(settings, |s| {
-                msg.serialize_with_options(s, &settings.serialize)
-            }),
+            Shape::Whole => to_json(settings, |s| msg.serialize_with_options(s, &settings.serialize)),
             Shape::Field(field) => {
                 let value = msg.get_field(field);
                 let kind = field.kind();
-                let json = FieldJson {
-                    value: &value,
-                    kind: &kind,
-                    settings,
-                };
+                let json = FieldJson { value: &value, kind: &kind, settings };
                 to_json(settings, |s| json.serialize(s))
             }
             Shape::WholeRaw { data, content_type } => raw(msg, data, content_type),
-            Shape::FieldRaw {
-                field,
-                data,
-                content_type,
-            } => match msg.get_field(field).as_message() {
+            Shape::FieldRaw { field, data, content_type } => match msg.get_field(field).as_message() {
                 Some(inner) => raw(inner, data, content_type),
-                None => Err(GatewayError::internal(format!(
-                    "response field {} is not a message",
-                    field.name()
-                ))),
+                None => Err(GatewayError::internal(format!("response field {} is not a message", field.name()))),
             },
         }
     }
@@ -127,31 +91,18 @@ fn http_body_fields(desc: &MessageDescriptor) -> Option<(FieldDescriptor, FieldD
     if desc.full_name() != HTTP_BODY {
         return None;
     }
-    Some((
-        desc.get_field_by_name("data")?,
-        desc.get_field_by_name("content_type")?,
-    ))
+    Some((desc.get_field_by_name("data")?, desc.get_field_by_name("content_type")?))
 }
 
 fn to_json<F>(settings: &JsonSettings, write: F) -> Result<Rendered, GatewayError>
 where
-    F: FnOnce(
-        &mut serde_json::Serializer<&mut Vec<u8>, Formatter>,
-    ) -> Result<(), serde_json::Error>,
+    F: FnOnce(&mut serde_json::Serializer<&mut Vec<u8>, Formatter>) -> Result<(), serde_json::Error>,
 {
     let mut buf = Vec::with_capacity(256);
-    let formatter = if settings.pretty {
-        Formatter::Pretty(Default::default())
-    } else {
-        Formatter::Compact
-    };
+    let formatter = if settings.pretty { Formatter::Pretty(Default::default()) } else { Formatter::Compact };
     let mut ser = serde_json::Serializer::with_formatter(&mut buf, formatter);
-    write(&mut ser)
-        .map_err(|e| GatewayError::internal(format!("cannot render the response as JSON: {e}")))?;
-    Ok(Rendered {
-        body: Bytes::from(buf),
-        content_type: JSON,
-    })
+    write(&mut ser).map_err(|e| GatewayError::internal(format!("cannot render the response as JSON: {e}")))?;
+    Ok(Rendered { body: Bytes::from(buf), content_type: JSON })
 }
 
 fn raw(
@@ -166,15 +117,10 @@ fn raw(
     let content_type = match body.get_field(content_type).as_str() {
         None | Some("") => OCTET_STREAM,
         Some(ct) => HeaderValue::from_str(ct).map_err(|_| {
-            GatewayError::internal(format!(
-                "backend HttpBody content_type {ct:?} is not a valid header value"
-            ))
+            GatewayError::internal(format!("backend HttpBody content_type {ct:?} is not a valid header value"))
         })?,
     };
-    Ok(Rendered {
-        body: bytes,
-        content_type,
-    })
+    Ok(Rendered { body: bytes, content_type })
 }
 
 /// One formatter type for both settings, so the serializer is monomorphized
@@ -248,34 +194,20 @@ impl Serialize for FieldJson<'_> {
             Value::List(items) => {
                 let mut seq = s.serialize_seq(Some(items.len()))?;
                 for item in items {
-                    seq.serialize_element(&FieldJson {
-                        value: item,
-                        kind: self.kind,
-                        settings: self.settings,
-                    })?;
+                    seq.serialize_element(&FieldJson { value: item, kind: self.kind, settings: self.settings })?;
                 }
                 seq.end()
             }
             Value::Map(entries) => {
                 let value_kind = match self.kind {
-                    Kind::Message(entry) if entry.is_map_entry() => {
-                        entry.map_entry_value_field().kind()
-                    }
-                    _ => {
-                        return Err(serde::ser::Error::custom(
-                            "map value without a map entry type",
-                        ))
-                    }
+                    Kind::Message(entry) if entry.is_map_entry() => entry.map_entry_value_field().kind(),
+                    _ => return Err(serde::ser::Error::custom("map value without a map entry type")),
                 };
                 let mut map = s.serialize_map(Some(entries.len()))?;
                 for (key, value) in entries {
                     map.serialize_entry(
                         &MapKeyJson(key),
-                        &FieldJson {
-                            value,
-                            kind: &value_kind,
-                            settings: self.settings,
-                        },
+                        &FieldJson { value, kind: &value_kind, settings: self.settings },
                     )?;
                 }
                 map.end()

@@ -43,45 +43,25 @@ pub fn render_error(err: &GatewayError, pool: &DescriptorPool, settings: &JsonSe
     }
     if let Some(raw) = &err.backend_details {
         match WireStatus::decode(raw.as_ref()) {
-            Ok(status) => details.extend(
-                status
-                    .details
-                    .iter()
-                    .map(|any| any_json(any, pool, settings)),
-            ),
+            Ok(status) => details.extend(status.details.iter().map(|any| any_json(any, pool, settings))),
             Err(e) => {
                 tracing::debug!(error = %e, "backend grpc-status-details-bin is not a google.rpc.Status")
             }
         }
     }
-    let envelope = Envelope {
-        code: i32::from(err.code),
-        message: &err.message,
-        details,
-    };
-    let json = if settings.pretty {
-        serde_json::to_vec_pretty(&envelope)
-    } else {
-        serde_json::to_vec(&envelope)
-    };
+    let envelope = Envelope { code: i32::from(err.code), message: &err.message, details };
+    let json = if settings.pretty { serde_json::to_vec_pretty(&envelope) } else { serde_json::to_vec(&envelope) };
     match json {
         Ok(body) => Bytes::from(body),
         // serde_json::Value and plain fields cannot fail to serialize; keep a
         // valid envelope regardless.
-        Err(_) => Bytes::from(format!(
-            r#"{{"code":{},"message":"","details":[]}}"#,
-            i32::from(err.code)
-        )),
+        Err(_) => Bytes::from(format!(r#"{{"code":{},"message":"","details":[]}}"#, i32::from(err.code))),
     }
 }
 
 /// One `google.rpc.BadRequest` detail listing the violations, built as a
 /// real message so the naming options apply to it as to any response.
-fn bad_request(
-    violations: &[FieldViolation],
-    pool: &DescriptorPool,
-    settings: &JsonSettings,
-) -> serde_json::Value {
+fn bad_request(violations: &[FieldViolation], pool: &DescriptorPool, settings: &JsonSettings) -> serde_json::Value {
     let built = (|| {
         let desc = pool.get_message_by_name("google.rpc.BadRequest")?;
         let list = desc.get_field_by_name("field_violations")?;
@@ -101,20 +81,13 @@ fn bad_request(
             .collect();
         let mut msg = DynamicMessage::new(desc);
         msg.set_field(&list, Value::List(items));
-        Some(prost_types::Any {
-            type_url: BAD_REQUEST_URL.to_owned(),
-            value: msg.encode_to_vec(),
-        })
+        Some(prost_types::Any { type_url: BAD_REQUEST_URL.to_owned(), value: msg.encode_to_vec() })
     })();
     match built {
         Some(any) => any_json(&any, pool, settings),
         // A pool without google.rpc (not supposed to happen): same shape by hand.
         None => {
-            let list = if settings.options.use_proto_names {
-                "field_violations"
-            } else {
-                "fieldViolations"
-            };
+            let list = if settings.options.use_proto_names { "field_violations" } else { "fieldViolations" };
             let items: Vec<_> = violations
                 .iter()
                 .map(|v| serde_json::json!({"field": v.field, "description": v.description}))
@@ -126,20 +99,11 @@ fn bad_request(
 
 /// An `Any` as JSON through the pool; what the pool cannot render is
 /// passed on as type URL and base64 bytes.
-fn any_json(
-    any: &prost_types::Any,
-    pool: &DescriptorPool,
-    settings: &JsonSettings,
-) -> serde_json::Value {
-    let rendered = pool
-        .get_message_by_name("google.protobuf.Any")
-        .and_then(|desc| {
-            let mut msg = DynamicMessage::new(desc);
-            msg.transcode_from(any).ok()?;
-            msg.serialize_with_options(serde_json::value::Serializer, &settings.serialize)
-                .ok()
-        });
-    rendered.unwrap_or_else(
-        || serde_json::json!({"@type": any.type_url, "value": BASE64_STANDARD.encode(&any.value)}),
-    )
+fn any_json(any: &prost_types::Any, pool: &DescriptorPool, settings: &JsonSettings) -> serde_json::Value {
+    let rendered = pool.get_message_by_name("google.protobuf.Any").and_then(|desc| {
+        let mut msg = DynamicMessage::new(desc);
+        msg.transcode_from(any).ok()?;
+        msg.serialize_with_options(serde_json::value::Serializer, &settings.serialize).ok()
+    });
+    rendered.unwrap_or_else(|| serde_json::json!({"@type": any.type_url, "value": BASE64_STANDARD.encode(&any.value)}))
 }

@@ -9,9 +9,7 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use http::StatusCode;
 use prost::Message;
-use prost_reflect::{
-    DescriptorPool, DynamicMessage, MapKey, MessageDescriptor, SerializeOptions, Value,
-};
+use prost_reflect::{DescriptorPool, DynamicMessage, MapKey, MessageDescriptor, SerializeOptions, Value};
 use serde_json::json;
 use tonic::Code;
 
@@ -99,13 +97,7 @@ fn pool() -> &'static DescriptorPool {
         let proto = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("proto");
         let mut compiler = protox::Compiler::new([dir.path().to_path_buf(), proto]).unwrap();
         compiler.include_imports(true);
-        compiler
-            .open_files([
-                "t.proto",
-                "google/rpc/status.proto",
-                "google/rpc/error_details.proto",
-            ])
-            .unwrap();
+        compiler.open_files(["t.proto", "google/rpc/status.proto", "google/rpc/error_details.proto"]).unwrap();
         DescriptorPool::decode(compiler.encode_file_descriptor_set().as_slice()).unwrap()
     })
 }
@@ -119,10 +111,7 @@ fn all() -> MessageDescriptor {
 }
 
 fn vars(paths: &[&str]) -> Vec<Vec<String>> {
-    paths
-        .iter()
-        .map(|p| p.split('.').map(str::to_owned).collect())
-        .collect()
+    paths.iter().map(|p| p.split('.').map(str::to_owned).collect()).collect()
 }
 
 fn plan(body: &str, variables: &[&str]) -> RequestPlan {
@@ -130,26 +119,16 @@ fn plan(body: &str, variables: &[&str]) -> RequestPlan {
 }
 
 fn input<'a>(body: &str, captures: &'a [String], query: Option<&'a str>) -> RequestInput<'a> {
-    RequestInput {
-        body: Bytes::copy_from_slice(body.as_bytes()),
-        content_type: None,
-        captures,
-        query,
-    }
+    RequestInput { body: Bytes::copy_from_slice(body.as_bytes()), content_type: None, captures, query }
 }
 
-fn build(
-    plan: &RequestPlan,
-    body: &str,
-    query: Option<&str>,
-) -> Result<DynamicMessage, GatewayError> {
+fn build(plan: &RequestPlan, body: &str, query: Option<&str>) -> Result<DynamicMessage, GatewayError> {
     plan.build(&JsonSettings::default(), input(body, &[], query))
 }
 
 /// The message as proto3 JSON with default options, for comparisons.
 fn as_json(m: &DynamicMessage) -> serde_json::Value {
-    m.serialize_with_options(serde_json::value::Serializer, &Default::default())
-        .unwrap()
+    m.serialize_with_options(serde_json::value::Serializer, &Default::default()).unwrap()
 }
 
 fn body_json(body: &str) -> DynamicMessage {
@@ -179,9 +158,7 @@ fn query_json(q: &str) -> serde_json::Value {
 
 #[test]
 fn whole_body_accepts_json_and_proto_names() {
-    let m = body_json(
-        r#"{"fInt64":"42","f_string":"x","customName":"r","inner":{"values":[1,2]},"color":"RED"}"#,
-    );
+    let m = body_json(r#"{"fInt64":"42","f_string":"x","customName":"r","inner":{"values":[1,2]},"color":"RED"}"#);
     assert_eq!(
         as_json(&m),
         json!({"fInt64":"42","fString":"x","customName":"r","inner":{"values":[1,2]},"color":"RED"})
@@ -198,32 +175,13 @@ fn empty_or_blank_body_is_an_empty_message() {
 
 #[test]
 fn malformed_json_names_line_and_column() {
-    let err = assert_bad(
-        build(&plan("*", &[]), "{\n  \"fString\": \"x\",\n  oops }", None),
-        "",
-    );
-    assert!(
-        err.message.starts_with("invalid JSON at line 3 column 3: "),
-        "{}",
-        err.message
-    );
+    let err = assert_bad(build(&plan("*", &[]), "{\n  \"fString\": \"x\",\n  oops }", None), "");
+    assert!(err.message.starts_with("invalid JSON at line 3 column 3: "), "{}", err.message);
     let err = assert_bad(build(&plan("*", &[]), r#"{"fString":"x"} {}"#, None), "");
-    assert!(
-        err.message.starts_with("invalid JSON at line 1 column "),
-        "{}",
-        err.message
-    );
-    assert!(
-        err.message.contains("trailing characters"),
-        "{}",
-        err.message
-    );
+    assert!(err.message.starts_with("invalid JSON at line 1 column "), "{}", err.message);
+    assert!(err.message.contains("trailing characters"), "{}", err.message);
     let err = assert_bad(build(&plan("*", &[]), r#"{"fString":"#, None), "");
-    assert!(
-        err.message.starts_with("invalid JSON at line 1 column "),
-        "{}",
-        err.message
-    );
+    assert!(err.message.starts_with("invalid JSON at line 1 column "), "{}", err.message);
 }
 
 #[test]
@@ -235,69 +193,30 @@ fn type_errors_name_the_field_path_as_sent() {
     assert_bad(build(&p, r#"{"fDouble":1e400}"#, None), "fDouble");
     assert_bad(build(&p, r#"{"fBool":"true"}"#, None), "fBool");
     assert_bad(build(&p, r#"{"color":"PURPLE"}"#, None), "color");
-    assert_bad(
-        build(&p, r#"{"inner":{"values":[1,"x"]}}"#, None),
-        "inner.values[1]",
-    );
-    assert_bad(
-        build(&p, r#"{"inners":[{},{"deep":{"n":true}}]}"#, None),
-        "inners[1].deep.n",
-    );
-    assert_bad(
-        build(&p, r#"{"counts":{"a":"1","b":"z"}}"#, None),
-        "counts.b",
-    );
+    assert_bad(build(&p, r#"{"inner":{"values":[1,"x"]}}"#, None), "inner.values[1]");
+    assert_bad(build(&p, r#"{"inners":[{},{"deep":{"n":true}}]}"#, None), "inners[1].deep.n");
+    assert_bad(build(&p, r#"{"counts":{"a":"1","b":"z"}}"#, None), "counts.b");
     assert_bad(build(&p, r#"{"ts":"yesterday"}"#, None), "ts");
     let err = assert_bad(build(&p, r#"{"fUint32":-1}"#, None), "fUint32");
     assert!(err.message.starts_with("fUint32: "), "{}", err.message);
     // The description says what was expected.
-    let err = assert_bad(
-        build(&p, r#"{"inner":{"values":[1,"x"]}}"#, None),
-        "inner.values[1]",
-    );
-    assert!(
-        err.violations[0].description.contains("int32"),
-        "{}",
-        err.message
-    );
+    let err = assert_bad(build(&p, r#"{"inner":{"values":[1,"x"]}}"#, None), "inner.values[1]");
+    assert!(err.violations[0].description.contains("int32"), "{}", err.message);
     let err = assert_bad(build(&p, r#"{"counts":{"a":"z"}}"#, None), "counts.a");
-    assert!(
-        err.violations[0].description.contains("int64"),
-        "{}",
-        err.message
-    );
+    assert!(err.violations[0].description.contains("int64"), "{}", err.message);
     let err = assert_bad(build(&p, r#"{"color":"PURPLE"}"#, None), "color");
-    assert!(
-        err.violations[0].description.contains("t.Color"),
-        "{}",
-        err.message
-    );
+    assert!(err.violations[0].description.contains("t.Color"), "{}", err.message);
     let err = assert_bad(build(&p, r#"{"fDouble":1e400}"#, None), "fDouble");
-    assert!(
-        err.violations[0].description.contains("double"),
-        "{}",
-        err.message
-    );
+    assert!(err.violations[0].description.contains("double"), "{}", err.message);
 }
 
 #[test]
 fn unknown_fields_are_rejected_or_ignored_by_config() {
     let p = plan("*", &[]);
-    let err = assert_bad(
-        build(&p, r#"{"inner":{"name":"x","bogus":1}}"#, None),
-        "inner.bogus",
-    );
+    let err = assert_bad(build(&p, r#"{"inner":{"name":"x","bogus":1}}"#, None), "inner.bogus");
     assert!(err.message.contains("unknown field"), "{}", err.message);
-    let lax = JsonSettings::new(&JsonOptions {
-        unknown_fields: Strictness::Ignore,
-        ..Default::default()
-    });
-    let m = p
-        .build(
-            &lax,
-            input(r#"{"inner":{"name":"x","bogus":[1,{"a":2}]}}"#, &[], None),
-        )
-        .unwrap();
+    let lax = JsonSettings::new(&JsonOptions { unknown_fields: Strictness::Ignore, ..Default::default() });
+    let m = p.build(&lax, input(r#"{"inner":{"name":"x","bogus":[1,{"a":2}]}}"#, &[], None)).unwrap();
     assert_eq!(as_json(&m), json!({"inner":{"name":"x"}}));
 }
 
@@ -311,11 +230,7 @@ fn oneof_given_twice_in_json_is_rejected() {
 #[test]
 fn deep_nesting_is_a_400_not_a_crash() {
     let p = plan("*", &[]);
-    let deep_struct = format!(
-        r#"{{"meta":{{"a":{}1{}}}}}"#,
-        "[".repeat(5000),
-        "]".repeat(5000)
-    );
+    let deep_struct = format!(r#"{{"meta":{{"a":{}1{}}}}}"#, "[".repeat(5000), "]".repeat(5000));
     let err = build(&p, &deep_struct, None).unwrap_err();
     assert_eq!(err.status, StatusCode::BAD_REQUEST);
     let node = RequestPlan::new(&msg("t.Node"), "*", &[]).unwrap();
@@ -329,23 +244,14 @@ fn deep_nesting_is_a_400_not_a_crash() {
 fn content_type_must_be_json() {
     let p = plan("*", &[]);
     let settings = JsonSettings::default();
-    for ok in [
-        "application/json",
-        "application/json; charset=utf-8",
-        "Application/JSON",
-        "application/merge-patch+json",
-    ] {
-        let req = RequestInput {
-            content_type: Some(ok),
-            ..input(r#"{"fString":"x"}"#, &[], None)
-        };
+    for ok in
+        ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/merge-patch+json"]
+    {
+        let req = RequestInput { content_type: Some(ok), ..input(r#"{"fString":"x"}"#, &[], None) };
         assert!(p.build(&settings, req).is_ok(), "{ok}");
     }
     for bad in ["text/plain", "application/xml", "application/jsonx", "json"] {
-        let req = RequestInput {
-            content_type: Some(bad),
-            ..input(r#"{"fString":"x"}"#, &[], None)
-        };
+        let req = RequestInput { content_type: Some(bad), ..input(r#"{"fString":"x"}"#, &[], None) };
         let err = p.build(&settings, req).unwrap_err();
         assert_eq!(err.code, Code::InvalidArgument, "{bad}");
         assert_eq!(err.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{bad}");
@@ -357,10 +263,7 @@ fn body_field_message_gets_the_json_and_paths_are_prefixed() {
     let p = plan("inner", &[]);
     assert!(p.has_body());
     let m = build(&p, r#"{"name":"x","values":[1]}"#, Some("fString=q")).unwrap();
-    assert_eq!(
-        as_json(&m),
-        json!({"inner":{"name":"x","values":[1]},"fString":"q"})
-    );
+    assert_eq!(as_json(&m), json!({"inner":{"name":"x","values":[1]},"fString":"q"}));
     assert_bad(build(&p, r#"{"values":["x"]}"#, None), "inner.values[0]");
     // An empty body still sets the field (presence), as `{}` would.
     let m = build(&p, "", None).unwrap();
@@ -372,24 +275,15 @@ fn body_field_message_gets_the_json_and_paths_are_prefixed() {
 #[test]
 fn body_field_of_other_kinds() {
     let p = plan("tags", &[]);
-    assert_eq!(
-        as_json(&build(&p, r#"["a","b"]"#, None).unwrap()),
-        json!({"tags":["a","b"]})
-    );
+    assert_eq!(as_json(&build(&p, r#"["a","b"]"#, None).unwrap()), json!({"tags":["a","b"]}));
     assert_bad(build(&p, r#"["a",1]"#, None), "tags[1]");
     // Nothing may escape the field's value into the rest of the message.
     let err = assert_bad(build(&p, r#"["a"], "fString": "x""#, None), "");
     assert!(err.message.starts_with("invalid JSON"), "{}", err.message);
     let p = plan("counts", &[]);
-    assert_eq!(
-        as_json(&build(&p, r#"{"a":"5"}"#, None).unwrap()),
-        json!({"counts":{"a":"5"}})
-    );
+    assert_eq!(as_json(&build(&p, r#"{"a":"5"}"#, None).unwrap()), json!({"counts":{"a":"5"}}));
     let p = plan("f_int64", &[]);
-    assert_eq!(
-        as_json(&build(&p, "7", None).unwrap()),
-        json!({"fInt64":"7"})
-    );
+    assert_eq!(as_json(&build(&p, "7", None).unwrap()), json!({"fInt64":"7"}));
     assert_bad(build(&p, r#""seven""#, None), "fInt64");
 }
 
@@ -403,18 +297,8 @@ fn http_body_whole_takes_raw_bytes_and_content_type() {
         query: None,
     };
     let m = p.build(&JsonSettings::default(), req).unwrap();
-    assert_eq!(
-        m.get_field_by_name("data")
-            .unwrap()
-            .as_bytes()
-            .unwrap()
-            .as_ref(),
-        b"\x00\xffnot json"
-    );
-    assert_eq!(
-        m.get_field_by_name("content_type").unwrap().as_str(),
-        Some("image/png")
-    );
+    assert_eq!(m.get_field_by_name("data").unwrap().as_bytes().unwrap().as_ref(), b"\x00\xffnot json");
+    assert_eq!(m.get_field_by_name("content_type").unwrap().as_str(), Some("image/png"));
 }
 
 #[test]
@@ -431,18 +315,8 @@ fn http_body_field_takes_raw_bytes_rest_from_path_and_query() {
     assert_eq!(m.get_field_by_name("name").unwrap().as_str(), Some("doc"));
     let file = m.get_field_by_name("file").unwrap();
     let file = file.as_message().unwrap();
-    assert_eq!(
-        file.get_field_by_name("data")
-            .unwrap()
-            .as_bytes()
-            .unwrap()
-            .as_ref(),
-        b"plain text"
-    );
-    assert_eq!(
-        file.get_field_by_name("content_type").unwrap().as_str(),
-        Some("text/plain")
-    );
+    assert_eq!(file.get_field_by_name("data").unwrap().as_bytes().unwrap().as_ref(), b"plain text");
+    assert_eq!(file.get_field_by_name("content_type").unwrap().as_str(), Some("text/plain"));
 }
 
 // ---------------------------------------------------------------- path
@@ -450,19 +324,11 @@ fn http_body_field_takes_raw_bytes_rest_from_path_and_query() {
 #[test]
 fn captures_set_nested_fields_and_override_the_body() {
     let p = plan("*", &["inner.deep.id", "f_int64", "ts"]);
-    let captures = [
-        "abc".to_owned(),
-        "-9".to_owned(),
-        "2024-01-02T03:04:05Z".to_owned(),
-    ];
+    let captures = ["abc".to_owned(), "-9".to_owned(), "2024-01-02T03:04:05Z".to_owned()];
     let m = p
         .build(
             &JsonSettings::default(),
-            input(
-                r#"{"inner":{"name":"n","deep":{"id":"body"}},"fInt64":"1"}"#,
-                &captures,
-                None,
-            ),
+            input(r#"{"inner":{"name":"n","deep":{"id":"body"}},"fInt64":"1"}"#, &captures, None),
         )
         .unwrap();
     assert_eq!(
@@ -473,27 +339,10 @@ fn captures_set_nested_fields_and_override_the_body() {
 
 #[test]
 fn captures_of_every_leaf_kind() {
-    let p = plan(
-        "",
-        &[
-            "f_bool", "color", "f_bytes", "f_float", "dur", "w_int64", "mask", "f_uint64",
-        ],
-    );
-    let captures: Vec<String> = [
-        "true",
-        "GREEN",
-        "aGk",
-        "Infinity",
-        "1.5s",
-        "12",
-        "a,b.c",
-        "18446744073709551615",
-    ]
-    .map(String::from)
-    .to_vec();
-    let m = p
-        .build(&JsonSettings::default(), input("", &captures, None))
-        .unwrap();
+    let p = plan("", &["f_bool", "color", "f_bytes", "f_float", "dur", "w_int64", "mask", "f_uint64"]);
+    let captures: Vec<String> =
+        ["true", "GREEN", "aGk", "Infinity", "1.5s", "12", "a,b.c", "18446744073709551615"].map(String::from).to_vec();
+    let m = p.build(&JsonSettings::default(), input("", &captures, None)).unwrap();
     assert_eq!(
         as_json(&m),
         json!({"fBool":true,"color":"GREEN","fBytes":"aGk=","fFloat":"Infinity","dur":"1.500s","wInt64":"12",
@@ -509,10 +358,7 @@ fn bad_capture_names_the_variable() {
     assert_bad(err, "inner.deep.n");
     let p = plan("", &["color"]);
     let captures = ["BLUE".to_owned()];
-    assert_bad(
-        p.build(&JsonSettings::default(), input("", &captures, None)),
-        "color",
-    );
+    assert_bad(p.build(&JsonSettings::default(), input("", &captures, None)), "color");
 }
 
 #[test]
@@ -546,22 +392,13 @@ fn query_sets_nested_repeated_and_map_fields() {
         json!({"inner":{"deep":{"id":"x","n":"5"},"labels":{"a.b":"v"}},"tags":["a","b,c"],"counts":{"k1":"3"},
                "customName":"r"})
     );
-    assert_eq!(
-        query_json("inner.deep.id=1&inner.name=n"),
-        json!({"inner":{"name":"n","deep":{"id":"1"}}})
-    );
-    assert_eq!(
-        query_json("fInt64=1&f_int32=2"),
-        json!({"fInt64":"1","fInt32":2})
-    );
+    assert_eq!(query_json("inner.deep.id=1&inner.name=n"), json!({"inner":{"name":"n","deep":{"id":"1"}}}));
+    assert_eq!(query_json("fInt64=1&f_int32=2"), json!({"fInt64":"1","fInt32":2}));
 }
 
 #[test]
 fn query_decoding() {
-    assert_eq!(
-        query_json("fString=a+b%20c%2Bd%26"),
-        json!({"fString":"a b c+d&"})
-    );
+    assert_eq!(query_json("fString=a+b%20c%2Bd%26"), json!({"fString":"a b c+d&"}));
     assert_eq!(query_json("f%5Fstring=%C3%A9"), json!({"fString":"é"}));
     assert_eq!(query_json("fString"), json!({}));
     assert_eq!(query_json("fString=a=b&&"), json!({"fString":"a=b"}));
@@ -579,16 +416,8 @@ fn query_scalars_of_every_kind() {
                "fBytes":"+/8=","color":"GREEN","colors":["RED","RED"]})
     );
     let m = query("fDouble=NaN&fBool=false").unwrap();
-    assert!(m
-        .get_field_by_name("f_double")
-        .unwrap()
-        .as_f64()
-        .unwrap()
-        .is_nan());
-    assert_eq!(
-        query_json("fBytes=aGVsbG8%3D&fDouble=Infinity"),
-        json!({"fBytes":"aGVsbG8=","fDouble":"Infinity"})
-    );
+    assert!(m.get_field_by_name("f_double").unwrap().as_f64().unwrap().is_nan());
+    assert_eq!(query_json("fBytes=aGVsbG8%3D&fDouble=Infinity"), json!({"fBytes":"aGVsbG8=","fDouble":"Infinity"}));
 }
 
 #[test]
@@ -601,14 +430,7 @@ fn query_well_known_types() {
     // prost-reflect writes a NaN DoubleValue as null; what was parsed is NaN.
     let m = query("wDouble=NaN").unwrap();
     let w = m.get_field_by_name("w_double").unwrap();
-    assert!(w
-        .as_message()
-        .unwrap()
-        .get_field_by_name("value")
-        .unwrap()
-        .as_f64()
-        .unwrap()
-        .is_nan());
+    assert!(w.as_message().unwrap().get_field_by_name("value").unwrap().as_f64().unwrap().is_nan());
     assert_bad(query("ts=soon"), "ts");
     assert_bad(query("dur=5"), "dur");
     assert_bad(query("wBool=yes"), "wBool");
@@ -652,18 +474,11 @@ fn query_names_that_resolve_to_nothing() {
     ] {
         assert_bad(query(q), name);
     }
-    let lax = JsonSettings::new(&JsonOptions {
-        unknown_query_params: Strictness::Ignore,
-        ..Default::default()
-    });
-    let m = plan("", &[])
-        .build(&lax, input("", &[], Some("nope=1&inner=x&fString=ok")))
-        .unwrap();
+    let lax = JsonSettings::new(&JsonOptions { unknown_query_params: Strictness::Ignore, ..Default::default() });
+    let m = plan("", &[]).build(&lax, input("", &[], Some("nope=1&inner=x&fString=ok"))).unwrap();
     assert_eq!(as_json(&m), json!({"fString":"ok"}));
     // Ignoring unknown names does not extend to bad values.
-    assert!(plan("", &[])
-        .build(&lax, input("", &[], Some("fInt32=x")))
-        .is_err());
+    assert!(plan("", &[]).build(&lax, input("", &[], Some("fInt32=x"))).is_err());
 }
 
 #[test]
@@ -672,10 +487,7 @@ fn query_rejects_a_singular_field_twice_and_two_oneof_members() {
     assert_bad(query("fString=a&f_string=b"), "f_string");
     assert_bad(query("counts[a]=1&counts[a]=2"), "counts[a]");
     assert_bad(query("cText=a&cNum=1"), "cNum");
-    assert_eq!(
-        query_json("counts[a]=1&counts[b]=2"),
-        json!({"counts":{"a":"1","b":"2"}})
-    );
+    assert_eq!(query_json("counts[a]=1&counts[b]=2"), json!({"counts":{"a":"1","b":"2"}}));
     assert_eq!(query_json("cInner.name=x"), json!({"cInner":{"name":"x"}}));
 }
 
@@ -704,21 +516,14 @@ fn query_collisions_with_path_and_body() {
 fn path_wins_over_query_order_does_not_matter() {
     let p = plan("", &["f_string"]);
     let captures = ["path".to_owned()];
-    let m = p
-        .build(
-            &JsonSettings::default(),
-            input("", &captures, Some("fInt32=3")),
-        )
-        .unwrap();
+    let m = p.build(&JsonSettings::default(), input("", &captures, Some("fInt32=3"))).unwrap();
     assert_eq!(as_json(&m), json!({"fString":"path","fInt32":3}));
 }
 
 // ---------------------------------------------------------------- response
 
 fn sample() -> DynamicMessage {
-    body_json(
-        r#"{"fInt64":"5","fString":"s","color":"RED","inner":{"name":"n"},"tags":["a"],"fDouble":0.5}"#,
-    )
+    body_json(r#"{"fInt64":"5","fString":"s","color":"RED","inner":{"name":"n"},"tags":["a"],"fDouble":0.5}"#)
 }
 
 fn render_str(plan: &ResponsePlan, settings: &JsonSettings, m: &DynamicMessage) -> String {
@@ -755,12 +560,8 @@ fn render_honours_json_options() {
         serde_json::from_str::<serde_json::Value>(&out).unwrap(),
         json!({"f_double":0.5,"f_int64":5,"f_string":"s","color":1,"inner":{"name":"n"},"tags":["a"]})
     );
-    let settings = JsonSettings::new(&JsonOptions {
-        emit_unpopulated: true,
-        ..Default::default()
-    });
-    let out: serde_json::Value =
-        serde_json::from_str(&render_str(&p, &settings, &sample())).unwrap();
+    let settings = JsonSettings::new(&JsonOptions { emit_unpopulated: true, ..Default::default() });
+    let out: serde_json::Value = serde_json::from_str(&render_str(&p, &settings, &sample())).unwrap();
     assert_eq!(out["fInt32"], json!(0));
     assert_eq!(out["fUint64"], json!("0"));
     assert_eq!(out["colors"], json!([]));
@@ -778,23 +579,17 @@ fn render_response_body_field_even_when_default() {
         ("color", r#""RED""#, r#""COLOR_UNSPECIFIED""#),
         ("f_double", "0.5", "0.0"),
         ("counts", "{}", "{}"),
-        (
-            "ts",
-            r#""1970-01-01T00:00:00Z""#,
-            r#""1970-01-01T00:00:00Z""#,
-        ),
+        ("ts", r#""1970-01-01T00:00:00Z""#, r#""1970-01-01T00:00:00Z""#),
     ];
     for (field, set, unset) in cases {
         let p = ResponsePlan::new(&all(), field).unwrap();
         assert_eq!(render_str(&p, &settings, &sample()), set, "{field}");
-        let got: serde_json::Value =
-            serde_json::from_str(&render_str(&p, &settings, &empty)).unwrap();
+        let got: serde_json::Value = serde_json::from_str(&render_str(&p, &settings, &empty)).unwrap();
         let want: serde_json::Value = serde_json::from_str(unset).unwrap();
         assert_eq!(got, want, "{field}");
     }
-    let m = body_json(
-        r#"{"counts":{"a":"-1"},"byId":{"3":{"name":"x"}},"fBytes":"aGk=","fFloat":"NaN","colors":[1,7]}"#,
-    );
+    let m =
+        body_json(r#"{"counts":{"a":"-1"},"byId":{"3":{"name":"x"}},"fBytes":"aGk=","fFloat":"NaN","colors":[1,7]}"#);
     for (field, want) in [
         ("counts", json!({"a":"-1"})),
         ("by_id", json!({"3":{"name":"x"}})),
@@ -806,11 +601,7 @@ fn render_response_body_field_even_when_default() {
         let got: serde_json::Value = serde_json::from_str(&render_str(&p, &settings, &m)).unwrap();
         assert_eq!(got, want, "{field}");
     }
-    let numbers = JsonSettings::new(&JsonOptions {
-        int64_as_numbers: true,
-        enums_as_ints: true,
-        ..Default::default()
-    });
+    let numbers = JsonSettings::new(&JsonOptions { int64_as_numbers: true, enums_as_ints: true, ..Default::default() });
     let p = ResponsePlan::new(&all(), "counts").unwrap();
     assert_eq!(render_str(&p, &numbers, &m), r#"{"a":-1}"#);
     let p = ResponsePlan::new(&all(), "colors").unwrap();
@@ -843,10 +634,7 @@ fn render_http_body_raw() {
 #[test]
 fn unrenderable_response_is_internal_not_a_panic() {
     let mut m = DynamicMessage::new(all());
-    let any = prost_types::Any {
-        type_url: "type.googleapis.com/nowhere.Unknown".into(),
-        value: vec![1, 2],
-    };
+    let any = prost_types::Any { type_url: "type.googleapis.com/nowhere.Unknown".into(), value: vec![1, 2] };
     let mut any_msg = DynamicMessage::new(msg("google.protobuf.Any"));
     any_msg.transcode_from(&any).unwrap();
     m.set_field_by_name("any", Value::Message(any_msg));
@@ -865,10 +653,7 @@ fn envelope(err: &GatewayError, settings: &JsonSettings) -> serde_json::Value {
 #[test]
 fn error_envelope_always_has_details() {
     let err = GatewayError::not_found("no route");
-    assert_eq!(
-        envelope(&err, &JsonSettings::default()),
-        json!({"code":5,"message":"no route","details":[]})
-    );
+    assert_eq!(envelope(&err, &JsonSettings::default()), json!({"code":5,"message":"no route","details":[]}));
 }
 
 #[test]
@@ -877,30 +662,14 @@ fn violations_become_a_bad_request_detail() {
     let out = envelope(&err, &JsonSettings::default());
     assert_eq!(out["code"], json!(3));
     assert_eq!(out["message"], json!(err.message));
-    assert_eq!(
-        out["details"][0]["@type"],
-        json!("type.googleapis.com/google.rpc.BadRequest")
-    );
-    assert_eq!(
-        out["details"][0]["fieldViolations"][0]["field"],
-        json!("inner.values[1]")
-    );
-    assert_eq!(
-        out["details"][0]["fieldViolations"][0]["description"],
-        json!(err.violations[0].description)
-    );
-    let proto_names = JsonSettings::new(&JsonOptions {
-        use_proto_names: true,
-        pretty: true,
-        ..Default::default()
-    });
+    assert_eq!(out["details"][0]["@type"], json!("type.googleapis.com/google.rpc.BadRequest"));
+    assert_eq!(out["details"][0]["fieldViolations"][0]["field"], json!("inner.values[1]"));
+    assert_eq!(out["details"][0]["fieldViolations"][0]["description"], json!(err.violations[0].description));
+    let proto_names = JsonSettings::new(&JsonOptions { use_proto_names: true, pretty: true, ..Default::default() });
     let raw = status::render_error(&err, pool(), &proto_names);
     assert!(raw.contains(&b'\n'));
     let out: serde_json::Value = serde_json::from_slice(&raw).unwrap();
-    assert_eq!(
-        out["details"][0]["field_violations"][0]["field"],
-        json!("inner.values[1]")
-    );
+    assert_eq!(out["details"][0]["field_violations"][0]["field"], json!("inner.values[1]"));
 }
 
 #[test]
@@ -908,10 +677,7 @@ fn backend_details_render_through_the_pool_or_fall_back() {
     let mut bad_request = DynamicMessage::new(msg("google.rpc.BadRequest"));
     let mut violation = DynamicMessage::new(msg("google.rpc.BadRequest.FieldViolation"));
     violation.set_field_by_name("field", Value::String("name".into()));
-    bad_request.set_field_by_name(
-        "field_violations",
-        Value::List(vec![Value::Message(violation)]),
-    );
+    bad_request.set_field_by_name("field_violations", Value::List(vec![Value::Message(violation)]));
     let mut retry = DynamicMessage::new(msg("google.rpc.RetryInfo"));
     let mut delay = DynamicMessage::new(msg("google.protobuf.Duration"));
     delay.set_field_by_name("seconds", Value::I64(3));
@@ -921,14 +687,8 @@ fn backend_details_render_through_the_pool_or_fall_back() {
             type_url: "type.googleapis.com/google.rpc.BadRequest".into(),
             value: bad_request.encode_to_vec(),
         },
-        prost_types::Any {
-            type_url: "type.googleapis.com/acme.Secret".into(),
-            value: vec![1, 2, 3],
-        },
-        prost_types::Any {
-            type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
-            value: retry.encode_to_vec(),
-        },
+        prost_types::Any { type_url: "type.googleapis.com/acme.Secret".into(), value: vec![1, 2, 3] },
+        prost_types::Any { type_url: "type.googleapis.com/google.rpc.RetryInfo".into(), value: retry.encode_to_vec() },
     ];
     let mut status = DynamicMessage::new(msg("google.rpc.Status"));
     status.set_field_by_name("code", Value::I32(9));
@@ -960,10 +720,7 @@ fn backend_details_render_through_the_pool_or_fall_back() {
     // Garbage instead of a Status: still a valid envelope.
     let mut garbage = GatewayError::from_upstream(&tonic::Status::internal("x"));
     garbage.backend_details = Some(Bytes::from_static(b"\xff\xff\xff"));
-    assert_eq!(
-        envelope(&garbage, &JsonSettings::default()),
-        json!({"code":13,"message":"x","details":[]})
-    );
+    assert_eq!(envelope(&garbage, &JsonSettings::default()), json!({"code":13,"message":"x","details":[]}));
 }
 
 // ---------------------------------------------------------------- round trip
@@ -997,10 +754,7 @@ mod roundtrip {
             ),
         )
             .prop_map(
-                |(
-                    (d, f, i32_, i64_, u32_, u64_, s32, s64),
-                    (f32_, f64_, sf32, sf64, b, s, bytes, color),
-                )| {
+                |((d, f, i32_, i64_, u32_, u64_, s32, s64), (f32_, f64_, sf32, sf64, b, s, bytes, color))| {
                     vec![
                         ("f_double", Value::F64(d)),
                         ("f_float", Value::F32(f)),
@@ -1032,10 +786,7 @@ mod roundtrip {
             .prop_map(|(name, values, deep)| {
                 let mut m = DynamicMessage::new(msg("t.Inner"));
                 m.set_field_by_name("name", Value::String(name));
-                m.set_field_by_name(
-                    "values",
-                    Value::List(values.into_iter().map(Value::I32).collect()),
-                );
+                m.set_field_by_name("values", Value::List(values.into_iter().map(Value::I32).collect()));
                 if let Some((id, n)) = deep {
                     let mut d = DynamicMessage::new(msg("t.Deep"));
                     d.set_field_by_name("id", Value::String(id));
@@ -1059,67 +810,46 @@ mod roundtrip {
             0..4u8,
             proptest::collection::vec(0..3i32, 0..3),
         )
-            .prop_map(
-                |(scalars, inner_msg, inners, tags, counts, ts, dur, wrapped, choice, colors)| {
-                    let mut m = DynamicMessage::new(all());
-                    for (name, value) in scalars {
-                        m.set_field_by_name(name, value);
-                    }
-                    if let Some(i) = inner_msg {
-                        m.set_field_by_name("inner", Value::Message(i));
-                    }
-                    m.set_field_by_name(
-                        "inners",
-                        Value::List(inners.into_iter().map(Value::Message).collect()),
-                    );
-                    m.set_field_by_name(
-                        "tags",
-                        Value::List(tags.into_iter().map(Value::String).collect()),
-                    );
-                    m.set_field_by_name(
-                        "counts",
-                        Value::Map(
-                            counts
-                                .into_iter()
-                                .map(|(k, v)| (MapKey::String(k), Value::I64(v)))
-                                .collect(),
-                        ),
-                    );
-                    if let Some((seconds, nanos)) = ts {
-                        let mut t = DynamicMessage::new(msg("google.protobuf.Timestamp"));
-                        t.transcode_from(&prost_types::Timestamp { seconds, nanos })
-                            .unwrap();
-                        m.set_field_by_name("ts", Value::Message(t));
-                    }
-                    if let Some((seconds, nanos)) = dur {
-                        // Duration's seconds and nanos must share their sign.
-                        let nanos = if seconds < 0 { -nanos } else { nanos };
-                        let mut d = DynamicMessage::new(msg("google.protobuf.Duration"));
-                        d.transcode_from(&prost_types::Duration { seconds, nanos })
-                            .unwrap();
-                        m.set_field_by_name("dur", Value::Message(d));
-                    }
-                    if let Some(v) = wrapped {
-                        let mut w = DynamicMessage::new(msg("google.protobuf.Int64Value"));
-                        w.set_field_by_name("value", Value::I64(v));
-                        m.set_field_by_name("w_int64", Value::Message(w));
-                    }
-                    match choice {
-                        1 => m.set_field_by_name("c_text", Value::String("t".into())),
-                        2 => m.set_field_by_name("c_num", Value::I32(0)),
-                        3 => m.set_field_by_name(
-                            "c_inner",
-                            Value::Message(DynamicMessage::new(msg("t.Inner"))),
-                        ),
-                        _ => {}
-                    }
-                    m.set_field_by_name(
-                        "colors",
-                        Value::List(colors.into_iter().map(Value::EnumNumber).collect()),
-                    );
-                    m
-                },
-            )
+            .prop_map(|(scalars, inner_msg, inners, tags, counts, ts, dur, wrapped, choice, colors)| {
+                let mut m = DynamicMessage::new(all());
+                for (name, value) in scalars {
+                    m.set_field_by_name(name, value);
+                }
+                if let Some(i) = inner_msg {
+                    m.set_field_by_name("inner", Value::Message(i));
+                }
+                m.set_field_by_name("inners", Value::List(inners.into_iter().map(Value::Message).collect()));
+                m.set_field_by_name("tags", Value::List(tags.into_iter().map(Value::String).collect()));
+                m.set_field_by_name(
+                    "counts",
+                    Value::Map(counts.into_iter().map(|(k, v)| (MapKey::String(k), Value::I64(v))).collect()),
+                );
+                if let Some((seconds, nanos)) = ts {
+                    let mut t = DynamicMessage::new(msg("google.protobuf.Timestamp"));
+                    t.transcode_from(&prost_types::Timestamp { seconds, nanos }).unwrap();
+                    m.set_field_by_name("ts", Value::Message(t));
+                }
+                if let Some((seconds, nanos)) = dur {
+                    // Duration's seconds and nanos must share their sign.
+                    let nanos = if seconds < 0 { -nanos } else { nanos };
+                    let mut d = DynamicMessage::new(msg("google.protobuf.Duration"));
+                    d.transcode_from(&prost_types::Duration { seconds, nanos }).unwrap();
+                    m.set_field_by_name("dur", Value::Message(d));
+                }
+                if let Some(v) = wrapped {
+                    let mut w = DynamicMessage::new(msg("google.protobuf.Int64Value"));
+                    w.set_field_by_name("value", Value::I64(v));
+                    m.set_field_by_name("w_int64", Value::Message(w));
+                }
+                match choice {
+                    1 => m.set_field_by_name("c_text", Value::String("t".into())),
+                    2 => m.set_field_by_name("c_num", Value::I32(0)),
+                    3 => m.set_field_by_name("c_inner", Value::Message(DynamicMessage::new(msg("t.Inner")))),
+                    _ => {}
+                }
+                m.set_field_by_name("colors", Value::List(colors.into_iter().map(Value::EnumNumber).collect()));
+                m
+            })
     }
 
     proptest! {
