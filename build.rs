@@ -15,7 +15,12 @@ const BUILTIN: &[&str] = &[
 ];
 
 /// Example and test services (relative to `proto/`).
-const EXAMPLES: &[&str] = &["acme/orders/v1/orders.proto", "acme/users/v1/users.proto", "protogate/test/v1/test.proto"];
+const EXAMPLES: &[&str] = &[
+    "acme/orders/v1/orders.proto",
+    "acme/users/v1/users.proto",
+    "acme/users/v2/users.proto",
+    "protogate/test/v1/test.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);

@@ -1,18 +1,25 @@
 //! `cargo run --example quickstart`: the whole picture in one process.
 //!
-//! Starts the example users backend (gRPC, 127.0.0.1:50051) and orders
-//! backend (127.0.0.1:50052), then protogate on 127.0.0.1:8080 serving the
-//! descriptor sets in `descriptors/`, prints curl commands to try, and runs
-//! until Ctrl-C. Override the addresses with `QUICKSTART_GATEWAY`,
-//! `QUICKSTART_USERS` and `QUICKSTART_ORDERS` (`host:port` or just a port).
+//! Starts three example gRPC backends, each its own server as separate
+//! deployments would be: users v1 (127.0.0.1:50051), orders v1
+//! (127.0.0.1:50052) and the incompatible users v2 (127.0.0.1:50053). Then
+//! protogate on 127.0.0.1:8080 serves the descriptor sets in `descriptors/`,
+//! whose folders are the URL versions: `descriptors/v1/*.binpb` under `/v1`,
+//! `descriptors/v2/users.binpb` under `/v2`, side by side. v1 is marked
+//! deprecated, so its responses carry `Deprecation` and `Sunset` headers.
+//! It prints the route table and curl commands to try, and runs until
+//! Ctrl-C. Override the addresses with `QUICKSTART_GATEWAY`,
+//! `QUICKSTART_USERS`, `QUICKSTART_ORDERS` and `QUICKSTART_USERS_V2`
+//! (`host:port` or just a port).
 
 mod backends;
 
 use std::error::Error;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use protogate::config::{Config, UpstreamRule};
+use protogate::config::values::parse_date;
+use protogate::config::{Config, Deprecation, UpstreamRule, VersionConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::Routes;
@@ -40,32 +47,66 @@ async fn run() -> Result<(), BoxError> {
 
     let users = bind("QUICKSTART_USERS", "127.0.0.1:50051").await?;
     let orders = bind("QUICKSTART_ORDERS", "127.0.0.1:50052").await?;
+    let users_v2 = bind("QUICKSTART_USERS_V2", "127.0.0.1:50053").await?;
     let gateway_listener = bind("QUICKSTART_GATEWAY", "127.0.0.1:8080").await?;
-    let (users_addr, orders_addr) = (users.local_addr()?, orders.local_addr()?);
+    let (users_addr, orders_addr, users_v2_addr) = (users.local_addr()?, orders.local_addr()?, users_v2.local_addr()?);
 
     // The backends outlive the gateway by a moment so that calls it is
     // draining on Ctrl-C still reach them.
     let (stop, stopped) = watch::channel(());
     let users_task =
         tokio::spawn(backends::serve(users, Routes::new(backends::users_v1()), until_closed(stopped.clone())));
-    let orders_task = tokio::spawn(backends::serve(orders, Routes::new(backends::orders_v1()), until_closed(stopped)));
+    let orders_task =
+        tokio::spawn(backends::serve(orders, Routes::new(backends::orders_v1()), until_closed(stopped.clone())));
+    let users_v2_task =
+        tokio::spawn(backends::serve(users_v2, Routes::new(backends::users_v2()), until_closed(stopped)));
 
+    // Absolute, so the example works from any working directory.
+    let descriptors = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/descriptors"));
     let config = Config {
-        // Absolute, so the example works from any working directory.
-        descriptors: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/descriptors")),
+        descriptors: descriptors.clone(),
+        // One rule per package, the same as `--upstream acme.users.v2=…`:
+        // v1 itself spans two backends (users, orders), so a single
+        // `versions.v1.upstream` could not describe it, and per-package
+        // rules keep every version's wiring in one list. For a version that
+        // is one deployment, `versions.v2.upstream` says it in one line.
         upstreams: vec![
             UpstreamRule { pattern: "acme.users.v1".into(), url: format!("http://{users_addr}").parse()? },
             UpstreamRule { pattern: "acme.orders.v1".into(), url: format!("http://{orders_addr}").parse()? },
+            UpstreamRule { pattern: "acme.users.v2".into(), url: format!("http://{users_v2_addr}").parse()? },
         ],
+        // `versions: { v1: { deprecated: { since: 2025-01-01, sunset: 2027-06-30 } } }`
+        versions: [(
+            "v1".to_owned(),
+            VersionConfig {
+                upstream: None,
+                deprecated: Some(Deprecation {
+                    since: Some(parse_date(V1_DEPRECATED_SINCE)?),
+                    sunset: Some(parse_date(V1_SUNSET)?),
+                }),
+            },
+        )]
+        .into(),
         ..Config::default()
     };
     let gateway = protogate::server::Gateway::load(config)?;
 
     let base = format!("http://{}", gateway_listener.local_addr()?);
-    println!("users backend  grpc://{users_addr}");
-    println!("orders backend grpc://{orders_addr}");
-    println!("gateway        {base}   (Ctrl-C to stop)\n");
-    println!("{}", walkthrough(&base));
+    println!("users v1 backend  grpc://{users_addr}");
+    println!("orders v1 backend grpc://{orders_addr}");
+    println!("users v2 backend  grpc://{users_v2_addr}");
+    println!("gateway           {base}   (Ctrl-C to stop)\n");
+    let catalog = gateway.catalog();
+    println!("{}", protogate::cli::route_table(&catalog));
+    // Read from the catalog rather than written down: whether the v1/ folder
+    // also prefixes automatic routes is the catalog's decision.
+    let ping = catalog
+        .routes
+        .iter()
+        .find(|route| route.grpc_method() == PING)
+        .map_or_else(|| format!("/{PING}"), |route| route.template.to_string());
+    drop(catalog);
+    println!("{}", walkthrough(&base, &ping, &descriptors));
 
     gateway
         .serve(gateway_listener, async {
@@ -76,8 +117,13 @@ async fn run() -> Result<(), BoxError> {
     drop(stop);
     users_task.await??;
     orders_task.await??;
+    users_v2_task.await??;
     Ok(())
 }
+
+/// v1's deprecation window, shown in its `Deprecation` and `Sunset` headers.
+const V1_DEPRECATED_SINCE: &str = "2025-01-01";
+const V1_SUNSET: &str = "2027-06-30";
 
 /// Resolves once the sender is dropped.
 async fn until_closed(mut stopped: watch::Receiver<()>) {
@@ -97,12 +143,14 @@ async fn bind(var: &str, default: &str) -> Result<TcpListener, BoxError> {
         .map_err(|e| format!("cannot listen on {addr}: {e} (set {var} to use another address)").into())
 }
 
-/// The README's curl walk-through; `{gateway}`, `{json}` and `{page_token}`
-/// are filled in by [`walkthrough`].
+/// The README's curl walk-through; `{gateway}`, `{json}`, `{page_token}`,
+/// `{ping}`, `{descriptors}` and `{parked}` are filled in by [`walkthrough`].
 const WALKTHROUGH: &str = r#"Try:
 
-# Get a user, and the same user through the additional binding
-curl -s {gateway}/v1/users/1001
+# Get a user. v1 is deprecated: -i shows its Deprecation and Sunset headers
+curl -i {gateway}/v1/users/1001
+
+# The same user through the additional binding
 curl -s {gateway}/v1/accounts/1001
 
 # List members whose name starts with "gr" (query parameters fill the request)
@@ -132,18 +180,45 @@ curl -s -X POST {gateway}/v1/orders {json} \
 curl -s {gateway}/v1/users/1001/orders
 
 # Call a method without an HTTP annotation through its automatic route
-curl -s -X POST {gateway}/acme.orders.v1.OrderService/Ping {json} -d '{"message": "hello"}'
+curl -s -X POST {gateway}{ping} {json} -d '{"message": "hello"}'
 
 # Errors are google.rpc.Status JSON with typed details:
 # 404 + ResourceInfo, 400 + BadRequest, 400 FAILED_PRECONDITION + PreconditionFailure
 curl -si {gateway}/v1/users/9999
 curl -si -X POST {gateway}/v1/users {json} -d '{"displayName": "", "email": "not-an-email"}'
 curl -si -X POST {gateway}/v1/users/1003:deactivate {json} -d '{}'
+
+# --- v2, served beside v1 by its own backend (descriptors/v2/users.binpb) ---
+# The same person in v2's shape: givenName/familyName, accessLevel; no
+# Deprecation header here
+curl -i {gateway}/v2/users/1001
+curl -s '{gateway}/v2/users?page_size=2'
+
+# Create a v2 user (v1 and v2 keep separate stores, as two deployments would)
+curl -s -X POST {gateway}/v2/users {json} \
+  -d '{"givenName": "Barbara", "familyName": "Liskov", "email": "barbara@example.com", "accessLevel": "ACCESS_LEVEL_EDITOR"}'
+
+# SearchUsers' template is "/users:search": the v2/ folder adds the prefix
+curl -s '{gateway}/v2/users:search?query=hop'
+
+# Live reload: take v2's descriptor out of the folder and v2 is gone (404)
+# while v1 keeps serving; put it back and v2 returns, no restart
+mv {descriptors}/v2/users.binpb {parked}
+curl -si {gateway}/v2/users/1001
+mv {parked} {descriptors}/v2/users.binpb
+curl -si {gateway}/v2/users/1001
 "#;
 
-fn walkthrough(gateway: &str) -> String {
+/// The method without an HTTP annotation, called through its automatic route.
+const PING: &str = "acme.orders.v1.OrderService/Ping";
+
+fn walkthrough(gateway: &str, ping: &str, descriptors: &Path) -> String {
+    let parked = std::env::temp_dir().join("protogate-quickstart-users-v2.binpb");
     WALKTHROUGH
         .replace("{gateway}", gateway)
         .replace("{json}", "-H 'content-type: application/json'")
         .replace("{page_token}", &backends::page_token("1002"))
+        .replace("{ping}", ping)
+        .replace("{descriptors}", &descriptors.display().to_string())
+        .replace("{parked}", &parked.display().to_string())
 }

@@ -306,7 +306,9 @@ impl Binding {
         let name = self.method.full_name().to_string();
         let at = |what: String| format!("{}: {name}: {what}", self.origin);
         let mut template = PathTemplate::parse(&self.path).map_err(|e| at(e.to_string()))?;
-        if let Some(version) = &self.version {
+        // Auto-mapped routes keep DESIGN's `/{package}.{Service}/{Method}`:
+        // the package already names the version.
+        if let (Some(version), false) = (&self.version, self.auto_mapped) {
             template = template.with_prefix(&format!("/{version}"));
         }
         let variables: Vec<Vec<String>> = template.variables.iter().map(|v| v.field_path.clone()).collect();

@@ -1,6 +1,7 @@
-//! `descriptors/*.binpb` are build outputs committed so that the gateway and
-//! the quickstart run on a fresh clone without compiling anything; this test
-//! keeps them identical to what `proto/` compiles to today.
+//! `descriptors/vN/*.binpb` are build outputs committed so that the gateway
+//! and the quickstart run on a fresh clone without compiling anything; this
+//! test keeps them identical to what `proto/` compiles to today. Each lives
+//! in the folder of its URL version, which is what mounts it under `/vN`.
 //!
 //! After changing a proto, regenerate them with
 //! `PROTOGATE_BLESS=1 cargo test --test descriptors_fresh`.
@@ -11,8 +12,9 @@ use prost_reflect::{DescriptorPool, Value};
 
 /// Each committed set and the proto file it is compiled from (under `proto/`).
 const SETS: &[(&str, &str)] = &[
-    ("descriptors/orders.binpb", "acme/orders/v1/orders.proto"),
-    ("descriptors/users.binpb", "acme/users/v1/users.proto"),
+    ("descriptors/v1/orders.binpb", "acme/orders/v1/orders.proto"),
+    ("descriptors/v1/users.binpb", "acme/users/v1/users.proto"),
+    ("descriptors/v2/users.binpb", "acme/users/v2/users.proto"),
 ];
 
 fn root() -> &'static Path {
@@ -76,6 +78,11 @@ fn committed_sets_carry_the_http_annotations() {
             "acme/orders/v1/orders.proto",
             "acme.orders.v1.OrderService",
             &[("GetOrder", true), ("ListOrders", true), ("CreateOrder", true), ("Ping", false)],
+        ),
+        (
+            "acme/users/v2/users.proto",
+            "acme.users.v2.UserService",
+            &[("GetUser", true), ("ListUsers", true), ("CreateUser", true), ("SearchUsers", true)],
         ),
     ];
     for (proto, service, methods) in expectations {

@@ -17,6 +17,7 @@ use backends::acme::users::v1::{
     CreateUserRequest, DeactivateUserRequest, DeleteUserRequest, GetUserRequest, ListUsersRequest, ListUsersResponse,
     Role, UpdateUserRequest, User,
 };
+use backends::acme::users::v2 as users_v2;
 use backends::google::rpc;
 use prost_types::FieldMask;
 use tokio::net::TcpListener;
@@ -26,10 +27,11 @@ use tonic::service::Routes;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-/// Both backends on ephemeral ports, each with its own fresh store.
+/// Every backend on an ephemeral port, each with its own fresh store.
 struct Backends {
     users: UserServiceClient<Channel>,
     orders: OrderServiceClient<Channel>,
+    users_v2: users_v2::user_service_client::UserServiceClient<Channel>,
     stop: Vec<oneshot::Sender<()>>,
     servers: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
 }
@@ -47,18 +49,21 @@ impl Backends {
         };
         let (users_listener, users_addr) = listen().await;
         let (orders_listener, orders_addr) = listen().await;
+        let (users_v2_listener, users_v2_addr) = listen().await;
         spawn(Routes::new(backends::users_v1()), users_listener);
         spawn(Routes::new(backends::orders_v1()), orders_listener);
+        spawn(Routes::new(backends::users_v2()), users_v2_listener);
         Self {
             users: UserServiceClient::new(channel(users_addr).await),
             orders: OrderServiceClient::new(channel(orders_addr).await),
+            users_v2: users_v2::user_service_client::UserServiceClient::new(channel(users_v2_addr).await),
             stop,
             servers,
         }
     }
 
     async fn shutdown(self) {
-        drop((self.users, self.orders));
+        drop((self.users, self.orders, self.users_v2));
         for tx in self.stop {
             let _ = tx.send(());
         }
@@ -476,5 +481,117 @@ async fn ping_echoes_and_names_the_service() {
     let pong = b.orders.ping(PingRequest { message: "hello".into() }).await.expect("ping").into_inner();
     assert_eq!(pong.message, "hello");
     assert_eq!(pong.service, "acme.orders.v1.OrderService");
+    b.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// acme.users.v2.UserService: the same people as v1, in v2's shape.
+
+#[tokio::test]
+async fn v2_serves_the_v1_people_with_split_names_and_access_levels() {
+    let mut b = Backends::start().await;
+
+    let mut levels = Vec::new();
+    for id in ["1001", "1002", "1003"] {
+        let v1 = b.users.get_user(GetUserRequest { id: id.into() }).await.expect("v1 get").into_inner();
+        let v2 = b.users_v2.get_user(users_v2::GetUserRequest { id: id.into() }).await.expect("v2 get").into_inner();
+        assert_eq!(v2.id, v1.id);
+        assert_eq!(format!("{} {}", v2.given_name, v2.family_name), v1.display_name, "{id}: names split apart");
+        assert_eq!((&v2.email, v2.active, v2.create_time), (&v1.email, v1.active, v1.create_time), "{id}");
+        levels.push((v1.role(), v2.access_level()));
+    }
+    use users_v2::AccessLevel;
+    assert_eq!(
+        levels,
+        [(Role::Admin, AccessLevel::Owner), (Role::Member, AccessLevel::Editor), (Role::Member, AccessLevel::Viewer)]
+    );
+
+    let err = b.users_v2.get_user(users_v2::GetUserRequest { id: "9999".into() }).await.expect_err("missing user");
+    assert_eq!(err.code(), Code::NotFound);
+    let info: rpc::ResourceInfo = rich(&err).detail().expect("a ResourceInfo detail");
+    assert_eq!(info.resource_type, "type.googleapis.com/acme.users.v2.User");
+
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn v2_search_matches_names_and_email_ignoring_case_and_requires_a_query() {
+    let mut b = Backends::start().await;
+    let mut search = async |query: &str| {
+        b.users_v2
+            .search_users(users_v2::SearchUsersRequest { query: query.into() })
+            .await
+            .map(|r| r.into_inner().users.into_iter().map(|u| u.id).collect::<Vec<_>>())
+    };
+
+    assert_eq!(search("HOP").await.expect("family name"), ["1002"]);
+    assert_eq!(search("alan").await.expect("given name"), ["1003"]);
+    assert_eq!(search("@example.COM").await.expect("email"), ["1001", "1002", "1003"]);
+    assert_eq!(search("nobody").await.expect("no match"), Vec::<String>::new());
+    assert_eq!(violated_fields(&search("  ").await.expect_err("blank query")), ["query"]);
+
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn v2_create_validates_defaults_and_keeps_a_store_apart_from_v1() {
+    let mut b = Backends::start().await;
+    let request = |given: &str, family: &str, email: &str, access_level: i32| users_v2::CreateUserRequest {
+        given_name: given.into(),
+        family_name: family.into(),
+        email: email.into(),
+        access_level,
+    };
+
+    let created = b
+        .users_v2
+        .create_user(request(" Hypatia ", "", "hypatia@example.com", 0))
+        .await
+        .expect("a family name is optional")
+        .into_inner();
+    assert_eq!((created.given_name.as_str(), created.family_name.as_str()), ("Hypatia", ""));
+    assert_eq!(created.access_level(), users_v2::AccessLevel::Viewer, "unspecified means viewer");
+    assert!(created.active && created.create_time.is_some());
+    let again = b.users_v2.get_user(users_v2::GetUserRequest { id: created.id.clone() }).await.expect("get");
+    assert_eq!(again.into_inner(), created);
+    let err = b.users.get_user(GetUserRequest { id: created.id.clone() }).await.expect_err("v1 never saw it");
+    assert_eq!(err.code(), Code::NotFound);
+
+    let err = b.users_v2.create_user(request("", "", "not-an-email", 9)).await.expect_err("invalid");
+    assert_eq!(violated_fields(&err), ["given_name", "email", "access_level"]);
+    let err = b.users_v2.create_user(request("Ada", "L", "ADA@example.com", 3)).await.expect_err("taken email");
+    assert_eq!(err.code(), Code::AlreadyExists);
+
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn v2_pages_cover_every_user_once_in_id_order() {
+    let mut b = Backends::start().await;
+    let mut pages = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = b
+            .users_v2
+            .list_users(users_v2::ListUsersRequest { page_size: 2, page_token })
+            .await
+            .expect("list")
+            .into_inner();
+        pages.push(page.users.into_iter().map(|u| u.id).collect::<Vec<_>>());
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        assert!(pages.len() < 10, "paging does not terminate");
+        page_token = page.next_page_token;
+    }
+    assert_eq!(pages, [vec!["1001", "1002"], vec!["1003"]]);
+
+    let err = b
+        .users_v2
+        .list_users(users_v2::ListUsersRequest { page_size: -1, page_token: "%%%".into() })
+        .await
+        .expect_err("bad paging");
+    assert_eq!(violated_fields(&err), ["page_size", "page_token"]);
+
     b.shutdown().await;
 }

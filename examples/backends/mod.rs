@@ -1,6 +1,7 @@
 //! The example gRPC backends behind the quickstart and the integration tests:
-//! `acme.users.v1.UserService` and `acme.orders.v1.OrderService`, each over
-//! an in-memory store, answering errors the way Google APIs do (a
+//! `acme.users.v1.UserService`, its incompatible successor
+//! `acme.users.v2.UserService` and `acme.orders.v1.OrderService`, each over
+//! its own in-memory store, answering errors the way Google APIs do (a
 //! `google.rpc.Status` with typed details in `grpc-status-details-bin`), so
 //! the gateway's error mapping has something realistic to carry.
 //!
@@ -8,9 +9,12 @@
 //! `mod backends;` and tests include it with
 //! `#[path = "../../examples/backends/mod.rs"] mod backends;`.
 //!
-//! Seed data (every call of [`users_v1`] / [`orders_v1`] starts fresh):
-//! - users `1001` Ada Lovelace (admin), `1002` Grace Hopper (member),
-//!   `1003` Alan Turing (member, inactive); new users get `1004`, `1005`, …
+//! Seed data (every call of [`users_v1`] / [`users_v2`] / [`orders_v1`]
+//! starts fresh):
+//! - users `1001` Ada Lovelace (v1 admin, v2 owner), `1002` Grace Hopper
+//!   (member, editor), `1003` Alan Turing (member, viewer, inactive), the
+//!   same people in both versions; new users get `1004`, `1005`, … (the two
+//!   versions keep separate stores, as two deployments would)
 //! - orders `5001`, `5002` of user `1001` and `5003` of user `1002`; new
 //!   orders get `5004`, …
 
@@ -37,6 +41,9 @@ pub mod acme {
     pub mod users {
         pub mod v1 {
             tonic::include_proto!("acme.users.v1");
+        }
+        pub mod v2 {
+            tonic::include_proto!("acme.users.v2");
         }
     }
     pub mod orders {
@@ -150,12 +157,20 @@ pub mod google {
 
 use acme::orders::v1 as orders;
 use acme::users::v1 as users;
+use acme::users::v2 as users_v2;
 use orders::order_service_server::{OrderService, OrderServiceServer};
 use users::user_service_server::{UserService, UserServiceServer};
+use users_v2::user_service_server::{UserService as UserServiceV2, UserServiceServer as UserServiceServerV2};
 
 /// A fresh, seeded `acme.users.v1.UserService`.
 pub fn users_v1() -> UserServiceServer<impl UserService> {
     UserServiceServer::new(UserDirectory::seeded())
+}
+
+/// A fresh, seeded `acme.users.v2.UserService`: the same people as
+/// [`users_v1`], in v2's shape, in a store of its own.
+pub fn users_v2() -> UserServiceServerV2<impl UserServiceV2> {
+    UserServiceServerV2::new(UserDirectoryV2::seeded())
 }
 
 /// A fresh, seeded `acme.orders.v1.OrderService`.
@@ -249,6 +264,59 @@ fn at(seconds: i64) -> Option<Timestamp> {
 }
 
 // ---------------------------------------------------------------------------
+// The people both user directories start with.
+
+/// One seeded person, with their v1 role and v2 access level side by side,
+/// so that `/v1/users/1001` and `/v2/users/1001` are visibly the same user
+/// in two shapes.
+struct Person {
+    id: &'static str,
+    given_name: &'static str,
+    family_name: &'static str,
+    email: &'static str,
+    role: users::Role,
+    access_level: users_v2::AccessLevel,
+    created: i64,
+    active: bool,
+}
+
+const PEOPLE: [Person; 3] = [
+    Person {
+        id: "1001",
+        given_name: "Ada",
+        family_name: "Lovelace",
+        email: "ada@example.com",
+        role: users::Role::Admin,
+        access_level: users_v2::AccessLevel::Owner,
+        created: 1_705_311_000,
+        active: true,
+    },
+    Person {
+        id: "1002",
+        given_name: "Grace",
+        family_name: "Hopper",
+        email: "grace@example.com",
+        role: users::Role::Member,
+        access_level: users_v2::AccessLevel::Editor,
+        created: 1_706_000_400,
+        active: true,
+    },
+    // Inactive, so `POST /v1/users/1003:deactivate` shows a precondition error.
+    Person {
+        id: "1003",
+        given_name: "Alan",
+        family_name: "Turing",
+        email: "alan@example.com",
+        role: users::Role::Member,
+        access_level: users_v2::AccessLevel::Viewer,
+        created: 1_707_210_000,
+        active: false,
+    },
+];
+
+const FIRST_NEW_USER_ID: u64 = 1004;
+
+// ---------------------------------------------------------------------------
 // acme.users.v1.UserService
 
 const USER_TYPE: &str = "acme.users.v1.User";
@@ -272,28 +340,30 @@ struct Users {
 
 impl UserDirectory {
     fn seeded() -> Self {
-        let seed = |id: &str, name: &str, email: &str, role: users::Role, created| users::User {
-            id: id.into(),
-            display_name: name.into(),
-            email: email.into(),
-            role: role.into(),
-            create_time: at(created),
-            active: true,
-            labels: HashMap::new(),
-            login_count: 0,
-        };
-        let mut ada = seed("1001", "Ada Lovelace", "ada@example.com", users::Role::Admin, 1_705_311_000);
-        ada.login_count = 42;
-        ada.labels.insert("team".into(), "engines".into());
-        let mut grace = seed("1002", "Grace Hopper", "grace@example.com", users::Role::Member, 1_706_000_400);
-        grace.login_count = 7;
-        grace.labels.insert("team".into(), "compilers".into());
-        // Inactive, so `POST /v1/users/1003:deactivate` shows a precondition error.
-        let mut alan = seed("1003", "Alan Turing", "alan@example.com", users::Role::Member, 1_707_210_000);
-        alan.active = false;
-
-        let by_id = [ada, grace, alan].into_iter().map(|u| (u.id.clone(), u)).collect();
-        Self { state: Mutex::new(Users { by_id, next_id: 1004 }) }
+        let mut by_id: BTreeMap<String, users::User> = PEOPLE
+            .iter()
+            .map(|p| {
+                let user = users::User {
+                    id: p.id.into(),
+                    display_name: format!("{} {}", p.given_name, p.family_name),
+                    email: p.email.into(),
+                    role: p.role.into(),
+                    create_time: at(p.created),
+                    active: p.active,
+                    labels: HashMap::new(),
+                    login_count: 0,
+                };
+                (user.id.clone(), user)
+            })
+            .collect();
+        // v1-only fields, so the walk-through shows an int64 and a map.
+        for (id, logins, team) in [("1001", 42, "engines"), ("1002", 7, "compilers")] {
+            if let Some(user) = by_id.get_mut(id) {
+                user.login_count = logins;
+                user.labels.insert("team".into(), team.into());
+            }
+        }
+        Self { state: Mutex::new(Users { by_id, next_id: FIRST_NEW_USER_ID }) }
     }
 }
 
@@ -555,6 +625,176 @@ impl UserService for UserDirectory {
             user.labels.insert("deactivation_reason".into(), req.reason);
         }
         Ok(Response::new(user.clone()))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// acme.users.v2.UserService
+
+const USER_V2_TYPE: &str = "acme.users.v2.User";
+const MAX_NAME_PART: usize = 50;
+const MAX_QUERY: usize = 100;
+
+struct UserDirectoryV2 {
+    state: Mutex<UsersV2>,
+}
+
+struct UsersV2 {
+    /// Ordered by id, which is the listing order and what page tokens point into.
+    by_id: BTreeMap<String, users_v2::User>,
+    next_id: u64,
+}
+
+impl UserDirectoryV2 {
+    fn seeded() -> Self {
+        let by_id = PEOPLE
+            .iter()
+            .map(|p| {
+                let user = users_v2::User {
+                    id: p.id.into(),
+                    given_name: p.given_name.into(),
+                    family_name: p.family_name.into(),
+                    email: p.email.into(),
+                    access_level: p.access_level.into(),
+                    create_time: at(p.created),
+                    active: p.active,
+                };
+                (user.id.clone(), user)
+            })
+            .collect();
+        Self { state: Mutex::new(UsersV2 { by_id, next_id: FIRST_NEW_USER_ID }) }
+    }
+}
+
+impl UsersV2 {
+    /// ALREADY_EXISTS when a user has `email`.
+    fn check_email_free(&self, email: &str) -> Result<(), Status> {
+        match self.by_id.values().find(|u| u.email.eq_ignore_ascii_case(email)) {
+            None => Ok(()),
+            Some(owner) => {
+                let message = format!("email {email} is already used by users/{}", owner.id);
+                let detail = resource_info(USER_V2_TYPE, format!("users/{}", owner.id), message.clone());
+                Err(rich_status(Code::AlreadyExists, message, vec![detail]))
+            }
+        }
+    }
+}
+
+/// A given name is required; a family name may be empty (not everyone has
+/// one), but neither may be longer than [`MAX_NAME_PART`].
+fn check_name_part(v: &mut Violations, field: &str, name: &str, required: bool) {
+    if required && name.trim().is_empty() {
+        v.add(field, "must not be empty");
+    } else if name.chars().count() > MAX_NAME_PART {
+        v.add(field, format!("must be at most {MAX_NAME_PART} characters"));
+    }
+}
+
+#[tonic::async_trait]
+impl UserServiceV2 for UserDirectoryV2 {
+    async fn get_user(&self, request: Request<users_v2::GetUserRequest>) -> Result<Response<users_v2::User>, Status> {
+        let id = request.into_inner().id;
+        let state = lock(&self.state);
+        match state.by_id.get(&id) {
+            Some(user) => Ok(Response::new(user.clone())),
+            None => Err(not_found(USER_V2_TYPE, format!("users/{id}"))),
+        }
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<users_v2::ListUsersRequest>,
+    ) -> Result<Response<users_v2::ListUsersResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let page_size = match usize::try_from(req.page_size) {
+            Ok(0) => DEFAULT_PAGE_SIZE,
+            Ok(n) => n.min(MAX_PAGE_SIZE),
+            Err(_) => {
+                v.add("page_size", "must not be negative");
+                0
+            }
+        };
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            let after = parse_page_token(&req.page_token);
+            if after.is_none() {
+                v.add("page_token", "is not a token this service returned");
+            }
+            after
+        };
+        v.into_result()?;
+
+        let state = lock(&self.state);
+        let start = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        let mut matching = state.by_id.range::<str, _>((start, Bound::Unbounded)).map(|(_, u)| u);
+        let page: Vec<users_v2::User> = matching.by_ref().take(page_size).cloned().collect();
+        let next_page_token = match (matching.next(), page.last()) {
+            (Some(_), Some(last)) => page_token(&last.id),
+            _ => String::new(),
+        };
+        Ok(Response::new(users_v2::ListUsersResponse { users: page, next_page_token }))
+    }
+
+    async fn create_user(
+        &self,
+        request: Request<users_v2::CreateUserRequest>,
+    ) -> Result<Response<users_v2::User>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        check_name_part(&mut v, "given_name", &req.given_name, true);
+        check_name_part(&mut v, "family_name", &req.family_name, false);
+        check_email(&mut v, "email", &req.email);
+        let access_level = match users_v2::AccessLevel::try_from(req.access_level) {
+            Ok(users_v2::AccessLevel::Unspecified) => Some(users_v2::AccessLevel::Viewer),
+            Ok(level) => Some(level),
+            Err(_) => {
+                v.add("access_level", format!("unknown access level {}", req.access_level));
+                None
+            }
+        };
+        v.into_result()?;
+
+        let mut state = lock(&self.state);
+        state.check_email_free(&req.email)?;
+        let id = state.next_id.to_string();
+        state.next_id += 1;
+        let user = users_v2::User {
+            id: id.clone(),
+            given_name: req.given_name.trim().to_owned(),
+            family_name: req.family_name.trim().to_owned(),
+            email: req.email,
+            access_level: access_level.unwrap_or(users_v2::AccessLevel::Viewer).into(),
+            create_time: Some(now()),
+            active: true,
+        };
+        state.by_id.insert(id, user.clone());
+        Ok(Response::new(user))
+    }
+
+    async fn search_users(
+        &self,
+        request: Request<users_v2::SearchUsersRequest>,
+    ) -> Result<Response<users_v2::SearchUsersResponse>, Status> {
+        let query = request.into_inner().query;
+        let needle = query.trim().to_lowercase();
+        if needle.is_empty() {
+            return Err(invalid("query", "must not be empty"));
+        }
+        if needle.chars().count() > MAX_QUERY {
+            return Err(invalid("query", &format!("must be at most {MAX_QUERY} characters")));
+        }
+        let state = lock(&self.state);
+        let users = state
+            .by_id
+            .values()
+            .filter(|u| {
+                [&u.given_name, &u.family_name, &u.email].iter().any(|field| field.to_lowercase().contains(&needle))
+            })
+            .cloned()
+            .collect();
+        Ok(Response::new(users_v2::SearchUsersResponse { users }))
     }
 }
 

@@ -40,6 +40,8 @@ pub mod pb {
     }
 }
 
+// Not every test binary talks to the test service directly.
+#[allow(unused_imports)]
 pub use pb::protogate::test::v1 as testpb;
 
 /// The file that defines the test service, inside [`test_descriptor_set`].
