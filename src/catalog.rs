@@ -16,6 +16,7 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, ServiceDes
 
 use crate::config::{Config, RouteSelector};
 use crate::descriptors::{DescriptorError, Descriptors, Origin, SourceFile};
+use crate::middleware::ratelimit::rule::{self as ratelimit_rule, RouteLimits};
 use crate::routing::{PathTemplate, RouteTable, RouteTableBuilder};
 use crate::transcode::{DynamicCodec, JsonSettings, RequestPlan, ResponsePlan};
 use crate::upstream::{Upstream, UpstreamError, Upstreams};
@@ -41,6 +42,8 @@ pub struct Route {
     /// The URL version prefix the route is mounted under (`v1`, `v2beta1`),
     /// if any.
     pub version: Option<String>,
+    /// The rate limits that apply, resolved from `rate_limits.rules` at load.
+    pub rate_limits: RouteLimits,
 }
 
 impl Route {
@@ -205,10 +208,17 @@ impl Catalog {
         }
 
         let json = JsonSettings::new(&config.json);
+        let limit_rules = ratelimit_rule::compile(&config.rate_limits).unwrap_or_else(|errors| {
+            problems.extend(errors);
+            Arc::new([])
+        });
         let mut routes = Vec::with_capacity(bindings.len());
         for binding in bindings {
             match binding.into_route(config) {
-                Ok(route) => routes.push(Arc::new(route)),
+                Ok(mut route) => {
+                    route.rate_limits = ratelimit_rule::resolve(&limit_rules, &route);
+                    routes.push(Arc::new(route))
+                }
                 Err(problem) => problems.push(problem),
             }
         }
@@ -334,6 +344,7 @@ impl Binding {
             origin: self.origin,
             auto_mapped: self.auto_mapped,
             version: None,
+            rate_limits: RouteLimits::default(),
             method: self.method,
         })
     }

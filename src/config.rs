@@ -17,6 +17,7 @@ pub struct Config {
     pub limits: Limits,
     pub forward_headers: Vec<http::HeaderName>,
     pub logging: Logging,
+    pub rate_limits: crate::middleware::ratelimit::config::RateLimitsConfig,
 }
 
 /// `PATTERN=URL`: a fully-qualified service, a package, or `*`.
@@ -107,6 +108,7 @@ impl Default for Config {
                 format: LogFormat::Pretty,
                 level: "info".into(),
             },
+            rate_limits: Default::default(),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! limit) → transcoder. Every layer answers errors itself through
 //! [`crate::server::error_response`], so its service never fails.
 
+pub mod ratelimit;
 pub mod request_id;
 pub mod route_match;
 

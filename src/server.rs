@@ -28,6 +28,7 @@ use tower::{Service, ServiceBuilder};
 use crate::catalog::{self, Catalog, LoadError};
 use crate::config::Config;
 use crate::error::{Fault, GatewayError};
+use crate::middleware::ratelimit::{RateLimitLayer, RateLimiter};
 use crate::middleware::request_id::RequestIdLayer;
 use crate::middleware::route_match::{MatchedRoute, RouteMatchLayer};
 use crate::middleware::ResponseFuture;
@@ -51,6 +52,8 @@ pub struct Gateway {
     /// Swapped whole on reload; a request keeps the snapshot it started on.
     catalog: Arc<ArcSwap<Catalog>>,
     metadata: Arc<MetadataRules>,
+    /// Rate-limit state; outlives catalog swaps so buckets survive reloads.
+    ratelimit: Arc<RateLimiter>,
 }
 
 impl Gateway {
@@ -66,7 +69,13 @@ impl Gateway {
         Self {
             catalog: Arc::new(ArcSwap::from_pointee(catalog)),
             metadata: Arc::new(MetadataRules::new(&config.forward_headers)),
+            ratelimit: Arc::new(RateLimiter::new(&config.rate_limits)),
         }
+    }
+
+    /// The rate limiter's state (sizes and counters for metrics).
+    pub fn rate_limiter(&self) -> &Arc<RateLimiter> {
+        &self.ratelimit
     }
 
     /// The catalog currently serving.
@@ -136,6 +145,10 @@ impl Gateway {
             // Takes the catalog snapshot the request will finish on; 404 and
             // 405 end here, before any body is read.
             .layer(RouteMatchLayer::new(self.catalog.clone()))
+            // After the match (limits are per route) and after
+            // authentication (key `consumer`), before any body is read: a
+            // refused request costs no JSON parsing and no upstream call.
+            .layer(RateLimitLayer::new(self.ratelimit.clone(), peer))
             // Innermost: body, transcoding, the upstream call.
             .service(Transcoder {
                 metadata: self.metadata.clone(),
