@@ -87,6 +87,7 @@ where
                 })
             }
             Check::Done(Err(err)) => {
+                tracing::debug!(route = matched.route.grpc_method(), message = %err.message, "rate limited");
                 let response = error_response(&matched.catalog, &err);
                 Box::pin(std::future::ready(Ok(response)))
             }
@@ -104,7 +105,10 @@ where
                             verdict.apply(response.headers_mut());
                             Ok(response)
                         }
-                        Err(err) => Ok(error_response(&catalog, &err)),
+                        Err(err) => {
+                            tracing::debug!(message = %err.message, "rate limited");
+                            Ok(error_response(&catalog, &err))
+                        }
                     }
                 })
             }

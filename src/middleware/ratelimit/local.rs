@@ -223,7 +223,7 @@ mod tests {
             assert!(store.decide(key, &g, 1).allowed);
             assert!(store.len() <= store.capacity());
         }
-        assert!(store.len() > 0);
+        assert!(!store.is_empty());
         // Every bucket refilled; the periodic sweep forgets them all.
         clock.advance(Duration::from_secs(10));
         for shard in 0..SHARDS as u64 {
