@@ -11,5 +11,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 
+echo "== redis-server (rate-limit tests start their own, on free loopback ports)"
+./scripts/redis.sh
+
 echo "== cargo test"
 cargo test --locked --all-targets

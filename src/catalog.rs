@@ -18,6 +18,7 @@ use crate::config::values::is_version;
 use crate::config::{Config, Deprecation, RouteSelector};
 use crate::descriptors::{DescriptorError, Descriptors, Origin, SourceFile};
 use crate::middleware::auth::policy::{PolicySet, RouteFacts, RoutePolicy};
+use crate::middleware::ratelimit::rule::{self as ratelimit_rule, RouteLimits};
 use crate::routing::{PathTemplate, RouteTable, RouteTableBuilder};
 use crate::transcode::{DynamicCodec, JsonSettings, RequestPlan, ResponsePlan};
 use crate::upstream::{Upstream, UpstreamError, Upstreams};
@@ -51,6 +52,8 @@ pub struct Route {
     /// Who may call the route: the first `policies` rule that selects it,
     /// else the default; resolved here once, checked per request.
     pub policy: Arc<RoutePolicy>,
+    /// The rate limits that apply, resolved from `rate_limits.rules` at load.
+    pub rate_limits: RouteLimits,
 }
 
 impl Route {
@@ -221,6 +224,10 @@ impl Catalog {
                 None
             }
         };
+        let limit_rules = ratelimit_rule::compile(&config.rate_limits).unwrap_or_else(|errors| {
+            problems.extend(errors);
+            Arc::new([])
+        });
         let mut routes = Vec::with_capacity(bindings.len());
         for binding in bindings {
             match binding.into_route(config) {
@@ -233,6 +240,7 @@ impl Catalog {
                             version: route.version.as_deref(),
                         });
                     }
+                    route.rate_limits = ratelimit_rule::resolve(&limit_rules, &route);
                     routes.push(Arc::new(route))
                 }
                 Err(problem) => problems.push(problem),
@@ -359,6 +367,7 @@ impl Binding {
                 .unwrap_or_default(),
             version: self.version,
             policy: Arc::new(RoutePolicy::public()),
+            rate_limits: RouteLimits::default(),
             method: self.method,
         })
     }

@@ -43,6 +43,8 @@ pub struct Config {
     pub limits: Limits,
     pub forward_headers: Vec<http::HeaderName>,
     pub logging: Logging,
+    /// `rate_limits:` — rules, backends, trusted proxies.
+    pub rate_limits: crate::middleware::ratelimit::config::RateLimitsConfig,
     /// `auth:` — JWT providers, API keys, what the backend is told.
     pub auth: crate::middleware::auth::AuthConfig,
     /// `policies:` — which routes need which credentials.
@@ -163,6 +165,7 @@ impl Default for Config {
             reflection_interval: Duration::from_secs(30),
             auth: Default::default(),
             policies: Default::default(),
+            rate_limits: Default::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! [`crate::server::error_response`], so its service never fails.
 
 pub mod auth;
+pub mod ratelimit;
 pub mod request_id;
 pub mod route_match;
 

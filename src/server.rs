@@ -28,6 +28,7 @@ use crate::catalog::{Catalog, LoadError};
 use crate::config::Config;
 use crate::error::{Fault, GatewayError};
 use crate::middleware::auth::{AuthLayer, Authenticator};
+use crate::middleware::ratelimit::{RateLimitLayer, RateLimiter};
 use crate::middleware::request_id::RequestIdLayer;
 use crate::middleware::route_match::{MatchedRoute, RouteMatchLayer};
 use crate::middleware::{Identity, ResponseFuture};
@@ -54,6 +55,8 @@ pub struct Gateway {
     reloader: Arc<Reloader>,
     metadata: Arc<MetadataRules>,
     auth: Arc<Authenticator>,
+    /// Rate-limit state; outlives catalog swaps so buckets survive reloads.
+    ratelimit: Arc<RateLimiter>,
 }
 
 impl Gateway {
@@ -63,10 +66,16 @@ impl Gateway {
         let upstreams = Upstreams::new(&config)?;
         let auth = Authenticator::new(&config.auth).map_err(|err| LoadError { problems: vec![err.to_string()] })?;
         let metadata = MetadataRules::new(&config.forward_headers).with_identity(auth.forwarding().clone());
+        let ratelimit = Arc::new(RateLimiter::new(&config.rate_limits));
         let reloader = Arc::new(Reloader::start(Arc::new(config), upstreams)?);
-        let gateway = Self { reloader, metadata: Arc::new(metadata), auth: Arc::new(auth) };
+        let gateway = Self { reloader, metadata: Arc::new(metadata), auth: Arc::new(auth), ratelimit };
         gateway.auth.start();
         Ok(gateway)
+    }
+
+    /// The rate limiter's state (sizes and counters for metrics).
+    pub fn rate_limiter(&self) -> &Arc<RateLimiter> {
+        &self.ratelimit
     }
 
     /// The catalog currently serving.
@@ -113,6 +122,9 @@ impl Gateway {
             // After the match (policies are per route), before any body is
             // read: 401/403 cost no JSON parsing.
             .layer(AuthLayer::new(self.auth.clone()))
+            // After authentication (key `consumer`), before any body is read:
+            // a refused request costs no JSON parsing and no upstream call.
+            .layer(RateLimitLayer::new(self.ratelimit.clone(), peer))
             // Innermost: body, transcoding, the upstream call.
             .service(Transcoder { metadata: self.metadata.clone(), peer })
     }

@@ -44,6 +44,7 @@ pub(super) struct FileConfig {
     versions: Option<BTreeMap<VersionName, VersionSection>>,
     auth: Option<crate::middleware::auth::AuthConfig>,
     policies: Option<crate::middleware::auth::PoliciesConfig>,
+    rate_limits: Option<crate::middleware::ratelimit::config::RateLimitsConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -399,6 +400,9 @@ impl FileConfig {
         }
         if let Some(policies) = self.policies {
             config.policies = policies;
+        }
+        if let Some(rate_limits) = self.rate_limits {
+            config.rate_limits = rate_limits;
         }
         for (VersionName(name), version) in self.versions.unwrap_or_default() {
             let deprecated = version
