@@ -40,6 +40,7 @@ pub mod pb {
     }
 }
 
+#[allow(unused_imports)]
 pub use pb::protogate::test::v1 as testpb;
 
 /// The file that defines the test service, inside [`test_descriptor_set`].
