@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::future::Future;
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
+use http::header::{ALLOW, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -33,10 +33,13 @@ pub async fn serve(
 
 fn respond(gateway: &Gateway, method: &Method, path: &str) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
-        return reply(
+        let mut response = reply(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"code": 12, "message": "admin endpoints are read-only", "details": []}),
         );
+        // RFC 9110 §15.5.6: a 405 must say which methods are allowed.
+        response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
     }
     match path {
         "/healthz" => reply(StatusCode::OK, &json!({"status": "ok"})),

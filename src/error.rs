@@ -87,7 +87,12 @@ impl GatewayError {
 
     /// A backend's non-OK status.
     pub fn from_upstream(status: &tonic::Status) -> Self {
-        let mut err = Self::new(status.code(), Fault::Upstream, status.message());
+        // An empty message says nothing; the code's description does.
+        let message = match status.message() {
+            "" => status.code().description(),
+            message => message,
+        };
+        let mut err = Self::new(status.code(), Fault::Upstream, message);
         if !status.details().is_empty() {
             err.backend_details = Some(Bytes::copy_from_slice(status.details()));
         }

@@ -4,7 +4,8 @@
 //! the authenticated identity (`x-consumer-id`, `x-auth-provider`, the
 //! `auth.forward_claims`; client copies of these never pass), `grpc-metadata-X` as `X`, the
 //! configured `forward_headers`, `x-request-id`, W3C trace context, and
-//! `x-forwarded-for`/`x-forwarded-host`. Never hop-by-hop headers, never
+//! `x-forwarded-for`/`x-forwarded-host`. Never hop-by-hop headers (the
+//! fixed set and whatever the client names in `Connection`), never
 //! reserved gRPC headers. From the backend come response metadata as
 //! `grpc-metadata-X` and trailers as `grpc-trailer-X`. Binary (`-bin`)
 //! values travel base64-encoded both ways, as on the gRPC wire.
@@ -12,7 +13,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use http::header::{AUTHORIZATION, HOST};
+use http::header::{AUTHORIZATION, CONNECTION, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tonic::metadata::MetadataMap;
 
@@ -81,8 +82,12 @@ impl MetadataRules {
     ) -> MetadataMap {
         let mut out = HeaderMap::with_capacity(8);
         let mut forwarded_for = None;
+        let has_connection_options = headers.contains_key(CONNECTION);
         for (name, value) in headers {
             let key = name.as_str();
+            if has_connection_options && named_by_connection(headers, key) {
+                continue;
+            }
             if *name == AUTHORIZATION {
                 if self.identity.forward_token {
                     out.append(name.clone(), value.clone());
@@ -148,6 +153,17 @@ impl MetadataRules {
             }
         }
     }
+}
+
+/// Whether the client listed `name` as an option of its `Connection`
+/// header: such headers describe this hop alone and an intermediary must not
+/// pass them on (RFC 9110 §7.6.1).
+fn named_by_connection(headers: &HeaderMap, name: &str) -> bool {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|options| options.split(',').any(|option| option.trim().eq_ignore_ascii_case(name)))
 }
 
 fn ascii_value(text: &str) -> Option<HeaderValue> {
@@ -263,6 +279,25 @@ mod tests {
         for name in ["x-consumer-id", "x-auth-provider", "x-claim-email"] {
             assert!(md.get(name).is_none(), "{name}");
         }
+    }
+
+    #[test]
+    fn headers_named_in_connection_stay_on_this_hop() {
+        let rules = MetadataRules::new(&[HeaderName::from_static("x-tenant"), HeaderName::from_static("x-hop")]);
+        let incoming = headers(&[
+            ("connection", "keep-alive, X-Hop"),
+            ("connection", "grpc-metadata-secret"),
+            ("x-hop", "1"),
+            ("x-tenant", "acme"),
+            ("grpc-metadata-secret", "s"),
+            ("grpc-metadata-user", "alice"),
+        ]);
+        let id = HeaderValue::from_static("rid");
+        let md = rules.request_metadata(&incoming, None, "127.0.0.1".parse().expect("ip"), &id, None).into_headers();
+        assert!(md.get("x-hop").is_none());
+        assert!(md.get("secret").is_none());
+        assert_eq!(md.get("x-tenant").map(|v| v.as_bytes()), Some(&b"acme"[..]));
+        assert_eq!(md.get("user").map(|v| v.as_bytes()), Some(&b"alice"[..]));
     }
 
     #[test]

@@ -1,0 +1,332 @@
+//! The `protogate` binary as an operator runs it: `routes`, `check` and
+//! `serve`, their output and their exit codes (0 ok, 1 invalid input,
+//! 2 usage). Every command runs in an empty working directory so that no
+//! `./protogate.yaml` or `./descriptors` of the checkout is picked up.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_protogate");
+
+/// A service of its own package that binds the same `GET` template as the
+/// test service's `Metadata` method.
+const CLASH_PROTO: &str = r#"
+syntax = "proto3";
+package clash.v1;
+import "google/api/annotations.proto";
+
+service Clash {
+  rpc Get(GetRequest) returns (GetReply) {
+    option (google.api.http) = { get: "/test/metadata" };
+  }
+}
+message GetRequest {}
+message GetReply {}
+"#;
+
+/// A service that nothing collides with.
+const OTHER_PROTO: &str = r#"
+syntax = "proto3";
+package other.v1;
+import "google/api/annotations.proto";
+
+service Other {
+  rpc Ping(PingRequest) returns (PingReply) {
+    option (google.api.http) = { get: "/other/ping/{name}" };
+  }
+}
+message PingRequest { string name = 1; }
+message PingReply {}
+"#;
+
+/// A working directory and a descriptor folder holding the test set.
+struct Workspace {
+    cwd: TempDir,
+    descriptors: TempDir,
+}
+
+impl Workspace {
+    fn new() -> Self {
+        let descriptors = tempfile::tempdir().expect("descriptor folder");
+        std::fs::write(descriptors.path().join("test.binpb"), common::test_service_descriptor_set())
+            .expect("write test.binpb");
+        Self { cwd: tempfile::tempdir().expect("working directory"), descriptors }
+    }
+
+    fn dir(&self) -> &str {
+        self.descriptors.path().to_str().expect("temp path is UTF-8")
+    }
+
+    fn write(&self, name: &str, contents: impl AsRef<[u8]>) {
+        std::fs::write(self.descriptors.path().join(name), contents).expect("write descriptor file");
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command.args(args).current_dir(self.cwd.path()).env_remove("RUST_LOG");
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run protogate")
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[track_caller]
+fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "expected exit {code}\n--- stdout\n{}\n--- stderr\n{}",
+        stdout(output),
+        stderr(output)
+    );
+}
+
+/// The cells of the table row whose first two cells are `method` and `path`.
+fn row<'a>(table: &'a str, method: &str, path: &str) -> Vec<&'a str> {
+    table
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.len() >= 2 && cells[0] == method && cells[1] == path)
+        .unwrap_or_else(|| panic!("no row for {method} {path} in:\n{table}"))
+}
+
+#[test]
+fn routes_prints_the_route_table() {
+    let ws = Workspace::new();
+    let output = ws.run(&["routes", "--descriptors", ws.dir(), "--upstream", "*=http://127.0.0.1:1"]);
+    assert_exit(&output, 0);
+    let table = stdout(&output);
+    let header = table.lines().next().unwrap_or_default();
+    let mut at = 0;
+    for column in ["METHOD", "PATH", "VERSION", "GRPC METHOD", "UPSTREAM", "POLICY"] {
+        let found = header[at..].find(column).unwrap_or_else(|| panic!("no {column} column, in order: {header:?}"));
+        at += found + column.len();
+    }
+
+    let metadata = row(&table, "GET", "/test/metadata");
+    assert_eq!(metadata[2], "-", "unversioned route: {metadata:?}");
+    assert_eq!(metadata[3], "protogate.test.v1.TestService/Metadata");
+    assert!(metadata[4].starts_with("http://127.0.0.1:1"), "{metadata:?}");
+    let echo = row(&table, "POST", "/test/echo");
+    assert_eq!(echo[3], "protogate.test.v1.TestService/Echo");
+    let files = row(&table, "GET", "/test/files/{string_value=**}");
+    assert_eq!(files[3], "protogate.test.v1.TestService/EchoPath", "additional bindings are listed too");
+    let auto = row(&table, "POST", "/protogate.test.v1.TestService/Unannotated");
+    assert_eq!(auto[3], "protogate.test.v1.TestService/Unannotated");
+    assert!(!table.contains("unrouted"), "every service has an upstream:\n{table}");
+}
+
+#[test]
+fn routes_lists_services_without_an_upstream_as_unrouted() {
+    let ws = Workspace::new();
+    ws.write("other.proto", OTHER_PROTO);
+    let output = ws.run(&["routes", "--descriptors", ws.dir(), "--upstream", "other.v1=http://127.0.0.1:1"]);
+    assert_exit(&output, 0);
+    let table = stdout(&output);
+    let other = row(&table, "GET", "/other/ping/{name}");
+    assert_eq!(other[3], "other.v1.Other/Ping");
+    assert!(!table.contains("/test/metadata"), "TestService has no upstream but is routed:\n{table}");
+    let (_, unrouted) = table.split_once("unrouted:").unwrap_or_else(|| panic!("no unrouted section:\n{table}"));
+    let line = unrouted
+        .lines()
+        .find(|l| l.contains("protogate.test.v1.TestService"))
+        .unwrap_or_else(|| panic!("TestService not listed as unrouted:\n{table}"));
+    assert!(line.contains("no upstream"), "no reason given: {line:?}");
+}
+
+#[test]
+fn check_accepts_the_good_folder() {
+    let ws = Workspace::new();
+    let output = ws.run(&["check", "--descriptors", ws.dir(), "--upstream", "*=http://127.0.0.1:1"]);
+    assert_exit(&output, 0);
+    assert!(stdout(&output).starts_with("ok:"), "{}", stdout(&output));
+}
+
+#[test]
+fn check_names_a_corrupt_descriptor_set() {
+    let ws = Workspace::new();
+    ws.write("broken.binpb", b"\x0a\xff\xff\xff\xff\x0fnot a descriptor set");
+    let output = ws.run(&["check", "--descriptors", ws.dir(), "--upstream", "*=http://127.0.0.1:1"]);
+    assert_exit(&output, 1);
+    let errors = stderr(&output);
+    assert!(errors.contains("broken.binpb"), "the corrupt file is not named: {errors}");
+    assert!(!errors.contains("test.binpb"), "the good file is blamed: {errors}");
+}
+
+#[test]
+fn check_names_both_sides_of_a_route_collision() {
+    let ws = Workspace::new();
+    ws.write("clash.proto", CLASH_PROTO);
+    let output = ws.run(&["check", "--descriptors", ws.dir(), "--upstream", "*=http://127.0.0.1:1"]);
+    assert_exit(&output, 1);
+    let errors = stderr(&output);
+    for needle in
+        ["/test/metadata", "protogate.test.v1.TestService/Metadata", "test.binpb", "clash.v1.Clash/Get", "clash.proto"]
+    {
+        assert!(errors.contains(needle), "collision error does not name {needle}: {errors}");
+    }
+}
+
+#[test]
+fn check_names_an_unknown_config_key_and_its_line() {
+    let ws = Workspace::new();
+    let config = ws.cwd.path().join("gateway.yaml");
+    std::fs::write(&config, "listen: 127.0.0.1:8080\njson:\n  pretty: true\n  emit_unpopulatd: true\n")
+        .expect("write config");
+    let output = ws.run(&[
+        "check",
+        "--config",
+        config.to_str().expect("UTF-8"),
+        "--descriptors",
+        ws.dir(),
+        "--upstream",
+        "*=http://127.0.0.1:1",
+    ]);
+    assert_exit(&output, 1);
+    let errors = stderr(&output);
+    assert!(errors.contains("emit_unpopulatd"), "the key is not named: {errors}");
+    assert!(errors.contains("line 4"), "the line is not named: {errors}");
+    assert!(errors.contains("gateway.yaml"), "the file is not named: {errors}");
+
+    // The default file in the working directory is read too.
+    std::fs::write(ws.cwd.path().join("protogate.yaml"), "listn: 127.0.0.1:8080\n").expect("write config");
+    let output = ws.run(&["check", "--descriptors", ws.dir()]);
+    assert_exit(&output, 1);
+    let errors = stderr(&output);
+    assert!(errors.contains("listn") && errors.contains("line 1"), "{errors}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let ws = Workspace::new();
+    for args in [&["frobnicate"][..], &["routes", "--no-such-flag"], &["serve", "--listen", "not-an-address"], &[]] {
+        let output = ws.run(args);
+        assert_exit(&output, 2);
+        assert!(!stderr(&output).is_empty(), "no usage message for {args:?}");
+    }
+    // Help is not an error.
+    assert_exit(&ws.run(&["--help"]), 0);
+}
+
+/// Two distinct ports that were free a moment ago.
+fn free_ports() -> (SocketAddr, SocketAddr) {
+    let bind = || TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    // Both held at once, so they differ.
+    let (a, b) = (bind(), bind());
+    (a.local_addr().expect("local addr"), b.local_addr().expect("local addr"))
+}
+
+/// The serving child; killed if the test fails before it exits on its own.
+struct Served(Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// GETs `url` until it answers (the server needs a moment to start), or
+/// panics after `deadline`.
+async fn get_when_up(client: &reqwest::Client, url: &str, child: &mut Served, deadline: Duration) -> common::Reply {
+    let start = Instant::now();
+    loop {
+        if let Ok(response) = client.get(url).send().await {
+            return common::Reply::read(response).await;
+        }
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!("protogate exited early with {status}");
+        }
+        assert!(start.elapsed() < deadline, "{url} did not answer within {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn serve_answers_and_exits_cleanly_on_sigterm() {
+    let (backend_addr, backend) = common::start_backend().await;
+    let ws = Workspace::new();
+    let (listen, admin) = free_ports();
+    let mut child = Served(
+        ws.command(&[
+            "serve",
+            "--descriptors",
+            ws.dir(),
+            "--listen",
+            &listen.to_string(),
+            "--admin-listen",
+            &admin.to_string(),
+            "--upstream",
+            &format!("*=http://{backend_addr}"),
+            "--threads",
+            "1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn protogate serve"),
+    );
+    let client = common::http_client();
+
+    let reply =
+        get_when_up(&client, &format!("http://{listen}/test/metadata"), &mut child, Duration::from_secs(30)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.json()["headers"].is_object(), "{}", reply.text());
+    let reply = get_when_up(&client, &format!("http://{admin}/healthz"), &mut child, Duration::from_secs(10)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+
+    let pid = child.0.id().to_string();
+    let kill = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+    assert!(kill.success(), "kill -TERM {pid} failed");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("wait for protogate") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "protogate did not exit within 20 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0), "exit status after SIGTERM: {status}");
+    // Both listeners are closed.
+    assert!(client.get(format!("http://{listen}/test/metadata")).send().await.is_err());
+    assert!(client.get(format!("http://{admin}/healthz")).send().await.is_err());
+    backend.shutdown().await;
+}
+
+#[test]
+fn serve_refuses_an_invalid_folder_with_exit_1() {
+    let ws = Workspace::new();
+    ws.write("clash.proto", CLASH_PROTO);
+    let (listen, admin) = free_ports();
+    let (listen, admin) = (listen.to_string(), admin.to_string());
+    let output = ws.run(&[
+        "serve",
+        "--descriptors",
+        ws.dir(),
+        "--listen",
+        &listen,
+        "--admin-listen",
+        &admin,
+        "--upstream",
+        "*=http://127.0.0.1:1",
+    ]);
+    assert_exit(&output, 1);
+    assert!(stderr(&output).contains("clash.v1.Clash/Get"), "{}", stderr(&output));
+}
