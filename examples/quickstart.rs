@@ -7,6 +7,9 @@
 //! whose folders are the URL versions: `descriptors/v1/*.binpb` under `/v1`,
 //! `descriptors/v2/users.binpb` under `/v2`, side by side. v1 is marked
 //! deprecated, so its responses carry `Deprecation` and `Sunset` headers.
+//! Every backend also serves gRPC server reflection for its own services
+//! (`grpcurl -plaintext 127.0.0.1:50051 list`), the source a gateway reads
+//! with `descriptors.reflection` instead of files.
 //! It prints the route table and curl commands to try, and runs until
 //! Ctrl-C. Override the addresses with `QUICKSTART_GATEWAY`,
 //! `QUICKSTART_USERS`, `QUICKSTART_ORDERS` and `QUICKSTART_USERS_V2`
@@ -54,12 +57,16 @@ async fn run() -> Result<(), BoxError> {
     // The backends outlive the gateway by a moment so that calls it is
     // draining on Ctrl-C still reach them.
     let (stop, stopped) = watch::channel(());
-    let users_task =
-        tokio::spawn(backends::serve(users, Routes::new(backends::users_v1()), until_closed(stopped.clone())));
-    let orders_task =
-        tokio::spawn(backends::serve(orders, Routes::new(backends::orders_v1()), until_closed(stopped.clone())));
-    let users_v2_task =
-        tokio::spawn(backends::serve(users_v2, Routes::new(backends::users_v2()), until_closed(stopped)));
+    // Each also serves gRPC reflection for its own services, which grpcurl
+    // can list and `descriptors.reflection` can route without files.
+    let users_routes = Routes::new(backends::users_v1()).add_service(backends::reflection(&[backends::USERS_V1_SET])?);
+    let orders_routes =
+        Routes::new(backends::orders_v1()).add_service(backends::reflection(&[backends::ORDERS_V1_SET])?);
+    let users_v2_routes =
+        Routes::new(backends::users_v2()).add_service(backends::reflection(&[backends::USERS_V2_SET])?);
+    let users_task = tokio::spawn(backends::serve(users, users_routes, until_closed(stopped.clone())));
+    let orders_task = tokio::spawn(backends::serve(orders, orders_routes, until_closed(stopped.clone())));
+    let users_v2_task = tokio::spawn(backends::serve(users_v2, users_v2_routes, until_closed(stopped)));
 
     // Absolute, so the example works from any working directory.
     let descriptors = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/descriptors"));

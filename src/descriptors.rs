@@ -175,14 +175,56 @@ fn is_common(name: &str) -> bool {
 
 /// Two encodings of one file that differ only in source info (comments and
 /// spans) define the same thing.
+///
+/// Compared on the wire rather than through `prost_types`: decoding into
+/// `prost_types` drops extension options, so two files whose only
+/// difference is a `google.api.http` route would look the same and the
+/// first would win silently.
 fn same_definition(a: &[u8], b: &[u8]) -> bool {
-    let decode = |bytes: &[u8]| {
-        prost_types::FileDescriptorProto::decode(bytes).map(|mut file| {
-            file.source_code_info = None;
-            file
-        })
-    };
-    matches!((decode(a), decode(b)), (Ok(a), Ok(b)) if a == b)
+    matches!((definition_fields(a), definition_fields(b)), (Some(a), Some(b)) if a == b)
+}
+
+/// The top-level fields of an encoded FileDescriptorProto without its
+/// `source_code_info` (field 9), each as (field number, encoded bytes),
+/// stably in field-number order. `None` when the bytes do not parse.
+fn definition_fields(mut buf: &[u8]) -> Option<Vec<(u64, &[u8])>> {
+    const SOURCE_CODE_INFO: u64 = 9;
+    let mut fields = Vec::new();
+    while !buf.is_empty() {
+        let field = buf;
+        let key = read_varint(&mut buf)?;
+        let len = match key & 7 {
+            0 => {
+                read_varint(&mut buf)?;
+                0
+            }
+            1 => 8,
+            2 => usize::try_from(read_varint(&mut buf)?).ok()?,
+            5 => 4,
+            // Groups: FileDescriptorProto has none at the top level.
+            _ => return None,
+        };
+        buf = buf.get(len..)?;
+        let number = key >> 3;
+        if number != SOURCE_CODE_INFO {
+            fields.push((number, &field[..field.len() - buf.len()]));
+        }
+    }
+    fields.sort_by_key(|(number, _)| *number);
+    Some(fields)
+}
+
+/// Reads one base-128 varint off the front of `buf`.
+fn read_varint(buf: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for (i, byte) in buf.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            *buf = &buf[i + 1..];
+            return Some(value);
+        }
+    }
+    None
 }
 
 /// Loads every descriptor file below `dir`. A missing folder is an empty one:
@@ -440,6 +482,42 @@ mod tests {
         write(dir.path(), "x.proto", "syntax = \"proto3\"; import \"nope/missing.proto\"; message X {}");
         let err = load_dir(dir.path()).expect_err("import");
         assert!(err.to_string().contains("nope/missing.proto"), "{err}");
+    }
+
+    #[test]
+    fn files_that_differ_only_in_an_http_option_conflict() {
+        let one = tempfile::tempdir().expect("tempdir");
+        write(one.path(), "demo/greeter.proto", GREETER);
+        let two = tempfile::tempdir().expect("tempdir");
+        write(two.path(), "demo/greeter.proto", &GREETER.replace("/hello/", "/hi/"));
+        let a = compile_protos(one.path(), &[PathBuf::from("demo/greeter.proto")]).expect("a");
+        let b = compile_protos(two.path(), &[PathBuf::from("demo/greeter.proto")]).expect("b");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("one.binpb"), &a[0].1).expect("write");
+        std::fs::write(dir.path().join("two.binpb"), &b[0].1).expect("write");
+        let err = load_dir(dir.path()).expect_err("conflict");
+        assert_eq!(err.to_string(), "demo/greeter.proto is defined differently in one.binpb and two.binpb");
+    }
+
+    #[test]
+    fn source_info_alone_is_not_a_difference() {
+        let file = |with_source_info: bool| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            write(
+                dir.path(),
+                "a.proto",
+                "syntax = \"proto3\";\npackage p;\n// A comment.\nmessage A { string a = 1; }\n",
+            );
+            let mut compiler = protox::Compiler::new([dir.path()]).expect("compiler");
+            compiler.include_source_info(with_source_info);
+            compiler.open_file("a.proto").expect("compile");
+            let set = RawFileSet::decode(compiler.encode_file_descriptor_set().as_slice()).expect("set");
+            set.file.into_iter().next().expect("one file")
+        };
+        let (with, without) = (file(true), file(false));
+        assert_ne!(with, without);
+        assert!(same_definition(&with, &without));
+        assert!(!same_definition(&with, b"\xff"));
     }
 
     #[test]

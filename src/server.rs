@@ -200,7 +200,7 @@ impl Service<Request<Incoming>> for Transcoder {
                 let err = GatewayError::new(Code::Internal, Fault::Internal, "no route was matched");
                 return Ok(render(&DescriptorPool::global(), &JsonSettings::default(), &err));
             };
-            let mut response = match this.unary(&matched, req).await {
+            let response = match this.unary(&matched, req).await {
                 Ok(response) => response,
                 Err(err) => {
                     match err.fault {
@@ -217,10 +217,6 @@ impl Service<Request<Incoming>> for Transcoder {
                     error_response(&matched.catalog, &err)
                 }
             };
-            let headers = response.headers_mut();
-            for (name, value) in &matched.route.response_headers {
-                headers.insert(name.clone(), value.clone());
-            }
             Ok(response)
         })
     }

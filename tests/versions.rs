@@ -293,6 +293,50 @@ async fn a_deprecated_version_says_so_on_every_response_and_the_other_does_not()
     env.shutdown().await;
 }
 
+/// [`deprecated_v1`], with v1 behind an API key and limited to one call a
+/// minute, v2 public and unlimited.
+fn deprecated_v1_guarded(v1: &str, v2: &str) -> String {
+    // The key is "let-me-in" (`printf %s let-me-in | sha256sum`).
+    format!(
+        "{}auth:\n  api_keys:\n    keys:\n      - id: tester\n        sha256: \
+         a3ee786b5707c27d42570785081ec17f5c7db9262a01366af362a1aa61a420b9\n\
+         policies:\n  rules:\n    - version: v2\n      allow: public\n\
+         rate_limits:\n  rules:\n    - match: {{ version: v1 }}\n      key: consumer\n      rate: 1/min\n      burst: 1\n",
+        deprecated_v1(v1, v2)
+    )
+}
+
+#[tokio::test]
+async fn a_deprecated_version_says_so_on_refusals_before_the_backend_too() {
+    let env = Versions::start(deprecated_v1_guarded).await;
+    let deprecated = |reply: &Reply, what: &str| {
+        assert_eq!(reply.header("deprecation"), Some(DEPRECATION_HEADER), "{what}: {:?}", reply.headers);
+        assert_eq!(reply.header("sunset"), Some(SUNSET_HEADER), "{what}: {:?}", reply.headers);
+    };
+    let get_with_key = |path: &'static str| {
+        let request = env.client.get(format!("{}{path}", env.base)).header("x-api-key", "let-me-in");
+        async move { Reply::read(request.send().await.unwrap_or_else(|e| panic!("GET {path}: {e}"))).await }
+    };
+
+    // Refused by authentication, before any backend call.
+    let unauthenticated = env.get("/v1/users/1001").await;
+    assert_error(&unauthenticated, 401, 16);
+    deprecated(&unauthenticated, "v1 401");
+    // The one call the bucket holds, then a refusal by the rate limiter.
+    let ok = get_with_key("/v1/users/1001").await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    deprecated(&ok, "v1 success");
+    let limited = get_with_key("/v1/users/1001").await;
+    assert_error(&limited, 429, 8);
+    deprecated(&limited, "v1 429");
+
+    let current = env.get("/v2/users/1001").await;
+    assert_eq!(current.status, 200, "{}", current.text());
+    assert!(current.header("deprecation").is_none(), "v2: {:?}", current.headers);
+
+    env.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_route_table_shows_each_routes_version() {
     let env = Versions::start(per_package).await;

@@ -9,6 +9,10 @@
 //! `mod backends;` and tests include it with
 //! `#[path = "../../examples/backends/mod.rs"] mod backends;`.
 //!
+//! Each backend can also describe itself over gRPC server reflection
+//! ([`reflection`] with the backend's own sets), so that a gateway with
+//! `descriptors.reflection` needs no descriptor file at all.
+//!
 //! Seed data (every call of [`users_v1`] / [`users_v2`] / [`orders_v1`]
 //! starts fresh):
 //! - users `1001` Ada Lovelace (v1 admin, v2 owner), `1002` Grace Hopper
@@ -35,6 +39,7 @@ use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic::{Code, Request, Response, Status};
+use tonic_reflection::server::v1::{ServerReflection, ServerReflectionServer};
 
 /// Generated messages, clients and servers, laid out like the proto packages.
 pub mod acme {
@@ -176,6 +181,31 @@ pub fn users_v2() -> UserServiceServerV2<impl UserServiceV2> {
 /// A fresh, seeded `acme.orders.v1.OrderService`.
 pub fn orders_v1() -> OrderServiceServer<impl OrderService> {
     OrderServiceServer::new(OrderBook::seeded())
+}
+
+/// The descriptor sets the backends describe themselves with over gRPC
+/// reflection: the committed `descriptors/` files, which carry the
+/// `google.api.http` options a gateway needs to route without any file of
+/// its own.
+pub const USERS_V1_SET: &[u8] = include_bytes!("../../descriptors/v1/users.binpb");
+pub const ORDERS_V1_SET: &[u8] = include_bytes!("../../descriptors/v1/orders.binpb");
+pub const USERS_V2_SET: &[u8] = include_bytes!("../../descriptors/v2/users.binpb");
+
+/// A `grpc.reflection.v1` service that lists the services of `sets` and
+/// serves their files. Give each backend only the sets of what it serves:
+/// a gateway routes every service a backend lists to that backend.
+///
+/// The sets are registered encoded: tonic-reflection then serves each file
+/// byte for byte, where a decoded `prost_types` set would lose the
+/// `google.api.http` options on re-encoding.
+pub fn reflection(
+    sets: &[&'static [u8]],
+) -> Result<ServerReflectionServer<impl ServerReflection>, tonic_reflection::server::Error> {
+    sets.iter()
+        .fold(tonic_reflection::server::Builder::configure(), |builder, set| {
+            builder.register_encoded_file_descriptor_set(set)
+        })
+        .build_v1()
 }
 
 /// Serves `services` over h2c on `listener` until `shutdown` resolves, then

@@ -3,6 +3,8 @@
 //! extensions for the layers after it (policy, rate limit) and the
 //! transcoder. No route → 404; the path exists under other methods → 405
 //! with `Allow`. The snapshot taken here is the one the request finishes on.
+//! The route's own response headers (a deprecated version's) are added here
+//! to whatever the layers below answer.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -80,8 +82,23 @@ where
         };
         match found {
             Ok((route, captures)) => {
+                // Added here, around every layer that may answer for the
+                // route: a version's `Deprecation` and `Sunset` belong on its
+                // 401, 403 and 429 as much as on the backend's answers.
+                let headers = (!route.response_headers.is_empty()).then(|| route.clone());
                 req.extensions_mut().insert(MatchedRoute { catalog, route, captures });
-                Box::pin(self.inner.call(req))
+                let call = self.inner.call(req);
+                match headers {
+                    None => Box::pin(call),
+                    Some(route) => Box::pin(async move {
+                        let mut response = call.await?;
+                        let headers = response.headers_mut();
+                        for (name, value) in &route.response_headers {
+                            headers.insert(name.clone(), value.clone());
+                        }
+                        Ok(response)
+                    }),
+                }
             }
             Err(err) => {
                 tracing::debug!(message = %err.message, "no route");
