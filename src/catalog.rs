@@ -153,7 +153,14 @@ impl Catalog {
             if origin == Origin::Builtin {
                 continue;
             }
-            let version = version_of(&origin);
+            let version = match &origin {
+                // No folder to read a version from: the package's last
+                // segment names it (`acme.users.v2` → `v2`).
+                Origin::Reflection(_) => {
+                    service.package_name().rsplit('.').next().filter(|v| is_version(v)).map(str::to_owned)
+                }
+                _ => version_of(&origin),
+            };
             let upstream = match &origin {
                 Origin::Reflection(url) => upstreams.reflection_upstream(url),
                 _ => upstreams.resolve_versioned(service.full_name(), version.as_deref()),

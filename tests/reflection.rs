@@ -342,3 +342,24 @@ async fn a_source_that_goes_away_keeps_its_routes() {
 
     env.shutdown().await;
 }
+
+/// A reflected service has no folder to take a version from: the last
+/// segment of its package names it, so v2's `/users:search` is mounted at
+/// `/v2/users:search`, as it is from `descriptors/v2/`.
+#[tokio::test]
+async fn a_reflected_package_version_mounts_its_routes() {
+    let reflection = backends::reflection(&[backends::USERS_V2_SET]).expect("users v2 reflection");
+    let users = Backend::start(Routes::new(backends::users_v2()).add_service(reflection)).await;
+    let empty = tempfile::tempdir().expect("create descriptor folder");
+    let env = Env::start(empty, &format!("descriptors:\n  path: {{path}}\n  reflection: [{}]\n", users.url)).await;
+
+    let found = env.get_once_ok("/v2/users:search?query=ada").await;
+    assert!(found.text().contains("Lovelace"), "{}", found.text());
+    // Templates that already start with /v2 are not prefixed twice.
+    assert_eq!(env.get_once_ok("/v2/users/1001").await.json()["givenName"], "Ada");
+    assert_eq!(env.get("/users:search?query=ada").await.status, 404);
+    assert_eq!(env.get("/v2/v2/users/1001").await.status, 404);
+
+    env.shutdown().await;
+    users.shutdown().await;
+}
