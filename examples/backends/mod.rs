@@ -471,6 +471,29 @@ pub fn page_token(last_id: &str) -> String {
     URL_SAFE_NO_PAD.encode(last_id)
 }
 
+/// The page size (0 → default, capped) and the id a page token says to
+/// continue after; a negative size or a foreign token is a violation.
+fn paging(page_size: i32, page_token: &str, v: &mut Violations) -> (usize, Option<String>) {
+    let size = match usize::try_from(page_size) {
+        Ok(0) => DEFAULT_PAGE_SIZE,
+        Ok(n) => n.min(MAX_PAGE_SIZE),
+        Err(_) => {
+            v.add("page_size", "must not be negative");
+            0
+        }
+    };
+    let after = if page_token.is_empty() {
+        None
+    } else {
+        let after = parse_page_token(page_token);
+        if after.is_none() {
+            v.add("page_token", "is not a token this service returned");
+        }
+        after
+    };
+    (size, after)
+}
+
 fn parse_page_token(token: &str) -> Option<String> {
     let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
     String::from_utf8(bytes).ok()
@@ -490,23 +513,7 @@ impl UserService for UserDirectory {
     ) -> Result<Response<users::ListUsersResponse>, Status> {
         let req = request.into_inner();
         let mut v = Violations::default();
-        let page_size = match usize::try_from(req.page_size) {
-            Ok(0) => DEFAULT_PAGE_SIZE,
-            Ok(n) => n.min(MAX_PAGE_SIZE),
-            Err(_) => {
-                v.add("page_size", "must not be negative");
-                0
-            }
-        };
-        let after = if req.page_token.is_empty() {
-            None
-        } else {
-            let after = parse_page_token(&req.page_token);
-            if after.is_none() {
-                v.add("page_token", "is not a token this service returned");
-            }
-            after
-        };
+        let (page_size, after) = paging(req.page_size, &req.page_token, &mut v);
         let role = role_of(req.role);
         if role.is_none() {
             v.add("role", format!("unknown role {}", req.role));
@@ -737,23 +744,7 @@ impl UserServiceV2 for UserDirectoryV2 {
     ) -> Result<Response<users_v2::ListUsersResponse>, Status> {
         let req = request.into_inner();
         let mut v = Violations::default();
-        let page_size = match usize::try_from(req.page_size) {
-            Ok(0) => DEFAULT_PAGE_SIZE,
-            Ok(n) => n.min(MAX_PAGE_SIZE),
-            Err(_) => {
-                v.add("page_size", "must not be negative");
-                0
-            }
-        };
-        let after = if req.page_token.is_empty() {
-            None
-        } else {
-            let after = parse_page_token(&req.page_token);
-            if after.is_none() {
-                v.add("page_token", "is not a token this service returned");
-            }
-            after
-        };
+        let (page_size, after) = paging(req.page_size, &req.page_token, &mut v);
         v.into_result()?;
 
         let state = lock(&self.state);
