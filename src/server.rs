@@ -126,7 +126,7 @@ impl Gateway {
             // a refused request costs no JSON parsing and no upstream call.
             .layer(RateLimitLayer::new(self.ratelimit.clone(), peer))
             // Innermost: body, transcoding, the upstream call.
-            .service(Transcoder { metadata: self.metadata.clone(), peer })
+            .service(Transcoder { metadata: self.metadata.clone(), peer: metadata::peer_value(peer.ip()) })
     }
 }
 
@@ -181,7 +181,8 @@ where
 #[derive(Clone)]
 pub struct Transcoder {
     metadata: Arc<MetadataRules>,
-    peer: SocketAddr,
+    /// The connection's peer IP, already an `x-forwarded-for` entry.
+    peer: HeaderValue,
 }
 
 impl Service<Request<Incoming>> for Transcoder {
@@ -238,7 +239,7 @@ impl Transcoder {
         let metadata = self.metadata.request_metadata(
             &parts.headers,
             parts.uri.authority().map(|a| a.as_str()),
-            self.peer.ip(),
+            &self.peer,
             &request_id,
             parts.extensions.get::<Identity>(),
         );

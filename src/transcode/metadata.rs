@@ -76,7 +76,7 @@ impl MetadataRules {
         &self,
         headers: &HeaderMap,
         authority: Option<&str>,
-        peer: IpAddr,
+        peer: &HeaderValue,
         request_id: &HeaderValue,
         identity: Option<&Identity>,
     ) -> MetadataMap {
@@ -110,12 +110,14 @@ impl MetadataRules {
         }
         out.insert(X_REQUEST_ID, request_id.clone());
 
-        let peer = peer.to_string();
+        // Only a chain from earlier proxies costs a new string.
         let chain = match forwarded_for.and_then(|v| v.to_str().ok()) {
-            Some(previous) if !previous.is_empty() => format!("{previous}, {peer}"),
-            _ => peer,
+            Some(previous) if !previous.is_empty() => {
+                HeaderValue::try_from(format!("{previous}, {}", peer.to_str().unwrap_or_default())).ok()
+            }
+            _ => Some(peer.clone()),
         };
-        if let Ok(value) = HeaderValue::try_from(chain) {
+        if let Some(value) = chain {
             out.insert(X_FORWARDED_FOR, value);
         }
         let host = headers.get(HOST).cloned().or_else(|| authority.and_then(|a| HeaderValue::from_str(a).ok()));
@@ -171,6 +173,12 @@ fn ascii_value(text: &str) -> Option<HeaderValue> {
         return None;
     }
     HeaderValue::from_str(text).ok()
+}
+
+/// A connection's peer address as an `x-forwarded-for` entry, made once per
+/// connection.
+pub fn peer_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::try_from(ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Copies backend response metadata and trailers onto the HTTP response.
@@ -229,7 +237,9 @@ mod tests {
             ("x-request-id", "client-chosen"),
         ]);
         let id = HeaderValue::from_static("rid-1");
-        let md = rules.request_metadata(&incoming, None, "127.0.0.9".parse().expect("ip"), &id, None).into_headers();
+        let md = rules
+            .request_metadata(&incoming, None, &peer_value("127.0.0.9".parse().expect("ip")), &id, None)
+            .into_headers();
         assert_eq!(md.get("authorization").map(|v| v.as_bytes()), Some(&b"Bearer t"[..]));
         assert_eq!(md.get("user").map(|v| v.as_bytes()), Some(&b"alice"[..]));
         assert_eq!(md.get("blob-bin").map(|v| v.as_bytes()), Some(&b"AQI="[..]));
@@ -266,7 +276,7 @@ mod tests {
         };
         let id = HeaderValue::from_static("rid");
         let ip: IpAddr = "127.0.0.1".parse().expect("ip");
-        let md = rules.request_metadata(&incoming, None, ip, &id, Some(&identity)).into_headers();
+        let md = rules.request_metadata(&incoming, None, &peer_value(ip), &id, Some(&identity)).into_headers();
         let get = |n: &str| md.get_all(n).iter().map(|v| v.as_bytes().to_vec()).collect::<Vec<_>>();
         assert_eq!(get("x-consumer-id"), vec![b"alice".to_vec()]);
         assert_eq!(get("x-auth-provider"), vec![b"corp".to_vec()]);
@@ -275,7 +285,7 @@ mod tests {
         assert!(get("x-claim-name").is_empty(), "non-ASCII is left out");
         assert!(get("authorization").is_empty(), "forward_token is off");
         // Without an identity, nothing identity-like passes at all.
-        let md = rules.request_metadata(&incoming, None, ip, &id, None).into_headers();
+        let md = rules.request_metadata(&incoming, None, &peer_value(ip), &id, None).into_headers();
         for name in ["x-consumer-id", "x-auth-provider", "x-claim-email"] {
             assert!(md.get(name).is_none(), "{name}");
         }
@@ -293,7 +303,9 @@ mod tests {
             ("grpc-metadata-user", "alice"),
         ]);
         let id = HeaderValue::from_static("rid");
-        let md = rules.request_metadata(&incoming, None, "127.0.0.1".parse().expect("ip"), &id, None).into_headers();
+        let md = rules
+            .request_metadata(&incoming, None, &peer_value("127.0.0.1".parse().expect("ip")), &id, None)
+            .into_headers();
         assert!(md.get("x-hop").is_none());
         assert!(md.get("secret").is_none());
         assert_eq!(md.get("x-tenant").map(|v| v.as_bytes()), Some(&b"acme"[..]));
