@@ -128,19 +128,6 @@ impl From<UpstreamError> for LoadError {
 }
 
 impl Catalog {
-    /// An empty catalog (no descriptors): every request is a 404.
-    pub fn empty(config: &Config) -> Self {
-        Self {
-            pool: DescriptorPool::new(),
-            routes: Vec::new(),
-            table: RouteTableBuilder::new().build(),
-            unrouted: Vec::new(),
-            sources: Vec::new(),
-            digest: String::new(),
-            json: JsonSettings::new(&config.json),
-        }
-    }
-
     /// Builds the catalog of `descriptors` under `config`.
     pub fn build(config: &Config, descriptors: Descriptors, upstreams: &Upstreams) -> Result<Self, LoadError> {
         let mut problems = Vec::new();

@@ -239,24 +239,20 @@ pub fn load_dir(dir: &Path) -> Result<Descriptors, DescriptorError> {
 /// come first, so a folder's copy of a common google file wins over an
 /// upstream's.
 pub fn load(dir: &Path, reflected: &[(String, Vec<(String, Bytes)>)]) -> Result<Descriptors, DescriptorError> {
-    let mut sets = Vec::new();
     let mut protos = Vec::new();
     let mut sources = Vec::new();
     if dir.exists() {
         walk(dir, dir, &mut |relative, size| {
-            let ext = relative.extension().and_then(|e| e.to_str()).unwrap_or_default();
-            if SET_EXTENSIONS.contains(&ext) {
-                sets.push(relative.to_path_buf());
-            } else if ext == "proto" {
+            let is_proto = extension(relative) == "proto";
+            if is_proto {
                 protos.push(relative.to_path_buf());
-            } else {
-                return;
             }
-            sources.push(SourceFile { path: relative.to_path_buf(), size });
+            if is_proto || is_set(relative) {
+                sources.push(SourceFile { path: relative.to_path_buf(), size });
+            }
         })?;
     }
     sources.sort_by(|a, b| a.path.cmp(&b.path));
-    sets.sort();
     protos.sort();
 
     // Every file is read once: its bytes feed the digest and, for sets, the
@@ -270,7 +266,7 @@ pub fn load(dir: &Path, reflected: &[(String, Vec<(String, Bytes)>)]) -> Result<
         digest.update([0]);
         digest.update((bytes.len() as u64).to_le_bytes());
         digest.update(&bytes);
-        if sets.contains(&source.path) {
+        if is_set(&source.path) {
             merger.add_set(&bytes, &source.path, &|_| Origin::Folder(source.path.clone()))?;
         }
     }
@@ -319,14 +315,22 @@ pub fn load(dir: &Path, reflected: &[(String, Vec<(String, Bytes)>)]) -> Result<
     Ok(Descriptors { pool, origins, sources, digest: hex::encode(digest.finalize()) })
 }
 
+fn extension(path: &Path) -> &str {
+    path.extension().and_then(|e| e.to_str()).unwrap_or_default()
+}
+
+/// A serialized FileDescriptorSet, by its file name.
+fn is_set(path: &Path) -> bool {
+    SET_EXTENSIONS.contains(&extension(path))
+}
+
 /// A cheap summary of the folder (path, size, modification time of every
 /// descriptor file): when it changes, a reload is due.
 pub fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
     let mut out = Vec::new();
     if dir.exists() {
         let _ = walk(dir, dir, &mut |relative, size| {
-            let ext = relative.extension().and_then(|e| e.to_str()).unwrap_or_default();
-            if SET_EXTENSIONS.contains(&ext) || ext == "proto" {
+            if is_set(relative) || extension(relative) == "proto" {
                 let modified =
                     std::fs::metadata(dir.join(relative)).and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
                 out.push((relative.to_path_buf(), size, modified));
