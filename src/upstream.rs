@@ -98,7 +98,7 @@ impl Upstream {
         }
         // Errors raised by the transport, not sent by the backend: say what
         // happened without internals.
-        if status.code() == Code::Unavailable && std::error::Error::source(status).is_some() {
+        if std::error::Error::source(status).is_some() {
             tracing::debug!(upstream = %self.url, error = %status, "upstream unreachable");
             return GatewayError::new(Code::Unavailable, Fault::Upstream, "upstream unavailable");
         }
