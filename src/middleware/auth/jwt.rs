@@ -17,7 +17,11 @@ use super::jwks::{JwksCache, JwksSource, Lookup, VerifyKey};
 use super::{query_param, AuthError, Rejection};
 use crate::middleware::Identity;
 
-const ASYMMETRIC: &[Algorithm] = &[
+/// Every algorithm a provider may accept: HMAC first, then asymmetric.
+const ALL: &[Algorithm] = &[
+    Algorithm::HS256,
+    Algorithm::HS384,
+    Algorithm::HS512,
     Algorithm::RS256,
     Algorithm::RS384,
     Algorithm::RS512,
@@ -28,7 +32,8 @@ const ASYMMETRIC: &[Algorithm] = &[
     Algorithm::ES384,
     Algorithm::EdDSA,
 ];
-const HMAC: &[Algorithm] = &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+const HMAC: &[Algorithm] = ALL.split_at(3).0;
+const ASYMMETRIC: &[Algorithm] = ALL.split_at(3).1;
 
 /// Where a provider reads its token, resolved at load.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,20 +76,7 @@ impl JwtProvider {
         let allowed_family: &[Algorithm] = match (&config.secret, &config.jwks_file) {
             (Some(_), _) => HMAC,
             // A local file may hold `oct` keys; a published JWKS may not.
-            (None, Some(_)) => &[
-                Algorithm::HS256,
-                Algorithm::HS384,
-                Algorithm::HS512,
-                Algorithm::RS256,
-                Algorithm::RS384,
-                Algorithm::RS512,
-                Algorithm::PS256,
-                Algorithm::PS384,
-                Algorithm::PS512,
-                Algorithm::ES256,
-                Algorithm::ES384,
-                Algorithm::EdDSA,
-            ],
+            (None, Some(_)) => ALL,
             (None, None) => ASYMMETRIC,
         };
         let algorithms = if config.algorithms.is_empty() {
