@@ -434,12 +434,13 @@ where
             // request without a route with its own error.
             return Box::pin(self.inner.call(req));
         };
-        let policy: Arc<RoutePolicy> = matched.route.policy.clone();
         if !auth.is_enabled() {
             return Box::pin(self.inner.call(req));
         }
+        let policy: Arc<RoutePolicy> = matched.route.policy.clone();
         let catalog = matched.catalog.clone();
-        let route = matched.route.grpc_method().to_owned();
+        // For log fields: the route's name without copying it.
+        let matched_route = matched.route.clone();
         let credential = auth.credential(req.headers(), req.uri()).map(Credential::into_owned);
         if let Some(uri) = auth.strip_credential_params(req.uri()) {
             *req.uri_mut() = uri;
@@ -448,13 +449,14 @@ where
             if policy.is_public() {
                 return Box::pin(self.inner.call(req));
             }
-            tracing::info!(route, outcome = "missing", "auth: denied");
+            tracing::info!(route = matched_route.grpc_method(), outcome = "missing", "auth: denied");
             let err = auth.unauthenticated(Rejection::Missing);
             return Box::pin(std::future::ready(Ok(error_response(&catalog, &err))));
         };
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
+            let route = matched_route.grpc_method();
             let (provider, verified) = auth.verify(credential).await;
             let identity = match verified {
                 Ok(identity) => identity,
