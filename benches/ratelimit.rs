@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::HeaderMap;
-use protogate::middleware::ratelimit::config::RateLimitsConfig;
-use protogate::middleware::ratelimit::rule::{compile, ResolvedLimit, RouteLimits};
-use protogate::middleware::ratelimit::{Check, RateLimiter};
+use protogate::config::rate_limits::RateLimitsConfig;
+use protogate::ratelimit::rule::{compile, ResolvedLimit, RouteLimits};
+use protogate::ratelimit::{Check, RateLimiter};
 
 fn fixture(yaml: &str) -> (Arc<RateLimiter>, RouteLimits) {
     let config: RateLimitsConfig = serde_yaml_ng::from_str(yaml).expect("yaml");

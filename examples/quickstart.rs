@@ -96,7 +96,7 @@ async fn run() -> Result<(), BoxError> {
         .into(),
         ..Config::default()
     };
-    let gateway = protogate::server::Gateway::load(config)?;
+    let gateway = protogate::gateway::Gateway::load(config)?;
 
     let base = format!("http://{}", gateway_listener.local_addr()?);
     println!("users v1 backend  grpc://{users_addr}");

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use protogate::config::{Config, UpstreamRule};
-use protogate::server::Gateway;
+use protogate::gateway::Gateway;
 
 fn big_proto(services: usize, methods: usize) -> String {
     let mut text = String::from(

@@ -5,20 +5,23 @@
 //! All descriptor work happens here, at load: reading `google.api.http`
 //! options, parsing templates, resolving field paths, choosing upstreams,
 //! detecting collisions. A request only looks things up.
+//!
+//! The catalog knows no feature. Auth, rate limits (and later CORS, metrics,
+//! compositions) attach their per-route data through one typed extension
+//! slot, [`Route::extensions`], filled at load by each feature's own
+//! [`RouteResolver`]; the feature's layer reads it back.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
-use http::{HeaderName, HeaderValue, Method};
+use http::{Extensions, HeaderName, HeaderValue, Method};
 use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, ServiceDescriptor, Value};
 
 use crate::config::values::is_version;
-use crate::config::{Config, Deprecation, RouteSelector};
+use crate::config::{Config, Deprecation, RouteFacts};
 use crate::descriptors::{DescriptorError, Descriptors, Origin, SourceFile};
-use crate::middleware::auth::policy::{PolicySet, RouteFacts, RoutePolicy};
-use crate::middleware::ratelimit::rule::{self as ratelimit_rule, RouteLimits};
 use crate::routing::{PathTemplate, RouteTable, RouteTableBuilder};
 use crate::transcode::{DynamicCodec, JsonSettings, RequestPlan, ResponsePlan};
 use crate::upstream::{Upstream, UpstreamError, Upstreams};
@@ -49,11 +52,9 @@ pub struct Route {
     pub version: Option<String>,
     /// Added to every response of the route (`Deprecation`, `Sunset`).
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
-    /// Who may call the route: the first `policies` rule that selects it,
-    /// else the default; resolved here once, checked per request.
-    pub policy: Arc<RoutePolicy>,
-    /// The rate limits that apply, resolved from `rate_limits.rules` at load.
-    pub rate_limits: RouteLimits,
+    /// Per-route data of the features, one value per type, attached at
+    /// load by their [`RouteResolver`]s.
+    pub extensions: Extensions,
 }
 
 impl Route {
@@ -61,6 +62,24 @@ impl Route {
     pub fn grpc_method(&self) -> &str {
         &self.grpc_path.as_str()[1..]
     }
+
+    /// What route selectors look at; `template` is `self.template` printed.
+    pub fn facts<'a>(&'a self, template: &'a str) -> RouteFacts<'a> {
+        RouteFacts {
+            http_method: &self.http_method,
+            template,
+            grpc_method: self.grpc_method(),
+            version: self.version.as_deref(),
+        }
+    }
+}
+
+/// A feature's resolver: compiled from its config once per gateway, it
+/// attaches the feature's data for one route to the route's extension slot
+/// (for example the route's policy, or its rate limits). A problem is
+/// reported with the name of the rule at fault and refuses the load.
+pub trait RouteResolver: Send + Sync {
+    fn attach(&self, route: &Route, facts: &RouteFacts<'_>, slot: &mut Extensions) -> Result<(), String>;
 }
 
 /// A service or method that has no route, and why.
@@ -128,8 +147,19 @@ impl From<UpstreamError> for LoadError {
 }
 
 impl Catalog {
-    /// Builds the catalog of `descriptors` under `config`.
-    pub fn build(config: &Config, descriptors: Descriptors, upstreams: &Upstreams) -> Result<Self, LoadError> {
+    /// Builds the catalog of `descriptors` under `config`, letting each of
+    /// `resolvers` attach its data to every route.
+    ///
+    /// Every annotated method is checked — templates, field paths and
+    /// collisions — whether or not an upstream serves it, so that what
+    /// `protogate check` accepts without upstreams is what `serve` accepts
+    /// with them. Services without an upstream are listed as unrouted.
+    pub fn build(
+        config: &Config,
+        descriptors: Descriptors,
+        upstreams: &Upstreams,
+        resolvers: &[&dyn RouteResolver],
+    ) -> Result<Self, LoadError> {
         let mut problems = Vec::new();
         let mut unrouted = Vec::new();
         let mut bindings = Vec::new();
@@ -152,19 +182,20 @@ impl Catalog {
                 Origin::Reflection(url) => upstreams.reflection_upstream(url),
                 _ => upstreams.resolve_versioned(service.full_name(), version.as_deref()),
             };
-            let Some(upstream) = upstream else {
+            if upstream.is_none() {
                 unrouted.push(Unrouted {
                     name: service.full_name().to_string(),
                     reason: format!("no upstream matches (add --upstream {}=URL)", service.full_name()),
                 });
-                continue;
-            };
+            }
             for method in service.methods() {
                 if method.is_client_streaming() || method.is_server_streaming() {
-                    unrouted.push(Unrouted {
-                        name: format!("{}/{}", service.full_name(), method.name()),
-                        reason: "streaming methods are not served yet".into(),
-                    });
+                    if upstream.is_some() {
+                        unrouted.push(Unrouted {
+                            name: format!("{}/{}", service.full_name(), method.name()),
+                            reason: "streaming methods are not served yet".into(),
+                        });
+                    }
                     continue;
                 }
                 let rules = match &http_ext {
@@ -181,7 +212,7 @@ impl Catalog {
                         let mut binding = auto_binding(&service, &method, upstream, &origin);
                         binding.version = version.clone();
                         bindings.push(binding);
-                    } else {
+                    } else if upstream.is_some() {
                         unrouted.push(Unrouted {
                             name: format!("{}/{}", service.full_name(), method.name()),
                             reason: "no google.api.http option and routes.auto_map is off".into(),
@@ -197,7 +228,7 @@ impl Catalog {
                             path: rule.path,
                             body: rule.body,
                             response_body: rule.response_body,
-                            upstream: upstream.clone(),
+                            upstream: upstream.cloned(),
                             origin: origin.clone(),
                             auto_mapped: false,
                             version: version.clone(),
@@ -211,50 +242,46 @@ impl Catalog {
         }
 
         let json = JsonSettings::new(&config.json);
-        let policies = match PolicySet::new(&config.policies, &config.auth) {
-            Ok(policies) => Some(policies),
-            Err(err) => {
-                problems.push(err.to_string());
-                None
-            }
-        };
-        let limit_rules = ratelimit_rule::compile(&config.rate_limits).unwrap_or_else(|errors| {
-            problems.extend(errors);
-            Arc::new([])
-        });
         let mut routes = Vec::with_capacity(bindings.len());
+        // Every binding, served or not, claims its method and template.
+        let mut claims = RouteTableBuilder::new();
         for binding in bindings {
-            match binding.into_route(config) {
-                Ok(mut route) => {
-                    if let Some(policies) = &policies {
-                        route.policy = policies.resolve(&RouteFacts {
-                            http_method: &route.http_method,
-                            template: &route.template.to_string(),
-                            grpc_method: route.grpc_method(),
-                            version: route.version.as_deref(),
-                        });
-                    }
-                    route.rate_limits = ratelimit_rule::resolve(&limit_rules, &route);
-                    routes.push(Arc::new(route))
+            let plans = match binding.plan() {
+                Ok(plans) => plans,
+                Err(problem) => {
+                    problems.push(problem);
+                    continue;
                 }
-                Err(problem) => problems.push(problem),
+            };
+            let grpc_method = plans.grpc_path.as_str()[1..].to_owned();
+            let claimant = (grpc_method.clone(), binding.origin.clone());
+            if let Err(collision) = claims.insert(binding.http_method.clone(), plans.template.clone(), claimant) {
+                let (existing, existing_origin) = collision.existing;
+                problems.push(format!(
+                    "route collision: {} {} is bound by both {existing} ({existing_origin}) and {} ({})",
+                    binding.http_method, plans.template, grpc_method, binding.origin
+                ));
+                continue;
             }
+            let Some(upstream) = binding.upstream.clone() else {
+                continue;
+            };
+            let mut route = binding.into_route(plans, upstream, config);
+            let template = route.template.to_string();
+            let mut slot = Extensions::new();
+            for resolver in resolvers {
+                if let Err(problem) = resolver.attach(&route, &route.facts(&template), &mut slot) {
+                    problems.push(problem);
+                }
+            }
+            route.extensions = slot;
+            routes.push(Arc::new(route));
         }
 
-        let mut builder = RouteTableBuilder::new();
+        let mut table = RouteTableBuilder::new();
         for route in &routes {
-            if let Err(collision) = builder.insert(route.http_method.clone(), route.template.clone(), route.clone()) {
-                let existing = collision.existing;
-                problems.push(format!(
-                    "route collision: {} {} is bound by both {} ({}) and {} ({})",
-                    route.http_method,
-                    route.template,
-                    existing.grpc_method(),
-                    existing.origin,
-                    route.grpc_method(),
-                    route.origin
-                ));
-            }
+            // Collisions were reported above, over every binding.
+            let _ = table.insert(route.http_method.clone(), route.template.clone(), route.clone());
         }
         if !problems.is_empty() {
             return Err(LoadError { problems });
@@ -262,7 +289,7 @@ impl Catalog {
         Ok(Self {
             pool: descriptors.pool,
             routes,
-            table: builder.build(),
+            table: table.build(),
             unrouted,
             sources: descriptors.sources,
             digest: descriptors.digest,
@@ -278,16 +305,25 @@ struct Binding {
     path: String,
     body: String,
     response_body: String,
-    upstream: Arc<Upstream>,
+    /// `None`: checked like every binding, but not served.
+    upstream: Option<Arc<Upstream>>,
     origin: Origin,
     auto_mapped: bool,
     version: Option<String>,
 }
 
+/// What a binding compiles to before it has an upstream.
+struct Plans {
+    template: PathTemplate,
+    request: RequestPlan,
+    response: ResponsePlan,
+    grpc_path: PathAndQuery,
+}
+
 fn auto_binding(
     service: &ServiceDescriptor,
     method: &MethodDescriptor,
-    upstream: &Arc<Upstream>,
+    upstream: Option<&Arc<Upstream>>,
     origin: &Origin,
 ) -> Binding {
     Binding {
@@ -296,7 +332,7 @@ fn auto_binding(
         path: format!("/{}/{}", service.full_name(), method.name()),
         body: "*".into(),
         response_body: String::new(),
-        upstream: upstream.clone(),
+        upstream: upstream.cloned(),
         origin: origin.clone(),
         auto_mapped: true,
         version: None,
@@ -304,8 +340,10 @@ fn auto_binding(
 }
 
 impl Binding {
-    fn into_route(self, config: &Config) -> Result<Route, String> {
-        let name = self.method.full_name().to_string();
+    /// Parses the template and resolves every field path: all that can be
+    /// wrong with a binding.
+    fn plan(&self) -> Result<Plans, String> {
+        let name = self.method.full_name();
         let at = |what: String| format!("{}: {name}: {what}", self.origin);
         let mut template = PathTemplate::parse(&self.path).map_err(|e| at(e.to_string()))?;
         // Auto-mapped routes keep DESIGN's `/{package}.{Service}/{Method}`:
@@ -320,14 +358,25 @@ impl Binding {
             .map_err(|e| at(format!("{} {}: response_body: {e}", self.http_method, self.path)))?;
         let grpc_path = format!("/{}/{}", self.method.parent_service().full_name(), self.method.name());
         let grpc_path = PathAndQuery::try_from(grpc_path).map_err(|e| at(e.to_string()))?;
+        Ok(Plans { template, request, response, grpc_path })
+    }
 
+    fn into_route(self, plans: Plans, upstream: Arc<Upstream>, config: &Config) -> Route {
+        let Plans { template, request, response, grpc_path } = plans;
+        let template_text = template.to_string();
+        let facts = RouteFacts {
+            http_method: &self.http_method,
+            template: &template_text,
+            grpc_method: &grpc_path.as_str()[1..],
+            version: self.version.as_deref(),
+        };
         let mut timeout = config.routes.timeout;
         let mut max_body = config.limits.max_body;
         // The first override that selects the route decides each setting.
         let mut timeout_set = false;
         let mut max_body_set = false;
         for o in &config.routes.overrides {
-            if !selects(&o.selector, &self.http_method, &template, &self.method) {
+            if !o.selector.selects(&facts) {
                 continue;
             }
             if let (Some(t), false) = (o.timeout, timeout_set) {
@@ -340,14 +389,14 @@ impl Binding {
             }
         }
 
-        Ok(Route {
+        Route {
             http_method: self.http_method,
             codec: DynamicCodec::new(self.method.output()),
             template,
             grpc_path,
             request,
             response,
-            upstream: self.upstream,
+            upstream,
             timeout,
             max_body,
             origin: self.origin,
@@ -360,10 +409,9 @@ impl Binding {
                 .map(deprecation_headers)
                 .unwrap_or_default(),
             version: self.version,
-            policy: Arc::new(RoutePolicy::public()),
-            rate_limits: RouteLimits::default(),
+            extensions: Extensions::new(),
             method: self.method,
-        })
+        }
     }
 }
 
@@ -398,37 +446,6 @@ fn deprecation_headers(deprecated: &Deprecation) -> Vec<(HeaderName, HeaderValue
         }
     }
     headers
-}
-
-/// Whether a route selector picks a binding.
-pub fn selects(
-    selector: &RouteSelector,
-    http_method: &Method,
-    template: &PathTemplate,
-    method: &MethodDescriptor,
-) -> bool {
-    if let Some(m) = &selector.http_method {
-        if m != http_method {
-            return false;
-        }
-    }
-    if let Some(service) = &selector.service {
-        if service != method.parent_service().full_name() {
-            return false;
-        }
-    }
-    if let Some(full) = &selector.method {
-        let (service, name) = full.split_once('/').unwrap_or((full.as_str(), ""));
-        if service != method.parent_service().full_name() || name != method.name() {
-            return false;
-        }
-    }
-    if let Some(prefix) = &selector.path_prefix {
-        if !template.to_string().starts_with(prefix.as_str()) {
-            return false;
-        }
-    }
-    true
 }
 
 /// A binding read from an `HttpRule`.
@@ -479,7 +496,12 @@ fn read_rule(rule: &DynamicMessage) -> Result<Rule, String> {
 
 /// Loads the descriptor folder, merges files discovered by reflection
 /// (`(upstream URL, files)`), and builds a catalog in one step.
-pub fn load(config: &Config, upstreams: &Upstreams, reflected: &[Reflected]) -> Result<Catalog, LoadError> {
+pub fn load(
+    config: &Config,
+    upstreams: &Upstreams,
+    reflected: &[Reflected],
+    resolvers: &[&dyn RouteResolver],
+) -> Result<Catalog, LoadError> {
     let descriptors = crate::descriptors::load(&config.descriptors, reflected)?;
-    Catalog::build(config, descriptors, upstreams)
+    Catalog::build(config, descriptors, upstreams, resolvers)
 }

@@ -5,14 +5,15 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use crate::auth::policy::RoutePolicy;
 use crate::catalog::{Catalog, LoadError};
 use crate::config::{self, Config, ConfigArgs, LogFormat};
-use crate::server::Gateway;
-use crate::upstream::Upstreams;
+use crate::gateway::load::Loader;
+use crate::gateway::Gateway;
 
 #[derive(Debug, Parser)]
 #[command(name = "protogate", version, about = "HTTP/JSON to gRPC gateway driven by protobuf descriptors")]
@@ -110,7 +111,7 @@ async fn serve(config: Config) -> ExitCode {
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let admin = tokio::spawn(crate::admin::serve(gateway.clone(), admin_listener, wait(stopped.clone())));
+    let admin = tokio::spawn(crate::gateway::admin::serve(gateway.clone(), admin_listener, wait(stopped.clone())));
     let result = gateway.serve(listener, wait(stopped)).await;
     let _ = admin.await;
     match result {
@@ -123,22 +124,7 @@ async fn serve(config: Config) -> ExitCode {
 }
 
 async fn load_catalog(config: &Config) -> Result<Catalog, LoadError> {
-    let upstreams = Upstreams::new(config)?;
-    // Secrets and JWKS files are checked here too (URLs are not fetched).
-    crate::middleware::auth::Authenticator::new(&config.auth)
-        .map_err(|err| LoadError { problems: vec![err.to_string()] })?;
-    let mut reflected = Vec::new();
-    let mut problems = Vec::new();
-    for (url, result) in crate::reload::fetch_reflection(&upstreams, Duration::from_secs(10)).await {
-        match result {
-            Ok(files) => reflected.push((url, files)),
-            Err(err) => problems.push(err.to_string()),
-        }
-    }
-    if !problems.is_empty() {
-        return Err(LoadError { problems });
-    }
-    crate::catalog::load(config, &upstreams, &reflected)
+    Loader::inspect(config.clone()).await
 }
 
 async fn routes(config: &Config) -> ExitCode {
@@ -191,7 +177,7 @@ pub fn route_table(catalog: &Catalog) -> String {
             route.version.clone().unwrap_or_else(|| "-".into()),
             route.grpc_method().to_string(),
             route.upstream.url.to_string(),
-            route.policy.to_string(),
+            route.extensions.get::<Arc<RoutePolicy>>().map_or_else(|| "-".to_owned(), |p| p.to_string()),
         ]);
     }
     let mut widths = [0usize; 6];

@@ -9,10 +9,16 @@
 //! the resolved types, the choice of file and the precedence of flags.
 //! The user-facing reference is `docs/config.md`.
 
+pub mod auth;
+pub mod rate_limits;
 mod schema;
+pub mod secret;
+pub mod selector;
 #[cfg(test)]
 mod tests;
 pub mod values;
+
+pub use self::selector::{RouteFacts, RouteSelector};
 
 use std::io;
 use std::net::SocketAddr;
@@ -44,11 +50,11 @@ pub struct Config {
     pub forward_headers: Vec<http::HeaderName>,
     pub logging: Logging,
     /// `rate_limits:` — rules, backends, trusted proxies.
-    pub rate_limits: crate::middleware::ratelimit::config::RateLimitsConfig,
+    pub rate_limits: rate_limits::RateLimitsConfig,
     /// `auth:` — JWT providers, API keys, what the backend is told.
-    pub auth: crate::middleware::auth::AuthConfig,
+    pub auth: auth::AuthConfig,
     /// `policies:` — which routes need which credentials.
-    pub policies: crate::middleware::auth::PoliciesConfig,
+    pub policies: auth::PoliciesConfig,
     /// `versions.vN`: settings of the routes mounted under `/vN`.
     pub versions: std::collections::BTreeMap<String, VersionConfig>,
 }
@@ -115,17 +121,6 @@ pub struct RouteOverride {
     pub selector: RouteSelector,
     pub timeout: Option<Duration>,
     pub max_body: Option<usize>,
-}
-
-/// Selects routes; every field that is set must match.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RouteSelector {
-    pub path_prefix: Option<String>,
-    /// Fully-qualified service, `acme.users.v1.UserService`.
-    pub service: Option<String>,
-    /// Fully-qualified method, `acme.users.v1.UserService/GetUser`.
-    pub method: Option<String>,
-    pub http_method: Option<http::Method>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,22 +1,25 @@
 //! protogate: an HTTP/JSON to gRPC gateway driven by protobuf descriptors
 //! loaded at run time.
 //!
-//! Data flows one way: files ([`descriptors`]) → catalog and route table
-//! ([`catalog`], [`routing`]) → the request pipeline ([`server`]), which
-//! matches a route, transcodes JSON into a dynamic protobuf message
-//! ([`transcode`]), calls the backend ([`upstream`]) and transcodes the answer
-//! back. Every error leaves through one place ([`error`]).
+//! Data flows one way, and modules import only downward in this list
+//! (docs/architecture.md):
+//! [`error`], [`config`], [`descriptors`], [`routing`] → [`transcode`] →
+//! [`upstream`] → [`catalog`] → [`http`] (what every layer shares, and the
+//! one respond layer) → the features ([`auth`], [`ratelimit`]) → [`proxy`]
+//! (the innermost handlers) → [`gateway`] (load, the layer stack, reload,
+//! listeners, admin) → [`cli`].
 
-pub mod admin;
+pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod descriptors;
 pub mod error;
-pub mod middleware;
-pub mod reload;
+pub mod gateway;
+pub mod http;
+pub mod proxy;
+pub mod ratelimit;
 pub mod routing;
-pub mod server;
 pub mod transcode;
 pub mod upstream;
 

@@ -7,7 +7,6 @@
 //! serializer options) is resolved into plans at load time.
 
 pub mod codec;
-pub mod metadata;
 pub mod query;
 pub mod request;
 pub mod response;

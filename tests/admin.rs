@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{start_backend, BackendHandle, Reply};
 use protogate::config::{Config, UpstreamRule};
-use protogate::server::Gateway;
+use protogate::gateway::Gateway;
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -49,7 +49,7 @@ impl Admin {
             tokio::spawn(gateway.clone().serve(public, async move {
                 let _ = public_stopped.await;
             })),
-            tokio::spawn(protogate::admin::serve(gateway, admin, async move {
+            tokio::spawn(protogate::gateway::admin::serve(gateway, admin, async move {
                 let _ = admin_stopped.await;
             })),
         ];

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use protogate::config::{Config, UpstreamRule};
-use protogate::server::Gateway;
+use protogate::gateway::Gateway;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;

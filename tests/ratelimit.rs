@@ -15,12 +15,12 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use protogate::config::rate_limits::RateLimitsConfig;
 use protogate::config::{Config, UpstreamRule};
-use protogate::middleware::ratelimit::config::RateLimitsConfig;
-use protogate::middleware::ratelimit::local::ManualClock;
-use protogate::middleware::ratelimit::rule::{compile, ResolvedLimit, RouteLimits};
-use protogate::middleware::ratelimit::{Check, RateLimiter, Verdict};
-use protogate::server::Gateway;
+use protogate::gateway::Gateway;
+use protogate::ratelimit::local::ManualClock;
+use protogate::ratelimit::rule::{compile, ResolvedLimit, RouteLimits};
+use protogate::ratelimit::{Check, RateLimiter, Verdict};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use common::{assert_error, http_client, Reply};
 use protogate::config::values::parse_upstream_url;
-use protogate::server::Gateway;
+use protogate::gateway::Gateway;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::{assert_error, start_backend, BackendHandle, Reply};
 use protogate::config::{Config, UpstreamRule};
-use protogate::reload::ReloadStatus;
-use protogate::server::Gateway;
+use protogate::gateway::reload::ReloadStatus;
+use protogate::gateway::Gateway;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

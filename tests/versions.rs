@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use common::{assert_error, http_client, Reply};
-use protogate::server::Gateway;
+use protogate::gateway::Gateway;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;

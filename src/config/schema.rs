@@ -42,9 +42,9 @@ pub(super) struct FileConfig {
     forward_headers: Option<ForwardHeaders>,
     logging: Option<LoggingSection>,
     versions: Option<BTreeMap<VersionName, VersionSection>>,
-    auth: Option<crate::middleware::auth::AuthConfig>,
-    policies: Option<crate::middleware::auth::PoliciesConfig>,
-    rate_limits: Option<crate::middleware::ratelimit::config::RateLimitsConfig>,
+    auth: Option<super::auth::AuthConfig>,
+    policies: Option<super::auth::PoliciesConfig>,
+    rate_limits: Option<super::rate_limits::RateLimitsConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,18 +147,24 @@ impl Check for OverrideRaw {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with path_prefix, service, method, http_method")]
+#[serde(deny_unknown_fields, expecting = "a mapping with path_prefix, service, method, http_method, version")]
 struct SelectorRaw {
     path_prefix: Option<PathPrefix>,
     service: Option<ServiceName>,
     method: Option<MethodName>,
     http_method: Option<HttpMethod>,
+    version: Option<String>,
 }
 
 impl Check for SelectorRaw {
     fn check(&self) -> Result<(), String> {
-        if self.path_prefix.is_none() && self.service.is_none() && self.method.is_none() && self.http_method.is_none() {
-            return Err("needs at least one of path_prefix, service, method or http_method".into());
+        if self.path_prefix.is_none()
+            && self.service.is_none()
+            && self.method.is_none()
+            && self.http_method.is_none()
+            && self.version.is_none()
+        {
+            return Err("needs at least one of path_prefix, service, method, http_method or version".into());
         }
         if let (Some(ServiceName(service)), Some(MethodName(method))) = (&self.service, &self.method) {
             let method_service = method.split_once('/').map_or("", |(s, _)| s);
@@ -447,6 +453,7 @@ impl OverrideRaw {
                 service: s.service.map(|v| v.0),
                 method: s.method.map(|v| v.0),
                 http_method: s.http_method.map(|v| v.0),
+                version: s.version,
             },
             timeout: self.timeout.map(|v| v.0),
             max_body: self.max_body.map(|v| v.0),

@@ -122,6 +122,7 @@ fn every_key_is_read() {
                     service: Some("acme.users.v1.UserService".into()),
                     method: Some("acme.users.v1.UserService/GetUser".into()),
                     http_method: Some(http::Method::GET),
+                    version: None,
                 },
                 timeout: Some(Duration::from_millis(250)),
                 max_body: Some(1 << 20),

@@ -115,7 +115,7 @@ impl TestEnv {
             ..protogate::config::Config::default()
         };
         configure(&mut config);
-        let gateway = protogate::server::Gateway::load(config)
+        let gateway = protogate::gateway::Gateway::load(config)
             .unwrap_or_else(|e| panic!("gateway rejected the test descriptors: {e}"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind gateway listener");
         let addr = listener.local_addr().expect("gateway local addr");

@@ -12,10 +12,10 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
-use super::config::{JwtProviderConfig, TokenLocation};
 use super::jwks::{JwksCache, JwksSource, Lookup, VerifyKey};
 use super::{query_param, AuthError, Rejection};
-use crate::middleware::Identity;
+use crate::config::auth::{JwtProviderConfig, TokenLocation};
+use crate::http::Identity;
 
 /// Every algorithm a provider may accept: HMAC first, then asymmetric.
 const ALL: &[Algorithm] = &[

@@ -9,9 +9,9 @@ use http::{HeaderMap, HeaderName, Uri};
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
-use super::config::ApiKeysConfig;
 use super::{query_param, AuthError, Rejection};
-use crate::middleware::Identity;
+use crate::config::auth::ApiKeysConfig;
+use crate::http::Identity;
 
 struct Key {
     id: String,
@@ -98,7 +98,7 @@ fn parse_hex_digest(text: &str) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::middleware::auth::config::ApiKeyConfig;
+    use crate::config::auth::ApiKeyConfig;
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -190,8 +190,8 @@ fn make_room(tats: &mut TatMap, now: u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::config::Rate;
     use super::*;
+    use crate::config::rate_limits::Rate;
 
     fn gcra(rate: &str, burst: u32) -> Gcra {
         Gcra::new(rate.parse::<Rate>().expect("rate"), burst)

@@ -7,7 +7,7 @@
 //! the Redis script (microseconds, see `redis.rs`); both report through
 //! [`Gcra::decision`] so headers mean the same whatever the backend.
 
-use super::config::Rate;
+use crate::config::rate_limits::Rate;
 
 /// The parameters of one limit, in nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

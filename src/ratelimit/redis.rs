@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::config::RedisConfig;
 use super::gcra::{Decision, Gcra};
 use super::local::Clock;
+use crate::config::rate_limits::RedisConfig;
 
 /// KEYS[1] the bucket; ARGV interval, capacity, increment in µs.
 /// Returns {allowed, TAT − now after the decision, retry after}, in µs.

@@ -2,25 +2,24 @@
 //! snapshot and puts the result, [`MatchedRoute`], in the request's
 //! extensions for the layers after it (policy, rate limit) and the
 //! transcoder. No route → 404; the path exists under other methods → 405
-//! with `Allow`. The snapshot taken here is the one the request finishes on.
-//! The route's own response headers (a deprecated version's) are added here
-//! to whatever the layers below answer.
+//! with `Allow`, both as errors for the respond layer. The catalog is the
+//! snapshot the respond layer took. The route's own response headers (a
+//! deprecated version's) are added here to whatever the layers below answer,
+//! errors included.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use arc_swap::ArcSwap;
 use http::header::ALLOW;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use tonic::Code;
 use tower::{Layer, Service};
 
-use super::ResponseFuture;
+use super::respond::Snapshot;
+use super::{Body, ResponseFuture};
 use crate::catalog::{Catalog, Route};
 use crate::error::{Fault, GatewayError};
 use crate::routing::Match;
-use crate::server::{error_response, Body};
 
 /// The route a request matched, with the catalog it belongs to.
 #[derive(Debug, Clone)]
@@ -31,38 +30,29 @@ pub struct MatchedRoute {
     pub captures: Vec<String>,
 }
 
-#[derive(Clone)]
-pub struct RouteMatchLayer {
-    catalog: Arc<ArcSwap<Catalog>>,
-}
-
-impl RouteMatchLayer {
-    pub fn new(catalog: Arc<ArcSwap<Catalog>>) -> Self {
-        Self { catalog }
-    }
-}
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RouteMatchLayer;
 
 impl<S> Layer<S> for RouteMatchLayer {
     type Service = RouteMatch<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RouteMatch { catalog: self.catalog.clone(), inner }
+        RouteMatch { inner }
     }
 }
 
 #[derive(Clone)]
 pub struct RouteMatch<S> {
-    catalog: Arc<ArcSwap<Catalog>>,
     inner: S,
 }
 
 impl<S, B> Service<Request<B>> for RouteMatch<S>
 where
-    S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
+    S: Service<Request<B>, Response = Response<Body>, Error = GatewayError>,
     S::Future: Send + 'static,
 {
     type Response = Response<Body>;
-    type Error = Infallible;
+    type Error = GatewayError;
     type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -70,7 +60,9 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let catalog = self.catalog.load_full();
+        let Some(Snapshot(catalog)) = req.extensions().get::<Snapshot>().cloned() else {
+            return Box::pin(std::future::ready(Err(GatewayError::internal("no catalog snapshot was taken"))));
+        };
         let found = match catalog.table.find(req.method(), req.uri().path()) {
             Match::Found { value, captures } => Ok((value.clone(), captures)),
             Match::MethodNotAllowed { allow } => Err(method_not_allowed(req.method(), req.uri().path(), &allow)),
@@ -91,20 +83,23 @@ where
                 match headers {
                     None => Box::pin(call),
                     Some(route) => Box::pin(async move {
-                        let mut response = call.await?;
-                        let headers = response.headers_mut();
-                        for (name, value) in &route.response_headers {
-                            headers.insert(name.clone(), value.clone());
+                        match call.await {
+                            Ok(mut response) => {
+                                let headers = response.headers_mut();
+                                for (name, value) in &route.response_headers {
+                                    headers.insert(name.clone(), value.clone());
+                                }
+                                Ok(response)
+                            }
+                            Err(mut err) => {
+                                err.headers.extend(route.response_headers.iter().cloned());
+                                Err(err)
+                            }
                         }
-                        Ok(response)
                     }),
                 }
             }
-            Err(err) => {
-                tracing::debug!(message = %err.message, "no route");
-                let response = error_response(&catalog, &err);
-                Box::pin(std::future::ready(Ok(response)))
-            }
+            Err(err) => Box::pin(std::future::ready(Err(err))),
         }
     }
 }

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use http::HeaderMap;
 
-use super::config::RateLimitsConfig;
 use super::local::ManualClock;
 use super::rule::{compile, ResolvedLimit, RouteLimits};
 use super::*;
+use crate::config::rate_limits::RateLimitsConfig;
 
 fn config(yaml: &str) -> RateLimitsConfig {
     serde_yaml_ng::from_str(yaml).expect("rate_limits yaml")

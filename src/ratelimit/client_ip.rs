@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::HeaderMap;
 
-use super::config::{Cidr, ClientIpHeader};
+use crate::config::rate_limits::{Cidr, ClientIpHeader};
 
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies {

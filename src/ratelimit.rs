@@ -3,12 +3,12 @@
 //! ([`local`]) or in Redis shared by every replica ([`redis`]).
 //!
 //! Rules are matched to routes once, when the catalog is built
-//! ([`rule::resolve`] fills `Route::rate_limits`); a request only computes
+//! ([`rule::RuleSet`] attaches each route's [`rule::RouteLimits`] to its
+//! extension slot); a request only computes
 //! its keys and asks the backends. Local decisions are synchronous; only
 //! Redis-backed rules make the request wait.
 
 pub mod client_ip;
-pub mod config;
 pub mod gcra;
 pub mod key;
 pub mod layer;
@@ -28,12 +28,12 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use tonic::Code;
 
 use self::client_ip::TrustedProxies;
-use self::config::{Backend, OnRedisError, RateLimitsConfig};
 use self::gcra::{ceil_secs, Decision};
 use self::key::KeySource;
 use self::local::{Clock, LocalStore, MonotonicClock};
 use self::redis::RedisBackend;
 use self::rule::{ResolvedLimit, RouteLimits, Rule};
+use crate::config::rate_limits::{Backend, OnRedisError, RateLimitsConfig};
 use crate::error::{Fault, GatewayError};
 
 pub use self::layer::{RateLimit, RateLimitLayer};

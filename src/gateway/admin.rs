@@ -8,12 +8,13 @@ use std::future::Future;
 use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::server::{accept_loop, Body, Gateway};
+use super::listener::accept_loop;
+use super::Gateway;
+use crate::http::Body;
 
 /// Serves the admin endpoints of `gateway` until `shutdown`.
 pub async fn serve(
@@ -84,7 +85,7 @@ pub fn routes_json(gateway: &Gateway) -> serde_json::Value {
 }
 
 fn reply(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    let mut response = Response::new(Body::full(Bytes::from(body.to_string())));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response

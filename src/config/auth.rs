@@ -1,8 +1,8 @@
 //! The `auth:` and `policies:` sections of the config file, as written by
 //! the operator. Nothing here is checked beyond its shape; turning these
 //! into verifiers and per-route policies (and rejecting what does not make
-//! sense) is the job of [`super::Authenticator::new`] and
-//! [`super::policy::PolicySet::new`], at load.
+//! sense) is the job of `auth::Authenticator::new` and
+//! `auth::policy::PolicySet::new`, at load.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

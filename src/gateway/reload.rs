@@ -17,11 +17,9 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::{mpsc, Mutex};
 
-use crate::catalog::{self, Catalog, LoadError, Reflected};
-use crate::config::Config;
+use super::load::Loader;
+use crate::catalog::{Catalog, LoadError, Reflected};
 use crate::descriptors;
-use crate::descriptors::reflection::{self, ReflectionError};
-use crate::upstream::Upstreams;
 
 /// Quiet time after the last file event before a reload: editors and `cp`
 /// write in several steps.
@@ -61,8 +59,7 @@ pub struct RefusedReload {
 
 /// Rebuilds and swaps the catalog.
 pub struct Reloader {
-    config: Arc<Config>,
-    upstreams: Upstreams,
+    loader: Loader,
     catalog: Arc<ArcSwap<Catalog>>,
     status: ArcSwap<ReloadStatus>,
     /// One reload at a time; holds the fingerprint of the last attempt.
@@ -80,9 +77,9 @@ fn unix_now() -> u64 {
 impl Reloader {
     /// The first load; an invalid folder at start-up is an error (exit 1),
     /// a missing or empty one is not.
-    pub fn start(config: Arc<Config>, upstreams: Upstreams) -> Result<Self, LoadError> {
-        let fingerprint = descriptors::fingerprint(&config.descriptors);
-        let catalog = catalog::load(&config, &upstreams, &[])?;
+    pub fn start(loader: Loader) -> Result<Self, LoadError> {
+        let fingerprint = descriptors::fingerprint(&loader.config.descriptors);
+        let catalog = loader.build(&[])?;
         let status = live_status(&catalog, 1, 1, 0, None);
         Ok(Self {
             reflected: ArcSwap::from_pointee(Vec::new()),
@@ -91,8 +88,7 @@ impl Reloader {
             attempt: Mutex::new(fingerprint),
             ok: AtomicU64::new(1),
             failed: AtomicU64::new(0),
-            config,
-            upstreams,
+            loader,
         })
     }
 
@@ -108,17 +104,16 @@ impl Reloader {
     /// `force`). Returns whether a new catalog went live.
     pub async fn reload(&self, force: bool) -> Result<bool, LoadError> {
         let mut last = self.attempt.lock().await;
-        let dir = self.config.descriptors.clone();
+        let dir = self.loader.config.descriptors.clone();
         let fingerprint = tokio::task::spawn_blocking(move || descriptors::fingerprint(&dir)).await.unwrap_or_default();
         if !force && fingerprint == *last {
             return Ok(false);
         }
         *last = fingerprint;
 
-        let config = self.config.clone();
-        let upstreams = self.upstreams.clone();
+        let loader = self.loader.clone();
         let reflected = self.reflected.load_full();
-        let built = tokio::task::spawn_blocking(move || catalog::load(&config, &upstreams, &reflected))
+        let built = tokio::task::spawn_blocking(move || loader.build(&reflected))
             .await
             .unwrap_or_else(|err| Err(LoadError { problems: vec![format!("reload task failed: {err}")] }));
         let previous = self.status.load();
@@ -158,19 +153,20 @@ impl Reloader {
     /// previous files (logged). Returns whether anything changed.
     pub async fn refresh_reflection(&self) -> bool {
         let previous = self.reflected.load_full();
-        let fetched = fetch_reflection(&self.upstreams, REFLECTION_TIMEOUT).await;
-        let mut next = Vec::with_capacity(fetched.len());
-        for (url, result) in fetched {
-            match result {
-                Ok(files) => next.push((url, files)),
-                Err(err) => {
-                    tracing::error!(error = %err, "gRPC reflection failed; keeping the files it gave last");
-                    if let Some(old) = previous.iter().find(|(u, _)| *u == url) {
-                        next.push(old.clone());
-                    }
+        let (mut next, problems) = self.loader.reflect().await;
+        for problem in problems {
+            tracing::error!(error = %problem, "gRPC reflection failed; keeping the files it gave last");
+        }
+        // Keep, in source order, the last files of the sources that failed.
+        for (url, _) in self.loader.upstreams.reflection_sources() {
+            if !next.iter().any(|(u, _)| u == url) {
+                if let Some(old) = previous.iter().find(|(u, _)| u == url) {
+                    next.push(old.clone());
                 }
             }
         }
+        let order = |url: &str| self.loader.upstreams.reflection_sources().iter().position(|(u, _)| u == url);
+        next.sort_by_key(|(url, _)| order(url));
         if next == *previous {
             return false;
         }
@@ -181,14 +177,14 @@ impl Reloader {
     /// Watches the folder and SIGHUP until `shutdown` resolves.
     pub async fn watch(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         let (tx, mut events) = mpsc::channel::<()>(1);
-        let mut watcher = FolderWatcher::new(self.config.descriptors.clone(), tx);
+        let mut watcher = FolderWatcher::new(self.loader.config.descriptors.clone(), tx);
         let mut hangup = hangup_signal();
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let reflecting = !self.upstreams.reflection_sources().is_empty();
+        let reflecting = !self.loader.upstreams.reflection_sources().is_empty();
         // The first tick fires at once: reflected services appear right
         // after start.
-        let mut reflection = tokio::time::interval(self.config.reflection_interval);
+        let mut reflection = tokio::time::interval(self.loader.config.reflection_interval);
         reflection.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
@@ -216,21 +212,6 @@ impl Reloader {
             let _ = self.reload(force).await;
         }
     }
-}
-
-/// How long one round of reflection calls may take.
-const REFLECTION_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Fetches the files of every reflection source, concurrently.
-pub async fn fetch_reflection(
-    upstreams: &Upstreams,
-    timeout: Duration,
-) -> Vec<(String, Result<Vec<(String, bytes::Bytes)>, ReflectionError>)> {
-    let calls = upstreams
-        .reflection_sources()
-        .iter()
-        .map(|(url, upstream)| async move { (url.clone(), reflection::fetch(url, upstream.channel(), timeout).await) });
-    futures_util::future::join_all(calls).await
 }
 
 fn live_status(

@@ -2,15 +2,17 @@
 //! one) before anything else runs, and echoes it on every response, errors
 //! included, so one id follows a call through logs and backends.
 
-use std::convert::Infallible;
 use std::task::{Context, Poll};
 
-use http::{HeaderValue, Request, Response};
+use std::future::Future;
+use std::pin::Pin;
+
+use http::{HeaderName, HeaderValue, Request, Response};
 use tower::{Layer, Service};
 
-use super::ResponseFuture;
-use crate::server::Body;
-use crate::transcode::metadata::{new_request_id, X_REQUEST_ID};
+use super::Body;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest client-supplied id we keep; longer ones are replaced.
 const MAX_LEN: usize = 128;
@@ -33,12 +35,12 @@ pub struct RequestId<S> {
 
 impl<S, B> Service<Request<B>> for RequestId<S>
 where
-    S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
+    S: Service<Request<B>, Response = Response<Body>>,
     S::Future: Send + 'static,
 {
     type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = ResponseFuture;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -62,6 +64,25 @@ where
     }
 }
 
+/// A fresh request id: 128 random bits as 32 hex digits.
+pub fn new_request_id() -> HeaderValue {
+    let text = format!("{:032x}", fastrand::u128(..));
+    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
 fn is_sane(id: &HeaderValue) -> bool {
     !id.is_empty() && id.len() <= MAX_LEN && id.as_bytes().iter().all(|b| b.is_ascii_graphic())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_unique_hex() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+    }
 }

@@ -9,8 +9,10 @@ use std::sync::Arc;
 use http::Method;
 use serde_json::Value;
 
-use super::config::{Access, AuthConfig, PoliciesConfig, PolicyRule};
-use crate::middleware::Identity;
+use crate::catalog::{Route, RouteResolver};
+use crate::config::auth::{Access, AuthConfig, PoliciesConfig, PolicyRule};
+use crate::config::{RouteFacts, RouteSelector};
+use crate::http::Identity;
 
 /// What a route requires, resolved at catalog build.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,47 +138,6 @@ impl fmt::Display for RoutePolicy {
     }
 }
 
-/// What selects a route; every field that is set must match.
-#[derive(Debug, Clone, Default)]
-struct Selector {
-    path_prefix: Option<String>,
-    service: Option<String>,
-    method: Option<String>,
-    http_method: Option<Method>,
-    version: Option<String>,
-}
-
-/// The facts about a route that policies select on.
-#[derive(Debug, Clone, Copy)]
-pub struct RouteFacts<'a> {
-    pub http_method: &'a Method,
-    /// The path template as `protogate routes` prints it.
-    pub template: &'a str,
-    /// `package.Service/Method`.
-    pub grpc_method: &'a str,
-    pub version: Option<&'a str>,
-}
-
-impl Selector {
-    fn selects(&self, route: &RouteFacts<'_>) -> bool {
-        let (service, _) = route.grpc_method.split_once('/').unwrap_or((route.grpc_method, ""));
-        self.http_method.as_ref().is_none_or(|m| m == route.http_method)
-            && self.service.as_deref().is_none_or(|s| s == service)
-            && self.method.as_deref().is_none_or(|m| m == route.grpc_method)
-            && self.version.as_deref().is_none_or(|v| Some(v) == route.version)
-            && self.path_prefix.as_deref().is_none_or(|p| has_path_prefix(route.template, p))
-    }
-}
-
-/// `/v1/admin` selects `/v1/admin` and `/v1/admin/…` (and `/v1/admin:verb`)
-/// but not `/v1/administrators`: a prefix ends at a segment boundary.
-fn has_path_prefix(template: &str, prefix: &str) -> bool {
-    let Some(rest) = template.strip_prefix(prefix) else {
-        return false;
-    };
-    rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/') || rest.starts_with(':')
-}
-
 #[derive(Debug, thiserror::Error)]
 #[error("policies.rules[{index}] ({name}): {reason}")]
 pub struct PolicyError {
@@ -188,7 +149,7 @@ pub struct PolicyError {
 /// The rules of `policies`, ready to resolve routes.
 #[derive(Debug, Clone)]
 pub struct PolicySet {
-    rules: Vec<(Selector, Arc<RoutePolicy>)>,
+    rules: Vec<(RouteSelector, Arc<RoutePolicy>)>,
     default: Arc<RoutePolicy>,
 }
 
@@ -237,7 +198,16 @@ impl PolicySet {
     }
 }
 
-fn selector(rule: &PolicyRule) -> Result<Selector, String> {
+/// Attaches each route's policy to its extension slot, where the auth
+/// layer reads it: `Arc<RoutePolicy>`.
+impl RouteResolver for PolicySet {
+    fn attach(&self, _route: &Route, facts: &RouteFacts<'_>, slot: &mut http::Extensions) -> Result<(), String> {
+        slot.insert(self.resolve(facts));
+        Ok(())
+    }
+}
+
+fn selector(rule: &PolicyRule) -> Result<RouteSelector, String> {
     let http_method = match &rule.http_method {
         None => None,
         Some(text) => Some(
@@ -245,23 +215,17 @@ fn selector(rule: &PolicyRule) -> Result<Selector, String> {
                 .map_err(|_| format!("http_method {text:?} is not an HTTP method"))?,
         ),
     };
-    if let Some(method) = &rule.method {
-        if !method.contains('/') {
-            return Err(format!("method {method:?} must be package.Service/Method"));
-        }
-    }
-    if let Some(prefix) = &rule.path_prefix {
-        if !prefix.starts_with('/') {
-            return Err(format!("path_prefix {prefix:?} must start with /"));
-        }
-    }
-    Ok(Selector {
+    let selector = RouteSelector {
         path_prefix: rule.path_prefix.clone(),
         service: rule.service.clone(),
         method: rule.method.clone(),
         http_method,
         version: rule.version.clone(),
-    })
+    };
+    match selector.problem() {
+        Some(problem) => Err(problem),
+        None => Ok(selector),
+    }
 }
 
 fn requirement(rule: &PolicyRule, provider_names: &[&str], has_providers: bool) -> Result<Requirement, String> {

@@ -17,10 +17,9 @@ use http::header::{AUTHORIZATION, CONNECTION, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tonic::metadata::MetadataMap;
 
-use crate::middleware::auth::{IdentityForwarding, X_AUTH_PROVIDER, X_CONSUMER_ID};
-use crate::middleware::Identity;
+use crate::http::identity::{Identity, IdentityForwarding, X_AUTH_PROVIDER, X_CONSUMER_ID};
+use crate::http::request_id::X_REQUEST_ID;
 
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -201,12 +200,6 @@ fn copy_prefixed(from: &MetadataMap, prefix: &str, out: &mut HeaderMap) {
     }
 }
 
-/// A fresh request id: 128 random bits as 32 hex digits.
-pub fn new_request_id() -> HeaderValue {
-    let text = format!("{:032x}", fastrand::u128(..));
-    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("0"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,7 +248,7 @@ mod tests {
 
     #[test]
     fn identity_replaces_client_copies_and_token_follows_the_setting() {
-        let auth: crate::middleware::auth::AuthConfig =
+        let auth: crate::config::auth::AuthConfig =
             serde_yaml_ng::from_str("api_keys: { keys: [] }\nforward_claims: [email, groups, name]").expect("config");
         let forwarding = IdentityForwarding::new(&auth).expect("valid");
         let rules = MetadataRules::new(&[HeaderName::from_static("x-consumer-id")]).with_identity(forwarding);
@@ -325,13 +318,5 @@ mod tests {
         assert_eq!(out.get("grpc-metadata-x-served-by").map(|v| v.as_bytes()), Some(&b"b1"[..]));
         assert_eq!(out.get("grpc-trailer-x-cost").map(|v| v.as_bytes()), Some(&b"3"[..]));
         assert_eq!(out.len(), 2);
-    }
-
-    #[test]
-    fn request_ids_are_unique_hex() {
-        let a = new_request_id();
-        let b = new_request_id();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 32);
     }
 }

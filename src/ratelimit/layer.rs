@@ -3,7 +3,6 @@
 //! transcoder, so a refused request costs no JSON parsing and no upstream
 //! call. Routes without limits pass straight through.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -11,10 +10,10 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower::{Layer, Service};
 
+use super::rule::RouteLimits;
 use super::{Check, RateLimiter};
-use crate::middleware::route_match::MatchedRoute;
-use crate::middleware::{Identity, ResponseFuture};
-use crate::server::{error_response, Body};
+use crate::error::GatewayError;
+use crate::http::{Body, Identity, MatchedRoute, ResponseFuture};
 
 /// Built per connection: `peer` is the TCP peer the client IP starts from.
 #[derive(Clone)]
@@ -46,12 +45,12 @@ pub struct RateLimit<S> {
 
 impl<S, B> Service<Request<B>> for RateLimit<S>
 where
-    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response<Body>, Error = GatewayError> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
     type Response = Response<Body>;
-    type Error = Infallible;
+    type Error = GatewayError;
     type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -62,10 +61,9 @@ where
         let Some(matched) = req.extensions().get::<MatchedRoute>() else {
             return Box::pin(self.inner.call(req));
         };
-        let limits = &matched.route.rate_limits;
-        if limits.is_empty() {
+        let Some(limits) = matched.route.extensions.get::<RouteLimits>() else {
             return Box::pin(self.inner.call(req));
-        }
+        };
         let consumer = req.extensions().get::<Identity>().map(|identity| identity.consumer.as_str());
         let check = self.limiter.check(limits, self.peer, req.headers(), consumer);
         match check {
@@ -77,30 +75,18 @@ where
                     Ok(response)
                 })
             }
-            Check::Done(Err(err)) => {
-                tracing::debug!(route = matched.route.grpc_method(), message = %err.message, "rate limited");
-                let response = error_response(&matched.catalog, &err);
-                Box::pin(std::future::ready(Ok(response)))
-            }
+            Check::Done(Err(err)) => Box::pin(std::future::ready(Err(err))),
             Check::Pending(pending) => {
-                let catalog = matched.catalog.clone();
                 let limiter = self.limiter.clone();
                 // The inner service was made ready for this call; the clone
                 // stays behind for the next one.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 Box::pin(async move {
-                    match pending.run(&limiter).await {
-                        Ok(verdict) => {
-                            let mut response = inner.call(req).await?;
-                            verdict.apply(response.headers_mut());
-                            Ok(response)
-                        }
-                        Err(err) => {
-                            tracing::debug!(message = %err.message, "rate limited");
-                            Ok(error_response(&catalog, &err))
-                        }
-                    }
+                    let verdict = pending.run(&limiter).await?;
+                    let mut response = inner.call(req).await?;
+                    verdict.apply(response.headers_mut());
+                    Ok(response)
                 })
             }
         }

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 
-use super::config::{Backend, Rate, RateLimitsConfig, RuleMatch};
 use super::gcra::Gcra;
-use crate::catalog::{selects, Route};
-use crate::config::RouteSelector;
+use crate::catalog::{Route, RouteResolver};
+use crate::config::rate_limits::{Backend, Rate, RateLimitsConfig, RuleMatch};
+use crate::config::{RouteFacts, RouteSelector};
 
 /// One part of a bucket key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,12 +49,11 @@ pub struct Rule {
     pub id: u64,
     pub name: String,
     selector: RouteSelector,
-    version: Option<String>,
     pub parts: Box<[KeyPart]>,
     pub rate: Rate,
     pub gcra: Gcra,
     cost: u32,
-    route_costs: Vec<(RouteSelector, Option<String>, u32)>,
+    route_costs: Vec<(RouteSelector, u32)>,
     pub backend: Backend,
     /// `100;w=1;burst=20` (draft-ietf-httpapi-ratelimit-headers).
     pub policy: String,
@@ -142,16 +141,11 @@ pub fn compile(config: &RateLimitsConfig) -> Result<Rules, Vec<String>> {
         rules.push(Arc::new(Rule {
             id: index as u64,
             selector: selector(&rule.selector),
-            version: rule.selector.version.clone(),
             parts: parts.into(),
             rate: rule.rate,
             gcra: Gcra::new(rule.rate, burst),
             cost: rule.cost,
-            route_costs: rule
-                .route_costs
-                .iter()
-                .map(|c| (selector(&c.selector), c.selector.version.clone(), c.cost))
-                .collect(),
+            route_costs: rule.route_costs.iter().map(|c| (selector(&c.selector), c.cost)).collect(),
             backend: rule.backend,
             policy,
             limit_header: HeaderValue::from(burst),
@@ -172,14 +166,8 @@ fn selector(m: &RuleMatch) -> RouteSelector {
         service: m.service.clone(),
         method: m.method.clone(),
         http_method: m.http_method.clone(),
+        version: m.version.clone(),
     }
-}
-
-fn selects_route(selector: &RouteSelector, version: &Option<String>, route: &Route) -> bool {
-    if version.is_some() && *version != route.version {
-        return false;
-    }
-    selects(selector, &route.http_method, &route.template, &route.method)
 }
 
 /// One rule as it applies to one route.
@@ -218,19 +206,33 @@ impl RouteLimits {
     }
 }
 
-/// The rules that select `route`, with the route's cost under each.
-pub fn resolve(rules: &[Arc<Rule>], route: &Route) -> RouteLimits {
+/// The compiled rules, resolved against each route at load: the route's
+/// [`RouteLimits`] go to its extension slot, where the layer reads them.
+pub struct RuleSet(pub Rules);
+
+impl RouteResolver for RuleSet {
+    fn attach(&self, route: &Route, facts: &RouteFacts<'_>, slot: &mut http::Extensions) -> Result<(), String> {
+        let limits = resolve(&self.0, route, facts);
+        if !limits.is_empty() {
+            slot.insert(limits);
+        }
+        Ok(())
+    }
+}
+
+/// The rules that select a route, with the route's cost under each.
+pub fn resolve(rules: &[Arc<Rule>], route: &Route, facts: &RouteFacts<'_>) -> RouteLimits {
     let limits = rules
         .iter()
-        .filter(|rule| selects_route(&rule.selector, &rule.version, route))
+        .filter(|rule| rule.selector.selects(facts))
         .map(|rule| {
             let cost = rule
                 .route_costs
                 .iter()
-                .find(|(selector, version, _)| selects_route(selector, version, route))
-                .map_or(rule.cost, |(_, _, cost)| *cost);
+                .find(|(selector, _)| selector.selects(facts))
+                .map_or(rule.cost, |(_, cost)| *cost);
             ResolvedLimit { rule: rule.clone(), cost }
         })
         .collect();
-    RouteLimits::new(limits, format!("{} {}", route.http_method, route.template))
+    RouteLimits::new(limits, format!("{} {}", route.http_method, facts.template))
 }

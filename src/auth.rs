@@ -6,21 +6,19 @@
 //! can only come from here), finds the first credential the configured
 //! providers accept — JWT providers in config order, then API keys —
 //! verifies it, and checks the route's [`policy::RoutePolicy`], resolved
-//! once per route at catalog build. Missing or bad credentials → 401 with
-//! a `WWW-Authenticate: Bearer` challenge; valid but not allowed → 403; both
-//! in the one error envelope. On success the [`Identity`] goes into the
-//! request's extensions, from where the transcoder forwards it as metadata
-//! (see [`IdentityForwarding`]).
+//! once per route at load and attached to the route (see [`policy`]).
+//! Missing or bad credentials → 401 with a `WWW-Authenticate: Bearer`
+//! challenge; valid but not allowed → 403; both returned as errors for the
+//! respond layer. On success the [`Identity`] goes into the request's
+//! extensions, from where the proxy forwards it as metadata (see
+//! [`IdentityForwarding`]).
 
 pub mod api_key;
-pub mod config;
 pub mod jwks;
 pub mod jwt;
 pub mod policy;
-pub mod secret;
 
 use std::borrow::Cow;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -32,18 +30,12 @@ use tonic::Code;
 use tower::{Layer, Service};
 
 use self::api_key::ApiKeys;
-pub use self::config::{AuthConfig, PoliciesConfig};
 use self::jwt::{JwtProvider, Place};
 use self::policy::{Denial, RoutePolicy};
-use super::route_match::MatchedRoute;
-use super::{Identity, ResponseFuture};
+use crate::config::auth::AuthConfig;
 use crate::error::{Fault, GatewayError};
-use crate::server::{error_response, Body};
-
-/// The consumer id sent to the backend: JWT `sub` or the API key's id.
-pub const X_CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
-/// The name of the provider that authenticated the request.
-pub const X_AUTH_PROVIDER: HeaderName = HeaderName::from_static("x-auth-provider");
+use crate::http::identity::{Identity, IdentityForwarding};
+use crate::http::{Body, MatchedRoute, ResponseFuture};
 
 /// A configuration the authenticator cannot work with.
 #[derive(Debug, thiserror::Error)]
@@ -113,74 +105,6 @@ impl Rejection {
     }
 }
 
-/// What the backend is told about the caller, built once from config and
-/// used by [`crate::transcode::metadata::MetadataRules`].
-#[derive(Debug, Clone)]
-pub struct IdentityForwarding {
-    /// Whether the client's `authorization` header is forwarded.
-    pub forward_token: bool,
-    /// Claim name → metadata name.
-    pub claims: Vec<(String, HeaderName)>,
-}
-
-impl Default for IdentityForwarding {
-    /// Without auth config: the token goes through (the backend may check
-    /// it), no claims.
-    fn default() -> Self {
-        Self { forward_token: true, claims: Vec::new() }
-    }
-}
-
-impl IdentityForwarding {
-    pub fn new(config: &AuthConfig) -> Result<Self, AuthError> {
-        let mut claims = Vec::with_capacity(config.forward_claims.len());
-        for claim in &config.forward_claims {
-            let (claim, header) = match claim {
-                config::ForwardClaim::Name(name) => (name.clone(), claim_header(name)),
-                config::ForwardClaim::Mapped(m) => (m.claim.clone(), m.header.to_ascii_lowercase()),
-            };
-            let header = HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
-                AuthError::ForwardClaim(format!("{header:?} (for claim {claim:?}) is not a header name"))
-            })?;
-            let reserved = header == X_CONSUMER_ID
-                || header == X_AUTH_PROVIDER
-                || header == http::header::AUTHORIZATION
-                || header.as_str().starts_with("grpc-");
-            if reserved {
-                return Err(AuthError::ForwardClaim(format!("claim {claim:?} cannot be sent as {header}")));
-            }
-            claims.push((claim, header));
-        }
-        Ok(Self { forward_token: config.forwards_token(), claims })
-    }
-
-    /// Every header that carries identity: client copies are never trusted.
-    pub fn identity_headers(&self) -> impl Iterator<Item = &HeaderName> {
-        static FIXED: [HeaderName; 2] = [X_CONSUMER_ID, X_AUTH_PROVIDER];
-        FIXED.iter().chain(self.claims.iter().map(|(_, h)| h))
-    }
-
-    pub fn is_identity_header(&self, name: &str) -> bool {
-        self.identity_headers().any(|h| h.as_str() == name)
-    }
-}
-
-/// `email` → `x-claim-email`; characters a header name cannot hold become
-/// `-`.
-fn claim_header(claim: &str) -> String {
-    let mut out = String::with_capacity(8 + claim.len());
-    out.push_str("x-claim-");
-    out.extend(claim.chars().map(|c| {
-        let c = c.to_ascii_lowercase();
-        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-            c
-        } else {
-            '-'
-        }
-    }));
-    out
-}
-
 /// The configured providers, ready to verify credentials.
 pub struct Authenticator {
     jwt: Vec<JwtProvider>,
@@ -224,7 +148,7 @@ impl Authenticator {
                 return Err(AuthError::DuplicateProvider((*name).to_string()));
             }
         }
-        let forwarding = IdentityForwarding::new(config)?;
+        let forwarding = IdentityForwarding::new(config).map_err(AuthError::ForwardClaim)?;
         let mut strip = Vec::new();
         for header in forwarding.identity_headers() {
             strip.push(header.clone());
@@ -414,12 +338,12 @@ pub struct Auth<S> {
 
 impl<S, B> Service<Request<B>> for Auth<S>
 where
-    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response<Body>, Error = GatewayError> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
     type Response = Response<Body>;
-    type Error = Infallible;
+    type Error = GatewayError;
     type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -430,15 +354,18 @@ where
         let auth = self.auth.clone();
         auth.strip_identity_headers(req.headers_mut());
         let Some(matched) = req.extensions().get::<MatchedRoute>() else {
-            // Route match always runs first; the transcoder answers a
-            // request without a route with its own error.
+            // Route match always runs first; the proxy refuses a request
+            // without a route with its own error.
             return Box::pin(self.inner.call(req));
         };
         if !auth.is_enabled() {
             return Box::pin(self.inner.call(req));
         }
-        let policy: Arc<RoutePolicy> = matched.route.policy.clone();
-        let catalog = matched.catalog.clone();
+        let Some(policy) = matched.route.extensions.get::<Arc<RoutePolicy>>().cloned() else {
+            // Every route gets a policy at load; one without is a bug, and
+            // a bug must not open a route.
+            return Box::pin(std::future::ready(Err(GatewayError::internal("route has no policy"))));
+        };
         // For log fields: the route's name without copying it.
         let matched_route = matched.route.clone();
         let credential = auth.credential(req.headers(), req.uri()).map(Credential::into_owned);
@@ -450,8 +377,7 @@ where
                 return Box::pin(self.inner.call(req));
             }
             tracing::info!(route = matched_route.grpc_method(), outcome = "missing", "auth: denied");
-            let err = auth.unauthenticated(Rejection::Missing);
-            return Box::pin(std::future::ready(Ok(error_response(&catalog, &err))));
+            return Box::pin(std::future::ready(Err(auth.unauthenticated(Rejection::Missing))));
         };
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -473,12 +399,12 @@ where
                 }
                 Err(rejection) => {
                     tracing::info!(route, provider, outcome = rejection.outcome(), "auth: denied");
-                    return Ok(error_response(&catalog, &auth.unauthenticated(rejection)));
+                    return Err(auth.unauthenticated(rejection));
                 }
             };
             if let Err(denial) = policy.check(&identity) {
                 tracing::info!(route, provider, consumer = %identity.consumer, policy = %policy.source, outcome = "forbidden", "auth: denied");
-                return Ok(error_response(&catalog, &auth.forbidden(&denial)));
+                return Err(auth.forbidden(&denial));
             }
             tracing::debug!(route, provider, consumer = %identity.consumer, policy = %policy.source, outcome = "allowed", "auth: allowed");
             req.extensions_mut().insert(identity);

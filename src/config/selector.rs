@@ -1,0 +1,112 @@
+//! The one route selector (DESIGN §7): the same keys and the same meaning
+//! wherever a selector appears — a policy rule, a rate-limit rule's
+//! `match` and `route_costs`, a route override. Features resolve selectors
+//! against each route once, at load; a request never matches one.
+
+use http::Method;
+
+/// Selects routes; every field that is set must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteSelector {
+    /// Whole segments of the path template: `/v1/admin` selects
+    /// `/v1/admin`, `/v1/admin/…` and `/v1/admin:verb`, never
+    /// `/v1/administrators`.
+    pub path_prefix: Option<String>,
+    /// Fully-qualified service, `acme.users.v1.UserService`.
+    pub service: Option<String>,
+    /// Fully-qualified method, `acme.users.v1.UserService/GetUser`.
+    pub method: Option<String>,
+    pub http_method: Option<Method>,
+    /// The URL version prefix the route is mounted under (`v1`).
+    pub version: Option<String>,
+}
+
+/// What a selector looks at: the facts of one route, as the catalog knows
+/// them. Built by whoever resolves selectors; nothing here names a route
+/// type, so the config knows nothing above it.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteFacts<'a> {
+    pub http_method: &'a Method,
+    /// The path template as `protogate routes` prints it.
+    pub template: &'a str,
+    /// `package.Service/Method`.
+    pub grpc_method: &'a str,
+    pub version: Option<&'a str>,
+}
+
+impl RouteSelector {
+    pub fn selects(&self, route: &RouteFacts<'_>) -> bool {
+        let (service, _) = route.grpc_method.split_once('/').unwrap_or((route.grpc_method, ""));
+        self.http_method.as_ref().is_none_or(|m| m == route.http_method)
+            && self.service.as_deref().is_none_or(|s| s == service)
+            && self.method.as_deref().is_none_or(|m| m == route.grpc_method)
+            && self.version.as_deref().is_none_or(|v| Some(v) == route.version)
+            && self.path_prefix.as_deref().is_none_or(|p| has_path_prefix(route.template, p))
+    }
+
+    /// The problems of a selector as written, for the config's checks.
+    pub fn problem(&self) -> Option<String> {
+        if let Some(prefix) = &self.path_prefix {
+            if !prefix.starts_with('/') {
+                return Some(format!("path_prefix {prefix:?} must start with /"));
+            }
+        }
+        if let Some(method) = &self.method {
+            let Some((service, _)) = method.split_once('/') else {
+                return Some(format!("method {method:?} must be package.Service/Method"));
+            };
+            if self.service.as_deref().is_some_and(|s| s != service) {
+                return Some(format!(
+                    "method `{method}` is not in service `{service}`, so this selector matches nothing"
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// `/v1/admin` selects `/v1/admin` and `/v1/admin/…` (and `/v1/admin:verb`)
+/// but not `/v1/administrators`: a prefix ends at a segment boundary.
+fn has_path_prefix(template: &str, prefix: &str) -> bool {
+    let Some(rest) = template.strip_prefix(prefix) else {
+        return false;
+    };
+    rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/') || rest.starts_with(':')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts<'a>(method: &'a Method, template: &'a str) -> RouteFacts<'a> {
+        RouteFacts { http_method: method, template, grpc_method: "a.v1.Admin/List", version: Some("v1") }
+    }
+
+    #[test]
+    fn path_prefix_matches_whole_segments() {
+        let get = Method::GET;
+        let admin = RouteSelector { path_prefix: Some("/v1/admin".into()), ..RouteSelector::default() };
+        assert!(admin.selects(&facts(&get, "/v1/admin")));
+        assert!(admin.selects(&facts(&get, "/v1/admin/users/{id}")));
+        assert!(admin.selects(&facts(&get, "/v1/admin:purge")));
+        assert!(!admin.selects(&facts(&get, "/v1/administrators")));
+        let slash = RouteSelector { path_prefix: Some("/v1/".into()), ..RouteSelector::default() };
+        assert!(slash.selects(&facts(&get, "/v1/administrators")));
+    }
+
+    #[test]
+    fn every_set_field_must_match() {
+        let get = Method::GET;
+        let all = RouteSelector {
+            path_prefix: Some("/v1".into()),
+            service: Some("a.v1.Admin".into()),
+            method: Some("a.v1.Admin/List".into()),
+            http_method: Some(Method::GET),
+            version: Some("v1".into()),
+        };
+        assert!(all.selects(&facts(&get, "/v1/admin")));
+        assert!(!RouteSelector { version: Some("v2".into()), ..all.clone() }.selects(&facts(&get, "/v1/admin")));
+        assert!(!all.selects(&facts(&Method::POST, "/v1/admin")));
+        assert!(!RouteSelector { service: Some("a.v1.Other".into()), ..all.clone() }.selects(&facts(&get, "/v1/x")));
+    }
+}

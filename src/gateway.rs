@@ -1,0 +1,125 @@
+//! The gateway: loads everything ([`load`]), builds the request path
+//! ([`Gateway::pipeline`], the whole layer stack top to bottom in one
+//! function), serves it ([`listener`]), reloads it ([`reload`]) and exposes
+//! its state on the admin listener ([`admin`]).
+
+pub mod admin;
+pub mod listener;
+pub mod load;
+pub mod reload;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tower::{Service, ServiceBuilder};
+
+use self::listener::accept_loop;
+use self::load::Loader;
+use self::reload::Reloader;
+use crate::auth::{AuthLayer, Authenticator};
+use crate::catalog::{Catalog, LoadError};
+use crate::config::Config;
+use crate::http::request_id::RequestIdLayer;
+use crate::http::respond::RespondLayer;
+use crate::http::route_match::RouteMatchLayer;
+use crate::http::Body;
+use crate::proxy::metadata::MetadataRules;
+use crate::proxy::Transcoder;
+use crate::ratelimit::{RateLimitLayer, RateLimiter};
+
+/// A loaded gateway: config, upstream channels and the live catalog.
+#[derive(Clone)]
+pub struct Gateway {
+    /// Owns the live catalog (swapped whole on reload; a request keeps the
+    /// snapshot it started on).
+    reloader: Arc<Reloader>,
+    metadata: Arc<MetadataRules>,
+    auth: Arc<Authenticator>,
+    /// Rate-limit state; outlives catalog swaps so buckets survive reloads.
+    ratelimit: Arc<RateLimiter>,
+}
+
+impl Gateway {
+    /// Checks the config, reads the descriptor folder and builds the
+    /// catalog. Must run inside a tokio runtime (upstream channels spawn
+    /// their workers). Reflected services join at the first reload, which
+    /// [`Gateway::serve`] starts at once.
+    pub fn load(config: Config) -> Result<Self, LoadError> {
+        let loader = Loader::new(Arc::new(config))?;
+        let config = loader.config.clone();
+        let auth = loader.features.auth.clone();
+        let metadata = MetadataRules::new(&config.forward_headers).with_identity(auth.forwarding().clone());
+        let ratelimit = Arc::new(RateLimiter::new(&config.rate_limits));
+        let reloader = Arc::new(Reloader::start(loader)?);
+        auth.start();
+        Ok(Self { reloader, metadata: Arc::new(metadata), auth, ratelimit })
+    }
+
+    /// The rate limiter's state (sizes and counters for metrics).
+    pub fn rate_limiter(&self) -> &Arc<RateLimiter> {
+        &self.ratelimit
+    }
+
+    /// The catalog currently serving.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.reloader.catalog().load_full()
+    }
+
+    /// Reloading and its status.
+    pub fn reloader(&self) -> &Arc<Reloader> {
+        &self.reloader
+    }
+
+    /// Serves HTTP/1.1 and HTTP/2 (h2c) on `listener` until `shutdown`
+    /// resolves, then stops accepting and drains in-flight requests. The
+    /// descriptor folder is watched meanwhile.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop_watching, watching) = tokio::sync::oneshot::channel::<()>();
+        let watcher = tokio::spawn(self.reloader.clone().watch(async move {
+            let _ = watching.await;
+        }));
+        let this = self.clone();
+        let result = accept_loop(listener, shutdown, move |peer| this.pipeline(peer)).await;
+        let _ = stop_watching.send(());
+        let _ = watcher.await;
+        result
+    }
+
+    /// The request path of one connection, outermost layer first.
+    pub fn pipeline(
+        &self,
+        peer: SocketAddr,
+    ) -> impl Service<
+        Request<Incoming>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+    > + Clone {
+        ServiceBuilder::new()
+            // First, so that every response, errors included, carries the id.
+            .layer(RequestIdLayer)
+            // Every layer below refuses by returning an error; this one
+            // renders it (the one envelope), logs it once and takes the
+            // catalog snapshot the request finishes on.
+            .layer(RespondLayer::new(self.reloader.catalog().clone()))
+            // 404 and 405 end here, before any body is read.
+            .layer(RouteMatchLayer)
+            // After the match (policies are per route), before any body is
+            // read: 401/403 cost no JSON parsing.
+            .layer(AuthLayer::new(self.auth.clone()))
+            // After authentication (key `consumer`), before any body is read:
+            // a refused request costs no JSON parsing and no upstream call.
+            .layer(RateLimitLayer::new(self.ratelimit.clone(), peer))
+            // Innermost: body, transcoding, the upstream call.
+            .service(Transcoder::new(self.metadata.clone(), peer.ip()))
+    }
+}

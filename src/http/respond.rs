@@ -1,0 +1,117 @@
+//! The one place where errors become responses (DESIGN §5). Every layer
+//! below refuses by returning a [`GatewayError`]; this layer renders it as
+//! the JSON of `google.rpc.Status` with its HTTP status and the headers the
+//! error carries (`WWW-Authenticate`, `Retry-After`, `Allow`,
+//! `RateLimit-*`), and logs it once, at a level chosen by whose fault it
+//! is. Metrics and the access log hook in here.
+//!
+//! It also takes the catalog snapshot the request will finish on, so that a
+//! backend's error details are rendered through the same descriptor pool
+//! that served the call.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Method, Request, Response, Uri};
+use tower::{Layer, Service};
+
+use super::Body;
+use crate::catalog::Catalog;
+use crate::error::{Fault, GatewayError};
+use crate::transcode::status::render_error;
+
+/// The catalog a request started on, in its extensions for the route match.
+#[derive(Debug, Clone)]
+pub struct Snapshot(pub Arc<Catalog>);
+
+#[derive(Clone)]
+pub struct RespondLayer {
+    catalog: Arc<ArcSwap<Catalog>>,
+}
+
+impl RespondLayer {
+    pub fn new(catalog: Arc<ArcSwap<Catalog>>) -> Self {
+        Self { catalog }
+    }
+}
+
+impl<S> Layer<S> for RespondLayer {
+    type Service = Respond<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Respond { catalog: self.catalog.clone(), inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct Respond<S> {
+    catalog: Arc<ArcSwap<Catalog>>,
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for Respond<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = GatewayError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+            // No layer of ours refuses readiness; if one did, the call
+            // below reports it as a response.
+            Poll::Ready(Err(_)) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let catalog = self.catalog.load_full();
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        req.extensions_mut().insert(Snapshot(catalog.clone()));
+        let call = self.inner.call(req);
+        Box::pin(async move {
+            match call.await {
+                Ok(response) => Ok(response),
+                Err(err) => {
+                    log(&method, &uri, &err);
+                    Ok(error_response(&catalog, &err))
+                }
+            }
+        })
+    }
+}
+
+/// One event per refusal, at the level its fault deserves: a client's
+/// mistake or a backend's answer is routine, a gateway fault is not.
+fn log(method: &Method, uri: &Uri, err: &GatewayError) {
+    let path = uri.path();
+    match err.fault {
+        Fault::Client => tracing::debug!(%method, path, code = ?err.code, message = %err.message, "rejected"),
+        Fault::Upstream => tracing::debug!(%method, path, code = ?err.code, message = %err.message, "upstream error"),
+        Fault::Internal => tracing::error!(%method, path, code = ?err.code, message = %err.message, "gateway fault"),
+    }
+}
+
+/// `err` as the `google.rpc.Status` JSON, details resolved through the
+/// catalog's descriptor pool.
+pub fn error_response(catalog: &Catalog, err: &GatewayError) -> Response<Body> {
+    let body = render_error(err, &catalog.pool, &catalog.json);
+    let mut response = Response::new(Body::full(body));
+    *response.status_mut() = err.status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    for (name, value) in &err.headers {
+        headers.append(name.clone(), value.clone());
+    }
+    response
+}
