@@ -330,3 +330,17 @@ fn serve_refuses_an_invalid_folder_with_exit_1() {
     assert_exit(&output, 1);
     assert!(stderr(&output).contains("clash.v1.Clash/Get"), "{}", stderr(&output));
 }
+
+#[test]
+fn check_finds_a_collision_without_any_upstream() {
+    // With no upstream nothing is served, but every annotated method is
+    // still compiled: what `check` accepts is what `serve` accepts.
+    let ws = Workspace::new();
+    ws.write("clash.proto", CLASH_PROTO);
+    let output = ws.run(&["check", "--descriptors", ws.dir()]);
+    assert_exit(&output, 1);
+    let errors = stderr(&output);
+    for needle in ["/test/metadata", "protogate.test.v1.TestService/Metadata", "clash.v1.Clash/Get", "clash.proto"] {
+        assert!(errors.contains(needle), "collision error does not name {needle}: {errors}");
+    }
+}

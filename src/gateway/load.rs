@@ -99,3 +99,84 @@ impl Loader {
         loader.build(&reflected)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::auth::policy::RoutePolicy;
+    use crate::ratelimit::rule::RouteLimits;
+
+    const ADMIN_PROTO: &str = r#"
+syntax = "proto3";
+package acme.admin.v1;
+import "google/api/annotations.proto";
+
+service Admin {
+  rpc Purge(Empty) returns (Empty) { option (google.api.http) = { post: "/v1/admin/purge" }; }
+  rpc ListAdministrators(Empty) returns (Empty) { option (google.api.http) = { get: "/v1/administrators" }; }
+}
+message Empty {}
+"#;
+
+    /// One selector everywhere: a rate-limit rule, a route override and a
+    /// policy with `path_prefix: /v1/admin` select `/v1/admin/purge` but
+    /// not `/v1/administrators`.
+    #[tokio::test]
+    async fn path_prefix_selects_whole_segments_for_every_feature() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("admin.proto"), ADMIN_PROTO).expect("write proto");
+        let yaml = format!(
+            r#"
+descriptors: {{ path: {path} }}
+upstreams: {{ "*": "http://127.0.0.1:1" }}
+routes:
+  timeout: 5s
+  overrides:
+    - match: {{ path_prefix: /v1/admin }}
+      timeout: 1s
+auth:
+  api_keys:
+    keys:
+      - {{ id: ops, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 }}
+policies:
+  default: public
+  rules:
+    - name: admins
+      path_prefix: /v1/admin
+      allow: authenticated
+rate_limits:
+  rules:
+    - name: admin
+      match: {{ path_prefix: /v1/admin }}
+      key: ip
+      rate: 10/s
+"#,
+            path = dir.path().display()
+        );
+        let config = crate::config::from_yaml(&yaml, Path::new("test.yaml")).expect("config");
+        let catalog = Loader::inspect(config).await.expect("catalog");
+        let route = |path: &str| {
+            catalog
+                .routes
+                .iter()
+                .find(|r| r.template.to_string() == path)
+                .unwrap_or_else(|| panic!("no route {path}"))
+                .clone()
+        };
+        let purge = route("/v1/admin/purge");
+        let others = route("/v1/administrators");
+
+        assert_eq!(purge.timeout, Duration::from_secs(1));
+        assert_eq!(others.timeout, Duration::from_secs(5));
+
+        assert!(purge.extensions.get::<RouteLimits>().is_some());
+        assert!(others.extensions.get::<RouteLimits>().is_none());
+
+        let policy = |r: &crate::catalog::Route| r.extensions.get::<Arc<RoutePolicy>>().expect("policy").source.clone();
+        assert_eq!(policy(&purge), "admins");
+        assert_eq!(policy(&others), "default");
+    }
+}
