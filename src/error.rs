@@ -1,6 +1,7 @@
-//! The gateway's one error type and the one place where errors become HTTP
-//! responses: the JSON of `google.rpc.Status` with the standard gRPC code →
-//! HTTP status mapping (DESIGN §5).
+//! The gateway's one error type: what went wrong, whose fault it is, and the
+//! HTTP status the standard gRPC code → HTTP mapping gives it (DESIGN §5).
+//! Nothing here renders: the respond layer (`http::respond`) is the one
+//! place where an error becomes a response.
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};

@@ -1,6 +1,6 @@
-//! The error envelope: every error leaves as the JSON of `google.rpc.Status`
-//! (DESIGN §5), with `details` rendered as `Any` JSON through the catalog's
-//! descriptor pool. Rendering an error must not fail, so a detail the pool
+//! The error envelope's JSON: `google.rpc.Status` (DESIGN §5), with
+//! `details` rendered as `Any` JSON through the catalog's descriptor pool.
+//! Called by the respond layer alone. Rendering an error must not fail, so a detail the pool
 //! cannot describe falls back to its type URL and base64 bytes.
 
 use base64::prelude::BASE64_STANDARD;
