@@ -11,9 +11,10 @@
 //! (`grpcurl -plaintext 127.0.0.1:50051 list`), the source a gateway reads
 //! with `descriptors.reflection` instead of files.
 //! It prints the route table and curl commands to try, and runs until
-//! Ctrl-C. Override the addresses with `QUICKSTART_GATEWAY`,
-//! `QUICKSTART_USERS`, `QUICKSTART_ORDERS` and `QUICKSTART_USERS_V2`
-//! (`host:port` or just a port).
+//! Ctrl-C. The admin listener (`/healthz`, `/readyz`, `/routes`,
+//! `/descriptors`) runs on 127.0.0.1:9901. Override the addresses with
+//! `QUICKSTART_GATEWAY`, `QUICKSTART_ADMIN`, `QUICKSTART_USERS`,
+//! `QUICKSTART_ORDERS` and `QUICKSTART_USERS_V2` (`host:port` or just a port).
 
 mod backends;
 
@@ -52,6 +53,7 @@ async fn run() -> Result<(), BoxError> {
     let orders = bind("QUICKSTART_ORDERS", "127.0.0.1:50052").await?;
     let users_v2 = bind("QUICKSTART_USERS_V2", "127.0.0.1:50053").await?;
     let gateway_listener = bind("QUICKSTART_GATEWAY", "127.0.0.1:8080").await?;
+    let admin_listener = bind("QUICKSTART_ADMIN", "127.0.0.1:9901").await?;
     let (users_addr, orders_addr, users_v2_addr) = (users.local_addr()?, orders.local_addr()?, users_v2.local_addr()?);
 
     // The backends outlive the gateway by a moment so that calls it is
@@ -102,7 +104,8 @@ async fn run() -> Result<(), BoxError> {
     println!("users v1 backend  grpc://{users_addr}");
     println!("orders v1 backend grpc://{orders_addr}");
     println!("users v2 backend  grpc://{users_v2_addr}");
-    println!("gateway           {base}   (Ctrl-C to stop)\n");
+    println!("gateway           {base}   (Ctrl-C to stop)");
+    println!("admin             http://{}   (/healthz /readyz /routes /descriptors)\n", admin_listener.local_addr()?);
     let catalog = gateway.catalog();
     println!("{}", protogate::cli::route_table(&catalog));
     // Read from the catalog rather than written down: whether the v1/ folder
@@ -115,11 +118,16 @@ async fn run() -> Result<(), BoxError> {
     drop(catalog);
     println!("{}", walkthrough(&base, &ping, &descriptors));
 
-    gateway
-        .serve(gateway_listener, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    // One Ctrl-C stops both listeners.
+    let (quit, quitting) = watch::channel(());
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        drop(quit);
+    });
+    let admin =
+        tokio::spawn(protogate::gateway::admin::serve(gateway.clone(), admin_listener, until_closed(quitting.clone())));
+    gateway.serve(gateway_listener, until_closed(quitting)).await?;
+    admin.await??;
 
     drop(stop);
     users_task.await??;

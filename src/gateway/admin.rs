@@ -2,19 +2,23 @@
 //! readiness, the route table and the descriptor status as JSON. Kept off
 //! the public listener so that nothing operational is exposed to clients.
 
-use std::convert::Infallible;
 use std::future::Future;
 
-use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use axum::extract::State;
+use axum::http::Uri;
+use axum::routing::get;
+use axum::{Json, Router};
+use http::header::ALLOW;
+use http::{HeaderValue, StatusCode};
 use serde_json::json;
 use tokio::net::TcpListener;
+use tonic::Code;
 
-use super::listener::accept_loop;
 use super::Gateway;
-use crate::http::Body;
+use crate::error::{Fault, GatewayError};
+use crate::http::respond::error_response;
+
+type Reply = axum::response::Response;
 
 /// Serves the admin endpoints of `gateway` until `shutdown`.
 pub async fn serve(
@@ -22,42 +26,48 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    accept_loop(listener, shutdown, move |_peer| {
-        let gateway = gateway.clone();
-        tower::service_fn(move |req: Request<Incoming>| {
-            let response = respond(&gateway, req.method(), req.uri().path());
-            std::future::ready(Ok::<_, Infallible>(response))
-        })
-    })
-    .await
+    axum::serve(listener, router(gateway)).with_graceful_shutdown(shutdown).await
 }
 
-fn respond(gateway: &Gateway, method: &Method, path: &str) -> Response<Body> {
-    if method != Method::GET && method != Method::HEAD {
-        let mut response = reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &json!({"code": 12, "message": "admin endpoints are read-only", "details": []}),
-        );
-        // RFC 9110 §15.5.6: a 405 must say which methods are allowed.
-        response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return response;
-    }
-    match path {
-        "/healthz" => reply(StatusCode::OK, &json!({"status": "ok"})),
-        "/readyz" => {
-            let status = gateway.reloader().status();
-            reply(StatusCode::OK, &json!({"status": "ready", "generation": status.generation, "routes": status.routes}))
-        }
-        "/routes" => reply(StatusCode::OK, &routes_json(gateway)),
-        "/descriptors" => {
-            let status = gateway.reloader().status();
-            reply(StatusCode::OK, &serde_json::to_value(&*status).unwrap_or_default())
-        }
-        _ => reply(
-            StatusCode::NOT_FOUND,
-            &json!({"code": 5, "message": format!("no admin endpoint {path}"), "details": []}),
-        ),
-    }
+/// The admin endpoints, apart from any socket so tests can drive them
+/// in-process. Every endpoint is read-only (GET, and HEAD with it).
+pub fn router(gateway: Gateway) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/routes", get(|State(gateway): State<Gateway>| async move { Json(routes_json(&gateway)) }))
+        .route("/descriptors", get(descriptors))
+        .fallback(not_found)
+        .method_not_allowed_fallback(read_only)
+        .with_state(gateway)
+}
+
+async fn readyz(State(gateway): State<Gateway>) -> Json<serde_json::Value> {
+    let status = gateway.reloader().status();
+    Json(json!({"status": "ready", "generation": status.generation, "routes": status.routes}))
+}
+
+async fn descriptors(State(gateway): State<Gateway>) -> Json<serde_json::Value> {
+    let status = gateway.reloader().status();
+    Json(serde_json::to_value(&*status).unwrap_or_default())
+}
+
+async fn not_found(State(gateway): State<Gateway>, uri: Uri) -> Reply {
+    let err = GatewayError::not_found(format!("no admin endpoint {}", uri.path()));
+    envelope(&gateway, &err)
+}
+
+async fn read_only(State(gateway): State<Gateway>) -> Reply {
+    // RFC 9110 §15.5.6: a 405 must say which methods are allowed.
+    let err = GatewayError::new(Code::Unimplemented, Fault::Client, "admin endpoints are read-only")
+        .with_status(StatusCode::METHOD_NOT_ALLOWED)
+        .with_header(ALLOW, HeaderValue::from_static("GET, HEAD"));
+    envelope(&gateway, &err)
+}
+
+/// Admin refusals are rendered like every other: one envelope.
+fn envelope(gateway: &Gateway, err: &GatewayError) -> Reply {
+    error_response(&gateway.catalog(), err).map(axum::body::Body::new)
 }
 
 /// The route table as JSON, the same content as `protogate routes`.
@@ -82,11 +92,4 @@ pub fn routes_json(gateway: &Gateway) -> serde_json::Value {
         .collect();
     let unrouted: Vec<_> = catalog.unrouted.iter().map(|u| json!({"name": u.name, "reason": u.reason})).collect();
     json!({"routes": routes, "unrouted": unrouted})
-}
-
-fn reply(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(Body::full(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
 }
