@@ -2,7 +2,7 @@
 //! one shard lock, GCRA) and Redis (one EVALSHA round trip over loopback).
 //! The Redis half runs only when a `redis-server` binary is available.
 
-#[path = "../tests/support/redis.rs"]
+#[path = "../tests/common/redis.rs"]
 mod redis_server;
 
 use std::hint::black_box;

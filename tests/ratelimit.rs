@@ -3,7 +3,7 @@
 //! traffic, spoofed forwarding headers over real HTTP, and the local
 //! store's memory bound under a million keys.
 
-mod support;
+mod common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,7 +24,7 @@ use protogate::ratelimit::{Check, RateLimiter, Verdict};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use support::redis::RedisServer;
+use common::redis::RedisServer;
 
 const PROTO: &str = r#"
 syntax = "proto3";

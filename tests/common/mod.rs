@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 mod backend;
+pub mod redis;
 pub mod rpc;
 
 use std::collections::HashSet;
