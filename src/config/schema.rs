@@ -12,14 +12,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::marker::PhantomData;
 use std::path::{Component, Path, PathBuf};
 
 use http::HeaderName;
 use serde::de::value::MapAccessDeserializer;
-use serde::de::{self, DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use super::check::{Check, Checked, Problem};
 use super::values::{
     parse_forward_header, parse_upstream_pattern, Addr, DateValue, DurationValue, HttpMethod, LogLevel, MethodName,
     PathPrefix, PathText, ServiceName, SizeValue, Threads, UpstreamUrl, VersionName,
@@ -191,38 +191,6 @@ struct LoggingSection {
     level: Option<LogLevel>,
 }
 
-/// A mapping whose fields are read by a derived `Deserialize` and then
-/// checked as a whole.
-///
-/// The check runs inside the mapping's own `visit_map`, which is what makes
-/// serde_yaml_ng attach the mapping's key path and line to its error; a
-/// check after deserialization (or serde's `try_from`) would only get the
-/// enclosing sequence's position.
-#[derive(Debug)]
-struct Checked<T>(T);
-
-trait Check {
-    fn check(&self) -> Result<(), String>;
-}
-
-impl<'de, T: DeserializeOwned + Check> Deserialize<'de> for Checked<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<T>(PhantomData<T>);
-        impl<'de, T: DeserializeOwned + Check> Visitor<'de> for V<T> {
-            type Value = Checked<T>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a mapping")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                let raw = T::deserialize(MapAccessDeserializer::new(map))?;
-                raw.check().map_err(de::Error::custom)?;
-                Ok(Checked(raw))
-            }
-        }
-        d.deserialize_map(V(PhantomData))
-    }
-}
-
 /// `upstreams`: an ordered mapping of PATTERN to URL, duplicates refused.
 #[derive(Debug, Default)]
 struct Upstreams(Vec<UpstreamRule>);
@@ -357,6 +325,18 @@ impl Visitor<'_> for HeaderSeed<'_> {
 }
 
 impl FileConfig {
+    /// The first problem that needs more than one place of the file, with
+    /// the key path of the node at fault; the caller finds its line (see
+    /// `check::locate`).
+    pub(super) fn problem(&self) -> Option<Problem> {
+        if let Some(rate_limits) = &self.rate_limits {
+            if let Some(problem) = rate_limits.problem() {
+                return Some(problem.under("rate_limits"));
+            }
+        }
+        None
+    }
+
     /// Lays the file's values over the defaults. `base` is the folder of the
     /// config file, against which relative paths in it are resolved.
     pub(super) fn resolve(self, base: &Path) -> Config {

@@ -632,3 +632,108 @@ fn clap_reads_the_flags() {
     let err = Cli::try_parse_from(["protogate", "--listen", "localhost:1"]).err().unwrap().to_string();
     assert!(err.contains("IP:PORT"), "{err}");
 }
+
+#[test]
+fn rate_limits_are_checked_with_key_and_line() {
+    let cases: &[(&str, &str, &str, usize)] = &[
+        ("rate_limits:\n  max_keys: 0\n", "rate_limits.max_keys", "at least 1", 2),
+        ("rate_limits:\n  redis:\n    url: http://x\n", "rate_limits.redis.url", "not a Redis URL", 3),
+        (
+            "rate_limits:\n  redis:\n    url: redis://:hunter2@host:notaport\n",
+            "rate_limits.redis.url",
+            "not a Redis URL",
+            3,
+        ),
+        (
+            "rate_limits:\n  rules:\n    - name: ''\n      key: ip\n      rate: 1/s\n",
+            "rate_limits.rules[0].name",
+            "must not be empty",
+            3,
+        ),
+        (
+            "rate_limits:\n  rules:\n    - key: nonsense\n      rate: 1/s\n",
+            "rate_limits.rules[0].key",
+            "unknown key part \"nonsense\"",
+            3,
+        ),
+        (
+            "rate_limits:\n  rules:\n    - key:\n        - ip\n        - header:bad header\n      rate: 1/s\n",
+            "rate_limits.rules[0].key[1]",
+            "invalid header name",
+            5,
+        ),
+        (
+            "rate_limits:\n  rules:\n    - key: [consumer, ip, ' ip']\n      rate: 1/s\n",
+            "rate_limits.rules[0].key[2]",
+            "\" ip\" appears twice",
+            3,
+        ),
+        (
+            "rate_limits:\n  rules:\n    - key: []\n      rate: 1/s\n",
+            "rate_limits.rules[0].key",
+            "at least one part",
+            3,
+        ),
+        (
+            "rate_limits:\n  rules:\n    - key: ip\n      rate: 1/s\n      burst: 0\n",
+            "rate_limits.rules[0].burst",
+            "at least 1",
+            5,
+        ),
+        (
+            "rate_limits:\n  rules:\n    - key: ip\n      rate: 1/s\n      burst: -2\n",
+            "rate_limits.rules[0].burst",
+            "at least 1",
+            5,
+        ),
+        // Checks that need two places of the section are made once it is
+        // read, and still point at the node at fault.
+        (
+            "rate_limits:\n  rules:\n    - name: a\n      key: ip\n      rate: 1/s\n    - name: a\n      key: ip\n      rate: 1/s\n",
+            "rate_limits.rules[1].name",
+            "another rule is named \"a\"",
+            6,
+        ),
+        (
+            "rate_limits:\n  rules:\n    - name: rule-2\n      key: ip\n      rate: 1/s\n    - key: ip\n      rate: 1/s\n",
+            "rate_limits.rules[1]",
+            "default name",
+            6,
+        ),
+        (
+            "rate_limits:\n  rules:\n    - name: search\n      key: ip\n      rate: 10/s\n      burst: 2\n      cost: 3\n",
+            "rate_limits.rules[0].cost",
+            "rule \"search\": cost 3 exceeds the burst 2",
+            7,
+        ),
+        (
+            "rate_limits:\n  rules:\n    - key: ip\n      rate: 5/s\n      route_costs:\n        - match: { path_prefix: /v1 }\n          cost: 1\n        - match: { path_prefix: /v2 }\n          cost: 6\n",
+            "rate_limits.rules[0].route_costs[1].cost",
+            "cost 6 exceeds the burst 5",
+            9,
+        ),
+        (
+            "rate_limits:\n  rules:\n    - key: ip\n      rate: 1/s\n    - key: ip\n      rate: 1/s\n      backend: redis\n",
+            "rate_limits.rules[1].backend",
+            "rule \"rule-2\": backend redis needs a rate_limits.redis section",
+            7,
+        ),
+    ];
+    for (text, key, problem, line) in cases {
+        assert_rejected(text, key, problem, *line);
+    }
+    // The Redis URL may hold a password: it is never echoed.
+    let err = parse("rate_limits:\n  redis:\n    url: redis://:hunter2@host:notaport\n").unwrap_err();
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+#[test]
+fn a_valid_rate_limits_section_is_read() {
+    let c = parse_ok(
+        "rate_limits:\n  max_keys: 10\n  redis: { url: 'redis://127.0.0.1:6379' }\n  rules:\n    - key: [consumer, header:x-tenant]\n      rate: 10/s\n      burst: 10\n      cost: 10\n      backend: redis\n    - key: ip\n      rate: 1/s\n",
+    );
+    assert_eq!(c.rate_limits.max_keys, 10);
+    let parts = c.rate_limits.rules[0].key.parts();
+    assert_eq!(parts, [rate_limits::KeyPart::Consumer, rate_limits::KeyPart::Header("x-tenant".parse().unwrap())]);
+    assert_eq!(c.rate_limits.rules[1].name_or_default(1), "rule-2");
+}
