@@ -1,8 +1,12 @@
 //! The `auth:` and `policies:` sections of the config file, as written by
-//! the operator. Nothing here is checked beyond its shape; turning these
-//! into verifiers and per-route policies (and rejecting what does not make
-//! sense) is the job of `auth::Authenticator::new` and
-//! `auth::policy::PolicySet::new`, at load.
+//! the operator, checked while they are read so that every problem is
+//! reported with its key and line (see `check`): single values as their
+//! scalar is read, a JWT provider or a policy rule as a whole once its
+//! mapping is read, and what needs two places of the file (unique provider
+//! names, a policy naming a provider of `auth`) once the file is read.
+//! Secrets and JWKS files are read later, by `auth::Authenticator::new`,
+//! which also turns these into verifiers; `auth::policy::PolicySet::new`
+//! turns `policies` into per-route requirements.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,7 +15,9 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Deserializer};
 
+use super::check::{self, Check, KeyPath, Problem};
 use super::secret::Secret;
+use super::selector::{check_method, check_method_in_service, check_path_prefix};
 
 /// `auth:` — who may call, and what the backend learns about them.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -44,6 +50,14 @@ impl AuthConfig {
 
     pub fn forwards_token(&self) -> bool {
         self.forward_token.unwrap_or(!self.has_providers())
+    }
+
+    /// The names policies may list: every JWT provider's, then the API
+    /// keys'.
+    pub fn provider_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.jwt.iter().map(|p| p.name.as_str()).collect();
+        names.extend(self.api_keys.iter().map(|k| k.name.as_str()));
+        names
     }
 }
 
@@ -172,7 +186,7 @@ pub struct PoliciesConfig {
     /// provider is configured, `public` otherwise.
     #[serde(default)]
     pub default: Option<Access>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "check::checked_list")]
     pub rules: Vec<PolicyRule>,
 }
 
@@ -192,15 +206,16 @@ pub struct PolicyRule {
     #[serde(default)]
     pub name: Option<String>,
     /// Compared, segment by segment, with the route's path template.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "path_prefix")]
     pub path_prefix: Option<String>,
     /// Fully-qualified gRPC service.
     #[serde(default)]
     pub service: Option<String>,
     /// `package.Service/Method`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "method")]
     pub method: Option<String>,
-    #[serde(default)]
+    /// Any case (`get` is `GET`).
+    #[serde(default, deserialize_with = "http_method")]
     pub http_method: Option<String>,
     /// URL version prefix (`v1`, `v2beta1`).
     #[serde(default)]
@@ -218,6 +233,97 @@ pub struct PolicyRule {
     /// of which one is required.
     #[serde(default)]
     pub claims: BTreeMap<String, serde_json::Value>,
+}
+
+impl PolicyRule {
+    /// `name`, or `rule N` (N from 1) for the rule at `index`.
+    pub fn name_or_default(&self, index: usize) -> String {
+        self.name.clone().unwrap_or_else(|| format!("rule {}", index + 1))
+    }
+
+    /// `allow`, `authenticated` when not given.
+    pub fn access(&self) -> Access {
+        self.allow.unwrap_or(Access::Authenticated)
+    }
+
+    /// Whether the rule asks more of a caller than being authenticated.
+    pub fn is_constrained(&self) -> bool {
+        !self.providers.is_empty() || !self.scopes.is_empty() || !self.claims.is_empty()
+    }
+
+    /// `problem`, prefixed with the rule's name when it has one.
+    fn named(&self, problem: String) -> String {
+        match &self.name {
+            Some(name) => format!("rule {name:?}: {problem}"),
+            None => problem,
+        }
+    }
+}
+
+/// What is wrong with a rule on its own, as a whole (its values are checked
+/// as they are read; its providers against `auth` once the file is read).
+impl Check for PolicyRule {
+    fn check(&self) -> Result<(), String> {
+        check_method_in_service(self.service.as_deref(), self.method.as_deref()).map_err(|p| self.named(p))?;
+        if self.access() == Access::Public && self.is_constrained() {
+            return Err(self.named("a public rule cannot require providers, scopes or claims".into()));
+        }
+        Ok(())
+    }
+}
+
+impl PoliciesConfig {
+    /// What needs `auth` as well: an `authenticated` default or rule needs
+    /// a provider, and a rule's providers must be configured ones. The path
+    /// is relative to `policies`.
+    pub(super) fn problem(&self, auth: &AuthConfig) -> Option<Problem> {
+        let names = auth.provider_names();
+        if self.default == Some(Access::Authenticated) && names.is_empty() {
+            return Some(
+                KeyPath::new()
+                    .key("default")
+                    .problem("authenticated, but auth configures no provider (auth.jwt or auth.api_keys)"),
+            );
+        }
+        for (index, rule) in self.rules.iter().enumerate() {
+            let at = || KeyPath::new().key("rules").index(index);
+            if rule.access() != Access::Authenticated {
+                continue;
+            }
+            let name = rule.name_or_default(index);
+            if names.is_empty() {
+                // At `allow` when it is written, else at the rule.
+                return Some(at().key("allow").problem(format!(
+                    "rule {name:?} requires authentication, but auth configures no provider \
+                     (auth.jwt or auth.api_keys); public routes need `allow: public`"
+                )));
+            }
+            for (k, provider) in rule.providers.iter().enumerate() {
+                if !names.contains(&provider.as_str()) {
+                    return Some(at().key("providers").index(k).problem(format!(
+                        "rule {name:?}: unknown provider {provider:?}; auth configures {}",
+                        names.join(", ")
+                    )));
+                }
+            }
+        }
+        None
+    }
+}
+
+fn path_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    check::opt_str_rule(d, check_path_prefix)
+}
+
+fn method<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    check::opt_str_rule(d, check_method)
+}
+
+fn http_method<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    check::opt_str_rule(d, |text| match http::Method::from_bytes(text.to_ascii_uppercase().as_bytes()) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!("{text:?} is not an HTTP method")),
+    })
 }
 
 /// A duration as whole seconds (`60`) or with a unit (`500ms`, `60s`,

@@ -55,6 +55,12 @@ impl<'de, T: DeserializeOwned + Check> Deserialize<'de> for Checked<T> {
     }
 }
 
+/// `deserialize_with` for a list of mappings each checked by [`Checked`],
+/// kept as the plain list.
+pub(super) fn checked_list<'de, D: Deserializer<'de>, T: DeserializeOwned + Check>(d: D) -> Result<Vec<T>, D::Error> {
+    Vec::<Checked<T>>::deserialize(d).map(|list| list.into_iter().map(|Checked(item)| item).collect())
+}
+
 /// A rule for one string value: `Err` says what is wrong with it.
 pub(super) type StrRule = fn(&str) -> Result<(), String>;
 

@@ -20,6 +20,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::Deserialize;
 
 use super::check::{Check, Checked, Problem};
+use super::selector::check_method_in_service;
 use super::values::{
     parse_forward_header, parse_upstream_pattern, Addr, DateValue, DurationValue, HttpMethod, LogLevel, MethodName,
     PathPrefix, PathText, ServiceName, SizeValue, Threads, UpstreamUrl, VersionName,
@@ -166,15 +167,7 @@ impl Check for SelectorRaw {
         {
             return Err("needs at least one of path_prefix, service, method, http_method or version".into());
         }
-        if let (Some(ServiceName(service)), Some(MethodName(method))) = (&self.service, &self.method) {
-            let method_service = method.split_once('/').map_or("", |(s, _)| s);
-            if method_service != service {
-                return Err(format!(
-                    "method `{method}` is not in service `{service}`, so this selector matches nothing"
-                ));
-            }
-        }
-        Ok(())
+        check_method_in_service(self.service.as_ref().map(|s| s.0.as_str()), self.method.as_ref().map(|m| m.0.as_str()))
     }
 }
 
@@ -329,6 +322,12 @@ impl FileConfig {
     /// the key path of the node at fault; the caller finds its line (see
     /// `check::locate`).
     pub(super) fn problem(&self) -> Option<Problem> {
+        if let Some(policies) = &self.policies {
+            let no_auth = super::auth::AuthConfig::default();
+            if let Some(problem) = policies.problem(self.auth.as_ref().unwrap_or(&no_auth)) {
+                return Some(problem.under("policies"));
+            }
+        }
         if let Some(rate_limits) = &self.rate_limits {
             if let Some(problem) = rate_limits.problem() {
                 return Some(problem.under("rate_limits"));

@@ -737,3 +737,78 @@ fn a_valid_rate_limits_section_is_read() {
     assert_eq!(parts, [rate_limits::KeyPart::Consumer, rate_limits::KeyPart::Header("x-tenant".parse().unwrap())]);
     assert_eq!(c.rate_limits.rules[1].name_or_default(1), "rule-2");
 }
+
+/// An `auth` section with one JWT provider and the API keys, for policies.
+const AUTH: &str = "auth:\n  jwt:\n    - name: corp\n      secret: { env: CORP_JWT }\n  api_keys:\n    keys: []\n";
+
+#[test]
+fn policies_are_checked_with_key_and_line() {
+    let with_auth = |policies: &str| format!("{AUTH}{policies}");
+    let cases: Vec<(String, &str, &str, usize)> = vec![
+        (
+            with_auth("policies:\n  rules:\n    - path_prefix: v1/admin\n"),
+            "policies.rules[0].path_prefix",
+            "\"v1/admin\" must start with /",
+            9,
+        ),
+        (
+            with_auth("policies:\n  rules:\n    - service: a.S\n    - method: a.S.Get\n"),
+            "policies.rules[1].method",
+            "must be package.Service/Method",
+            10,
+        ),
+        (
+            with_auth("policies:\n  rules:\n    - http_method: \"GE T\"\n"),
+            "policies.rules[0].http_method",
+            "\"GE T\" is not an HTTP method",
+            9,
+        ),
+        (
+            with_auth("policies:\n  rules:\n    - name: admin\n      service: a.S\n      method: a.T/Get\n"),
+            "policies.rules[0]",
+            "rule \"admin\": method `a.T/Get` is not in service `a.S`",
+            9,
+        ),
+        (
+            with_auth("policies:\n  rules:\n    - name: health\n      allow: public\n      scopes: [read]\n"),
+            "policies.rules[0]",
+            "rule \"health\": a public rule cannot require providers, scopes or claims",
+            9,
+        ),
+        // Against `auth`, once the file is read.
+        (
+            with_auth("policies:\n  rules:\n    - name: admin\n      providers:\n        - corp\n        - nobody\n"),
+            "policies.rules[0].providers[1]",
+            "rule \"admin\": unknown provider \"nobody\"; auth configures corp, api_key",
+            12,
+        ),
+        ("policies:\n  default: authenticated\n".to_string(), "policies.default", "auth configures no provider", 2),
+        (
+            "policies:\n  default: public\n  rules:\n    - service: a.S\n      allow: authenticated\n".to_string(),
+            "policies.rules[0].allow",
+            "rule \"rule 1\" requires authentication, but auth configures no provider",
+            5,
+        ),
+        // `allow` left out means authenticated: the rule itself is named.
+        (
+            "policies:\n  rules:\n    - service: a.S\n    - name: admin\n      path_prefix: /admin\n".to_string(),
+            "policies.rules[0]",
+            "requires authentication",
+            3,
+        ),
+    ];
+    for (text, key, problem, line) in &cases {
+        assert_rejected(text, key, problem, *line);
+    }
+}
+
+#[test]
+fn a_valid_policies_section_is_read() {
+    let c = parse_ok(&format!(
+        "{AUTH}policies:\n  rules:\n    - name: admin\n      path_prefix: /v1/admin\n      http_method: delete\n      providers: [corp, api_key]\n    - service: a.S\n      allow: public\n"
+    ));
+    assert_eq!(c.policies.rules.len(), 2);
+    assert_eq!(c.policies.rules[0].http_method.as_deref(), Some("delete"));
+    // Without providers, public rules are fine.
+    parse_ok("policies:\n  default: public\n  rules:\n    - service: a.S\n      allow: public\n");
+}
