@@ -322,6 +322,11 @@ impl FileConfig {
     /// the key path of the node at fault; the caller finds its line (see
     /// `check::locate`).
     pub(super) fn problem(&self) -> Option<Problem> {
+        if let Some(auth) = &self.auth {
+            if let Some(problem) = auth.problem() {
+                return Some(problem.under("auth"));
+            }
+        }
         if let Some(policies) = &self.policies {
             let no_auth = super::auth::AuthConfig::default();
             if let Some(problem) = policies.problem(self.auth.as_ref().unwrap_or(&no_auth)) {

@@ -812,3 +812,144 @@ fn a_valid_policies_section_is_read() {
     // Without providers, public rules are fine.
     parse_ok("policies:\n  default: public\n  rules:\n    - service: a.S\n      allow: public\n");
 }
+
+#[test]
+fn auth_is_checked_with_key_and_line() {
+    let digest = "ab".repeat(32);
+    let cases: Vec<(String, &str, &str, usize)> = vec![
+        ("auth:\n  realm: 'a\"b'\n".into(), "auth.realm", "cannot be used in a WWW-Authenticate header", 2),
+        (
+            "auth:\n  jwt:\n    - name: ''\n      secret: { env: X }\n".into(),
+            "auth.jwt[0].name",
+            "must not be empty",
+            3,
+        ),
+        (
+            "auth:\n  jwt:\n    - name: a\n      secret: { env: X }\n      jwks_url: https://x.test/jwks\n".into(),
+            "auth.jwt[0]",
+            "set exactly one of jwks_url, jwks_file and secret",
+            3,
+        ),
+        (
+            "auth:\n  jwt:\n    - name: a\n      secret: { env: X }\n    - name: b\n      issuer: https://x.test\n".into(),
+            "auth.jwt[1]",
+            "set exactly one of jwks_url, jwks_file and secret",
+            5,
+        ),
+        (
+            "auth:\n  jwt:\n    - name: a\n      jwks_url: ftp://x.test/jwks\n".into(),
+            "auth.jwt[0].jwks_url",
+            "must be http:// or https://",
+            4,
+        ),
+        (
+            "auth:\n  jwt:\n    - name: a\n      secret: { env: X }\n      algorithms: [HS256, RS256]\n".into(),
+            "auth.jwt[0]",
+            "algorithm RS256 needs a public key",
+            3,
+        ),
+        (
+            "auth:\n  jwt:\n    - name: a\n      jwks_url: https://x.test/jwks\n      algorithms: [HS256]\n".into(),
+            "auth.jwt[0]",
+            "algorithm HS256 needs a shared secret",
+            3,
+        ),
+        (
+            "auth:\n  jwt:\n    - name: a\n      secret: { env: X }\n      param: x token\n".into(),
+            "auth.jwt[0]",
+            "param \"x token\" is not a header name",
+            3,
+        ),
+        (
+            "auth:\n  api_keys:\n    header: x key\n    keys: []\n".into(),
+            "auth.api_keys.header",
+            "\"x key\" is not a header name",
+            3,
+        ),
+        (
+            format!("auth:\n  api_keys:\n    keys:\n      - id: ''\n        sha256: {digest}\n"),
+            "auth.api_keys.keys[0].id",
+            "must not be empty",
+            4,
+        ),
+        (
+            "auth:\n  api_keys:\n    keys:\n      - id: batch\n        sha256: abc\n".into(),
+            "auth.api_keys.keys[0].sha256",
+            "must be 64 hex digits",
+            5,
+        ),
+        (
+            "auth:\n  forward_claims:\n    - email\n    - { claim: sub, header: x-consumer-id }\n".into(),
+            "auth.forward_claims[1].header",
+            "a claim cannot be sent as x-consumer-id",
+            4,
+        ),
+        (
+            "auth:\n  forward_claims:\n    - claim: tier\n      header: grpc-tier\n".into(),
+            "auth.forward_claims[0].header",
+            "reserved by gRPC",
+            4,
+        ),
+        (
+            "auth:\n  forward_claims:\n    - claim: tier\n      header: x tier\n".into(),
+            "auth.forward_claims[0].header",
+            "not a header name",
+            4,
+        ),
+        // Checks that need two places of the section.
+        (
+            "auth:\n  jwt:\n    - name: corp\n      secret: { env: X }\n    - name: corp\n      jwks_url: https://x.test/jwks\n"
+                .into(),
+            "auth.jwt[1].name",
+            "provider name \"corp\" is used by auth.jwt[0] too",
+            5,
+        ),
+        (
+            "auth:\n  jwt:\n    - name: corp\n      secret: { env: X }\n  api_keys:\n    name: corp\n    keys: []\n".into(),
+            "auth.api_keys.name",
+            "provider name \"corp\" is used by auth.jwt[0] too",
+            6,
+        ),
+        // The API keys' default name: reported at `api_keys`.
+        (
+            "auth:\n  jwt:\n    - name: api_key\n      secret: { env: X }\n  api_keys:\n    keys: []\n".into(),
+            "auth.api_keys",
+            "unless api_keys.name says otherwise",
+            6,
+        ),
+        (
+            format!(
+                "auth:\n  api_keys:\n    keys:\n      - id: a\n        sha256: {digest}\n      - id: a\n        sha256: {}\n",
+                "cd".repeat(32)
+            ),
+            "auth.api_keys.keys[1].id",
+            "key id \"a\" is used by keys[0] too",
+            6,
+        ),
+        (
+            format!(
+                "auth:\n  api_keys:\n    keys:\n      - id: a\n        sha256: {digest}\n      - id: b\n        sha256: {}\n",
+                digest.to_uppercase()
+            ),
+            "auth.api_keys.keys[1].sha256",
+            "key \"b\" is the same key as keys[0]",
+            7,
+        ),
+    ];
+    for (text, key, problem, line) in &cases {
+        assert_rejected(text, key, problem, *line);
+    }
+}
+
+#[test]
+fn a_valid_auth_section_is_read() {
+    let c = parse_ok(&format!(
+        "auth:\n  realm: acme\n  jwt:\n    - name: corp\n      jwks_url: https://issuer.test/jwks\n    - name: files\n      jwks_file: ./jwks.json\n      algorithms: [HS256, RS256]\n  api_keys:\n    header: X-Key\n    keys:\n      - id: batch\n        sha256: {}\n  forward_claims: [email, {{ claim: groups, header: X-Groups }}]\n",
+        "AB".repeat(32)
+    ));
+    assert_eq!(c.auth.provider_names(), ["corp", "files", "api_key"]);
+    assert_eq!(c.auth.realm.as_deref(), Some("acme"));
+    let headers: Vec<String> =
+        c.auth.forward_claims.iter().map(|claim| claim.header().unwrap().as_str().to_owned()).collect();
+    assert_eq!(headers, ["x-claim-email", "x-groups"]);
+}
