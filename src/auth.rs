@@ -32,7 +32,7 @@ use tower::{Layer, Service};
 use self::api_key::ApiKeys;
 use self::jwt::{JwtProvider, Place};
 use self::policy::{Denial, RoutePolicy};
-use crate::config::auth::AuthConfig;
+use crate::config::auth::{check_realm, AuthConfig};
 use crate::error::{Fault, GatewayError};
 use crate::http::identity::{Identity, IdentityForwarding};
 use crate::http::{Body, MatchedRoute, ResponseFuture};
@@ -40,9 +40,11 @@ use crate::http::{Body, MatchedRoute, ResponseFuture};
 /// A configuration the authenticator cannot work with.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("auth provider {name:?}: {reason}")]
-    Provider { name: String, reason: String },
-    #[error("auth.forward_claims: {0}")]
+    /// `at` is the provider's key path and name: `auth.jwt[0] (corp)`,
+    /// `auth.api_keys (api_key)`.
+    #[error("{at}: {reason}")]
+    Provider { at: String, reason: String },
+    #[error("auth.forward_claims{0}")]
     ForwardClaim(String),
     #[error("auth: provider name {0:?} is used twice")]
     DuplicateProvider(String),
@@ -130,17 +132,37 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// Reads secrets and JWKS files and checks the config. Fetching JWKS
-    /// URLs starts with [`Authenticator::start`].
+    /// Reads secrets and JWKS files, naming the provider's key path when
+    /// one cannot be read. What the config text alone can be wrong about,
+    /// the config file has already refused with key and line; it is
+    /// checked again for configs built in code. Fetching JWKS URLs starts
+    /// with [`Authenticator::start`].
     pub fn new(config: &AuthConfig) -> Result<Self, AuthError> {
         let realm = config.realm.clone().unwrap_or_else(|| "protogate".into());
-        if realm.contains(['"', '\\']) || realm.chars().any(|c| !c.is_ascii() || c.is_ascii_control()) {
+        if check_realm(&realm).is_err() {
             return Err(AuthError::Realm(realm));
         }
         let challenge =
             HeaderValue::try_from(format!("Bearer realm=\"{realm}\"")).map_err(|_| AuthError::Realm(realm.clone()))?;
-        let jwt = config.jwt.iter().map(JwtProvider::new).collect::<Result<Vec<_>, _>>()?;
-        let api_keys = config.api_keys.as_ref().map(ApiKeys::new).transpose()?;
+        let jwt = config
+            .jwt
+            .iter()
+            .enumerate()
+            .map(|(index, provider)| {
+                JwtProvider::new(provider).map_err(|reason| AuthError::Provider {
+                    at: format!("auth.jwt[{index}] ({})", provider.name),
+                    reason,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let api_keys = config
+            .api_keys
+            .as_ref()
+            .map(|keys| {
+                ApiKeys::new(keys)
+                    .map_err(|reason| AuthError::Provider { at: format!("auth.api_keys ({})", keys.name), reason })
+            })
+            .transpose()?;
         let mut names: Vec<&str> = jwt.iter().map(|p| p.name.as_str()).collect();
         names.extend(api_keys.iter().map(|k| k.name.as_str()));
         for (i, name) in names.iter().enumerate() {

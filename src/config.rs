@@ -10,6 +10,7 @@
 //! The user-facing reference is `docs/config.md`.
 
 pub mod auth;
+mod check;
 pub mod rate_limits;
 mod schema;
 pub mod secret;
@@ -251,6 +252,9 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 /// against its folder.
 pub fn from_yaml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let file: schema::FileConfig = serde_yaml_ng::from_str(text).map_err(|e| file_error(origin, &e))?;
+    if let Some(problem) = file.problem() {
+        return Err(file_error(origin, &check::locate(text, &problem)));
+    }
     let base = origin.parent().unwrap_or(Path::new(""));
     Ok(file.resolve(base))
 }

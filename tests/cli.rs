@@ -212,6 +212,31 @@ fn check_names_an_unknown_config_key_and_its_line() {
 }
 
 #[test]
+fn check_names_a_bad_rate_limit_rule_with_its_key_and_line() {
+    let ws = Workspace::new();
+    let config = ws.cwd.path().join("gateway.yaml");
+    std::fs::write(
+        &config,
+        "rate_limits:\n  rules:\n    - name: search\n      key: ip\n      rate: 10/s\n      burst: 2\n      cost: 3\n",
+    )
+    .expect("write config");
+    let output = ws.run(&[
+        "check",
+        "--config",
+        config.to_str().expect("UTF-8"),
+        "--descriptors",
+        ws.dir(),
+        "--upstream",
+        "*=http://127.0.0.1:1",
+    ]);
+    assert_exit(&output, 1);
+    let errors = stderr(&output);
+    assert!(errors.contains("gateway.yaml: rate_limits.rules[0].cost: "), "the key path is not named: {errors}");
+    assert!(errors.contains("cost 3 exceeds the burst 2"), "the problem is not named: {errors}");
+    assert!(errors.contains("at line 7 column"), "the line is not named: {errors}");
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let ws = Workspace::new();
     for args in [&["frobnicate"][..], &["routes", "--no-such-flag"], &["serve", "--listen", "not-an-address"], &[]] {

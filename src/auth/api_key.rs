@@ -9,8 +9,8 @@ use http::{HeaderMap, HeaderName, Uri};
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
-use super::{query_param, AuthError, Rejection};
-use crate::config::auth::ApiKeysConfig;
+use super::{query_param, Rejection};
+use crate::config::auth::{parse_sha256_digest, ApiKeysConfig};
 use crate::http::Identity;
 
 struct Key {
@@ -27,20 +27,21 @@ pub struct ApiKeys {
 }
 
 impl ApiKeys {
-    pub fn new(config: &ApiKeysConfig) -> Result<Self, AuthError> {
-        let fail = |reason: String| AuthError::Provider { name: config.name.clone(), reason };
+    /// The config file has already refused what is wrong here, with key
+    /// and line; it is checked again for key sets built in code. The error
+    /// says what is wrong, the caller says where.
+    pub fn new(config: &ApiKeysConfig) -> Result<Self, String> {
         let header = HeaderName::from_bytes(config.header.to_ascii_lowercase().as_bytes())
-            .map_err(|_| fail(format!("header {:?} is not a header name", config.header)))?;
+            .map_err(|_| format!("header {:?} is not a header name", config.header))?;
         let mut keys: Vec<Key> = Vec::with_capacity(config.keys.len());
         for key in &config.keys {
-            let digest = parse_hex_digest(&key.sha256).ok_or_else(|| {
-                fail(format!("key {:?}: sha256 must be 64 hex digits (the SHA-256 of the key)", key.id))
-            })?;
+            let digest = parse_sha256_digest(&key.sha256)
+                .ok_or_else(|| format!("key {:?}: sha256 must be 64 hex digits (the SHA-256 of the key)", key.id))?;
             if key.id.is_empty() {
-                return Err(fail("every key needs an id".into()));
+                return Err("every key needs an id".into());
             }
             if keys.iter().any(|k| k.id == key.id || k.digest == digest) {
-                return Err(fail(format!("key {:?} is listed twice", key.id)));
+                return Err(format!("key {:?} is listed twice", key.id));
             }
             keys.push(Key { id: key.id.clone(), digest, scopes: key.scopes.clone() });
         }
@@ -81,18 +82,6 @@ impl ApiKeys {
             claims: serde_json::Map::new(),
         })
     }
-}
-
-fn parse_hex_digest(text: &str) -> Option<[u8; 32]> {
-    let text = text.trim();
-    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 #[cfg(test)]

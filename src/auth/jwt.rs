@@ -13,27 +13,9 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
 use super::jwks::{JwksCache, JwksSource, Lookup, VerifyKey};
-use super::{query_param, AuthError, Rejection};
+use super::{query_param, Rejection};
 use crate::config::auth::{JwtProviderConfig, TokenLocation};
 use crate::http::Identity;
-
-/// Every algorithm a provider may accept: HMAC first, then asymmetric.
-const ALL: &[Algorithm] = &[
-    Algorithm::HS256,
-    Algorithm::HS384,
-    Algorithm::HS512,
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
-const HMAC: &[Algorithm] = ALL.split_at(3).0;
-const ASYMMETRIC: &[Algorithm] = ALL.split_at(3).1;
 
 /// Where a provider reads its token, resolved at load.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,58 +45,33 @@ pub struct JwtProvider {
 }
 
 impl JwtProvider {
-    pub fn new(config: &JwtProviderConfig) -> Result<Self, AuthError> {
-        let fail = |reason: String| AuthError::Provider { name: config.name.clone(), reason };
-        if config.name.is_empty() {
-            return Err(fail("name must not be empty".into()));
-        }
-        let sources = [config.jwks_url.is_some(), config.jwks_file.is_some(), config.secret.is_some()];
-        if sources.iter().filter(|s| **s).count() != 1 {
-            return Err(fail("set exactly one of jwks_url, jwks_file and secret".into()));
-        }
-        let is_secret = config.secret.is_some();
-        let allowed_family: &[Algorithm] = match (&config.secret, &config.jwks_file) {
-            (Some(_), _) => HMAC,
-            // A local file may hold `oct` keys; a published JWKS may not.
-            (None, Some(_)) => ALL,
-            (None, None) => ASYMMETRIC,
-        };
-        let algorithms = if config.algorithms.is_empty() {
-            if is_secret { HMAC } else { ASYMMETRIC }.to_vec()
-        } else {
-            config.algorithms.clone()
-        };
-        if let Some(bad) = algorithms.iter().find(|a| !allowed_family.contains(a)) {
-            return Err(fail(if is_secret {
-                format!("algorithm {bad:?} needs a public key; a secret only verifies HS256/384/512")
-            } else {
-                format!("algorithm {bad:?} needs a shared secret; a JWKS URL publishes public keys")
-            }));
-        }
+    /// Reads the secret or the JWKS file. The error says what is wrong,
+    /// the caller says with which provider. What `validate` refuses, the
+    /// config file has already refused with key and line; it is checked
+    /// again for providers built in code.
+    pub fn new(config: &JwtProviderConfig) -> Result<Self, String> {
+        config.validate()?;
+        let algorithms = config.accepted_algorithms();
 
         let keys = if let Some(secret) = &config.secret {
-            let bytes = secret.read().map_err(|e| fail(e.to_string()))?;
+            let bytes = secret.read().map_err(|e| format!("secret: {e}"))?;
             Keys::Static(Arc::new(VerifyKey::hmac(&bytes)))
         } else if let Some(url) = &config.jwks_url {
-            let parsed: Uri = url.parse().map_err(|_| fail(format!("jwks_url {url:?} is not a URL")))?;
-            if !matches!(parsed.scheme_str(), Some("http" | "https")) {
-                return Err(fail(format!("jwks_url {url:?} must be http:// or https://")));
-            }
-            let source = JwksSource::url(url.clone()).map_err(|e| fail(e.to_string()))?;
+            let source = JwksSource::url(url.clone()).map_err(|e| format!("jwks_url: {e}"))?;
             Keys::Jwks(Arc::new(JwksCache::new(config.name.clone(), source, false, config.jwks_cooldown)))
         } else if let Some(path) = &config.jwks_file {
             let cache = JwksCache::new(config.name.clone(), JwksSource::File(path.clone()), true, config.jwks_cooldown);
-            cache.load_file_now().map_err(|e| fail(e.to_string()))?;
+            cache.load_file_now().map_err(|e| format!("jwks_file: {e}"))?;
             Keys::Jwks(Arc::new(cache))
         } else {
-            return Err(fail("no key source".into()));
+            return Err("no key source".into());
         };
 
         let place = match (config.from, &config.param) {
             (TokenLocation::Header, None) => Place::Header(AUTHORIZATION),
             (TokenLocation::Header, Some(name)) => Place::Header(
                 HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
-                    .map_err(|_| fail(format!("param {name:?} is not a header name")))?,
+                    .map_err(|_| format!("param {name:?} is not a header name"))?,
             ),
             (TokenLocation::Query, name) => Place::Query(name.clone().unwrap_or_else(|| "access_token".into())),
             (TokenLocation::Cookie, name) => Place::Cookie(name.clone().unwrap_or_else(|| "access_token".into())),

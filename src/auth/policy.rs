@@ -138,11 +138,13 @@ impl fmt::Display for RoutePolicy {
     }
 }
 
+/// A policy that cannot be used. The config file's checks refuse all of
+/// these with key and line first; this guards configs built in code.
 #[derive(Debug, thiserror::Error)]
-#[error("policies.rules[{index}] ({name}): {reason}")]
+#[error("{at}: {reason}")]
 pub struct PolicyError {
-    pub index: usize,
-    pub name: String,
+    /// `policies.default`, or `policies.rules[N] (name)`.
+    pub at: String,
     pub reason: String,
 }
 
@@ -155,18 +157,14 @@ pub struct PolicySet {
 
 impl PolicySet {
     pub fn new(policies: &PoliciesConfig, auth: &AuthConfig) -> Result<Self, PolicyError> {
-        let mut provider_names: Vec<&str> = auth.jwt.iter().map(|p| p.name.as_str()).collect();
-        if let Some(keys) = &auth.api_keys {
-            provider_names.push(keys.name.as_str());
-        }
+        let provider_names = auth.provider_names();
         let has_providers = auth.has_providers();
         let default_access =
             policies.default.unwrap_or(if has_providers { Access::Authenticated } else { Access::Public });
         if default_access == Access::Authenticated && !has_providers {
             return Err(PolicyError {
-                index: 0,
-                name: "default".into(),
-                reason: "policies.default is authenticated but auth configures no provider".into(),
+                at: "policies.default".into(),
+                reason: "authenticated, but auth configures no provider".into(),
             });
         }
         let default = Arc::new(RoutePolicy {
@@ -180,8 +178,8 @@ impl PolicySet {
         });
         let mut rules = Vec::with_capacity(policies.rules.len());
         for (index, rule) in policies.rules.iter().enumerate() {
-            let name = rule.name.clone().unwrap_or_else(|| format!("rule {}", index + 1));
-            let fail = |reason: String| PolicyError { index, name: name.clone(), reason };
+            let name = rule.name_or_default(index);
+            let fail = |reason: String| PolicyError { at: format!("policies.rules[{index}] ({name})"), reason };
             let selector = selector(rule).map_err(fail)?;
             let requirement = requirement(rule, &provider_names, has_providers).map_err(fail)?;
             rules.push((selector, Arc::new(RoutePolicy { source: name.clone(), requirement })));
@@ -229,9 +227,10 @@ fn selector(rule: &PolicyRule) -> Result<RouteSelector, String> {
 }
 
 fn requirement(rule: &PolicyRule, provider_names: &[&str], has_providers: bool) -> Result<Requirement, String> {
-    let constrained = !rule.providers.is_empty() || !rule.scopes.is_empty() || !rule.claims.is_empty();
-    match rule.allow.unwrap_or(Access::Authenticated) {
-        Access::Public if constrained => Err("a public rule cannot require providers, scopes or claims".into()),
+    match rule.access() {
+        Access::Public if rule.is_constrained() => {
+            Err("a public rule cannot require providers, scopes or claims".into())
+        }
         Access::Public => Ok(Requirement::Public),
         Access::Authenticated => {
             if !has_providers {
@@ -332,17 +331,28 @@ rules:
 
     #[test]
     fn invalid_rules_are_load_errors() {
-        let bad = |yaml: &str| {
-            let policies: PoliciesConfig = serde_yaml_ng::from_str(yaml).expect("parses");
-            PolicySet::new(&policies, &auth()).is_err()
+        // What the rules alone show is refused while they are read (with
+        // key and line, see config::tests)...
+        for yaml in [
+            "rules: [{ allow: public, scopes: [a] }]",
+            "rules: [{ method: NoSlash }]",
+            "rules: [{ path_prefix: v1 }]",
+            "rules: [{ http_method: \"GE T\" }]",
+        ] {
+            assert!(serde_yaml_ng::from_str::<PoliciesConfig>(yaml).is_err(), "{yaml}");
+        }
+        let built = PoliciesConfig {
+            default: None,
+            rules: vec![PolicyRule { path_prefix: Some("v1".into()), ..PolicyRule::default() }],
         };
-        assert!(bad("rules: [{ providers: [nobody] }]"));
-        assert!(bad("rules: [{ allow: public, scopes: [a] }]"));
-        assert!(bad("rules: [{ method: NoSlash }]"));
-        assert!(bad("rules: [{ path_prefix: v1 }]"));
-        assert!(bad("rules: [{ http_method: \"GE T\" }]"));
+        assert!(PolicySet::new(&built, &auth()).is_err());
+        // ...and what needs `auth` as well is refused here too.
+        let unknown: PoliciesConfig = serde_yaml_ng::from_str("rules: [{ providers: [nobody] }]").expect("p");
+        let err = PolicySet::new(&unknown, &auth()).expect_err("unknown provider");
+        assert_eq!(err.to_string(), "policies.rules[0] (rule 1): unknown provider \"nobody\"");
         let no_auth: PoliciesConfig = serde_yaml_ng::from_str("default: authenticated").expect("p");
-        assert!(PolicySet::new(&no_auth, &AuthConfig::default()).is_err());
+        let err = PolicySet::new(&no_auth, &AuthConfig::default()).expect_err("no provider");
+        assert!(err.to_string().starts_with("policies.default: "), "{err}");
     }
 
     #[test]

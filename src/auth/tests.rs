@@ -5,6 +5,7 @@ use http::{HeaderMap, Uri};
 use sha2::{Digest, Sha256};
 
 use super::*;
+use crate::config::auth::{ForwardClaim, MappedClaim};
 
 fn authenticator(yaml: &str) -> Authenticator {
     let config: AuthConfig = serde_yaml_ng::from_str(yaml).expect("config");
@@ -117,9 +118,16 @@ fn forwarding_rules() {
     let names: Vec<&str> = f.claims.iter().map(|(_, h)| h.as_str()).collect();
     assert_eq!(names, vec!["x-claim-email", "x-claim-https---acme-test-roles"]);
     for reserved in ["x-consumer-id", "authorization", "grpc-status"] {
-        let config: AuthConfig =
-            serde_yaml_ng::from_str(&format!("forward_claims: [{{ claim: c, header: {reserved} }}]")).expect("config");
-        assert!(IdentityForwarding::new(&config).is_err(), "{reserved}");
+        // Refused while the config is read (with key and line, see
+        // config::tests), and again for a config built in code.
+        let yaml = format!("forward_claims: [{{ claim: c, header: {reserved} }}]");
+        assert!(serde_yaml_ng::from_str::<AuthConfig>(&yaml).is_err(), "{reserved}");
+        let config = AuthConfig {
+            forward_claims: vec![ForwardClaim::Mapped(MappedClaim { claim: "c".into(), header: reserved.into() })],
+            ..AuthConfig::default()
+        };
+        let err = IdentityForwarding::new(&config).expect_err(reserved);
+        assert!(err.starts_with("[0] (claim \"c\"): a claim cannot be sent as"), "{err}");
     }
 }
 
@@ -150,13 +158,30 @@ fn duplicate_names_and_bad_realms_are_config_errors() {
     let secret = dir.path().join("s");
     std::fs::write(&secret, "x").expect("write");
     let dup = format!("jwt: [{{ name: api_key, secret: {{ file: {} }} }}]\napi_keys: {{ keys: [] }}", secret.display());
+    // The section alone reads; the config file refuses it as a whole (see
+    // config::tests), and so does the authenticator.
     let config: AuthConfig = serde_yaml_ng::from_str(&dup).expect("config");
     assert!(matches!(
         Authenticator::new(&config),
         Err(AuthError::DuplicateProvider(name)) if name == "api_key"
     ));
-    let config: AuthConfig = serde_yaml_ng::from_str("realm: 'a\"b'\napi_keys: { keys: [] }").expect("config");
+    assert!(serde_yaml_ng::from_str::<AuthConfig>("realm: 'a\"b'\napi_keys: { keys: [] }").is_err());
+    let config = AuthConfig { realm: Some("a\"b".into()), ..AuthConfig::default() };
     assert!(matches!(Authenticator::new(&config), Err(AuthError::Realm(_))));
+}
+
+#[test]
+fn unreadable_secrets_name_the_provider_key_path() {
+    let config: AuthConfig =
+        serde_yaml_ng::from_str("jwt:\n  - name: corp\n    secret: { env: PROTOGATE_TEST_SURELY_UNSET_VAR }\n")
+            .expect("config");
+    let err = Authenticator::new(&config).expect_err("unset secret").to_string();
+    assert_eq!(err, "auth.jwt[0] (corp): secret: environment variable PROTOGATE_TEST_SURELY_UNSET_VAR is not set");
+    let config: AuthConfig =
+        serde_yaml_ng::from_str("jwt:\n  - name: a\n    jwks_url: https://x.test/jwks\n  - name: files\n    jwks_file: /nonexistent/jwks.json\n")
+            .expect("config");
+    let err = Authenticator::new(&config).expect_err("missing file").to_string();
+    assert!(err.starts_with("auth.jwt[1] (files): jwks_file: reading /nonexistent/jwks.json: "), "{err}");
 }
 
 #[test]

@@ -1,14 +1,22 @@
 //! The `rate_limits:` section of the config file, as serde types. Values
-//! with a grammar of their own (`100/s`, `10.0.0.0/8`, `50ms`) are parsed
-//! while deserializing, so a bad value is reported with its key and line.
+//! with a grammar of their own (`100/s`, `10.0.0.0/8`, `50ms`, key parts)
+//! are parsed while deserializing, and what needs two places of the section
+//! (unique names, cost against burst, a `redis` rule against the `redis`
+//! section) once it is read, so every problem is reported with its key and
+//! line (see `check`).
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use http::HeaderName;
 use ipnet::IpNet;
+use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
+
+use super::check::{self, KeyPath, Problem};
 
 /// `rate_limits:`. The default has no rules: nothing is limited.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -22,7 +30,9 @@ pub struct RateLimitsConfig {
     pub redis: Option<RedisConfig>,
     /// What a `redis` rule decides while Redis cannot be reached.
     pub on_redis_error: OnRedisError,
-    /// The most keys the local limiter keeps at once (memory bound).
+    /// The most keys the local limiter keeps at once (memory bound); at
+    /// least 1.
+    #[serde(deserialize_with = "check::at_least_one_usize")]
     pub max_keys: usize,
     /// Every rule that selects a route applies to it, in this order.
     pub rules: Vec<RuleConfig>,
@@ -60,6 +70,7 @@ pub enum ClientIpHeader {
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://[user:password@]host:port[/db]` or `rediss://…`.
+    #[serde(deserialize_with = "redis_url")]
     pub url: String,
     /// Put in front of every key, so several gateways (or other users) can
     /// share one Redis.
@@ -93,8 +104,8 @@ pub enum OnRedisError {
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// Names the limit in 429 messages and in Redis keys; `rule-N` (N from
-    /// 1, in file order) when absent.
-    #[serde(default)]
+    /// 1, in file order) when absent. Never empty.
+    #[serde(default, deserialize_with = "rule_name")]
     pub name: Option<String>,
     /// Which routes the rule applies to; empty selects every route.
     #[serde(default, rename = "match")]
@@ -103,7 +114,8 @@ pub struct RuleConfig {
     pub key: KeySpec,
     pub rate: Rate,
     /// Requests allowed at once (bucket size); the rate's count by default.
-    #[serde(default)]
+    /// At least 1.
+    #[serde(default, deserialize_with = "check::opt_at_least_one_u32")]
     pub burst: Option<u32>,
     /// Units one request takes; 1 by default.
     #[serde(default = "one")]
@@ -143,19 +155,161 @@ pub struct RuleMatch {
     pub version: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum KeySpec {
-    One(String),
-    Many(Vec<String>),
-}
+/// What one bucket is per, as written: one part (`ip`) or a list of parts
+/// (`[consumer, route]`). Parsed while reading: never empty, no part twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpec(Vec<KeyPart>);
 
 impl KeySpec {
-    pub fn parts(&self) -> &[String] {
-        match self {
-            KeySpec::One(one) => std::slice::from_ref(one),
-            KeySpec::Many(many) => many,
+    pub fn parts(&self) -> &[KeyPart] {
+        &self.0
+    }
+}
+
+/// One part of a bucket key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPart {
+    /// The authenticated consumer; the client IP for anonymous requests.
+    Consumer,
+    /// The client IP (see `client_ip.rs`).
+    Ip,
+    /// The route itself: one bucket per HTTP method and template.
+    Route,
+    /// A request header's value; the client IP when the header is absent.
+    Header(HeaderName),
+}
+
+impl FromStr for KeyPart {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "consumer" => Ok(Self::Consumer),
+            "ip" => Ok(Self::Ip),
+            "route" => Ok(Self::Route),
+            other => match other.strip_prefix("header:") {
+                Some(name) => HeaderName::try_from(name.trim())
+                    .map(Self::Header)
+                    .map_err(|_| format!("invalid header name {name:?} in key")),
+                None => Err(format!("unknown key part {other:?}: expected consumer, ip, route or header:NAME")),
+            },
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for KeySpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = KeySpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key part (consumer, ip, route, header:NAME) or a list of them")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<KeySpec, E> {
+                v.parse().map(|part| KeySpec(vec![part])).map_err(E::custom)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<KeySpec, A::Error> {
+                let mut parts = Vec::new();
+                // Each part is read through a seed that knows the earlier
+                // ones, so a repeated part is reported at its own line.
+                while let Some(part) = seq.next_element_seed(PartSeed { seen: &parts })? {
+                    parts.push(part);
+                }
+                if parts.is_empty() {
+                    return Err(de::Error::custom("at least one part is needed"));
+                }
+                Ok(KeySpec(parts))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+struct PartSeed<'a> {
+    seen: &'a [KeyPart],
+}
+
+impl<'de> DeserializeSeed<'de> for PartSeed<'_> {
+    type Value = KeyPart;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<KeyPart, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for PartSeed<'_> {
+    type Value = KeyPart;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a key part: consumer, ip, route or header:NAME")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<KeyPart, E> {
+        let part: KeyPart = v.parse().map_err(E::custom)?;
+        if self.seen.contains(&part) {
+            return Err(E::custom(format!("{v:?} appears twice")));
+        }
+        Ok(part)
+    }
+}
+
+fn rule_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    check::opt_str_rule(d, |name| if name.is_empty() { Err("must not be empty".into()) } else { Ok(()) })
+}
+
+/// Parsed as the client will parse it; the URL may hold a password, so the
+/// message names the problem, never the URL.
+fn redis_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    check::str_rule(d, |url| match redis::Client::open(url) {
+        Ok(_) => Ok(()),
+        Err(err) => {
+            Err(format!("not a Redis URL (redis://[user:password@]host:port[/db] or rediss://...): {}", err.category()))
+        }
+    })
+}
+
+impl RuleConfig {
+    /// `name`, or `rule-N` (N from 1) for the rule at `index`.
+    pub fn name_or_default(&self, index: usize) -> String {
+        self.name.clone().unwrap_or_else(|| format!("rule-{}", index + 1))
+    }
+
+    /// The bucket size: `burst`, else the rate's count.
+    pub fn bucket_size(&self) -> u32 {
+        self.burst.unwrap_or(self.rate.count)
+    }
+}
+
+impl RateLimitsConfig {
+    /// What needs more than one place of the section: names are unique, no
+    /// cost exceeds its rule's burst, a `redis` rule has a `redis` section.
+    /// The path is relative to `rate_limits`.
+    pub(super) fn problem(&self) -> Option<Problem> {
+        let mut names = HashSet::new();
+        for (index, rule) in self.rules.iter().enumerate() {
+            let at = || KeyPath::new().key("rules").index(index);
+            let name = rule.name_or_default(index);
+            if !names.insert(name.clone()) {
+                let message = match rule.name {
+                    Some(_) => format!("another rule is named {name:?}"),
+                    None => format!("another rule is named {name:?}, this rule's default name: give it a name"),
+                };
+                return Some(at().key("name").problem(message));
+            }
+            let burst = rule.bucket_size();
+            let exceeds =
+                |cost: u32| format!("rule {name:?}: cost {cost} exceeds the burst {burst}: no request could ever pass");
+            if rule.cost > burst {
+                return Some(at().key("cost").problem(exceeds(rule.cost)));
+            }
+            for (k, route_cost) in rule.route_costs.iter().enumerate() {
+                if route_cost.cost > burst {
+                    return Some(at().key("route_costs").index(k).key("cost").problem(exceeds(route_cost.cost)));
+                }
+            }
+            if rule.backend == Backend::Redis && self.redis.is_none() {
+                let message = format!("rule {name:?}: backend redis needs a rate_limits.redis section");
+                return Some(at().key("backend").problem(message));
+            }
+        }
+        None
     }
 }
 

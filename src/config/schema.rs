@@ -12,14 +12,15 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::marker::PhantomData;
 use std::path::{Component, Path, PathBuf};
 
 use http::HeaderName;
 use serde::de::value::MapAccessDeserializer;
-use serde::de::{self, DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use super::check::{Check, Checked, Problem};
+use super::selector::check_method_in_service;
 use super::values::{
     parse_forward_header, parse_upstream_pattern, Addr, DateValue, DurationValue, HttpMethod, LogLevel, MethodName,
     PathPrefix, PathText, ServiceName, SizeValue, Threads, UpstreamUrl, VersionName,
@@ -166,15 +167,7 @@ impl Check for SelectorRaw {
         {
             return Err("needs at least one of path_prefix, service, method, http_method or version".into());
         }
-        if let (Some(ServiceName(service)), Some(MethodName(method))) = (&self.service, &self.method) {
-            let method_service = method.split_once('/').map_or("", |(s, _)| s);
-            if method_service != service {
-                return Err(format!(
-                    "method `{method}` is not in service `{service}`, so this selector matches nothing"
-                ));
-            }
-        }
-        Ok(())
+        check_method_in_service(self.service.as_ref().map(|s| s.0.as_str()), self.method.as_ref().map(|m| m.0.as_str()))
     }
 }
 
@@ -189,38 +182,6 @@ struct LimitsSection {
 struct LoggingSection {
     format: Option<LogFormat>,
     level: Option<LogLevel>,
-}
-
-/// A mapping whose fields are read by a derived `Deserialize` and then
-/// checked as a whole.
-///
-/// The check runs inside the mapping's own `visit_map`, which is what makes
-/// serde_yaml_ng attach the mapping's key path and line to its error; a
-/// check after deserialization (or serde's `try_from`) would only get the
-/// enclosing sequence's position.
-#[derive(Debug)]
-struct Checked<T>(T);
-
-trait Check {
-    fn check(&self) -> Result<(), String>;
-}
-
-impl<'de, T: DeserializeOwned + Check> Deserialize<'de> for Checked<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<T>(PhantomData<T>);
-        impl<'de, T: DeserializeOwned + Check> Visitor<'de> for V<T> {
-            type Value = Checked<T>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a mapping")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                let raw = T::deserialize(MapAccessDeserializer::new(map))?;
-                raw.check().map_err(de::Error::custom)?;
-                Ok(Checked(raw))
-            }
-        }
-        d.deserialize_map(V(PhantomData))
-    }
 }
 
 /// `upstreams`: an ordered mapping of PATTERN to URL, duplicates refused.
@@ -357,6 +318,29 @@ impl Visitor<'_> for HeaderSeed<'_> {
 }
 
 impl FileConfig {
+    /// The first problem that needs more than one place of the file, with
+    /// the key path of the node at fault; the caller finds its line (see
+    /// `check::locate`).
+    pub(super) fn problem(&self) -> Option<Problem> {
+        if let Some(auth) = &self.auth {
+            if let Some(problem) = auth.problem() {
+                return Some(problem.under("auth"));
+            }
+        }
+        if let Some(policies) = &self.policies {
+            let no_auth = super::auth::AuthConfig::default();
+            if let Some(problem) = policies.problem(self.auth.as_ref().unwrap_or(&no_auth)) {
+                return Some(problem.under("policies"));
+            }
+        }
+        if let Some(rate_limits) = &self.rate_limits {
+            if let Some(problem) = rate_limits.problem() {
+                return Some(problem.under("rate_limits"));
+            }
+        }
+        None
+    }
+
     /// Lays the file's values over the defaults. `base` is the folder of the
     /// config file, against which relative paths in it are resolved.
     pub(super) fn resolve(self, base: &Path) -> Config {

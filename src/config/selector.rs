@@ -46,22 +46,46 @@ impl RouteSelector {
 
     /// The problems of a selector as written, for the config's checks.
     pub fn problem(&self) -> Option<String> {
-        if let Some(prefix) = &self.path_prefix {
-            if !prefix.starts_with('/') {
-                return Some(format!("path_prefix {prefix:?} must start with /"));
-            }
+        if let Some(Err(problem)) = self.path_prefix.as_deref().map(check_path_prefix) {
+            return Some(format!("path_prefix {problem}"));
         }
-        if let Some(method) = &self.method {
-            let Some((service, _)) = method.split_once('/') else {
-                return Some(format!("method {method:?} must be package.Service/Method"));
-            };
-            if self.service.as_deref().is_some_and(|s| s != service) {
-                return Some(format!(
-                    "method `{method}` is not in service `{service}`, so this selector matches nothing"
-                ));
-            }
+        if let Some(Err(problem)) = self.method.as_deref().map(check_method) {
+            return Some(format!("method {problem}"));
         }
-        None
+        check_method_in_service(self.service.as_deref(), self.method.as_deref()).err()
+    }
+}
+
+/// A selector's `path_prefix`: compared with path templates, so it starts
+/// with `/`.
+pub fn check_path_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.starts_with('/') {
+        Ok(())
+    } else {
+        Err(format!("{prefix:?} must start with /"))
+    }
+}
+
+/// A selector's `method`: `package.Service/Method`.
+pub fn check_method(method: &str) -> Result<(), String> {
+    if method.contains('/') {
+        Ok(())
+    } else {
+        Err(format!("{method:?} must be package.Service/Method"))
+    }
+}
+
+/// A selector with both `service` and `method` selects nothing unless the
+/// method is the service's.
+pub fn check_method_in_service(service: Option<&str>, method: Option<&str>) -> Result<(), String> {
+    let (Some(service), Some(method)) = (service, method) else {
+        return Ok(());
+    };
+    match method.split_once('/') {
+        Some((of, _)) if of != service => {
+            Err(format!("method `{method}` is not in service `{service}`, so this selector matches nothing"))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -632,3 +632,324 @@ fn clap_reads_the_flags() {
     let err = Cli::try_parse_from(["protogate", "--listen", "localhost:1"]).err().unwrap().to_string();
     assert!(err.contains("IP:PORT"), "{err}");
 }
+
+#[test]
+fn rate_limits_are_checked_with_key_and_line() {
+    let cases: &[(&str, &str, &str, usize)] = &[
+        ("rate_limits:\n  max_keys: 0\n", "rate_limits.max_keys", "at least 1", 2),
+        ("rate_limits:\n  redis:\n    url: http://x\n", "rate_limits.redis.url", "not a Redis URL", 3),
+        (
+            "rate_limits:\n  redis:\n    url: redis://:hunter2@host:notaport\n",
+            "rate_limits.redis.url",
+            "not a Redis URL",
+            3,
+        ),
+        (
+            "rate_limits:\n  rules:\n    - name: ''\n      key: ip\n      rate: 1/s\n",
+            "rate_limits.rules[0].name",
+            "must not be empty",
+            3,
+        ),
+        (
+            "rate_limits:\n  rules:\n    - key: nonsense\n      rate: 1/s\n",
+            "rate_limits.rules[0].key",
+            "unknown key part \"nonsense\"",
+            3,
+        ),
+        (
+            "rate_limits:\n  rules:\n    - key:\n        - ip\n        - header:bad header\n      rate: 1/s\n",
+            "rate_limits.rules[0].key[1]",
+            "invalid header name",
+            5,
+        ),
+        (
+            "rate_limits:\n  rules:\n    - key: [consumer, ip, ' ip']\n      rate: 1/s\n",
+            "rate_limits.rules[0].key[2]",
+            "\" ip\" appears twice",
+            3,
+        ),
+        (
+            "rate_limits:\n  rules:\n    - key: []\n      rate: 1/s\n",
+            "rate_limits.rules[0].key",
+            "at least one part",
+            3,
+        ),
+        (
+            "rate_limits:\n  rules:\n    - key: ip\n      rate: 1/s\n      burst: 0\n",
+            "rate_limits.rules[0].burst",
+            "at least 1",
+            5,
+        ),
+        (
+            "rate_limits:\n  rules:\n    - key: ip\n      rate: 1/s\n      burst: -2\n",
+            "rate_limits.rules[0].burst",
+            "at least 1",
+            5,
+        ),
+        // Checks that need two places of the section are made once it is
+        // read, and still point at the node at fault.
+        (
+            "rate_limits:\n  rules:\n    - name: a\n      key: ip\n      rate: 1/s\n    - name: a\n      key: ip\n      rate: 1/s\n",
+            "rate_limits.rules[1].name",
+            "another rule is named \"a\"",
+            6,
+        ),
+        (
+            "rate_limits:\n  rules:\n    - name: rule-2\n      key: ip\n      rate: 1/s\n    - key: ip\n      rate: 1/s\n",
+            "rate_limits.rules[1]",
+            "default name",
+            6,
+        ),
+        (
+            "rate_limits:\n  rules:\n    - name: search\n      key: ip\n      rate: 10/s\n      burst: 2\n      cost: 3\n",
+            "rate_limits.rules[0].cost",
+            "rule \"search\": cost 3 exceeds the burst 2",
+            7,
+        ),
+        (
+            "rate_limits:\n  rules:\n    - key: ip\n      rate: 5/s\n      route_costs:\n        - match: { path_prefix: /v1 }\n          cost: 1\n        - match: { path_prefix: /v2 }\n          cost: 6\n",
+            "rate_limits.rules[0].route_costs[1].cost",
+            "cost 6 exceeds the burst 5",
+            9,
+        ),
+        (
+            "rate_limits:\n  rules:\n    - key: ip\n      rate: 1/s\n    - key: ip\n      rate: 1/s\n      backend: redis\n",
+            "rate_limits.rules[1].backend",
+            "rule \"rule-2\": backend redis needs a rate_limits.redis section",
+            7,
+        ),
+    ];
+    for (text, key, problem, line) in cases {
+        assert_rejected(text, key, problem, *line);
+    }
+    // The Redis URL may hold a password: it is never echoed.
+    let err = parse("rate_limits:\n  redis:\n    url: redis://:hunter2@host:notaport\n").unwrap_err();
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+#[test]
+fn a_valid_rate_limits_section_is_read() {
+    let c = parse_ok(
+        "rate_limits:\n  max_keys: 10\n  redis: { url: 'redis://127.0.0.1:6379' }\n  rules:\n    - key: [consumer, header:x-tenant]\n      rate: 10/s\n      burst: 10\n      cost: 10\n      backend: redis\n    - key: ip\n      rate: 1/s\n",
+    );
+    assert_eq!(c.rate_limits.max_keys, 10);
+    let parts = c.rate_limits.rules[0].key.parts();
+    assert_eq!(parts, [rate_limits::KeyPart::Consumer, rate_limits::KeyPart::Header("x-tenant".parse().unwrap())]);
+    assert_eq!(c.rate_limits.rules[1].name_or_default(1), "rule-2");
+}
+
+/// An `auth` section with one JWT provider and the API keys, for policies.
+const AUTH: &str = "auth:\n  jwt:\n    - name: corp\n      secret: { env: CORP_JWT }\n  api_keys:\n    keys: []\n";
+
+#[test]
+fn policies_are_checked_with_key_and_line() {
+    let with_auth = |policies: &str| format!("{AUTH}{policies}");
+    let cases: Vec<(String, &str, &str, usize)> = vec![
+        (
+            with_auth("policies:\n  rules:\n    - path_prefix: v1/admin\n"),
+            "policies.rules[0].path_prefix",
+            "\"v1/admin\" must start with /",
+            9,
+        ),
+        (
+            with_auth("policies:\n  rules:\n    - service: a.S\n    - method: a.S.Get\n"),
+            "policies.rules[1].method",
+            "must be package.Service/Method",
+            10,
+        ),
+        (
+            with_auth("policies:\n  rules:\n    - http_method: \"GE T\"\n"),
+            "policies.rules[0].http_method",
+            "\"GE T\" is not an HTTP method",
+            9,
+        ),
+        (
+            with_auth("policies:\n  rules:\n    - name: admin\n      service: a.S\n      method: a.T/Get\n"),
+            "policies.rules[0]",
+            "rule \"admin\": method `a.T/Get` is not in service `a.S`",
+            9,
+        ),
+        (
+            with_auth("policies:\n  rules:\n    - name: health\n      allow: public\n      scopes: [read]\n"),
+            "policies.rules[0]",
+            "rule \"health\": a public rule cannot require providers, scopes or claims",
+            9,
+        ),
+        // Against `auth`, once the file is read.
+        (
+            with_auth("policies:\n  rules:\n    - name: admin\n      providers:\n        - corp\n        - nobody\n"),
+            "policies.rules[0].providers[1]",
+            "rule \"admin\": unknown provider \"nobody\"; auth configures corp, api_key",
+            12,
+        ),
+        ("policies:\n  default: authenticated\n".to_string(), "policies.default", "auth configures no provider", 2),
+        (
+            "policies:\n  default: public\n  rules:\n    - service: a.S\n      allow: authenticated\n".to_string(),
+            "policies.rules[0].allow",
+            "rule \"rule 1\" requires authentication, but auth configures no provider",
+            5,
+        ),
+        // `allow` left out means authenticated: the rule itself is named.
+        (
+            "policies:\n  rules:\n    - service: a.S\n    - name: admin\n      path_prefix: /admin\n".to_string(),
+            "policies.rules[0]",
+            "requires authentication",
+            3,
+        ),
+    ];
+    for (text, key, problem, line) in &cases {
+        assert_rejected(text, key, problem, *line);
+    }
+}
+
+#[test]
+fn a_valid_policies_section_is_read() {
+    let c = parse_ok(&format!(
+        "{AUTH}policies:\n  rules:\n    - name: admin\n      path_prefix: /v1/admin\n      http_method: delete\n      providers: [corp, api_key]\n    - service: a.S\n      allow: public\n"
+    ));
+    assert_eq!(c.policies.rules.len(), 2);
+    assert_eq!(c.policies.rules[0].http_method.as_deref(), Some("delete"));
+    // Without providers, public rules are fine.
+    parse_ok("policies:\n  default: public\n  rules:\n    - service: a.S\n      allow: public\n");
+}
+
+#[test]
+fn auth_is_checked_with_key_and_line() {
+    let digest = "ab".repeat(32);
+    let cases: Vec<(String, &str, &str, usize)> = vec![
+        ("auth:\n  realm: 'a\"b'\n".into(), "auth.realm", "cannot be used in a WWW-Authenticate header", 2),
+        (
+            "auth:\n  jwt:\n    - name: ''\n      secret: { env: X }\n".into(),
+            "auth.jwt[0].name",
+            "must not be empty",
+            3,
+        ),
+        (
+            "auth:\n  jwt:\n    - name: a\n      secret: { env: X }\n      jwks_url: https://x.test/jwks\n".into(),
+            "auth.jwt[0]",
+            "set exactly one of jwks_url, jwks_file and secret",
+            3,
+        ),
+        (
+            "auth:\n  jwt:\n    - name: a\n      secret: { env: X }\n    - name: b\n      issuer: https://x.test\n".into(),
+            "auth.jwt[1]",
+            "set exactly one of jwks_url, jwks_file and secret",
+            5,
+        ),
+        (
+            "auth:\n  jwt:\n    - name: a\n      jwks_url: ftp://x.test/jwks\n".into(),
+            "auth.jwt[0].jwks_url",
+            "must be http:// or https://",
+            4,
+        ),
+        (
+            "auth:\n  jwt:\n    - name: a\n      secret: { env: X }\n      algorithms: [HS256, RS256]\n".into(),
+            "auth.jwt[0]",
+            "algorithm RS256 needs a public key",
+            3,
+        ),
+        (
+            "auth:\n  jwt:\n    - name: a\n      jwks_url: https://x.test/jwks\n      algorithms: [HS256]\n".into(),
+            "auth.jwt[0]",
+            "algorithm HS256 needs a shared secret",
+            3,
+        ),
+        (
+            "auth:\n  jwt:\n    - name: a\n      secret: { env: X }\n      param: x token\n".into(),
+            "auth.jwt[0]",
+            "param \"x token\" is not a header name",
+            3,
+        ),
+        (
+            "auth:\n  api_keys:\n    header: x key\n    keys: []\n".into(),
+            "auth.api_keys.header",
+            "\"x key\" is not a header name",
+            3,
+        ),
+        (
+            format!("auth:\n  api_keys:\n    keys:\n      - id: ''\n        sha256: {digest}\n"),
+            "auth.api_keys.keys[0].id",
+            "must not be empty",
+            4,
+        ),
+        (
+            "auth:\n  api_keys:\n    keys:\n      - id: batch\n        sha256: abc\n".into(),
+            "auth.api_keys.keys[0].sha256",
+            "must be 64 hex digits",
+            5,
+        ),
+        (
+            "auth:\n  forward_claims:\n    - email\n    - { claim: sub, header: x-consumer-id }\n".into(),
+            "auth.forward_claims[1].header",
+            "a claim cannot be sent as x-consumer-id",
+            4,
+        ),
+        (
+            "auth:\n  forward_claims:\n    - claim: tier\n      header: grpc-tier\n".into(),
+            "auth.forward_claims[0].header",
+            "reserved by gRPC",
+            4,
+        ),
+        (
+            "auth:\n  forward_claims:\n    - claim: tier\n      header: x tier\n".into(),
+            "auth.forward_claims[0].header",
+            "not a header name",
+            4,
+        ),
+        // Checks that need two places of the section.
+        (
+            "auth:\n  jwt:\n    - name: corp\n      secret: { env: X }\n    - name: corp\n      jwks_url: https://x.test/jwks\n"
+                .into(),
+            "auth.jwt[1].name",
+            "provider name \"corp\" is used by auth.jwt[0] too",
+            5,
+        ),
+        (
+            "auth:\n  jwt:\n    - name: corp\n      secret: { env: X }\n  api_keys:\n    name: corp\n    keys: []\n".into(),
+            "auth.api_keys.name",
+            "provider name \"corp\" is used by auth.jwt[0] too",
+            6,
+        ),
+        // The API keys' default name: reported at `api_keys`.
+        (
+            "auth:\n  jwt:\n    - name: api_key\n      secret: { env: X }\n  api_keys:\n    keys: []\n".into(),
+            "auth.api_keys",
+            "unless api_keys.name says otherwise",
+            6,
+        ),
+        (
+            format!(
+                "auth:\n  api_keys:\n    keys:\n      - id: a\n        sha256: {digest}\n      - id: a\n        sha256: {}\n",
+                "cd".repeat(32)
+            ),
+            "auth.api_keys.keys[1].id",
+            "key id \"a\" is used by keys[0] too",
+            6,
+        ),
+        (
+            format!(
+                "auth:\n  api_keys:\n    keys:\n      - id: a\n        sha256: {digest}\n      - id: b\n        sha256: {}\n",
+                digest.to_uppercase()
+            ),
+            "auth.api_keys.keys[1].sha256",
+            "key \"b\" is the same key as keys[0]",
+            7,
+        ),
+    ];
+    for (text, key, problem, line) in &cases {
+        assert_rejected(text, key, problem, *line);
+    }
+}
+
+#[test]
+fn a_valid_auth_section_is_read() {
+    let c = parse_ok(&format!(
+        "auth:\n  realm: acme\n  jwt:\n    - name: corp\n      jwks_url: https://issuer.test/jwks\n    - name: files\n      jwks_file: ./jwks.json\n      algorithms: [HS256, RS256]\n  api_keys:\n    header: X-Key\n    keys:\n      - id: batch\n        sha256: {}\n  forward_claims: [email, {{ claim: groups, header: X-Groups }}]\n",
+        "AB".repeat(32)
+    ));
+    assert_eq!(c.auth.provider_names(), ["corp", "files", "api_key"]);
+    assert_eq!(c.auth.realm.as_deref(), Some("acme"));
+    let headers: Vec<String> =
+        c.auth.forward_claims.iter().map(|claim| claim.header().unwrap().as_str().to_owned()).collect();
+    assert_eq!(headers, ["x-claim-email", "x-groups"]);
+}

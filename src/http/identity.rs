@@ -4,12 +4,9 @@
 
 use http::HeaderName;
 
-use crate::config::auth::{AuthConfig, ForwardClaim};
-
-/// The consumer id sent to the backend: JWT `sub` or the API key's id.
-pub const X_CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
-/// The name of the provider that authenticated the request.
-pub const X_AUTH_PROVIDER: HeaderName = HeaderName::from_static("x-auth-provider");
+use crate::config::auth::AuthConfig;
+/// Defined with the config, whose checks keep claims off these headers.
+pub use crate::config::auth::{X_AUTH_PROVIDER, X_CONSUMER_ID};
 
 /// Who is calling, as established by authentication; put in the request's
 /// extensions for authorization, rate limiting (key `consumer`) and the
@@ -47,21 +44,12 @@ impl Default for IdentityForwarding {
 impl IdentityForwarding {
     pub fn new(config: &AuthConfig) -> Result<Self, String> {
         let mut claims = Vec::with_capacity(config.forward_claims.len());
-        for claim in &config.forward_claims {
-            let (claim, header) = match claim {
-                ForwardClaim::Name(name) => (name.clone(), claim_header(name)),
-                ForwardClaim::Mapped(m) => (m.claim.clone(), m.header.to_ascii_lowercase()),
-            };
-            let header = HeaderName::from_bytes(header.as_bytes())
-                .map_err(|_| format!("{header:?} (for claim {claim:?}) is not a header name"))?;
-            let reserved = header == X_CONSUMER_ID
-                || header == X_AUTH_PROVIDER
-                || header == http::header::AUTHORIZATION
-                || header.as_str().starts_with("grpc-");
-            if reserved {
-                return Err(format!("claim {claim:?} cannot be sent as {header}"));
-            }
-            claims.push((claim, header));
+        // The config file has already refused a bad header with key and
+        // line; this guards configs built in code.
+        for (index, claim) in config.forward_claims.iter().enumerate() {
+            let header =
+                claim.header().map_err(|problem| format!("[{index}] (claim {:?}): {problem}", claim.claim()))?;
+            claims.push((claim.claim().to_owned(), header));
         }
         Ok(Self { forward_token: config.forwards_token(), claims })
     }
@@ -75,20 +63,4 @@ impl IdentityForwarding {
     pub fn is_identity_header(&self, name: &str) -> bool {
         self.identity_headers().any(|h| h.as_str() == name)
     }
-}
-
-/// `email` → `x-claim-email`; characters a header name cannot hold become
-/// `-`.
-fn claim_header(claim: &str) -> String {
-    let mut out = String::with_capacity(8 + claim.len());
-    out.push_str("x-claim-");
-    out.extend(claim.chars().map(|c| {
-        let c = c.to_ascii_lowercase();
-        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-            c
-        } else {
-            '-'
-        }
-    }));
-    out
 }

@@ -6,41 +6,13 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 
 use super::gcra::Gcra;
 use crate::catalog::{Route, RouteResolver};
+pub use crate::config::rate_limits::KeyPart;
 use crate::config::rate_limits::{Backend, Rate, RateLimitsConfig, RuleMatch};
 use crate::config::{RouteFacts, RouteSelector};
-
-/// One part of a bucket key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyPart {
-    /// The authenticated consumer; the client IP for anonymous requests.
-    Consumer,
-    /// The client IP (see `client_ip.rs`).
-    Ip,
-    /// The route itself: one bucket per HTTP method and template.
-    Route,
-    /// A request header's value; the client IP when the header is absent.
-    Header(HeaderName),
-}
-
-impl KeyPart {
-    fn parse(text: &str) -> Result<Self, String> {
-        match text.trim() {
-            "consumer" => Ok(Self::Consumer),
-            "ip" => Ok(Self::Ip),
-            "route" => Ok(Self::Route),
-            other => match other.strip_prefix("header:") {
-                Some(name) => HeaderName::try_from(name.trim())
-                    .map(Self::Header)
-                    .map_err(|_| format!("invalid header name {name:?} in key")),
-                None => Err(format!("unknown key part {other:?}: expected consumer, ip, route or header:NAME")),
-            },
-        }
-    }
-}
 
 /// A rule ready to decide.
 pub struct Rule {
@@ -83,7 +55,9 @@ impl Rule {
 /// The compiled `rate_limits.rules`, in file order.
 pub type Rules = Arc<[Arc<Rule>]>;
 
-/// Checks every rule and builds them; every problem is reported, each
+/// Builds every rule. The config file's checks have already refused what
+/// is wrong in it, with key and line; what is checked again here only
+/// guards configs built in code, and every problem is reported, each
 /// naming the rule.
 pub fn compile(config: &RateLimitsConfig) -> Result<Rules, Vec<String>> {
     let mut problems = Vec::new();
@@ -99,7 +73,7 @@ pub fn compile(config: &RateLimitsConfig) -> Result<Rules, Vec<String>> {
         }
     }
     for (index, rule) in config.rules.iter().enumerate() {
-        let name = rule.name.clone().unwrap_or_else(|| format!("rule-{}", index + 1));
+        let name = rule.name_or_default(index);
         let at = format!("rate_limits.rules[{index}] ({name})");
         if name.is_empty() {
             problems.push(format!("{at}: name: must not be empty"));
@@ -107,18 +81,8 @@ pub fn compile(config: &RateLimitsConfig) -> Result<Rules, Vec<String>> {
         if !names.insert(name.clone()) {
             problems.push(format!("{at}: name: another rule has the same name"));
         }
-        let mut parts = Vec::new();
-        for text in rule.key.parts() {
-            match KeyPart::parse(text) {
-                Ok(part) if parts.contains(&part) => problems.push(format!("{at}: key: {text:?} appears twice")),
-                Ok(part) => parts.push(part),
-                Err(e) => problems.push(format!("{at}: key: {e}")),
-            }
-        }
-        if rule.key.parts().is_empty() {
-            problems.push(format!("{at}: key: at least one part is needed"));
-        }
-        let burst = rule.burst.unwrap_or(rule.rate.count);
+        let parts = rule.key.parts().to_vec();
+        let burst = rule.bucket_size();
         if burst == 0 {
             problems.push(format!("{at}: burst: must be at least 1"));
         }
