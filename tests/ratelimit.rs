@@ -70,17 +70,17 @@ impl tonic::server::UnaryService<()> for Empty {
 }
 
 /// The backend and the config every replica of a test is started with.
-struct Setup {
+struct Env {
     /// Serves until the test ends, behind every replica.
     _backend: Backend,
     config: Config,
 }
 
-async fn setup(rate_limits: &str) -> Setup {
+async fn setup(rate_limits: &str) -> Env {
     let backend = Backend::start(Routes::new(Things)).await;
     let mut config = config_for(&backend);
     config.rate_limits = serde_yaml_ng::from_str(rate_limits).expect("rate_limits yaml");
-    Setup { _backend: backend, config }
+    Env { _backend: backend, config }
 }
 
 /// One gateway replica over its own copy of the descriptors, serving on a
