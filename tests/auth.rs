@@ -4,6 +4,8 @@
 //! the status, the error envelope and what the backend saw (or that it saw
 //! nothing).
 
+mod common;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,16 +15,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use common::api::Config;
+use common::jwt::{b64, fixture, jwks, now, rs256, rsa_key, sha256_hex, sign};
+use common::{config_for, Backend, Descriptors, Reply, TestGateway};
 use http_body_util::Full;
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use protogate::config::{Config, UpstreamRule};
-use protogate::gateway::Gateway;
+use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/auth/");
+use tonic::service::Routes;
 
 const PROTO: &str = r#"
 syntax = "proto3";
@@ -66,9 +66,7 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// Answers every method of `authtest.v1.Echo` with the metadata it got.
 #[derive(Clone)]
-struct EchoServer {
-    calls: Arc<AtomicUsize>,
-}
+struct EchoServer;
 
 impl tonic::server::NamedService for EchoServer {
     const NAME: &'static str = "authtest.v1.Echo";
@@ -84,7 +82,6 @@ impl tower::Service<http::Request<tonic::body::Body>> for EchoServer {
     }
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        self.calls.fetch_add(1, Ordering::SeqCst);
         let method = req.uri().path().rsplit('/').next().unwrap_or("").to_owned();
         Box::pin(async move {
             let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<EchoReply, EchoRequest>::default());
@@ -173,21 +170,7 @@ impl JwksEndpoint {
     }
 }
 
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{FIXTURES}{name}")).expect("fixture")
-}
-
-fn jwks(kids: &[&str]) -> String {
-    let keys: Vec<String> =
-        kids.iter().map(|k| String::from_utf8(fixture(&format!("{k}.jwk.json"))).expect("utf8")).collect();
-    format!("{{\"keys\":[{}]}}", keys.join(","))
-}
-
 // ---- tokens ------------------------------------------------------------
-
-fn now() -> i64 {
-    jsonwebtoken::get_current_timestamp() as i64
-}
 
 fn claims() -> Value {
     json!({
@@ -213,44 +196,26 @@ fn with(patch: Value) -> Value {
     c
 }
 
-fn rsa_key(kid: &str) -> EncodingKey {
-    EncodingKey::from_rsa_pem(&fixture(&format!("{kid}.pem"))).expect("key")
-}
-
-fn sign(alg: Algorithm, kid: Option<&str>, key: &EncodingKey, claims: &Value) -> String {
-    let mut header = Header::new(alg);
-    header.kid = kid.map(str::to_owned);
-    encode(&header, claims, key).expect("signs")
-}
-
-fn rs256(claims: &Value) -> String {
-    sign(Algorithm::RS256, Some("rsa1"), &rsa_key("rsa1"), claims)
-}
-
-fn b64(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 // ---- the harness -------------------------------------------------------
 
+/// The gateway in front of the echo backend, and the JWKS endpoint its
+/// `corp` provider fetches keys from.
 struct Harness {
-    base: String,
-    client: reqwest::Client,
-    backend_calls: Arc<AtomicUsize>,
+    gw: TestGateway,
     jwks: JwksEndpoint,
-    stop: Vec<oneshot::Sender<()>>,
-    _dir: tempfile::TempDir,
+    _secret: tempfile::TempDir,
 }
 
 struct Answer {
     status: u16,
     headers: http::HeaderMap,
     body: Value,
+}
+
+impl From<Reply> for Answer {
+    fn from(reply: Reply) -> Answer {
+        Answer { status: reply.status.as_u16(), body: reply.json(), headers: reply.headers }
+    }
 }
 
 impl Answer {
@@ -274,70 +239,27 @@ impl Answer {
 /// `{jwks}` in `auth` is replaced with the JWKS endpoint's URL, `{secret}`
 /// with a file holding the HMAC secret `local-secret`.
 async fn start(auth: &str, policies: &str, kids: &[&str]) -> Harness {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let descriptors = dir.path().join("descriptors");
-    std::fs::create_dir(&descriptors).expect("mkdir");
-    std::fs::write(descriptors.join("echo.proto"), PROTO).expect("write proto");
-    let secret = dir.path().join("hs.secret");
+    let secret_dir = tempfile::tempdir().expect("tempdir");
+    let secret = secret_dir.path().join("hs.secret");
     std::fs::write(&secret, "local-secret\n").expect("write secret");
 
     let jwks = JwksEndpoint::start(kids).await;
-
-    let backend_calls = Arc::new(AtomicUsize::new(0));
-    let backend = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let backend_addr = backend.local_addr().expect("addr");
-    let (stop_backend, backend_stopped) = oneshot::channel::<()>();
-    let echo = EchoServer { calls: backend_calls.clone() };
-    tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(echo)
-            .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(backend), async {
-                let _ = backend_stopped.await;
-            })
-            .await;
-    });
+    let backend = Backend::start(Routes::new(EchoServer)).await;
 
     let auth = auth.replace("{jwks}", &jwks.url()).replace("{secret}", &secret.display().to_string());
     let config = Config {
-        descriptors,
-        upstreams: vec![UpstreamRule {
-            pattern: "*".into(),
-            url: format!("http://{backend_addr}").parse().expect("url"),
-        }],
         auth: serde_yaml_ng::from_str(&auth).expect("auth config"),
         policies: serde_yaml_ng::from_str(policies).expect("policies config"),
-        ..Config::default()
+        ..config_for(&backend)
     };
-    let gateway = Gateway::load(config).expect("gateway loads");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop_gateway, gateway_stopped) = oneshot::channel::<()>();
-    tokio::spawn(gateway.serve(listener, async {
-        let _ = gateway_stopped.await;
-    }));
-
-    Harness {
-        base: format!("http://{addr}"),
-        client: reqwest::Client::new(),
-        backend_calls,
-        jwks,
-        stop: vec![stop_backend, stop_gateway],
-        _dir: dir,
-    }
+    let gw = common::start(Descriptors::empty().with("echo.proto", PROTO), config, vec![backend]).await;
+    Harness { gw, jwks, _secret: secret_dir }
 }
 
 impl Harness {
     async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut request = self.client.request(method, format!("{}{path}", self.base));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = request.send().await.expect("gateway answers");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.json::<Value>().await.expect("JSON body");
-        Answer { status, headers, body }
+        self.gw.request(method, path, headers, None).await.into()
     }
 
     async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
@@ -348,14 +270,12 @@ impl Harness {
         self.get(path, &[("authorization", &format!("Bearer {token}"))]).await
     }
 
-    fn backend_calls(&self) -> usize {
-        self.backend_calls.load(Ordering::SeqCst)
+    fn backend_calls(&self) -> u64 {
+        self.gw.backend_calls()
     }
 
-    fn stop(self) {
-        for stop in self.stop {
-            let _ = stop.send(());
-        }
+    async fn shutdown(self) {
+        self.gw.shutdown().await;
     }
 }
 
@@ -422,7 +342,7 @@ async fn valid_token_reaches_the_backend_with_identity_and_without_spoofs() {
     assert_eq!(answer.metadata("x-claim-groups"), Some(r#"["eng","ops"]"#));
     // auth is on and forward_token is not set: the token stays here.
     assert_eq!(answer.metadata("authorization"), None);
-    h.stop();
+    h.shutdown().await;
 }
 
 #[tokio::test]
@@ -485,7 +405,7 @@ async fn missing_and_invalid_tokens_are_401_and_never_reach_the_backend() {
     let ok = h.bearer("/v1/items/7", &local).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(ok.metadata("x-auth-provider"), Some("local"));
-    h.stop();
+    h.shutdown().await;
 }
 
 #[tokio::test]
@@ -500,7 +420,7 @@ async fn token_in_a_place_not_allowed_is_not_a_credential() {
     let wrong_scheme = h.get("/v1/items/7", &[("authorization", &format!("Basic {token}"))]).await;
     wrong_scheme.assert_error(401, 16);
     assert_eq!(h.backend_calls(), 0);
-    h.stop();
+    h.shutdown().await;
 }
 
 #[tokio::test]
@@ -520,7 +440,7 @@ async fn jwks_rotation_is_picked_up_and_failures_keep_old_keys() {
     h.bearer("/v1/items/1", &unknown).await.assert_error(401, 16);
     assert_eq!(h.bearer("/v1/items/1", &rotated).await.status, 200);
     assert_eq!(h.bearer("/v1/items/1", &rs256(&claims())).await.status, 200);
-    h.stop();
+    h.shutdown().await;
 }
 
 #[tokio::test]
@@ -537,7 +457,7 @@ async fn unknown_kid_flood_is_held_back_by_the_cooldown() {
     }
     // At most one on-demand fetch for the whole flood.
     assert!(h.jwks.hits() <= before + 1, "{} fetches", h.jwks.hits() - before);
-    h.stop();
+    h.shutdown().await;
 }
 
 #[tokio::test]
@@ -559,7 +479,7 @@ async fn api_keys_right_wrong_absent() {
     assert!(wrong.challenge().contains("error=\"invalid_token\""));
     h.get("/v1/items/3", &[]).await.assert_error(401, 16);
     assert_eq!(h.backend_calls(), calls);
-    h.stop();
+    h.shutdown().await;
 }
 
 #[tokio::test]
@@ -597,7 +517,7 @@ async fn policies_select_by_prefix_and_method_and_check_scopes_and_claims() {
 
     // Unmatched routes fall to the default: authenticated.
     h.get("/v1/items/9", &[]).await.assert_error(401, 16);
-    h.stop();
+    h.shutdown().await;
 }
 
 #[tokio::test]
@@ -609,7 +529,7 @@ async fn forward_token_sends_authorization_on() {
     assert_eq!(answer.status, 200, "{}", answer.body);
     let expected = format!("Bearer {token}");
     assert_eq!(answer.metadata("authorization"), Some(expected.as_str()));
-    h.stop();
+    h.shutdown().await;
 }
 
 #[tokio::test]
@@ -623,5 +543,5 @@ async fn without_auth_everything_is_public_as_before() {
     // an identity header from the client still does not.
     assert_eq!(answer.metadata("authorization"), Some("Bearer whatever"));
     assert_eq!(answer.metadata("x-consumer-id"), None);
-    h.stop();
+    h.shutdown().await;
 }

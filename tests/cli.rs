@@ -9,61 +9,29 @@ use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::fixtures::{CLASH_PROTO, CORRUPT_SET, OTHER_PROTO};
+use common::{Backend, Descriptors, Reply};
 use tempfile::TempDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_protogate");
 
-/// A service of its own package that binds the same `GET` template as the
-/// test service's `Metadata` method.
-const CLASH_PROTO: &str = r#"
-syntax = "proto3";
-package clash.v1;
-import "google/api/annotations.proto";
-
-service Clash {
-  rpc Get(GetRequest) returns (GetReply) {
-    option (google.api.http) = { get: "/test/metadata" };
-  }
-}
-message GetRequest {}
-message GetReply {}
-"#;
-
-/// A service that nothing collides with.
-const OTHER_PROTO: &str = r#"
-syntax = "proto3";
-package other.v1;
-import "google/api/annotations.proto";
-
-service Other {
-  rpc Ping(PingRequest) returns (PingReply) {
-    option (google.api.http) = { get: "/other/ping/{name}" };
-  }
-}
-message PingRequest { string name = 1; }
-message PingReply {}
-"#;
-
 /// A working directory and a descriptor folder holding the test set.
 struct Workspace {
     cwd: TempDir,
-    descriptors: TempDir,
+    descriptors: Descriptors,
 }
 
 impl Workspace {
     fn new() -> Self {
-        let descriptors = tempfile::tempdir().expect("descriptor folder");
-        std::fs::write(descriptors.path().join("test.binpb"), common::test_service_descriptor_set())
-            .expect("write test.binpb");
-        Self { cwd: tempfile::tempdir().expect("working directory"), descriptors }
+        Self { cwd: tempfile::tempdir().expect("working directory"), descriptors: Descriptors::test_service() }
     }
 
     fn dir(&self) -> &str {
-        self.descriptors.path().to_str().expect("temp path is UTF-8")
+        self.descriptors.path_str()
     }
 
     fn write(&self, name: &str, contents: impl AsRef<[u8]>) {
-        std::fs::write(self.descriptors.path().join(name), contents).expect("write descriptor file");
+        self.descriptors.write(name, contents);
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -160,7 +128,7 @@ fn check_accepts_the_good_folder() {
 #[test]
 fn check_names_a_corrupt_descriptor_set() {
     let ws = Workspace::new();
-    ws.write("broken.binpb", b"\x0a\xff\xff\xff\xff\x0fnot a descriptor set");
+    ws.write("broken.binpb", CORRUPT_SET);
     let output = ws.run(&["check", "--descriptors", ws.dir(), "--upstream", "*=http://127.0.0.1:1"]);
     assert_exit(&output, 1);
     let errors = stderr(&output);
@@ -270,11 +238,11 @@ impl Drop for Served {
 
 /// GETs `url` until it answers (the server needs a moment to start), or
 /// panics after `deadline`.
-async fn get_when_up(client: &reqwest::Client, url: &str, child: &mut Served, deadline: Duration) -> common::Reply {
+async fn get_when_up(client: &reqwest::Client, url: &str, child: &mut Served, deadline: Duration) -> Reply {
     let start = Instant::now();
     loop {
         if let Ok(response) = client.get(url).send().await {
-            return common::Reply::read(response).await;
+            return Reply::read(response).await;
         }
         if let Ok(Some(status)) = child.0.try_wait() {
             panic!("protogate exited early with {status}");
@@ -286,7 +254,7 @@ async fn get_when_up(client: &reqwest::Client, url: &str, child: &mut Served, de
 
 #[tokio::test]
 async fn serve_answers_and_exits_cleanly_on_sigterm() {
-    let (backend_addr, backend) = common::start_backend().await;
+    let backend = Backend::test_service().await;
     let ws = Workspace::new();
     let (listen, admin) = free_ports();
     let mut child = Served(
@@ -299,7 +267,7 @@ async fn serve_answers_and_exits_cleanly_on_sigterm() {
             "--admin-listen",
             &admin.to_string(),
             "--upstream",
-            &format!("*=http://{backend_addr}"),
+            &format!("*={}", backend.url()),
             "--threads",
             "1",
         ])

@@ -6,8 +6,11 @@
 //! After changing a proto, regenerate them with
 //! `PROTOGATE_BLESS=1 cargo test --test descriptors_fresh`.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::path::PathBuf;
+
+use common::fixtures::{compile_set, repo_path};
 use prost_reflect::{DescriptorPool, Value};
 
 /// Each committed set and the proto file it is compiled from (under `proto/`).
@@ -17,24 +20,17 @@ const SETS: &[(&str, &str)] = &[
     ("descriptors/v2/users.binpb", "acme/users/v2/users.proto"),
 ];
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// What `protoc --include_imports --descriptor_set_out` writes: the file and
 /// everything it imports, without source info.
 fn compile(proto: &str) -> Vec<u8> {
-    let mut compiler = protox::Compiler::new([root().join("proto")]).expect("proto/ include root");
-    compiler.include_imports(true).include_source_info(false);
-    compiler.open_file(proto).unwrap_or_else(|e| panic!("compiling {proto}: {e}"));
-    compiler.encode_file_descriptor_set()
+    compile_set(&[], proto)
 }
 
 #[test]
 fn committed_descriptor_sets_match_the_proto_sources() {
     let bless = std::env::var_os("PROTOGATE_BLESS").is_some_and(|v| v == "1");
     for (set, proto) in SETS {
-        let path: PathBuf = root().join(set);
+        let path: PathBuf = repo_path(set);
         let fresh = compile(proto);
         if bless {
             std::fs::write(&path, &fresh).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));

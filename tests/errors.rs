@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::testpb::Color;
-use common::{assert_error, Reply, TestEnv};
+use common::{api, assert_error, start_test_service, start_test_service_with, Reply, TestGateway};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -32,7 +32,7 @@ fn violation_fields(envelope: &Value) -> Vec<String> {
 /// A gateway-made error: `status`/`code`, a BadRequest naming exactly
 /// `field`, and the backend never called.
 #[track_caller]
-fn assert_rejected(env: &TestEnv, calls_before: u64, reply: &Reply, status: u16, field: &str) -> Value {
+fn assert_rejected(env: &TestGateway, calls_before: u64, reply: &Reply, status: u16, field: &str) -> Value {
     let envelope = assert_error(reply, status, INVALID_ARGUMENT);
     assert_eq!(violation_fields(&envelope), vec![field.to_owned()], "in {envelope}");
     assert_eq!(env.backend_calls(), calls_before, "the backend was called for a rejected request: {envelope}");
@@ -44,7 +44,7 @@ fn message(envelope: &Value) -> &str {
 }
 
 /// POSTs each body to /test/echo and expects 400 naming `field`.
-async fn expect_bad_body(env: &TestEnv, cases: &[(&str, &str)]) {
+async fn expect_bad_body(env: &TestGateway, cases: &[(&str, &str)]) {
     for (body, field) in cases {
         let before = env.backend_calls();
         let reply = env.post_json("/test/echo", body).await;
@@ -60,7 +60,7 @@ async fn expect_bad_body(env: &TestEnv, cases: &[(&str, &str)]) {
 
 #[tokio::test]
 async fn malformed_json_reports_line_and_column() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let before = env.backend_calls();
     let reply = env.post_json("/test/echo", "{\n  \"int32Value\": 1,\n  oops\n}").await;
     let envelope = assert_rejected(&env, before, &reply, 400, "");
@@ -76,7 +76,7 @@ async fn malformed_json_reports_line_and_column() {
 
 #[tokio::test]
 async fn a_body_that_is_not_an_object() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let before = env.backend_calls();
     for body in ["[1, 2]", "\"text\"", "12", "null", "true"] {
         let reply = env.post_json("/test/echo", body).await;
@@ -87,7 +87,7 @@ async fn a_body_that_is_not_an_object() {
 
 #[tokio::test]
 async fn trailing_garbage_after_the_json_value() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let before = env.backend_calls();
     for body in [r#"{"int32Value": 1} x"#, "{} {}", "{}]"] {
         let reply = env.post_json("/test/echo", body).await;
@@ -98,7 +98,7 @@ async fn trailing_garbage_after_the_json_value() {
 
 #[tokio::test]
 async fn wrong_json_types_name_the_field() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     expect_bad_body(
         &env,
         &[
@@ -124,7 +124,7 @@ async fn wrong_json_types_name_the_field() {
 
 #[tokio::test]
 async fn out_of_range_numbers_name_the_field() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     expect_bad_body(
         &env,
         &[
@@ -145,7 +145,7 @@ async fn out_of_range_numbers_name_the_field() {
 
 #[tokio::test]
 async fn unknown_json_field_is_named() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let before = env.backend_calls();
     let reply = env.post_json("/test/echo", r#"{"int32Value": 1, "bogusField": 2}"#).await;
     let envelope = assert_rejected(&env, before, &reply, 400, "bogusField");
@@ -158,7 +158,7 @@ async fn unknown_json_field_is_named() {
 
 #[tokio::test]
 async fn two_members_of_one_oneof_in_the_body() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let before = env.backend_calls();
     let reply = env.post_json("/test/echo", r#"{"text": "a", "number": 1}"#).await;
     assert_error(&reply, 400, INVALID_ARGUMENT);
@@ -167,7 +167,7 @@ async fn two_members_of_one_oneof_in_the_body() {
 
 #[tokio::test]
 async fn deeply_nested_json_is_refused_without_crashing() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let before = env.backend_calls();
     let depth = 10_000;
     let bodies = [
@@ -194,7 +194,7 @@ async fn deeply_nested_json_is_refused_without_crashing() {
 
 #[tokio::test]
 async fn unknown_query_parameter() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let before = env.backend_calls();
     for (query, field) in
         [("bogus=1", "bogus"), ("nested.bogus=1", "nested.bogus"), ("int32_value.x=1", "int32_value.x")]
@@ -206,7 +206,7 @@ async fn unknown_query_parameter() {
 
 #[tokio::test]
 async fn query_parameter_colliding_with_a_path_variable() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let before = env.backend_calls();
     for (query, field) in [
         ("string_value=x", "string_value"),
@@ -226,7 +226,7 @@ async fn query_parameter_colliding_with_a_path_variable() {
 
 #[tokio::test]
 async fn query_parameter_on_a_whole_body_route() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let before = env.backend_calls();
     let reply = env.post_json("/test/echo?int32_value=1", "{}").await;
     assert_rejected(&env, before, &reply, 400, "int32_value");
@@ -234,7 +234,7 @@ async fn query_parameter_on_a_whole_body_route() {
 
 #[tokio::test]
 async fn query_parameter_for_the_body_field() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let before = env.backend_calls();
     let reply = env
         .request(
@@ -249,7 +249,7 @@ async fn query_parameter_for_the_body_field() {
 
 #[tokio::test]
 async fn non_repeated_query_parameter_given_twice() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let before = env.backend_calls();
     for (query, field) in [
         ("int32_value=1&int32_value=2", "int32_value"),
@@ -266,7 +266,7 @@ async fn non_repeated_query_parameter_given_twice() {
 
 #[tokio::test]
 async fn bad_query_values_name_the_parameter() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let before = env.backend_calls();
     for (query, field) in [
         ("color=PURPLE", "color"),
@@ -289,7 +289,7 @@ async fn bad_query_values_name_the_parameter() {
 
 #[tokio::test]
 async fn bad_path_variables_name_the_field() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let before = env.backend_calls();
     for (path, field) in [
         ("/test/path/a/notanumber/n/RED", "int64_value"),
@@ -305,9 +305,9 @@ async fn bad_path_variables_name_the_field() {
 
 /// POSTs `chunks` with `transfer-encoding: chunked` (no content-length) over
 /// a raw HTTP/1.1 connection; returns the status and the rest of the reply.
-async fn chunked_post(env: &TestEnv, path: &str, chunks: &[&[u8]]) -> (u16, String) {
+async fn chunked_post(env: &TestGateway, path: &str, chunks: &[&[u8]]) -> (u16, String) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let addr = env.base.trim_start_matches("http://");
+    let addr = env.authority();
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect to gateway");
         let mut request = format!(
@@ -338,7 +338,7 @@ async fn chunked_post(env: &TestEnv, path: &str, chunks: &[&[u8]]) -> (u16, Stri
 
 #[tokio::test]
 async fn percent_escapes_that_are_not_utf8() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let before = env.backend_calls();
     // In a path variable: refused while matching, before the route's fields
     // are known, so the violation names no field.
@@ -355,7 +355,7 @@ async fn percent_escapes_that_are_not_utf8() {
 
 #[tokio::test]
 async fn no_route_is_404() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let before = env.backend_calls();
     for path in ["/", "/nope", "/test", "/test/echo/extra", "/protogate.test.v1.TestService/Missing"] {
         let reply = env.get(path).await;
@@ -367,7 +367,7 @@ async fn no_route_is_404() {
 
 #[tokio::test]
 async fn wrong_method_is_405_with_allow() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let before = env.backend_calls();
     let reply = env.get("/test/echo").await;
     assert_error(&reply, 405, 12);
@@ -385,7 +385,7 @@ async fn wrong_method_is_405_with_allow() {
 
 #[tokio::test]
 async fn body_over_the_global_limit_is_413() {
-    let env = TestEnv::start_with(|config| config.limits.max_body = 64).await;
+    let env = start_test_service_with(|config| config.limits.max_body = 64).await;
     let before = env.backend_calls();
     // Exactly at the limit, and one byte over.
     let fits = format!(r#"{{"stringValue": "{}"}}"#, "a".repeat(45));
@@ -423,9 +423,9 @@ async fn body_over_the_global_limit_is_413() {
 
 #[tokio::test]
 async fn body_over_a_per_route_limit_is_413() {
-    let env = TestEnv::start_with(|config| {
-        config.routes.overrides.push(protogate::config::RouteOverride {
-            selector: protogate::config::RouteSelector { path_prefix: Some("/test/echo".into()), ..Default::default() },
+    let env = start_test_service_with(|config| {
+        config.routes.overrides.push(api::RouteOverride {
+            selector: api::RouteSelector { path_prefix: Some("/test/echo".into()), ..Default::default() },
             timeout: None,
             max_body: Some(32),
         });
@@ -446,7 +446,7 @@ async fn body_over_a_per_route_limit_is_413() {
 
 #[tokio::test]
 async fn non_json_content_type_is_415() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let before = env.backend_calls();
     for (path, method) in [("/test/echo", Method::POST), ("/test/body-field/a", Method::PUT)] {
         let reply = env.request(method, path, &[("content-type", "text/xml")], Some(b"<a>1</a>".to_vec())).await;
@@ -462,7 +462,7 @@ async fn non_json_content_type_is_415() {
 
 #[tokio::test]
 async fn backend_codes_map_to_http_statuses() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let table = [
         (1, 499),
         (2, 500),
@@ -498,7 +498,7 @@ async fn backend_codes_map_to_http_statuses() {
 
 #[tokio::test]
 async fn backend_details_render_through_the_descriptor_pool() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let reply = env
         .post_json("/test/fail", &json!({"code": 9, "message": "with details", "withDetails": true}).to_string())
         .await;
@@ -529,7 +529,7 @@ async fn backend_details_render_through_the_descriptor_pool() {
 
 #[tokio::test]
 async fn error_details_follow_the_json_options() {
-    let env = TestEnv::start_with(|config| config.json.use_proto_names = true).await;
+    let env = start_test_service_with(|config| config.json.use_proto_names = true).await;
     let reply = env.post_json("/test/fail", r#"{"code": 3, "message": "m", "with_details": true}"#).await;
     let envelope = assert_error(&reply, 400, 3);
     assert_eq!(envelope["details"][1]["field_violations"][0]["field"], json!("message"), "{envelope}");
@@ -546,7 +546,7 @@ async fn unreachable_upstream_is_503_without_internals() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.local_addr().expect("addr")
     };
-    let env = TestEnv::start_with(|config| {
+    let env = start_test_service_with(|config| {
         config.upstreams[0].url = format!("http://{closed}").parse().expect("url");
     })
     .await;
@@ -564,7 +564,7 @@ async fn unreachable_upstream_is_503_without_internals() {
 
 #[tokio::test]
 async fn route_timeout_is_504() {
-    let env = TestEnv::start_with(|config| config.routes.timeout = Duration::from_millis(200)).await;
+    let env = start_test_service_with(|config| config.routes.timeout = Duration::from_millis(200)).await;
     let reply = env.get("/test/sleep/5000").await;
     let envelope = assert_error(&reply, 504, 4);
     assert!(message(&envelope).contains("200ms"), "{envelope}");
@@ -572,9 +572,9 @@ async fn route_timeout_is_504() {
 
 #[tokio::test]
 async fn per_route_timeout_override_is_504() {
-    let env = TestEnv::start_with(|config| {
-        config.routes.overrides.push(protogate::config::RouteOverride {
-            selector: protogate::config::RouteSelector {
+    let env = start_test_service_with(|config| {
+        config.routes.overrides.push(api::RouteOverride {
+            selector: api::RouteSelector {
                 method: Some("protogate.test.v1.TestService/Sleep".into()),
                 ..Default::default()
             },
@@ -605,7 +605,7 @@ fn parse_grpc_timeout(text: &str) -> Duration {
 
 #[tokio::test]
 async fn client_grpc_timeout_is_honoured_under_the_cap() {
-    let env = TestEnv::start_with(|config| config.routes.timeout = Duration::from_secs(20)).await;
+    let env = start_test_service_with(|config| config.routes.timeout = Duration::from_secs(20)).await;
 
     // Shorter than the route's: the client's deadline applies.
     let reply = env.request(Method::GET, "/test/sleep/10000", &[("grpc-timeout", "100m")], None).await;
@@ -636,7 +636,7 @@ async fn client_grpc_timeout_is_honoured_under_the_cap() {
 
 #[tokio::test]
 async fn bad_grpc_timeout_header_is_400() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let before = env.backend_calls();
     for value in ["soon", "10", "10s", "-1S", "123456789S", "1.5S", "S"] {
         let reply = env.request(Method::GET, "/test/sleep/0", &[("grpc-timeout", value)], None).await;

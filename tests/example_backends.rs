@@ -4,9 +4,9 @@
 
 #[path = "../examples/backends/mod.rs"]
 mod backends;
+mod common;
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 
 use backends::acme::orders::v1::order_service_client::OrderServiceClient;
 use backends::acme::orders::v1::{
@@ -19,10 +19,8 @@ use backends::acme::users::v1::{
 };
 use backends::acme::users::v2 as users_v2;
 use backends::google::rpc;
+use common::Backend;
 use prost_types::FieldMask;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::service::Routes;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -32,55 +30,34 @@ struct Backends {
     users: UserServiceClient<Channel>,
     orders: OrderServiceClient<Channel>,
     users_v2: users_v2::user_service_client::UserServiceClient<Channel>,
-    stop: Vec<oneshot::Sender<()>>,
-    servers: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
+    servers: Vec<Backend>,
 }
 
 impl Backends {
     async fn start() -> Self {
-        let mut stop = Vec::new();
-        let mut servers = Vec::new();
-        let mut spawn = |routes: Routes, listener: TcpListener| {
-            let (tx, rx) = oneshot::channel::<()>();
-            stop.push(tx);
-            servers.push(tokio::spawn(backends::serve(listener, routes, async {
-                let _ = rx.await;
-            })));
-        };
-        let (users_listener, users_addr) = listen().await;
-        let (orders_listener, orders_addr) = listen().await;
-        let (users_v2_listener, users_v2_addr) = listen().await;
-        spawn(Routes::new(backends::users_v1()), users_listener);
-        spawn(Routes::new(backends::orders_v1()), orders_listener);
-        spawn(Routes::new(backends::users_v2()), users_v2_listener);
+        let servers = vec![
+            Backend::start(Routes::new(backends::users_v1())).await,
+            Backend::start(Routes::new(backends::orders_v1())).await,
+            Backend::start(Routes::new(backends::users_v2())).await,
+        ];
         Self {
-            users: UserServiceClient::new(channel(users_addr).await),
-            orders: OrderServiceClient::new(channel(orders_addr).await),
-            users_v2: users_v2::user_service_client::UserServiceClient::new(channel(users_v2_addr).await),
-            stop,
+            users: UserServiceClient::new(channel(&servers[0]).await),
+            orders: OrderServiceClient::new(channel(&servers[1]).await),
+            users_v2: users_v2::user_service_client::UserServiceClient::new(channel(&servers[2]).await),
             servers,
         }
     }
 
     async fn shutdown(self) {
         drop((self.users, self.orders, self.users_v2));
-        for tx in self.stop {
-            let _ = tx.send(());
-        }
         for server in self.servers {
-            server.await.expect("server task").expect("server ran cleanly");
+            server.shutdown().await;
         }
     }
 }
 
-async fn listen() -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    (listener, addr)
-}
-
-async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect")
+async fn channel(backend: &Backend) -> Channel {
+    Channel::from_shared(backend.url()).expect("uri").connect().await.expect("connect")
 }
 
 fn rich(status: &Status) -> rpc::Status {

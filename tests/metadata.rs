@@ -9,25 +9,25 @@ mod common;
 use std::collections::HashMap;
 
 use base64::Engine as _;
-use common::{assert_error, Reply, TestEnv};
+use common::{api, assert_error, start_test_service_with, Reply, TestGateway};
 use http::HeaderName;
 
 /// Headers named in `forward_headers` for every test here; the hop-by-hop
 /// ones must still never pass.
-fn forwarding(config: &mut protogate::config::Config) {
+fn forwarding(config: &mut api::Config) {
     config.forward_headers = ["x-tenant", "x-client-version", "connection", "keep-alive", "te"]
         .into_iter()
         .map(HeaderName::from_static)
         .collect();
 }
 
-async fn start() -> TestEnv {
-    TestEnv::start_with(forwarding).await
+async fn start() -> TestGateway {
+    start_test_service_with(forwarding).await
 }
 
 /// Calls `GET /test/metadata` with `headers` and returns the reply and the
 /// metadata the backend reported.
-async fn seen_by_backend(env: &TestEnv, headers: &[(&str, &str)]) -> (Reply, HashMap<String, String>) {
+async fn seen_by_backend(env: &TestGateway, headers: &[(&str, &str)]) -> (Reply, HashMap<String, String>) {
     let reply = env.request(reqwest::Method::GET, "/test/metadata", headers, None).await;
     assert_eq!(reply.status, 200, "GET /test/metadata: {}", reply.text());
     (reply.clone(), backend_view(&reply))
@@ -182,7 +182,7 @@ async fn forwarding_headers_describe_the_client() {
     let (_, seen) = seen_by_backend(&env, &[]).await;
     assert_eq!(seen.get("x-forwarded-for").map(String::as_str), Some("127.0.0.1"), "{seen:?}");
     // Host as the client sent it (reqwest: the URL's authority).
-    let authority = env.base.trim_start_matches("http://");
+    let authority = env.authority();
     assert_eq!(seen.get("x-forwarded-host").map(String::as_str), Some(authority), "{seen:?}");
 
     // An incoming chain gets the peer appended; an explicit Host is reported.
@@ -246,7 +246,7 @@ async fn http2_prior_knowledge_clients_are_served() {
     assert_eq!(seen.get("foo").map(String::as_str), Some("over-h2"), "{seen:?}");
     assert_eq!(seen.get("x-tenant").map(String::as_str), Some("acme"), "{seen:?}");
     // HTTP/2 has no Host header: the :authority stands in.
-    let authority = env.base.trim_start_matches("http://");
+    let authority = env.authority();
     assert_eq!(seen.get("x-forwarded-host").map(String::as_str), Some(authority), "{seen:?}");
     assert!(reply.header("x-request-id").is_some_and(is_request_id));
     assert_backend_metadata_returned(&reply);

@@ -10,21 +10,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use protogate::config::rate_limits::RateLimitsConfig;
-use protogate::config::{Config, UpstreamRule};
-use protogate::gateway::Gateway;
-use protogate::ratelimit::local::ManualClock;
-use protogate::ratelimit::rule::{compile, ResolvedLimit, RouteLimits};
-use protogate::ratelimit::{Check, RateLimiter, Verdict};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-
+use common::api::ratelimit::{
+    compile, Check, ManualClock, RateLimiter, RateLimitsConfig, ResolvedLimit, RouteLimits, Verdict,
+};
+use common::api::{Config, GatewayError};
 use common::redis::RedisServer;
+use common::{config_for, Backend, Descriptors, TestGateway};
+use http::{HeaderMap, StatusCode};
+use tonic::service::Routes;
 
 const PROTO: &str = r#"
 syntax = "proto3";
@@ -38,76 +31,62 @@ service Things {
 }
 "#;
 
-/// A gRPC backend answering every call with an empty message: enough for
+/// `rl.v1.Things`, answering every call with an empty message: enough for
 /// the gateway to complete a request, nothing to maintain.
-async fn start_backend() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
-                    let _ = req.into_body().collect().await;
-                    let mut trailers = HeaderMap::new();
-                    trailers.insert("grpc-status", "0".parse().expect("value"));
-                    let frames: Vec<Result<Frame<Bytes>, Infallible>> =
-                        vec![Ok(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 0]))), Ok(Frame::trailers(trailers))];
-                    let body = StreamBody::new(futures_util::stream::iter(frames));
-                    Response::builder().header("content-type", "application/grpc").body(body)
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
+#[derive(Clone)]
+struct Things;
+
+impl tonic::server::NamedService for Things {
+    const NAME: &'static str = "rl.v1.Things";
 }
 
-/// One gateway replica serving on a loopback port until dropped.
-struct Replica {
-    base: String,
-    gateway: Gateway,
-    shutdown: Option<oneshot::Sender<()>>,
-}
+impl tower::Service<http::Request<tonic::body::Body>> for Things {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = futures_util::future::BoxFuture<'static, Result<Self::Response, Infallible>>;
 
-impl Drop for Replica {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(async move {
+            // `()` decodes any request by skipping its fields.
+            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<(), ()>::default());
+            Ok(grpc.unary(Empty, req).await)
+        })
     }
 }
 
-struct Setup {
-    _descriptors: tempfile::TempDir,
+struct Empty;
+
+impl tonic::server::UnaryService<()> for Empty {
+    type Response = ();
+    type Future = std::future::Ready<Result<tonic::Response<()>, tonic::Status>>;
+
+    fn call(&mut self, _req: tonic::Request<()>) -> Self::Future {
+        std::future::ready(Ok(tonic::Response::new(())))
+    }
+}
+
+/// The backend and the config every replica of a test is started with.
+struct Env {
+    /// Serves until the test ends, behind every replica.
+    _backend: Backend,
     config: Config,
 }
 
-async fn setup(rate_limits: &str) -> Setup {
-    let backend = start_backend().await;
-    let descriptors = tempfile::tempdir().expect("tempdir");
-    std::fs::write(descriptors.path().join("things.proto"), PROTO).expect("write proto");
-    let mut config = Config { descriptors: descriptors.path().to_path_buf(), ..Config::default() };
-    config.upstreams.push(UpstreamRule { pattern: "*".into(), url: format!("http://{backend}").parse().expect("uri") });
+async fn setup(rate_limits: &str) -> Env {
+    let backend = Backend::start(Routes::new(Things)).await;
+    let mut config = config_for(&backend);
     config.rate_limits = serde_yaml_ng::from_str(rate_limits).expect("rate_limits yaml");
-    Setup { _descriptors: descriptors, config }
+    Env { _backend: backend, config }
 }
 
-async fn replica(config: &Config) -> Replica {
-    let gateway = Gateway::load(config.clone()).expect("gateway loads");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = oneshot::channel();
-    let serving = gateway.clone();
-    tokio::spawn(async move {
-        let _ = serving
-            .serve(listener, async {
-                let _ = rx.await;
-            })
-            .await;
-    });
-    Replica { base: format!("http://{addr}"), gateway, shutdown: Some(tx) }
+/// One gateway replica over its own copy of the descriptors, serving on a
+/// loopback port until dropped.
+async fn replica(config: &Config) -> TestGateway {
+    common::start(Descriptors::empty().with("things.proto", PROTO), config.clone(), vec![]).await
 }
 
 async fn get(client: &reqwest::Client, url: String, headers: &[(&str, &str)]) -> reqwest::Response {
@@ -298,11 +277,7 @@ fn limiter_fixture(yaml: &str, clock: Option<Arc<ManualClock>>) -> (RateLimiter,
     (limiter, RouteLimits::new(limits, "GET /v1/things/{id}".into()))
 }
 
-async fn decide(
-    limiter: &RateLimiter,
-    limits: &RouteLimits,
-    peer: SocketAddr,
-) -> Result<Verdict, protogate::error::GatewayError> {
+async fn decide(limiter: &RateLimiter, limits: &RouteLimits, peer: SocketAddr) -> Result<Verdict, GatewayError> {
     match limiter.check(limits, peer, &HeaderMap::new(), None) {
         Check::Done(result) => result,
         Check::Pending(pending) => pending.run(limiter).await,

@@ -15,16 +15,11 @@
 mod backends;
 mod common;
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
-use common::{assert_error, http_client, Reply};
-use protogate::config::values::parse_upstream_url;
-use protogate::gateway::Gateway;
+use common::fixtures::{compile_set, repo_path};
+use common::{assert_error, canonical, eventually, upstream_url, Backend, Descriptors, Reply, TestGateway};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::service::Routes;
 
 /// How long a test waits for the gateway to pick up a change before it
@@ -34,133 +29,27 @@ const PATIENCE: Duration = Duration::from_secs(10);
 /// The refresh interval of the tests whose source changes after start.
 const INTERVAL: &str = "200ms";
 
-/// One example backend, on its own listener.
-struct Backend {
-    url: String,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-impl Backend {
-    async fn start(routes: Routes) -> Self {
-        Self::start_on(TcpListener::bind("127.0.0.1:0").await.expect("bind backend"), routes)
-    }
-
-    fn start_on(listener: TcpListener, routes: Routes) -> Self {
-        let addr = listener.local_addr().expect("backend local addr");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(backends::serve(listener, routes, async {
-            let _ = stopped.await;
-        }));
-        Self { url: upstream_url(addr), stop, task }
-    }
-
-    async fn shutdown(self) {
-        let _ = self.stop.send(());
-        self.task.await.expect("backend task panicked").expect("backend server failed");
-    }
-}
-
-/// The URL as the gateway writes it (normalized by the config's own rules),
-/// for comparing with the route table and error messages.
-fn upstream_url(addr: SocketAddr) -> String {
-    parse_upstream_url(&format!("http://{addr}")).expect("backend url").to_string()
-}
-
 /// Users v1 that also answers reflection about itself.
 fn users_v1_reflecting() -> Routes {
     let reflection = backends::reflection(&[backends::USERS_V1_SET]).expect("users v1 reflection");
     Routes::new(backends::users_v1()).add_service(reflection)
 }
 
-/// The gateway over `descriptors`, serving on an ephemeral port.
-struct Env {
-    base: String,
-    client: reqwest::Client,
-    gateway: Gateway,
-    _descriptors: tempfile::TempDir,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<std::io::Result<()>>,
+/// The gateway over `descriptors` with the config file `yaml`; the backends
+/// are the test's, which stops and starts them on its own.
+async fn start(descriptors: Descriptors, yaml: &str) -> TestGateway {
+    common::start(descriptors, yaml, vec![]).await
 }
 
-impl Env {
-    /// `yaml` is every key but `descriptors.path`, which is the folder's.
-    async fn start(descriptors: tempfile::TempDir, yaml: &str) -> Self {
-        let yaml = yaml.replace("{path}", &format!("{:?}", descriptors.path().display().to_string()));
-        let origin = descriptors.path().join("protogate.yaml");
-        let config = protogate::config::from_yaml(&yaml, &origin).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-        let gateway = Gateway::load(config).unwrap_or_else(|e| panic!("gateway refused to start: {e}"));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
-        let base = format!("http://{}", listener.local_addr().expect("gateway local addr"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(gateway.clone().serve(listener, async {
-            let _ = stopped.await;
-        }));
-        Self { base, client: http_client(), gateway, _descriptors: descriptors, stop, task }
-    }
-
-    async fn get(&self, path: &str) -> Reply {
-        let response = self.client.get(format!("{}{path}", self.base)).send().await;
-        Reply::read(response.unwrap_or_else(|e| panic!("GET {path}: {e}"))).await
-    }
-
-    /// GETs `path` until it answers 200, within [`PATIENCE`].
-    async fn get_once_ok(&self, path: &str) -> Reply {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let reply = self.get(path).await;
-            if reply.status == 200 {
-                return reply;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                panic!(
-                    "GET {path} still answers {} {} after {PATIENCE:?}; routes:\n{}",
-                    reply.status,
-                    reply.text(),
-                    self.route_table()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn route_table(&self) -> String {
-        protogate::cli::route_table(&self.gateway.catalog())
-    }
-
-    /// `[METHOD, PATH, GRPC METHOD, UPSTREAM]` of every route of
-    /// `protogate routes` (no cell of these columns contains a space).
-    fn routes(&self) -> Vec<[String; 4]> {
-        let table = self.route_table();
-        let mut lines = table.lines();
-        let header: Vec<&str> =
-            lines.next().unwrap_or_default().split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
-        let column =
-            |name: &str| header.iter().position(|c| *c == name).unwrap_or_else(|| panic!("no {name} in\n{table}"));
-        let wanted = ["METHOD", "PATH", "GRPC METHOD", "UPSTREAM"].map(column);
-        lines
-            .take_while(|line| !line.is_empty())
-            .map(|line| {
-                let cells: Vec<&str> = line.split_whitespace().collect();
-                wanted.map(|i| cells.get(i).copied().unwrap_or_default().to_owned())
-            })
-            .collect()
-    }
-
-    /// The upstream of the route `METHOD PATH`, if there is one.
-    fn upstream_of(&self, method: &str, path: &str) -> Option<String> {
-        self.routes().into_iter().find(|[m, p, ..]| m == method && canonical(p) == path).map(|[.., upstream]| upstream)
-    }
-
-    async fn shutdown(self) {
-        let _ = self.stop.send(());
-        self.task.await.expect("gateway task panicked").expect("gateway server failed");
-    }
+/// `[METHOD, PATH, GRPC METHOD, UPSTREAM]` of every route of
+/// `protogate routes`.
+fn routes(env: &TestGateway) -> Vec<[String; 4]> {
+    env.route_rows(["METHOD", "PATH", "GRPC METHOD", "UPSTREAM"])
 }
 
-/// `{id}` and `{id=*}` are the same template (http.proto); compare either.
-fn canonical(template: &str) -> String {
-    template.replace("=*}", "}")
+/// The upstream of the route `METHOD PATH`, if there is one.
+fn upstream_of(env: &TestGateway, method: &str, path: &str) -> Option<String> {
+    routes(env).into_iter().find(|[m, p, ..]| m == method && canonical(p) == path).map(|[.., upstream]| upstream)
 }
 
 /// v1's JSON for user 1001, as the users v1 backend seeds it.
@@ -174,22 +63,17 @@ fn assert_ada_v1(reply: &Reply) {
     assert_eq!(json["loginCount"], "42", "{json}");
 }
 
-/// Copies a committed descriptor set into the test's folder.
-fn copy_shipped(descriptors: &Path, set: &str) {
-    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("descriptors").join(set);
-    let to = descriptors.join(set);
-    std::fs::create_dir_all(to.parent().expect("set in a folder")).expect("create folder");
-    std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
-}
-
 #[tokio::test]
 async fn reflection_discovers_a_backends_services_with_no_file_at_all() {
     let users = Backend::start(users_v1_reflecting()).await;
-    let empty = tempfile::tempdir().expect("create descriptor folder");
     // No `upstreams` at all: the reflection source is the only backend.
-    let env = Env::start(empty, &format!("descriptors:\n  path: {{path}}\n  reflection: [{}]\n", users.url)).await;
+    let env = start(
+        Descriptors::empty(),
+        &format!("descriptors:\n  path: {{descriptors}}\n  reflection: [{}]\n", users.upstream_url()),
+    )
+    .await;
 
-    let ada = env.get_once_ok("/v1/users/1001").await;
+    let ada = env.get_until("/v1/users/1001", 200, PATIENCE).await;
     assert_ada_v1(&ada);
     // An additional binding: the reflected file kept its google.api.http
     // option whole.
@@ -199,7 +83,7 @@ async fn reflection_discovers_a_backends_services_with_no_file_at_all() {
     // The backend's own errors come through as usual.
     assert_error(&env.get("/v1/users/9999").await, 404, 5);
 
-    let routes = env.routes();
+    let routes = routes(&env);
     assert!(
         routes.iter().any(|[m, p, g, _]| m == "GET"
             && canonical(p) == "/v1/users/{id}"
@@ -208,7 +92,7 @@ async fn reflection_discovers_a_backends_services_with_no_file_at_all() {
         env.route_table()
     );
     for [method, path, grpc, upstream] in &routes {
-        assert_eq!(upstream, &users.url, "{method} {path} goes elsewhere:\n{}", env.route_table());
+        assert_eq!(upstream, &users.upstream_url(), "{method} {path} goes elsewhere:\n{}", env.route_table());
         assert!(
             !grpc.starts_with("grpc.reflection."),
             "the reflection service itself is routed:\n{}",
@@ -227,43 +111,34 @@ async fn reflection_discovers_a_backends_services_with_no_file_at_all() {
 /// users.proto as the users v1 backend knows it, but with its additional
 /// binding at `/v1/people/{id}`: the same file name, another definition.
 fn divergent_users_v1() -> Vec<u8> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto");
-    let source = std::fs::read_to_string(root.join("acme/users/v1/users.proto")).expect("read users.proto");
+    let source = std::fs::read_to_string(repo_path("proto/acme/users/v1/users.proto")).expect("read users.proto");
     let changed = source.replace("\"/v1/accounts/{id}\"", "\"/v1/people/{id}\"");
     assert_ne!(changed, source, "users.proto no longer has the /v1/accounts binding this test changes");
-    let include = tempfile::tempdir().expect("create include folder");
-    let file = include.path().join("acme/users/v1/users.proto");
-    std::fs::create_dir_all(file.parent().expect("parent")).expect("create proto folder");
-    std::fs::write(&file, changed).expect("write users.proto");
+    let include = Descriptors::empty().with("acme/users/v1/users.proto", changed);
     // The changed copy first, so it shadows the original; imports from proto/.
-    let mut compiler = protox::Compiler::new([include.path().to_path_buf(), root]).expect("include roots");
-    compiler.include_imports(true).include_source_info(false);
-    compiler.open_file("acme/users/v1/users.proto").unwrap_or_else(|e| panic!("compile users.proto: {e}"));
-    compiler.encode_file_descriptor_set()
+    compile_set(&[include.path()], "acme/users/v1/users.proto")
 }
 
 #[tokio::test]
 async fn a_folder_file_and_a_reflected_file_of_one_name_must_agree() {
     let users = Backend::start(users_v1_reflecting()).await;
-    let descriptors = tempfile::tempdir().expect("create descriptor folder");
-    std::fs::write(descriptors.path().join("users.binpb"), divergent_users_v1()).expect("write users.binpb");
+    let descriptors = Descriptors::empty().with("users.binpb", divergent_users_v1());
     let yaml = format!(
-        "descriptors:\n  path: {{path}}\n  reflection: [{url}]\n  reflection_interval: {INTERVAL}\nupstreams:\n  acme.users.v1: {url}\n",
-        url = users.url
+        "descriptors:\n  path: {{descriptors}}\n  reflection: [{url}]\n  reflection_interval: {INTERVAL}\nupstreams:\n  acme.users.v1: {url}\n",
+        url = users.upstream_url()
     );
-    let env = Env::start(descriptors, &yaml).await;
+    let env = start(descriptors, &yaml).await;
 
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let refused = loop {
-        if let Some(refused) = env.gateway.reloader().status().last_error.clone() {
-            break refused;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no reload was refused within {PATIENCE:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let refused = eventually("a reload is refused", PATIENCE, || async {
+        env.status().last_error.clone().ok_or_else(|| format!("{:?}", env.status()))
+    })
+    .await;
     assert_eq!(
         refused.problems,
-        vec![format!("acme/users/v1/users.proto is defined differently in users.binpb and {} (reflection)", users.url)],
+        vec![format!(
+            "acme/users/v1/users.proto is defined differently in users.binpb and {} (reflection)",
+            users.upstream_url()
+        )],
     );
 
     // The folder's catalog is still the live one, whole.
@@ -274,8 +149,8 @@ async fn a_folder_file_and_a_reflected_file_of_one_name_must_agree() {
     assert_eq!(people.status, 200, "{}", people.text());
     assert_ada_v1(&people);
     assert_error(&env.get("/v1/accounts/1001").await, 404, 5);
-    assert!(env.upstream_of("GET", "/v1/people/{id}").is_some(), "{}", env.route_table());
-    assert!(env.upstream_of("GET", "/v1/accounts/{id}").is_none(), "{}", env.route_table());
+    assert!(upstream_of(&env, "GET", "/v1/people/{id}").is_some(), "{}", env.route_table());
+    assert!(upstream_of(&env, "GET", "/v1/accounts/{id}").is_none(), "{}", env.route_table());
 
     env.shutdown().await;
     users.shutdown().await;
@@ -292,13 +167,12 @@ async fn a_reflection_source_that_is_down_at_start_joins_when_it_comes_up() {
     // `*` names the orders backend: had the gateway routed reflected
     // services by pattern, users calls would reach orders (UNIMPLEMENTED).
     let orders = Backend::start(Routes::new(backends::orders_v1())).await;
-    let descriptors = tempfile::tempdir().expect("create descriptor folder");
-    copy_shipped(descriptors.path(), "v1/orders.binpb");
+    let descriptors = Descriptors::empty().with_shipped("v1/orders.binpb");
     let yaml = format!(
-        "descriptors:\n  path: {{path}}\n  reflection: [{users_url}]\n  reflection_interval: {INTERVAL}\nupstreams:\n  \"*\": {}\n",
-        orders.url
+        "descriptors:\n  path: {{descriptors}}\n  reflection: [{users_url}]\n  reflection_interval: {INTERVAL}\nupstreams:\n  \"*\": {}\n",
+        orders.upstream_url()
     );
-    let env = Env::start(descriptors, &yaml).await;
+    let env = start(descriptors, &yaml).await;
 
     let order = env.get("/v1/orders/5001").await;
     assert_eq!(order.status, 200, "{}", order.text());
@@ -307,13 +181,13 @@ async fn a_reflection_source_that_is_down_at_start_joins_when_it_comes_up() {
 
     let users =
         Backend::start_on(TcpListener::bind(users_addr).await.expect("bind the reserved port"), users_v1_reflecting());
-    let ada = env.get_once_ok("/v1/users/1001").await;
+    let ada = env.get_until("/v1/users/1001", 200, PATIENCE).await;
     assert_ada_v1(&ada);
     let order = env.get("/v1/orders/5001").await;
     assert_eq!(order.status, 200, "{}", order.text());
 
-    assert_eq!(env.upstream_of("GET", "/v1/users/{id}"), Some(users_url), "{}", env.route_table());
-    assert_eq!(env.upstream_of("GET", "/v1/orders/{id}"), Some(orders.url.clone()), "{}", env.route_table());
+    assert_eq!(upstream_of(&env, "GET", "/v1/users/{id}"), Some(users_url), "{}", env.route_table());
+    assert_eq!(upstream_of(&env, "GET", "/v1/orders/{id}"), Some(orders.upstream_url()), "{}", env.route_table());
 
     env.shutdown().await;
     users.shutdown().await;
@@ -323,10 +197,11 @@ async fn a_reflection_source_that_is_down_at_start_joins_when_it_comes_up() {
 #[tokio::test]
 async fn a_source_that_goes_away_keeps_its_routes() {
     let users = Backend::start(users_v1_reflecting()).await;
-    let users_url = users.url.clone();
-    let empty = tempfile::tempdir().expect("create descriptor folder");
-    let env = Env::start(empty, &format!("descriptors:\n  path: {{path}}\n  reflection: [{users_url}]\n")).await;
-    assert_ada_v1(&env.get_once_ok("/v1/users/1001").await);
+    let users_url = users.upstream_url();
+    let env =
+        start(Descriptors::empty(), &format!("descriptors:\n  path: {{descriptors}}\n  reflection: [{users_url}]\n"))
+            .await;
+    assert_ada_v1(&env.get_until("/v1/users/1001", 200, PATIENCE).await);
 
     users.shutdown().await;
     // Asked again by hand (the interval is the default 30s): the failure
@@ -336,7 +211,7 @@ async fn a_source_that_goes_away_keeps_its_routes() {
     assert!(!reloader.refresh_reflection().await, "a failed source changed the reflected files");
     assert!(reloader.reload(true).await.unwrap_or_else(|e| panic!("reload refused: {e}")));
     assert_eq!(reloader.status().generation, 3, "{:?}", reloader.status());
-    assert_eq!(env.upstream_of("GET", "/v1/users/{id}"), Some(users_url), "{}", env.route_table());
+    assert_eq!(upstream_of(&env, "GET", "/v1/users/{id}"), Some(users_url), "{}", env.route_table());
     // Routed, and the backend is gone: 503, not 404.
     assert_error(&env.get("/v1/users/1001").await, 503, 14);
 
@@ -350,13 +225,16 @@ async fn a_source_that_goes_away_keeps_its_routes() {
 async fn a_reflected_package_version_mounts_its_routes() {
     let reflection = backends::reflection(&[backends::USERS_V2_SET]).expect("users v2 reflection");
     let users = Backend::start(Routes::new(backends::users_v2()).add_service(reflection)).await;
-    let empty = tempfile::tempdir().expect("create descriptor folder");
-    let env = Env::start(empty, &format!("descriptors:\n  path: {{path}}\n  reflection: [{}]\n", users.url)).await;
+    let env = start(
+        Descriptors::empty(),
+        &format!("descriptors:\n  path: {{descriptors}}\n  reflection: [{}]\n", users.upstream_url()),
+    )
+    .await;
 
-    let found = env.get_once_ok("/v2/users:search?query=ada").await;
+    let found = env.get_until("/v2/users:search?query=ada", 200, PATIENCE).await;
     assert!(found.text().contains("Lovelace"), "{}", found.text());
     // Templates that already start with /v2 are not prefixed twice.
-    assert_eq!(env.get_once_ok("/v2/users/1001").await.json()["givenName"], "Ada");
+    assert_eq!(env.get_until("/v2/users/1001", 200, PATIENCE).await.json()["givenName"], "Ada");
     assert_eq!(env.get("/users:search?query=ada").await.status, 404);
     assert_eq!(env.get("/v2/v2/users/1001").await.status, 404);
 

@@ -14,13 +14,14 @@ use common::testpb::{
     AllTypes, Color, CustomDetail, DownloadRequest, FailRequest, MetadataRequest, MetadataResponse, Nested,
     SleepRequest, UploadFieldRequest,
 };
+use common::{fixtures, Backend};
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, Value};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
-async fn connect(addr: std::net::SocketAddr) -> TestServiceClient<Channel> {
-    TestServiceClient::connect(format!("http://{addr}")).await.expect("connect to backend")
+async fn connect(backend: &Backend) -> TestServiceClient<Channel> {
+    TestServiceClient::connect(backend.url()).await.expect("connect to backend")
 }
 
 fn sample() -> AllTypes {
@@ -63,8 +64,8 @@ fn sample() -> AllTypes {
 
 #[tokio::test]
 async fn every_echo_method_returns_its_request_unchanged() {
-    let (addr, backend) = common::start_backend().await;
-    let mut client = connect(addr).await;
+    let backend = Backend::test_service().await;
+    let mut client = connect(&backend).await;
     let sent = sample();
 
     let answers = [
@@ -84,8 +85,8 @@ async fn every_echo_method_returns_its_request_unchanged() {
 
 #[tokio::test]
 async fn fail_carries_the_requested_status_and_three_details() {
-    let (addr, backend) = common::start_backend().await;
-    let mut client = connect(addr).await;
+    let backend = Backend::test_service().await;
+    let mut client = connect(&backend).await;
 
     let status = client
         .fail(FailRequest { code: Code::FailedPrecondition as i32, message: "not today".into(), with_details: true })
@@ -120,8 +121,8 @@ async fn fail_carries_the_requested_status_and_three_details() {
 
 #[tokio::test]
 async fn fail_without_details_and_with_code_zero() {
-    let (addr, backend) = common::start_backend().await;
-    let mut client = connect(addr).await;
+    let backend = Backend::test_service().await;
+    let mut client = connect(&backend).await;
 
     let status = client
         .fail(FailRequest { code: Code::NotFound as i32, message: "nope".into(), with_details: false })
@@ -136,8 +137,8 @@ async fn fail_without_details_and_with_code_zero() {
 
 #[tokio::test]
 async fn metadata_reports_request_metadata_and_answers_with_headers_and_a_trailer() {
-    let (addr, backend) = common::start_backend().await;
-    let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
+    let backend = Backend::test_service().await;
+    let channel = Channel::from_shared(backend.url()).expect("uri").connect().await.expect("connect");
 
     let mut request = Request::new(MetadataRequest {});
     request.metadata_mut().insert("x-custom", "abc".parse().expect("ascii value"));
@@ -177,8 +178,8 @@ async fn metadata_reports_request_metadata_and_answers_with_headers_and_a_traile
 
 #[tokio::test]
 async fn count_counts_every_call_but_its_own() {
-    let (addr, backend) = common::start_backend().await;
-    let mut client = connect(addr).await;
+    let backend = Backend::test_service().await;
+    let mut client = connect(&backend).await;
 
     let before = client.count(()).await.expect("count").into_inner().calls;
     assert_eq!(before, 0);
@@ -192,8 +193,8 @@ async fn count_counts_every_call_but_its_own() {
 
 #[tokio::test]
 async fn sleep_reports_the_grpc_timeout_it_saw() {
-    let (addr, backend) = common::start_backend().await;
-    let mut client = connect(addr).await;
+    let backend = Backend::test_service().await;
+    let mut client = connect(&backend).await;
 
     let mut request = Request::new(SleepRequest { millis: 1 });
     request.set_timeout(Duration::from_secs(30));
@@ -209,8 +210,8 @@ async fn sleep_reports_the_grpc_timeout_it_saw() {
 
 #[tokio::test]
 async fn http_body_methods_carry_bytes_and_content_type() {
-    let (addr, backend) = common::start_backend().await;
-    let mut client = connect(addr).await;
+    let backend = Backend::test_service().await;
+    let mut client = connect(&backend).await;
 
     let upload =
         HttpBody { content_type: "application/octet-stream".into(), data: (0..=255).collect(), extensions: Vec::new() };
@@ -249,11 +250,11 @@ async fn http_body_methods_carry_bytes_and_content_type() {
 /// annotations must survive build.rs and the harness's filtering.
 #[test]
 fn test_descriptor_set_keeps_http_annotations_and_only_the_test_closure() {
-    let pool = DescriptorPool::decode(common::test_service_descriptor_set().as_slice()).expect("test set decodes");
+    let pool = DescriptorPool::decode(fixtures::test_service_descriptor_set().as_slice()).expect("test set decodes");
     let names: Vec<String> = pool.files().map(|f| f.name().to_owned()).collect();
-    assert!(names.iter().any(|n| n == common::TEST_PROTO));
+    assert!(names.iter().any(|n| n == fixtures::TEST_PROTO));
     assert!(
-        names.iter().all(|n| n.starts_with("google/") || *n == common::TEST_PROTO),
+        names.iter().all(|n| n.starts_with("google/") || *n == fixtures::TEST_PROTO),
         "unrelated files in the test set: {names:?}"
     );
 

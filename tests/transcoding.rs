@@ -6,12 +6,12 @@
 mod common;
 
 use common::testpb::Color;
-use common::TestEnv;
+use common::{api, start_test_service, start_test_service_with, TestGateway};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 /// POSTs `body` to `path`, expects 200 and returns the JSON answer.
-async fn post_ok(env: &TestEnv, path: &str, body: &Value) -> Value {
+async fn post_ok(env: &TestGateway, path: &str, body: &Value) -> Value {
     let reply = env.post_json(path, &body.to_string()).await;
     assert_eq!(reply.status, 200, "POST {path} {body}: {}", reply.text());
     assert_eq!(reply.header("content-type"), Some("application/json"), "POST {path}");
@@ -19,13 +19,13 @@ async fn post_ok(env: &TestEnv, path: &str, body: &Value) -> Value {
 }
 
 /// GETs `path_and_query`, expects 200 and returns the JSON answer.
-async fn get_ok(env: &TestEnv, path_and_query: &str) -> Value {
+async fn get_ok(env: &TestGateway, path_and_query: &str) -> Value {
     let reply = env.get(path_and_query).await;
     assert_eq!(reply.status, 200, "GET {path_and_query}: {}", reply.text());
     reply.json()
 }
 
-async fn echo(env: &TestEnv, body: &Value) -> Value {
+async fn echo(env: &TestGateway, body: &Value) -> Value {
     post_ok(env, "/test/echo", body).await
 }
 
@@ -35,7 +35,7 @@ async fn echo(env: &TestEnv, body: &Value) -> Value {
 
 #[tokio::test]
 async fn body_star_every_scalar_type() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let sent = json!({
         "doubleValue": 1.5,
         "floatValue": -2.25,
@@ -58,7 +58,7 @@ async fn body_star_every_scalar_type() {
 
 #[tokio::test]
 async fn body_star_numbers_as_strings_and_strings_as_numbers() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     // The JSON mapping accepts 64-bit integers as numbers, 32-bit ones as
     // strings, and floats as strings (including the special words).
     let got = echo(
@@ -94,14 +94,14 @@ async fn body_star_numbers_as_strings_and_strings_as_numbers() {
 
 #[tokio::test]
 async fn body_star_bytes_accept_url_safe_and_unpadded_base64() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let got = echo(&env, &json!({"bytesValue": "AAH-_w", "repeatedBytes": ["AQI=", "AQI"]})).await;
     assert_eq!(got, json!({"bytesValue": "AAH+/w==", "repeatedBytes": ["AQI=", "AQI="]}));
 }
 
 #[tokio::test]
 async fn body_star_enums_by_name_and_number() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let got = echo(&env, &json!({"color": 2, "repeatedColor": ["RED", 2, "COLOR_UNSPECIFIED"]})).await;
     assert_eq!(got, json!({"color": "GREEN", "repeatedColor": ["RED", "GREEN", "COLOR_UNSPECIFIED"]}));
     let got = echo(&env, &json!({"color": "RED"})).await;
@@ -113,7 +113,7 @@ async fn body_star_enums_by_name_and_number() {
 
 #[tokio::test]
 async fn body_star_nested_repeated_and_maps() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let sent = json!({
         "nested": {"name": "outer", "values": [1, -2, 3], "child": {"name": "inner", "child": {"values": [9]}}},
         "repeatedInt32": [1, -2],
@@ -135,7 +135,7 @@ async fn body_star_nested_repeated_and_maps() {
 
 #[tokio::test]
 async fn body_star_oneof_members() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     assert_eq!(echo(&env, &json!({"text": "hi"})).await, json!({"text": "hi"}));
     // A oneof member set to its default value is still set, so it is echoed.
     assert_eq!(echo(&env, &json!({"number": 0})).await, json!({"number": 0}));
@@ -145,7 +145,7 @@ async fn body_star_oneof_members() {
 
 #[tokio::test]
 async fn body_star_accepts_json_names_and_proto_names() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let got = echo(
         &env,
         &json!({
@@ -177,7 +177,7 @@ async fn body_star_accepts_json_names_and_proto_names() {
 
 #[tokio::test]
 async fn body_star_well_known_types() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let sent = json!({
         "timestamp": "2024-01-02T03:04:05.123Z",
         "duration": "-1.500s",
@@ -194,7 +194,7 @@ async fn body_star_well_known_types() {
 
 #[tokio::test]
 async fn body_star_well_known_types_in_other_spellings_come_back_canonical() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let got = echo(
         &env,
         &json!({
@@ -218,7 +218,7 @@ async fn body_star_well_known_types_in_other_spellings_come_back_canonical() {
 
 #[tokio::test]
 async fn body_star_wrappers_keep_explicit_defaults() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let sent = json!({
         "doubleWrapper": 1.5,
         "floatWrapper": 0.0,
@@ -238,7 +238,7 @@ async fn body_star_wrappers_keep_explicit_defaults() {
 
 #[tokio::test]
 async fn body_star_empty_body_is_an_empty_message() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     for body in [None, Some(b"".to_vec()), Some(b" \n ".to_vec()), Some(b"{}".to_vec())] {
         let reply =
             env.request(Method::POST, "/test/echo", &[("content-type", "application/json")], body.clone()).await;
@@ -249,7 +249,7 @@ async fn body_star_empty_body_is_an_empty_message() {
 
 #[tokio::test]
 async fn json_content_types_with_parameters_and_suffix_are_accepted() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     for ct in ["application/json; charset=utf-8", "application/vnd.acme+json", "APPLICATION/JSON"] {
         let reply = env
             .request(Method::POST, "/test/echo", &[("content-type", ct)], Some(br#"{"int32Value":1}"#.to_vec()))
@@ -269,7 +269,7 @@ async fn json_content_types_with_parameters_and_suffix_are_accepted() {
 
 #[tokio::test]
 async fn body_field_takes_the_field_from_the_body_and_the_rest_from_path_and_query() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let reply = env
         .request(
             Method::PUT,
@@ -292,7 +292,7 @@ async fn body_field_takes_the_field_from_the_body_and_the_rest_from_path_and_que
 
 #[tokio::test]
 async fn body_field_body_fields_are_those_of_the_nested_message() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     // `stringValue` is a field of AllTypes, not of Nested: the body is the
     // `nested` field alone, so it is unknown there.
     let reply = env
@@ -309,7 +309,7 @@ async fn body_field_body_fields_are_those_of_the_nested_message() {
 
 #[tokio::test]
 async fn get_with_path_variables_nested_enum_and_int64_plus_query() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let got = get_ok(&env, "/test/path/hello/-9223372036854775808/nm/GREEN?int32_value=4&nested.values=7").await;
     assert_eq!(
         got,
@@ -329,7 +329,7 @@ async fn get_with_path_variables_nested_enum_and_int64_plus_query() {
 
 #[tokio::test]
 async fn single_segment_variables_are_fully_percent_decoded() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let got = get_ok(&env, "/test/path/hello%20world%2Fx%3F/1/n%2Fm%25/RED").await;
     assert_eq!(got["stringValue"], json!("hello world/x?"));
     assert_eq!(got["nested"], json!({"name": "n/m%"}));
@@ -339,7 +339,7 @@ async fn single_segment_variables_are_fully_percent_decoded() {
 
 #[tokio::test]
 async fn multi_segment_variable_keeps_encoded_slashes() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let got = get_ok(&env, "/test/files/a/b%2Fc/d%20e.txt").await;
     assert_eq!(got, json!({"stringValue": "a/b%2Fc/d e.txt"}));
     let got = get_ok(&env, "/test/files/one").await;
@@ -348,7 +348,7 @@ async fn multi_segment_variable_keeps_encoded_slashes() {
 
 #[tokio::test]
 async fn additional_binding_with_a_segment_pattern() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let got = get_ok(&env, "/test/things/shelves/1/books/2?int32_value=3").await;
     assert_eq!(got, json!({"stringValue": "shelves/1/books/2", "int32Value": 3}));
     // The pattern has exactly four segments with fixed literals.
@@ -360,7 +360,7 @@ async fn additional_binding_with_a_segment_pattern() {
 
 #[tokio::test]
 async fn custom_verb_and_the_path_has_the_last_word_over_the_body() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let got = post_ok(&env, "/test/things/abc:frobnicate", &json!({"int32Value": 3, "stringValue": "from body"})).await;
     assert_eq!(got, json!({"stringValue": "abc", "int32Value": 3}));
     // Without the verb, or with another one, nothing matches.
@@ -372,12 +372,12 @@ async fn custom_verb_and_the_path_has_the_last_word_over_the_body() {
 
 #[tokio::test]
 async fn auto_mapped_method_without_http_option() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let sent = json!({"int32Value": 9, "nested": {"name": "n"}, "mapBoolString": {"true": "t"}});
     let got = post_ok(&env, "/protogate.test.v1.TestService/Unannotated", &sent).await;
     assert_eq!(got, sent);
 
-    let env = TestEnv::start_with(|config| config.routes.auto_map = false).await;
+    let env = start_test_service_with(|config| config.routes.auto_map = false).await;
     let reply = env.post_json("/protogate.test.v1.TestService/Unannotated", "{}").await;
     common::assert_error(&reply, 404, 5);
 }
@@ -388,7 +388,7 @@ async fn auto_mapped_method_without_http_option() {
 
 #[tokio::test]
 async fn query_every_scalar_type() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let got = get_ok(
         &env,
         "/test/query?double_value=1.5&float_value=-2.5&int32_value=-7&int64_value=-9223372036854775808\
@@ -421,7 +421,7 @@ async fn query_every_scalar_type() {
 
 #[tokio::test]
 async fn query_accepts_json_names_too() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let got = get_ok(&env, "/test/query?stringValue=s&customName=c&int64Value=3").await;
     assert_eq!(got, json!({"stringValue": "s", "customName": "c", "int64Value": "3"}));
     let got = get_ok(&env, "/test/query?renamed=r").await;
@@ -430,7 +430,7 @@ async fn query_accepts_json_names_too() {
 
 #[tokio::test]
 async fn query_enums_by_name_and_number() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let got = get_ok(&env, "/test/query?color=GREEN&repeated_color=RED&repeated_color=2").await;
     assert_eq!(got, json!({"color": "GREEN", "repeatedColor": ["RED", "GREEN"]}));
     let got = get_ok(&env, "/test/query?color=1").await;
@@ -439,7 +439,7 @@ async fn query_enums_by_name_and_number() {
 
 #[tokio::test]
 async fn query_repeated_fields_by_repetition() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let got = get_ok(
         &env,
         "/test/query?repeated_string=a&repeated_string=b&repeated_int64=1&repeated_int64=-2\
@@ -462,7 +462,7 @@ async fn query_repeated_fields_by_repetition() {
 
 #[tokio::test]
 async fn query_nested_fields_and_maps() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let got = get_ok(
         &env,
         "/test/query?nested.name=x&nested.values=1&nested.values=2&nested.child.name=y\
@@ -483,7 +483,7 @@ async fn query_nested_fields_and_maps() {
 
 #[tokio::test]
 async fn query_well_known_scalar_types() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let got = get_ok(
         &env,
         "/test/query?timestamp=2024-01-02T03:04:05.5Z&duration=1.5s&field_mask=stringValue,nested.name\
@@ -512,14 +512,14 @@ async fn query_well_known_scalar_types() {
 
 #[tokio::test]
 async fn query_plus_is_a_space_and_percent_escapes_are_decoded() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let got = get_ok(&env, "/test/query?string_value=a+b%2Bc%20d&repeated_string=%E2%9C%93&text=x+y").await;
     assert_eq!(got, json!({"stringValue": "a b+c d", "repeatedString": ["✓"], "text": "x y"}));
 }
 
 #[tokio::test]
 async fn query_oneof_member() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     assert_eq!(get_ok(&env, "/test/query?number=0").await, json!({"number": 0}));
     assert_eq!(get_ok(&env, "/test/query?item.name=i").await, json!({"item": {"name": "i"}}));
 }
@@ -530,7 +530,7 @@ async fn query_oneof_member() {
 
 #[tokio::test]
 async fn response_defaults_follow_the_proto3_json_mapping() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let got = echo(
         &env,
         &json!({
@@ -554,7 +554,7 @@ async fn response_defaults_follow_the_proto3_json_mapping() {
 
 #[tokio::test]
 async fn json_use_proto_names() {
-    let env = TestEnv::start_with(|config| config.json.use_proto_names = true).await;
+    let env = start_test_service_with(|config| config.json.use_proto_names = true).await;
     let got = echo(
         &env,
         &json!({"int64Value": "5", "customName": "r", "nested": {"name": "n"}, "map_string_int32": {"a": 1}}),
@@ -565,7 +565,7 @@ async fn json_use_proto_names() {
 
 #[tokio::test]
 async fn json_emit_unpopulated() {
-    let env = TestEnv::start_with(|config| config.json.emit_unpopulated = true).await;
+    let env = start_test_service_with(|config| config.json.emit_unpopulated = true).await;
     let got = echo(&env, &json!({})).await;
     let expected = [
         ("int32Value", json!(0)),
@@ -591,14 +591,14 @@ async fn json_emit_unpopulated() {
 
 #[tokio::test]
 async fn json_enums_as_ints() {
-    let env = TestEnv::start_with(|config| config.json.enums_as_ints = true).await;
+    let env = start_test_service_with(|config| config.json.enums_as_ints = true).await;
     let got = echo(&env, &json!({"color": "GREEN", "repeatedColor": ["RED", "GREEN"]})).await;
     assert_eq!(got, json!({"color": Color::Green as i32, "repeatedColor": [Color::Red as i32, Color::Green as i32]}));
 }
 
 #[tokio::test]
 async fn json_int64_as_numbers() {
-    let env = TestEnv::start_with(|config| config.json.int64_as_numbers = true).await;
+    let env = start_test_service_with(|config| config.json.int64_as_numbers = true).await;
     let got = echo(
         &env,
         &json!({
@@ -628,8 +628,8 @@ async fn json_int64_as_numbers() {
 
 #[tokio::test]
 async fn json_unknown_fields_ignore() {
-    let env = TestEnv::start_with(|config| {
-        config.json.unknown_fields = protogate::config::Strictness::Ignore;
+    let env = start_test_service_with(|config| {
+        config.json.unknown_fields = api::Strictness::Ignore;
     })
     .await;
     let got =
@@ -639,8 +639,8 @@ async fn json_unknown_fields_ignore() {
 
 #[tokio::test]
 async fn json_unknown_query_params_ignore() {
-    let env = TestEnv::start_with(|config| {
-        config.json.unknown_query_params = protogate::config::Strictness::Ignore;
+    let env = start_test_service_with(|config| {
+        config.json.unknown_query_params = api::Strictness::Ignore;
     })
     .await;
     let got = get_ok(&env, "/test/query?int32_value=1&bogus=2&nested.bogus=3").await;
@@ -652,7 +652,7 @@ async fn json_unknown_query_params_ignore() {
 
 #[tokio::test]
 async fn json_pretty() {
-    let env = TestEnv::start_with(|config| config.json.pretty = true).await;
+    let env = start_test_service_with(|config| config.json.pretty = true).await;
     let sent = json!({"int32Value": 1, "nested": {"name": "n"}});
     let reply = env.post_json("/test/echo", &sent.to_string()).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -667,7 +667,7 @@ async fn json_pretty() {
 
 #[tokio::test]
 async fn response_body_returns_one_field() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let got = post_ok(
         &env,
         "/test/response-field",
@@ -682,7 +682,7 @@ async fn response_body_returns_one_field() {
 
 #[tokio::test]
 async fn http_body_upload_echoes_bytes_and_content_type() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let data: Vec<u8> = (0..=255u8).chain([0, 0xff, b'{']).collect();
     let reply = env.request(Method::POST, "/test/upload", &[("content-type", "image/png")], Some(data.clone())).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -699,7 +699,7 @@ async fn http_body_upload_echoes_bytes_and_content_type() {
 
 #[tokio::test]
 async fn http_body_download_returns_raw_bytes_with_their_content_type() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let reply = env.get("/test/download/report.csv?content_type=text%2Fcsv%3B%20charset%3Dutf-8").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.header("content-type"), Some("text/csv; charset=utf-8"));
@@ -712,7 +712,7 @@ async fn http_body_download_returns_raw_bytes_with_their_content_type() {
 
 #[tokio::test]
 async fn http_body_field_carries_the_raw_body() {
-    let env = TestEnv::start().await;
+    let env = start_test_service().await;
     let reply = env
         .request(
             Method::POST,

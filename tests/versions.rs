@@ -12,15 +12,8 @@
 mod backends;
 mod common;
 
-use std::net::SocketAddr;
-use std::path::Path;
-
-use common::{assert_error, http_client, Reply};
-use protogate::gateway::Gateway;
+use common::{assert_error, canonical, Backend, Descriptors, Reply, TestGateway};
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::service::Routes;
 
 /// `versions.v1.deprecated` in [`deprecated_v1`], and the headers it must
@@ -32,137 +25,22 @@ const SUNSET: &str = "2027-06-30";
 const DEPRECATION_HEADER: &str = "@1735689600";
 const SUNSET_HEADER: &str = "Wed, 30 Jun 2027 00:00:00 GMT";
 
-/// One example backend on an ephemeral port.
-struct Backend {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-impl Backend {
-    async fn start(routes: Routes) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
-        let addr = listener.local_addr().expect("backend local addr");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(backends::serve(listener, routes, async {
-            let _ = stopped.await;
-        }));
-        Self { addr, stop, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    async fn shutdown(self) {
-        let _ = self.stop.send(());
-        self.task.await.expect("backend task panicked").expect("backend server failed");
-    }
-}
-
 /// Users v1 and v2 backends and the gateway over a folder holding
-/// `v1/users.binpb` and `v2/users.binpb`.
-struct Versions {
-    base: String,
-    client: reqwest::Client,
-    gateway: Gateway,
-    v1: Backend,
-    v2: Backend,
-    _descriptors: tempfile::TempDir,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<std::io::Result<()>>,
+/// `v1/users.binpb` and `v2/users.binpb`. `config` gets the v1 and v2
+/// backend URLs and returns the YAML keys other than `descriptors`, so each
+/// test states its wiring in the config syntax an operator would write.
+async fn start(config: impl FnOnce(&str, &str) -> String) -> TestGateway {
+    let v1 = Backend::start(Routes::new(backends::users_v1())).await;
+    let v2 = Backend::start(Routes::new(backends::users_v2())).await;
+    let descriptors = Descriptors::empty().with_shipped("v1/users.binpb").with_shipped("v2/users.binpb");
+    let yaml = format!("descriptors: {{descriptors}}\n{}", config(&v1.url(), &v2.url()));
+    common::start(descriptors, yaml, vec![v1, v2]).await
 }
 
-impl Versions {
-    /// `config` gets the v1 and v2 backend URLs and returns the YAML keys
-    /// other than `descriptors`, so each test states its wiring in the
-    /// config syntax an operator would write.
-    async fn start(config: impl FnOnce(&str, &str) -> String) -> Self {
-        let v1 = Backend::start(Routes::new(backends::users_v1())).await;
-        let v2 = Backend::start(Routes::new(backends::users_v2())).await;
-
-        let descriptors = tempfile::tempdir().expect("create descriptor folder");
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("descriptors");
-        for version in ["v1", "v2"] {
-            let folder = descriptors.path().join(version);
-            std::fs::create_dir(&folder).expect("create version folder");
-            std::fs::copy(shipped.join(version).join("users.binpb"), folder.join("users.binpb"))
-                .unwrap_or_else(|e| panic!("copy descriptors/{version}/users.binpb: {e}"));
-        }
-
-        let yaml =
-            format!("descriptors: {:?}\n{}", descriptors.path().display().to_string(), config(&v1.url(), &v2.url()));
-        let origin = descriptors.path().join("protogate.yaml");
-        let config = protogate::config::from_yaml(&yaml, &origin).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-        let gateway = Gateway::load(config).unwrap_or_else(|e| panic!("gateway rejected the users descriptors: {e}"));
-
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
-        let base = format!("http://{}", listener.local_addr().expect("gateway local addr"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(gateway.clone().serve(listener, async {
-            let _ = stopped.await;
-        }));
-        Self { base, client: http_client(), gateway, v1, v2, _descriptors: descriptors, stop, task }
-    }
-
-    async fn get(&self, path: &str) -> Reply {
-        let response = self.client.get(format!("{}{path}", self.base)).send().await;
-        Reply::read(response.unwrap_or_else(|e| panic!("GET {path}: {e}"))).await
-    }
-
-    async fn post_json(&self, path: &str, body: &str) -> Reply {
-        let request = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(body.to_owned());
-        Reply::read(request.send().await.unwrap_or_else(|e| panic!("POST {path}: {e}"))).await
-    }
-
-    /// `[METHOD, PATH, VERSION, GRPC METHOD, UPSTREAM]` of every row of
-    /// `protogate routes`, read back from the printed table by the header's
-    /// column positions (cells may contain single spaces, and the table may
-    /// have other columns).
-    fn route_rows(&self) -> Vec<[String; 5]> {
-        let table = protogate::cli::route_table(&self.gateway.catalog());
-        let mut lines = table.lines();
-        let header = lines.next().unwrap_or_default();
-        // Columns are padded and separated by at least two spaces.
-        let mut starts = Vec::new();
-        let mut names = Vec::new();
-        let mut rest = header;
-        while !rest.is_empty() {
-            let start = header.len() - rest.len();
-            let end = rest.find("  ").unwrap_or(rest.len());
-            starts.push(start);
-            names.push(&rest[..end]);
-            rest = rest[end..].trim_start();
-        }
-        let column = |name: &str| -> (usize, Option<usize>) {
-            let i = names.iter().position(|n| *n == name).unwrap_or_else(|| panic!("no {name} column in\n{table}"));
-            (starts[i], starts.get(i + 1).copied())
-        };
-        let wanted = ["METHOD", "PATH", "VERSION", "GRPC METHOD", "UPSTREAM"].map(column);
-        lines
-            .take_while(|line| !line.is_empty())
-            .map(|line| {
-                wanted.map(|(start, end)| {
-                    let cell = match end {
-                        Some(end) => line.get(start..end.min(line.len())),
-                        None => line.get(start..),
-                    };
-                    cell.unwrap_or_default().trim().to_owned()
-                })
-            })
-            .collect()
-    }
-
-    async fn shutdown(self) {
-        let _ = self.stop.send(());
-        self.task.await.expect("gateway task panicked").expect("gateway server failed");
-        self.v1.shutdown().await;
-        self.v2.shutdown().await;
-    }
+/// `[METHOD, PATH, VERSION, GRPC METHOD, UPSTREAM]` of every row of
+/// `protogate routes`.
+fn route_rows(env: &TestGateway) -> Vec<[String; 5]> {
+    env.route_rows(["METHOD", "PATH", "VERSION", "GRPC METHOD", "UPSTREAM"])
 }
 
 /// Each version's package to its own backend, the way `--upstream` does it.
@@ -175,14 +53,9 @@ fn deprecated_v1(v1: &str, v2: &str) -> String {
     format!("{}versions:\n  v1:\n    deprecated: {{ since: {SINCE}, sunset: {SUNSET} }}\n", per_package(v1, v2))
 }
 
-/// `{id}` and `{id=*}` are the same template (http.proto); compare either.
-fn canonical(template: &str) -> String {
-    template.replace("=*}", "}")
-}
-
 #[tokio::test]
 async fn each_version_answers_in_its_own_shape_from_its_own_backend() {
-    let env = Versions::start(per_package).await;
+    let env = start(per_package).await;
 
     let v1 = env.get("/v1/users/1001").await;
     assert_eq!(v1.status, 200, "{}", v1.text());
@@ -234,7 +107,7 @@ async fn each_version_answers_in_its_own_shape_from_its_own_backend() {
 
 #[tokio::test]
 async fn the_version_prefix_is_added_exactly_once() {
-    let env = Versions::start(per_package).await;
+    let env = start(per_package).await;
 
     // `/users:search` in the proto, mounted by the v2 folder.
     let found = env.get("/v2/users:search?query=HOP").await;
@@ -259,7 +132,7 @@ async fn the_version_prefix_is_added_exactly_once() {
 
 #[tokio::test]
 async fn a_deprecated_version_says_so_on_every_response_and_the_other_does_not() {
-    let env = Versions::start(deprecated_v1).await;
+    let env = start(deprecated_v1).await;
     let deprecated = |reply: &Reply, what: &str| {
         assert_eq!(reply.header("deprecation"), Some(DEPRECATION_HEADER), "{what}: {:?}", reply.headers);
         assert_eq!(reply.header("sunset"), Some(SUNSET_HEADER), "{what}: {:?}", reply.headers);
@@ -308,15 +181,13 @@ fn deprecated_v1_guarded(v1: &str, v2: &str) -> String {
 
 #[tokio::test]
 async fn a_deprecated_version_says_so_on_refusals_before_the_backend_too() {
-    let env = Versions::start(deprecated_v1_guarded).await;
+    let env = start(deprecated_v1_guarded).await;
     let deprecated = |reply: &Reply, what: &str| {
         assert_eq!(reply.header("deprecation"), Some(DEPRECATION_HEADER), "{what}: {:?}", reply.headers);
         assert_eq!(reply.header("sunset"), Some(SUNSET_HEADER), "{what}: {:?}", reply.headers);
     };
-    let get_with_key = |path: &'static str| {
-        let request = env.client.get(format!("{}{path}", env.base)).header("x-api-key", "let-me-in");
-        async move { Reply::read(request.send().await.unwrap_or_else(|e| panic!("GET {path}: {e}"))).await }
-    };
+    let get_with_key =
+        |path: &'static str| env.request(reqwest::Method::GET, path, &[("x-api-key", "let-me-in")], None);
 
     // Refused by authentication, before any backend call.
     let unauthenticated = env.get("/v1/users/1001").await;
@@ -339,9 +210,8 @@ async fn a_deprecated_version_says_so_on_refusals_before_the_backend_too() {
 
 #[tokio::test]
 async fn the_route_table_shows_each_routes_version() {
-    let env = Versions::start(per_package).await;
-    let rows: Vec<[String; 4]> = env
-        .route_rows()
+    let env = start(per_package).await;
+    let rows: Vec<[String; 4]> = route_rows(&env)
         .into_iter()
         .map(|[method, path, version, grpc, _]| [method, canonical(&path), version, grpc])
         .collect();
@@ -383,8 +253,7 @@ async fn the_route_table_shows_each_routes_version() {
 #[tokio::test]
 async fn versions_upstream_sends_a_whole_version_to_its_own_backend() {
     // `*` would send v2 to the v1 backend too; `versions.v2.upstream` wins.
-    let env =
-        Versions::start(|v1, v2| format!("upstreams:\n  \"*\": {v1}\nversions:\n  v2:\n    upstream: {v2}\n")).await;
+    let env = start(|v1, v2| format!("upstreams:\n  \"*\": {v1}\nversions:\n  v2:\n    upstream: {v2}\n")).await;
 
     let v1 = env.get("/v1/users/1002").await;
     assert_eq!(v1.status, 200, "{}", v1.text());
@@ -396,8 +265,7 @@ async fn versions_upstream_sends_a_whole_version_to_its_own_backend() {
     assert_eq!(env.get("/v2/users:search?query=lovelace").await.json()["users"][0]["id"], "1001");
 
     let upstream_of = |version: &str| -> Vec<String> {
-        let mut urls: Vec<String> = env
-            .route_rows()
+        let mut urls: Vec<String> = route_rows(&env)
             .into_iter()
             .filter(|row| row[2] == version)
             .map(|row| row[4].trim_end_matches('/').to_owned())
@@ -405,8 +273,8 @@ async fn versions_upstream_sends_a_whole_version_to_its_own_backend() {
         urls.dedup();
         urls
     };
-    assert_eq!(upstream_of("v1"), [env.v1.url()]);
-    assert_eq!(upstream_of("v2"), [env.v2.url()]);
+    assert_eq!(upstream_of("v1"), [env.backends()[0].url()]);
+    assert_eq!(upstream_of("v2"), [env.backends()[1].url()]);
 
     env.shutdown().await;
 }

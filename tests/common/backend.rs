@@ -1,223 +1,144 @@
-//! The real tonic backend behind the integration tests: an implementation of
-//! `protogate.test.v1.TestService` whose answers make the gateway's work
-//! observable (echoes, chosen errors, metadata reports, a call counter).
+//! Real tonic backends for the tests, each on its own `127.0.0.1:0`
+//! listener, served until a shutdown channel fires and joined by
+//! [`Backend::shutdown`]: the conformance `TestService`
+//! ([`Backend::test_service`]) or any set of services ([`Backend::start`]:
+//! the example backends, a test's own service).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::FutureExt as _;
 use http_body::{Body, Frame, SizeHint};
-use prost::Message as _;
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::metadata::{KeyAndValueRef, MetadataValue};
-use tonic::{Code, Request, Response, Status};
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
 
-use super::pb::google::api::HttpBody;
-use super::pb::google::rpc;
-use super::pb::protogate::test::v1::test_service_server::{TestService, TestServiceServer};
-use super::pb::protogate::test::v1::{
-    AllTypes, CountResponse, CustomDetail, DownloadRequest, FailRequest, MetadataRequest, MetadataResponse,
-    SleepRequest, UploadFieldRequest, UploadFieldResponse,
-};
+use super::api;
 
-/// gRPC path prefix of every TestService method.
-const SERVICE_PREFIX: &str = "/protogate.test.v1.TestService/";
-/// The one method whose calls are not counted, so that asking does not change the answer.
-const COUNT_PATH: &str = "/protogate.test.v1.TestService/Count";
-/// The method whose successful responses carry an extra trailer.
-const METADATA_PATH: &str = "/protogate.test.v1.TestService/Metadata";
-
-/// `TestService` with a call counter shared with the [`Observe`] layer.
-#[derive(Debug, Clone, Default)]
-pub struct TestBackend {
+/// A running backend; dropping it stops the server without waiting.
+#[derive(Debug)]
+pub struct Backend {
+    addr: SocketAddr,
     calls: Arc<AtomicU64>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
 }
 
-fn any<M: prost::Message>(type_name: &str, message: &M) -> prost_types::Any {
-    prost_types::Any { type_url: format!("type.googleapis.com/{type_name}"), value: message.encode_to_vec() }
-}
-
-/// The `google.rpc.Status` that `Fail` attaches when `with_details` is set.
-pub fn fail_details(code: i32, message: &str) -> rpc::Status {
-    rpc::Status {
-        code,
-        message: message.to_owned(),
-        details: vec![
-            any(
-                "google.rpc.ErrorInfo",
-                &rpc::ErrorInfo {
-                    reason: "TEST_REASON".into(),
-                    domain: "test.protogate".into(),
-                    metadata: HashMap::from([("k".to_owned(), "v".to_owned())]),
-                },
-            ),
-            any(
-                "google.rpc.BadRequest",
-                &rpc::BadRequest {
-                    field_violations: vec![rpc::bad_request::FieldViolation {
-                        field: "message".into(),
-                        description: "asked to fail".into(),
-                        reason: "TEST_VIOLATION".into(),
-                    }],
-                },
-            ),
-            any(
-                "protogate.test.v1.CustomDetail",
-                &CustomDetail { note: "only the test descriptors know this type".into() },
-            ),
-        ],
-    }
-}
-
-#[tonic::async_trait]
-impl TestService for TestBackend {
-    async fn echo(&self, request: Request<AllTypes>) -> Result<Response<AllTypes>, Status> {
-        Ok(Response::new(request.into_inner()))
+impl Backend {
+    /// Serves `routes` (h2c, like any gRPC server) on a fresh ephemeral
+    /// port; [`Backend::calls`] counts every request that reaches it.
+    pub async fn start(routes: Routes) -> Backend {
+        Self::start_on(bind().await, routes)
     }
 
-    async fn echo_query(&self, request: Request<AllTypes>) -> Result<Response<AllTypes>, Status> {
-        Ok(Response::new(request.into_inner()))
+    /// [`Backend::start`] on `listener`, e.g. a port chosen earlier.
+    pub fn start_on(listener: TcpListener, routes: Routes) -> Backend {
+        let calls = Arc::new(AtomicU64::new(0));
+        let observe = Observe { calls, counts: |_| true, trailer_on: None };
+        Self::serve(listener, routes, observe)
     }
 
-    async fn echo_path(&self, request: Request<AllTypes>) -> Result<Response<AllTypes>, Status> {
-        Ok(Response::new(request.into_inner()))
+    /// The conformance backend, `protogate.test.v1.TestService`;
+    /// [`Backend::calls`] is what its `Count` method answers.
+    pub async fn test_service() -> Backend {
+        let (routes, observe) = super::test_service::routes(Arc::new(AtomicU64::new(0)));
+        Self::serve(bind().await, routes, observe)
     }
 
-    async fn echo_verb(&self, request: Request<AllTypes>) -> Result<Response<AllTypes>, Status> {
-        Ok(Response::new(request.into_inner()))
+    fn serve(listener: TcpListener, routes: Routes, observe: Observe) -> Backend {
+        let addr = listener.local_addr().expect("backend local addr");
+        let calls = observe.calls.clone();
+        let (tx, rx) = oneshot::channel::<()>();
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let server =
+            Server::builder().layer(observe).add_routes(routes).serve_with_incoming_shutdown(incoming, async {
+                let _ = rx.await;
+            });
+        let task = tokio::spawn(server);
+        Backend { addr, calls, shutdown: Some(tx), task: Some(task) }
     }
 
-    async fn echo_body_field(&self, request: Request<AllTypes>) -> Result<Response<AllTypes>, Status> {
-        Ok(Response::new(request.into_inner()))
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
-    async fn echo_response_field(&self, request: Request<AllTypes>) -> Result<Response<AllTypes>, Status> {
-        Ok(Response::new(request.into_inner()))
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
-    async fn upload(&self, request: Request<HttpBody>) -> Result<Response<HttpBody>, Status> {
-        Ok(Response::new(request.into_inner()))
+    /// [`upstream_url`] of this backend.
+    pub fn upstream_url(&self) -> String {
+        upstream_url(self.addr)
     }
 
-    async fn download(&self, request: Request<DownloadRequest>) -> Result<Response<HttpBody>, Status> {
-        let DownloadRequest { name, content_type } = request.into_inner();
-        let content_type = if content_type.is_empty() { "text/plain".to_owned() } else { content_type };
-        Ok(Response::new(HttpBody {
-            content_type,
-            data: format!("contents of {name}").into_bytes(),
-            extensions: Vec::new(),
-        }))
+    /// Calls received so far (for the test service, `Count` excluded).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
     }
 
-    async fn upload_field(
-        &self,
-        request: Request<UploadFieldRequest>,
-    ) -> Result<Response<UploadFieldResponse>, Status> {
-        let UploadFieldRequest { name, file } = request.into_inner();
-        let file = file.unwrap_or_default();
-        Ok(Response::new(UploadFieldResponse {
-            name,
-            content_type: file.content_type,
-            size: i64::try_from(file.data.len()).unwrap_or(i64::MAX),
-        }))
-    }
-
-    async fn fail(&self, request: Request<FailRequest>) -> Result<Response<()>, Status> {
-        let FailRequest { code, message, with_details } = request.into_inner();
-        if code == 0 {
-            return Ok(Response::new(()));
+    /// Stops accepting, drains open connections and joins the server task.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
         }
-        let grpc_code = Code::from_i32(code);
-        if with_details {
-            let details = fail_details(code, &message).encode_to_vec();
-            Err(Status::with_details(grpc_code, message, Bytes::from(details)))
-        } else {
-            Err(Status::new(grpc_code, message))
+        if let Some(task) = self.task.take() {
+            task.await.expect("backend task panicked").expect("backend server failed");
         }
-    }
-
-    async fn metadata(&self, request: Request<MetadataRequest>) -> Result<Response<MetadataResponse>, Status> {
-        let mut headers: HashMap<String, String> = HashMap::new();
-        for entry in request.metadata().iter() {
-            let (key, value) = match entry {
-                KeyAndValueRef::Ascii(key, value) => match value.to_str() {
-                    Ok(value) => (key.as_str(), value),
-                    Err(_) => continue,
-                },
-                // The wire form of a binary value is base64, so it is ASCII already.
-                KeyAndValueRef::Binary(key, value) => match std::str::from_utf8(value.as_encoded_bytes()) {
-                    Ok(value) => (key.as_str(), value),
-                    Err(_) => continue,
-                },
-            };
-            headers
-                .entry(key.to_owned())
-                .and_modify(|joined| {
-                    joined.push_str(", ");
-                    joined.push_str(value);
-                })
-                .or_insert_with(|| value.to_owned());
-        }
-        let mut response = Response::new(MetadataResponse { headers });
-        let metadata = response.metadata_mut();
-        metadata.insert("x-echo-header", MetadataValue::from_static("hello"));
-        metadata.insert_bin("x-echo-bin", MetadataValue::from_bytes(&[0x01, 0x02]));
-        // The trailer `x-echo-trailer` is added by `Observe`: tonic has no API
-        // for trailers on a successful unary response.
-        Ok(response)
-    }
-
-    async fn sleep(&self, request: Request<SleepRequest>) -> Result<Response<()>, Status> {
-        let seen = request.metadata().get("grpc-timeout").cloned();
-        let millis = u64::try_from(request.get_ref().millis).unwrap_or(0);
-        tokio::time::sleep(Duration::from_millis(millis)).await;
-        let mut response = Response::new(());
-        if let Some(seen) = seen {
-            response.metadata_mut().insert("x-seen-grpc-timeout", seen);
-        }
-        Ok(response)
-    }
-
-    async fn unannotated(&self, request: Request<AllTypes>) -> Result<Response<AllTypes>, Status> {
-        Ok(Response::new(request.into_inner()))
-    }
-
-    async fn count(&self, _request: Request<()>) -> Result<Response<CountResponse>, Status> {
-        let calls = self.calls.load(Ordering::SeqCst);
-        Ok(Response::new(CountResponse { calls: i64::try_from(calls).unwrap_or(i64::MAX) }))
     }
 }
 
-/// Counts every request that reaches the server for `TestService` (before
-/// tonic decodes it, so even a malformed one counts: "reached the backend")
-/// and adds the `x-echo-trailer` trailer to `Metadata` responses.
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A listener on a fresh ephemeral loopback port.
+pub async fn bind() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.expect("bind an ephemeral port")
+}
+
+/// The URL of `addr` as the gateway writes it (normalized by the config's
+/// own rules), for comparing with the route table and error messages.
+pub fn upstream_url(addr: SocketAddr) -> String {
+    api::parse_upstream_url(&format!("http://{addr}")).expect("backend url").to_string()
+}
+
+/// The layer every backend is served with: counts the requests whose path
+/// `counts` accepts (before tonic decodes them, so even a malformed one
+/// counts) and adds the trailer `x-echo-trailer: bye` to the responses of
+/// the path `trailer_on`.
 #[derive(Debug, Clone)]
-struct ObserveLayer {
-    calls: Arc<AtomicU64>,
+pub(super) struct Observe {
+    pub(super) calls: Arc<AtomicU64>,
+    pub(super) counts: fn(&str) -> bool,
+    pub(super) trailer_on: Option<&'static str>,
 }
 
-impl<S> tower::Layer<S> for ObserveLayer {
-    type Service = Observe<S>;
+impl<S> tower::Layer<S> for Observe {
+    type Service = Observed<S>;
 
-    fn layer(&self, inner: S) -> Observe<S> {
-        Observe { inner, calls: self.calls.clone() }
+    fn layer(&self, inner: S) -> Observed<S> {
+        Observed { inner, observe: self.clone() }
     }
 }
 
 #[derive(Debug, Clone)]
-struct Observe<S> {
+pub(super) struct Observed<S> {
     inner: S,
-    calls: Arc<AtomicU64>,
+    observe: Observe,
 }
 
-impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for Observe<S>
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for Observed<S>
 where
     S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
@@ -232,10 +153,10 @@ where
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let path = request.uri().path();
-        if path.starts_with(SERVICE_PREFIX) && path != COUNT_PATH {
-            self.calls.fetch_add(1, Ordering::SeqCst);
+        if (self.observe.counts)(path) {
+            self.observe.calls.fetch_add(1, Ordering::SeqCst);
         }
-        let add_trailer = path == METADATA_PATH;
+        let add_trailer = self.observe.trailer_on == Some(path);
         self.inner
             .call(request)
             .map(move |result| result.map(|response| response.map(|inner| WithTrailer { inner, add_trailer })))
@@ -245,7 +166,7 @@ where
 
 /// A response body that adds `x-echo-trailer: bye` to the trailers frame.
 #[derive(Debug)]
-struct WithTrailer<B> {
+pub(super) struct WithTrailer<B> {
     inner: B,
     add_trailer: bool,
 }
@@ -283,60 +204,4 @@ impl<B: Body + Unpin> Body for WithTrailer<B> {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
-}
-
-/// A running backend; dropping it stops the server without waiting.
-#[derive(Debug)]
-pub struct BackendHandle {
-    addr: SocketAddr,
-    calls: Arc<AtomicU64>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
-}
-
-impl BackendHandle {
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Calls received so far, `Count` excluded (what `Count` answers).
-    pub fn calls(&self) -> u64 {
-        self.calls.load(Ordering::SeqCst)
-    }
-
-    /// Stops accepting, drains open connections and joins the server task.
-    pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.expect("backend task panicked").expect("backend server failed");
-        }
-    }
-}
-
-impl Drop for BackendHandle {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-/// Starts a `TestService` backend on `127.0.0.1:0` (h2c, like any gRPC server).
-pub async fn start_backend() -> (SocketAddr, BackendHandle) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind backend listener");
-    let addr = listener.local_addr().expect("backend local addr");
-    let backend = TestBackend::default();
-    let calls = backend.calls.clone();
-    let (tx, rx) = oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
-        .layer(ObserveLayer { calls: calls.clone() })
-        .add_service(TestServiceServer::new(backend))
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), async move {
-            let _ = rx.await;
-        });
-    let task = tokio::spawn(server);
-    let handle = BackendHandle { addr, calls, shutdown: Some(tx), task: Some(task) };
-    (addr, handle)
 }
