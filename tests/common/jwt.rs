@@ -1,6 +1,7 @@
 //! JWT fixtures: the test-only key pairs and JWKs of `tests/fixtures/auth/`
 //! (see the README there) and the helpers that sign tokens with them.
-//! Depends on nothing else of the harness.
+//! Depends on nothing else of the harness, so the JWT unit tests in
+//! `src/auth/jwt/tests.rs` include this same file.
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::Value;
@@ -23,7 +24,19 @@ pub fn jwks(kids: &[&str]) -> String {
 
 /// The private RSA key of `kid` (`rsa1`, `rsa2`).
 pub fn rsa_key(kid: &str) -> EncodingKey {
-    EncodingKey::from_rsa_pem(&fixture(&format!("{kid}.pem"))).expect("key")
+    private_key(kid)
+}
+
+/// The private key of `kid`, of whichever kind its name says (`rsa…`,
+/// `ec…`, else Ed25519).
+pub fn private_key(kid: &str) -> EncodingKey {
+    let pem = fixture(&format!("{kid}.pem"));
+    match kid {
+        k if k.starts_with("rsa") => EncodingKey::from_rsa_pem(&pem),
+        k if k.starts_with("ec") => EncodingKey::from_ec_pem(&pem),
+        _ => EncodingKey::from_ed_pem(&pem),
+    }
+    .expect("key")
 }
 
 /// Seconds since the epoch, as `exp` and `nbf` count them.

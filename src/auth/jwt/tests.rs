@@ -3,27 +3,17 @@
 use std::path::Path;
 
 use http::{HeaderMap, Uri};
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
 
 use super::*;
 use crate::config::auth::JwtProviderConfig;
 
-const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/auth/");
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{DIR}{name}")).expect("fixture")
-}
-
-fn jwks(kids: &[&str]) -> String {
-    let keys: Vec<String> =
-        kids.iter().map(|k| String::from_utf8(fixture(&format!("{k}.jwk.json"))).expect("utf8")).collect();
-    format!("{{\"keys\":[{}]}}", keys.join(","))
-}
-
-fn now() -> i64 {
-    jsonwebtoken::get_current_timestamp() as i64
-}
+// The fixtures and signing helpers are the integration tests' own, defined once.
+#[allow(dead_code)]
+#[path = "../../../tests/common/jwt.rs"]
+mod fixtures;
+use fixtures::{b64 as base64_url, fixture, jwks, now, private_key, sign};
 
 fn claims() -> Value {
     json!({
@@ -34,22 +24,6 @@ fn claims() -> Value {
         "scope": "read write",
         "scp": ["admin"],
     })
-}
-
-fn private_key(kid: &str) -> EncodingKey {
-    let pem = fixture(&format!("{kid}.pem"));
-    match kid {
-        k if k.starts_with("rsa") => EncodingKey::from_rsa_pem(&pem),
-        k if k.starts_with("ec") => EncodingKey::from_ec_pem(&pem),
-        _ => EncodingKey::from_ed_pem(&pem),
-    }
-    .expect("key")
-}
-
-fn sign(alg: Algorithm, kid: Option<&str>, key: &EncodingKey, claims: &Value) -> String {
-    let mut header = Header::new(alg);
-    header.kid = kid.map(str::to_owned);
-    encode(&header, claims, key).expect("signs")
 }
 
 fn signed(alg: Algorithm, kid: &str, claims: &Value) -> String {
@@ -184,11 +158,6 @@ fn tampered_tokens_fail_the_signature() {
     }
 }
 
-fn base64_url(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
 #[test]
 fn alg_none_is_never_accepted() {
     let f = provider(&["rsa1"], "");
@@ -317,5 +286,5 @@ fn token_places() {
 
     let custom = provider(&["rsa1"], "param: X-Token\n");
     assert_eq!(custom.provider.token(&headers(&[("x-token", "k.k.k")]), &uri).as_deref(), Some("k.k.k"));
-    assert!(Path::new(DIR).exists());
+    assert!(Path::new(fixtures::FIXTURES).exists());
 }
