@@ -14,6 +14,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tonic::Code;
 
+use super::listener::accept_loop;
 use super::Gateway;
 use crate::error::{Fault, GatewayError};
 use crate::http::respond::error_response;
@@ -26,7 +27,12 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(gateway)).with_graceful_shutdown(shutdown).await
+    // Through the public listener's accept loop, not `axum::serve`: the
+    // admin port keeps the header-read timeout, HTTP/2 keep-alive and the
+    // drain deadline, so a stuck client can neither hold a connection nor
+    // stall shutdown.
+    let router = router(gateway);
+    accept_loop(listener, shutdown, move |_peer| router.clone()).await
 }
 
 /// The admin endpoints, apart from any socket so tests can drive them

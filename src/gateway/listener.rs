@@ -15,7 +15,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::Service;
 
-use crate::http::Body;
+use crate::http::body::BoxError;
 
 /// How long a client may take to send a request's headers (HTTP/1).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -25,14 +25,17 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Accepts connections on `listener` until `shutdown`, serving each with the
 /// service `make(peer)` over HTTP/1.1 or HTTP/2 (h2c), then drains.
-pub async fn accept_loop<S>(
+pub async fn accept_loop<S, B>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
     make: impl Fn(SocketAddr) -> S,
 ) -> std::io::Result<()>
 where
-    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // A client that connects and never finishes its headers must not hold a
