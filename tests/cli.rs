@@ -43,6 +43,14 @@ impl Workspace {
     fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("run protogate")
     }
+
+    /// `protogate check` of the folder with `yaml` as `gateway.yaml`.
+    fn check_config(&self, yaml: &str) -> Output {
+        let config = self.cwd.path().join("gateway.yaml");
+        std::fs::write(&config, yaml).expect("write config");
+        let config = config.to_str().expect("UTF-8");
+        self.run(&["check", "--config", config, "--descriptors", self.dir(), "--upstream", "*=http://127.0.0.1:1"])
+    }
 }
 
 fn stdout(output: &Output) -> String {
@@ -153,18 +161,7 @@ fn check_names_both_sides_of_a_route_collision() {
 #[test]
 fn check_names_an_unknown_config_key_and_its_line() {
     let ws = Workspace::new();
-    let config = ws.cwd.path().join("gateway.yaml");
-    std::fs::write(&config, "listen: 127.0.0.1:8080\njson:\n  pretty: true\n  emit_unpopulatd: true\n")
-        .expect("write config");
-    let output = ws.run(&[
-        "check",
-        "--config",
-        config.to_str().expect("UTF-8"),
-        "--descriptors",
-        ws.dir(),
-        "--upstream",
-        "*=http://127.0.0.1:1",
-    ]);
+    let output = ws.check_config("listen: 127.0.0.1:8080\njson:\n  pretty: true\n  emit_unpopulatd: true\n");
     assert_exit(&output, 1);
     let errors = stderr(&output);
     assert!(errors.contains("emit_unpopulatd"), "the key is not named: {errors}");
@@ -182,21 +179,9 @@ fn check_names_an_unknown_config_key_and_its_line() {
 #[test]
 fn check_names_a_bad_rate_limit_rule_with_its_key_and_line() {
     let ws = Workspace::new();
-    let config = ws.cwd.path().join("gateway.yaml");
-    std::fs::write(
-        &config,
+    let output = ws.check_config(
         "rate_limits:\n  rules:\n    - name: search\n      key: ip\n      rate: 10/s\n      burst: 2\n      cost: 3\n",
-    )
-    .expect("write config");
-    let output = ws.run(&[
-        "check",
-        "--config",
-        config.to_str().expect("UTF-8"),
-        "--descriptors",
-        ws.dir(),
-        "--upstream",
-        "*=http://127.0.0.1:1",
-    ]);
+    );
     assert_exit(&output, 1);
     let errors = stderr(&output);
     assert!(errors.contains("gateway.yaml: rate_limits.rules[0].cost: "), "the key path is not named: {errors}");

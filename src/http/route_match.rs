@@ -60,7 +60,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let Some(Snapshot(catalog)) = req.extensions().get::<Snapshot>().cloned() else {
+        let Some(Snapshot(catalog)) = req.extensions_mut().remove::<Snapshot>() else {
             return Box::pin(std::future::ready(Err(GatewayError::internal("no catalog snapshot was taken"))));
         };
         let found = match catalog.table.find(req.method(), req.uri().path()) {
