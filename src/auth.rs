@@ -3,9 +3,9 @@
 //!
 //! [`AuthLayer`] sits after route match and before anything reads the body.
 //! It removes identity headers the client may have sent (so an identity
-//! can only come from here), finds the first credential the configured
-//! providers accept — JWT providers in config order, then API keys —
-//! verifies it, and checks the route's [`policy::RoutePolicy`], resolved
+//! can only come from here), finds the one credential the request carries
+//! in any place a provider reads (two are refused with 400, whatever their
+//! order), verifies it, and checks the route's [`policy::RoutePolicy`], resolved
 //! once per route at load and attached to the route (see [`policy`]).
 //! Missing or bad credentials → 401 with a `WWW-Authenticate: Bearer`
 //! challenge; valid but not allowed → 403; both returned as errors for the
@@ -209,15 +209,25 @@ impl Authenticator {
         !self.jwt.is_empty() || self.api_keys.is_some()
     }
 
-    /// The first credential present, with the provider that will judge it.
-    fn credential<'a>(&self, headers: &'a HeaderMap, uri: &'a Uri) -> Option<Credential<'a>> {
+    /// The one credential the request carries, with the provider that will
+    /// judge it. Every place a provider reads is looked at: two credentials
+    /// (of one kind or of two) are [`Several`], whatever their order.
+    fn credential<'a>(&self, headers: &'a HeaderMap, uri: &'a Uri) -> Result<Option<Credential<'a>>, Several> {
+        let mut found: Option<Credential<'a>> = None;
         for (index, provider) in self.jwt.iter().enumerate() {
-            let Some(token) = provider.token(headers, uri) else {
+            // Several providers may read the same place: read it once.
+            if self.jwt[..index].iter().any(|earlier| earlier.place == provider.place) {
+                continue;
+            }
+            let Some(token) = provider.token(headers, uri)? else {
                 continue;
             };
-            // Several providers may read the same place; the token's
-            // (unverified) issuer picks among them.
-            let sharing = self.jwt[index..].iter().enumerate().filter(|(_, p)| p.place == provider.place).count();
+            if found.is_some() {
+                return Err(Several);
+            }
+            // The token's (unverified) issuer picks among the providers
+            // sharing the place.
+            let sharing = self.jwt[index..].iter().filter(|p| p.place == provider.place).count();
             let chosen = if sharing > 1 {
                 let issuer = jwt::peek_issuer(&token);
                 self.jwt[index..]
@@ -227,20 +237,35 @@ impl Authenticator {
             } else {
                 index
             };
-            return Some(Credential::Jwt { provider: chosen, token });
+            found = Some(Credential::Jwt { provider: chosen, token });
         }
-        let keys = self.api_keys.as_ref()?;
-        keys.credential(headers, uri).map(Credential::ApiKey)
+        if let Some(keys) = &self.api_keys {
+            if let Some(key) = keys.credential(headers, uri)? {
+                if found.is_some() {
+                    return Err(Several);
+                }
+                found = Some(Credential::ApiKey(key));
+            }
+        }
+        Ok(found)
     }
 
-    async fn verify(&self, credential: Credential<'_>) -> (String, Result<Identity, Rejection>) {
+    async fn verify(&self, credential: &Credential<'_>) -> (String, Result<Identity, Rejection>) {
         match credential {
-            Credential::Jwt { provider, token } => match self.jwt.get(provider) {
-                Some(p) => (p.name.clone(), p.verify(&token).await),
+            Credential::Jwt { provider, token } => match self.jwt.get(*provider) {
+                Some(p) => {
+                    let mut verified = p.verify(token).await;
+                    if let (true, Ok(identity)) = (self.forwarding.forward_token, &mut verified) {
+                        // The token as checked, never another copy the
+                        // client sent alongside.
+                        identity.token = HeaderValue::try_from(format!("Bearer {token}")).ok();
+                    }
+                    (p.name.clone(), verified)
+                }
                 None => (String::new(), Err(Rejection::Malformed)),
             },
             Credential::ApiKey(key) => match &self.api_keys {
-                Some(keys) => (keys.name.clone(), keys.verify(&key)),
+                Some(keys) => (keys.name.clone(), keys.verify(key)),
                 None => (String::new(), Err(Rejection::BadApiKey)),
             },
         }
@@ -290,6 +315,20 @@ impl Authenticator {
             .with_header(WWW_AUTHENTICATE, challenge)
     }
 
+    /// RFC 6750 §3.1: a request that "uses more than one method for
+    /// including an access token" is an `invalid_request`, answered 400.
+    fn several(&self) -> GatewayError {
+        const WHY: &str = "more than one credential was sent; send exactly one";
+        let challenge = HeaderValue::try_from(format!(
+            "Bearer realm=\"{}\", error=\"invalid_request\", error_description=\"{WHY}\"",
+            self.realm
+        ))
+        .unwrap_or_else(|_| self.challenge.clone());
+        GatewayError::new(Code::InvalidArgument, Fault::Client, format!("invalid credentials: {WHY}"))
+            .with_status(StatusCode::BAD_REQUEST)
+            .with_header(WWW_AUTHENTICATE, challenge)
+    }
+
     fn forbidden(&self, denial: &Denial) -> GatewayError {
         let err = GatewayError::new(Code::PermissionDenied, Fault::Client, denial.message())
             .with_status(StatusCode::FORBIDDEN);
@@ -320,17 +359,41 @@ impl Credential<'_> {
     }
 }
 
-/// A query parameter's value, percent-decoded (`+` as space) when needed.
-pub(crate) fn query_param<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
-    let raw = query.split('&').find_map(|pair| {
+/// More than one credential where one is expected: refused, never resolved
+/// by which came first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Several;
+
+/// The one value of header `name`; a repeated header is [`Several`].
+pub(crate) fn single_header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a HeaderValue>, Several> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(Several);
+    }
+    Ok(first)
+}
+
+/// The one value of query parameter `name`, percent-decoded (`+` as space)
+/// when needed; a repeated parameter is [`Several`]. A value that is not
+/// UTF-8 once decoded reads as empty: present, and wrong.
+pub(crate) fn single_query_param<'a>(query: &'a str, name: &str) -> Result<Option<Cow<'a, str>>, Several> {
+    let mut values = query.split('&').filter_map(|pair| {
         let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
         (n == name).then_some(v)
-    })?;
+    });
+    let Some(raw) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Several);
+    }
     if !raw.contains(['%', '+']) {
-        return Some(Cow::Borrowed(raw));
+        return Ok(Some(Cow::Borrowed(raw)));
     }
     let spaced = raw.replace('+', " ");
-    percent_decode_str(&spaced).decode_utf8().ok().map(|s| Cow::Owned(s.into_owned()))
+    let decoded = percent_decode_str(&spaced).decode_utf8().map(|s| s.into_owned()).unwrap_or_default();
+    Ok(Some(Cow::Owned(decoded)))
 }
 
 #[derive(Clone)]
@@ -390,7 +453,15 @@ where
         };
         // For log fields: the route's name without copying it.
         let matched_route = matched.route.clone();
-        let credential = auth.credential(req.headers(), req.uri()).map(Credential::into_owned);
+        let credential = match auth.credential(req.headers(), req.uri()) {
+            Ok(credential) => credential.map(Credential::into_owned),
+            // Refused on public routes too: which of two credentials
+            // counts is never guessed.
+            Err(Several) => {
+                tracing::info!(route = matched_route.grpc_method(), outcome = "several", "auth: denied");
+                return Box::pin(std::future::ready(Err(auth.several())));
+            }
+        };
         if let Some(uri) = auth.strip_credential_params(req.uri()) {
             *req.uri_mut() = uri;
         }
@@ -405,7 +476,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let route = matched_route.grpc_method();
-            let (provider, verified) = auth.verify(credential).await;
+            let (provider, verified) = auth.verify(&credential).await;
             let identity = match verified {
                 Ok(identity) => identity,
                 Err(rejection) if policy.is_public() => {

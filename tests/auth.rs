@@ -545,3 +545,67 @@ async fn without_auth_everything_is_public_as_before() {
     assert_eq!(answer.metadata("x-consumer-id"), None);
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn more_than_one_credential_is_refused_whatever_the_order() {
+    let h = start(&auth_config(), POLICIES, &["rsa1"]).await;
+    let alice = format!("Bearer {}", rs256(&claims()));
+    let bob = format!("Bearer {}", rs256(&with(json!({"sub": "bob"}))));
+    let joined = format!("{alice}, Bearer garbage");
+    let calls = h.backend_calls();
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("/v1/items/1", vec![("authorization", &alice), ("authorization", "Bearer garbage")]),
+        ("/v1/items/1", vec![("authorization", "Bearer garbage"), ("authorization", &alice)]),
+        ("/v1/items/1", vec![("authorization", &alice), ("authorization", &bob)]),
+        ("/v1/items/1", vec![("authorization", &joined)]),
+        ("/v1/items/1", vec![("x-api-key", "batch-key-1"), ("x-api-key", "wrong")]),
+        ("/v1/items/1", vec![("x-api-key", "wrong"), ("x-api-key", "batch-key-1")]),
+        ("/v1/items/1", vec![("x-api-key", "batch-key-1, wrong")]),
+        ("/v1/items/1?api_key=batch-key-1", vec![("x-api-key", "batch-key-1")]),
+        ("/v1/items/1?api_key=batch-key-1&api_key=wrong", vec![]),
+        ("/v1/items/1", vec![("authorization", &alice), ("x-api-key", "batch-key-1")]),
+        // Not resolved on a public route either.
+        ("/v1/public/ping", vec![("authorization", &alice), ("authorization", &bob)]),
+    ];
+    for (path, headers) in &cases {
+        let answer = h.get(path, headers).await;
+        answer.assert_error(400, 3);
+        assert!(
+            answer.body["message"].as_str().is_some_and(|m| m.contains("more than one credential")),
+            "{path} {headers:?}: {}",
+            answer.body
+        );
+        assert!(answer.challenge().contains("error=\"invalid_request\""), "{path}: {}", answer.challenge());
+    }
+    assert_eq!(h.backend_calls(), calls, "no ambiguous request reaches the backend");
+    // One credential of each kind still passes.
+    assert_eq!(h.get("/v1/items/1", &[("authorization", &alice)]).await.metadata("x-consumer-id"), Some("alice"));
+    assert_eq!(h.get("/v1/items/1", &[("x-api-key", "batch-key-1")]).await.metadata("x-consumer-id"), Some("batch"));
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn credentials_cannot_be_smuggled_as_grpc_metadata() {
+    let alice = rs256(&claims());
+    let bearer = format!("Bearer {alice}");
+    let smuggled = [
+        ("authorization", bearer.as_str()),
+        ("grpc-metadata-authorization", "Bearer forged"),
+        ("grpc-metadata-x-api-key", "forged"),
+    ];
+    for forward in [false, true] {
+        let auth = format!("{}forward_token: {forward}\n", auth_config());
+        let h = start(&auth, POLICIES, &["rsa1"]).await;
+        let answer = h.get("/v1/items/1", &smuggled).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        // Exactly the verified token, or nothing.
+        let expected = forward.then_some(bearer.as_str());
+        assert_eq!(answer.metadata("authorization"), expected, "forward_token: {forward}: {}", answer.body);
+        assert_eq!(answer.metadata("x-api-key"), None);
+        // Anonymous on a public route: no token of the client's passes.
+        let public = h.get("/v1/public/ping", &smuggled[1..]).await;
+        assert_eq!(public.status, 200, "{}", public.body);
+        assert_eq!(public.metadata("authorization"), None, "forward_token: {forward}");
+        h.shutdown().await;
+    }
+}

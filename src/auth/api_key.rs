@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderName, Uri};
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
-use super::{query_param, Rejection};
+use super::{single_header, single_query_param, Rejection, Several};
 use crate::config::auth::{parse_sha256_digest, ApiKeysConfig};
 use crate::http::Identity;
 
@@ -48,20 +48,27 @@ impl ApiKeys {
         Ok(Self { name: config.name.clone(), header, query: config.query.clone(), keys })
     }
 
-    /// The presented key, from the header or else the query parameter.
-    pub fn credential<'a>(&self, headers: &'a HeaderMap, uri: &'a Uri) -> Option<Cow<'a, str>> {
-        if let Some(value) = headers.get(&self.header) {
-            return value
-                .to_str()
-                .ok()
-                .map(|v| Cow::Borrowed(v.trim()))
-                .filter(|v| !v.is_empty())
-                // A header that is there but unreadable is still a
-                // credential, just a wrong one.
-                .or(Some(Cow::Borrowed("")));
+    /// The presented key, from the header or the query parameter. A key in
+    /// both places, a repeated header or parameter, or a comma-joined
+    /// header value (which HTTP reads as two values) is [`Several`].
+    pub fn credential<'a>(&self, headers: &'a HeaderMap, uri: &'a Uri) -> Result<Option<Cow<'a, str>>, Several> {
+        let from_query = match (self.query.as_deref(), uri.query()) {
+            (Some(param), Some(query)) => single_query_param(query, param)?,
+            _ => None,
+        };
+        let Some(value) = single_header(headers, &self.header)? else {
+            return Ok(from_query);
+        };
+        if from_query.is_some() {
+            return Err(Several);
         }
-        let param = self.query.as_deref()?;
-        query_param(uri.query()?, param)
+        // A header that is there but unreadable is still a credential,
+        // just a wrong one.
+        let key = value.to_str().map(str::trim).unwrap_or("");
+        if key.contains(',') {
+            return Err(Several);
+        }
+        Ok(Some(Cow::Borrowed(key)))
     }
 
     pub fn verify(&self, presented: &str) -> Result<Identity, Rejection> {
@@ -80,6 +87,7 @@ impl ApiKeys {
             provider: self.name.clone(),
             scopes: key.scopes.clone(),
             claims: serde_json::Map::new(),
+            token: None,
         })
     }
 }
@@ -128,13 +136,17 @@ mod tests {
     }
 
     #[test]
-    fn key_is_read_from_header_then_query_when_allowed() {
+    fn key_is_read_from_header_or_query_when_allowed_never_both() {
         let uri: Uri = "/x?api_key=k-admin".parse().expect("uri");
+        let plain: Uri = "/x".parse().expect("uri");
         let mut headers = HeaderMap::new();
-        assert!(keys(None).credential(&headers, &uri).is_none());
-        assert_eq!(keys(Some("api_key")).credential(&headers, &uri).as_deref(), Some("k-admin"));
+        assert_eq!(keys(None).credential(&headers, &uri), Ok(None));
+        assert_eq!(keys(Some("api_key")).credential(&headers, &uri).expect("one").as_deref(), Some("k-admin"));
         headers.insert("x-api-key", "k-batch".parse().expect("value"));
-        assert_eq!(keys(Some("api_key")).credential(&headers, &uri).as_deref(), Some("k-batch"));
+        assert_eq!(keys(Some("api_key")).credential(&headers, &plain).expect("one").as_deref(), Some("k-batch"));
+        assert_eq!(keys(Some("api_key")).credential(&headers, &uri), Err(Several));
+        // Without `query`, the parameter is not a credential at all.
+        assert_eq!(keys(None).credential(&headers, &uri).expect("one").as_deref(), Some("k-batch"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
 use super::jwks::{JwksCache, JwksSource, Lookup, VerifyKey};
-use super::{query_param, Rejection};
+use super::{single_header, single_query_param, Rejection, Several};
 use crate::config::auth::{JwtProviderConfig, TokenLocation};
 use crate::http::Identity;
 
@@ -128,29 +128,50 @@ impl JwtProvider {
         }
     }
 
-    /// The token in this provider's place, if there is one.
-    pub fn token<'a>(&self, headers: &'a HeaderMap, uri: &'a Uri) -> Option<Cow<'a, str>> {
+    /// The token in this provider's place, if there is one; more than one
+    /// (a repeated header, query parameter or cookie, or a comma-joined
+    /// header value: no JWT contains a comma) is [`Several`].
+    pub fn token<'a>(&self, headers: &'a HeaderMap, uri: &'a Uri) -> Result<Option<Cow<'a, str>>, Several> {
         match &self.place {
             Place::Header(name) => {
-                let value = headers.get(name)?.to_str().ok()?.trim();
+                let Some(value) = single_header(headers, name)? else {
+                    return Ok(None);
+                };
+                let Ok(value) = value.to_str().map(str::trim) else {
+                    return Ok(None);
+                };
+                if value.contains(',') {
+                    return Err(Several);
+                }
                 let token = match bearer(value) {
                     Some(token) => token,
                     // Only `Bearer` credentials are ours in `Authorization`.
-                    None if *name == AUTHORIZATION => return None,
+                    None if *name == AUTHORIZATION => return Ok(None),
                     None => value,
                 };
-                (!token.is_empty()).then_some(Cow::Borrowed(token))
+                Ok((!token.is_empty()).then_some(Cow::Borrowed(token)))
             }
-            Place::Query(param) => query_param(uri.query()?, param).filter(|t| !t.is_empty()),
-            Place::Cookie(cookie) => headers
-                .get_all(COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(';'))
-                .filter_map(|pair| pair.trim().split_once('='))
-                .find(|(name, _)| name == cookie)
-                .map(|(_, value)| Cow::Borrowed(value.trim_matches('"')))
-                .filter(|t| !t.is_empty()),
+            Place::Query(param) => match uri.query() {
+                Some(query) => Ok(single_query_param(query, param)?.filter(|t| !t.is_empty())),
+                None => Ok(None),
+            },
+            Place::Cookie(cookie) => {
+                let mut found = headers
+                    .get_all(COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(';'))
+                    .filter_map(|pair| pair.trim().split_once('='))
+                    .filter(|(name, _)| name == cookie)
+                    .map(|(_, value)| value.trim_matches('"'));
+                let Some(value) = found.next() else {
+                    return Ok(None);
+                };
+                if found.next().is_some() {
+                    return Err(Several);
+                }
+                Ok((!value.is_empty()).then_some(Cow::Borrowed(value)))
+            }
         }
     }
 
@@ -203,7 +224,7 @@ impl JwtProvider {
             Some(Value::String(sub)) if !sub.is_empty() => sub.clone(),
             _ => return Err(Rejection::MissingClaim),
         };
-        Ok(Identity { consumer, provider: self.name.clone(), scopes: scopes(&claims), claims })
+        Ok(Identity { consumer, provider: self.name.clone(), scopes: scopes(&claims), claims, token: None })
     }
 }
 

@@ -279,6 +279,7 @@ mod tests {
             provider: provider.into(),
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             claims: claims.as_object().cloned().unwrap_or_default(),
+            token: None,
         }
     }
 

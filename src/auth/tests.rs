@@ -50,7 +50,7 @@ fn providers_sharing_a_header_are_picked_by_issuer() {
         let mut headers = HeaderMap::new();
         headers.insert("authorization", format!("Bearer {}", token_from(iss)).parse().expect("value"));
         match auth.credential(&headers, &uri) {
-            Some(Credential::Jwt { provider, .. }) => auth.jwt[provider].name.clone(),
+            Ok(Some(Credential::Jwt { provider, .. })) => auth.jwt[provider].name.clone(),
             _ => String::new(),
         }
     };
@@ -61,7 +61,7 @@ fn providers_sharing_a_header_are_picked_by_issuer() {
 }
 
 #[test]
-fn jwt_before_api_key_and_params_are_stripped() {
+fn two_credentials_are_refused_whatever_their_places() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = jwks_file(&dir);
     let auth = authenticator(&format!(
@@ -70,12 +70,18 @@ fn jwt_before_api_key_and_params_are_stripped() {
     ));
     let headers = HeaderMap::new();
     let both: Uri = "/x?key=k1&access_token=t.t.t&page=2".parse().expect("uri");
-    assert!(matches!(auth.credential(&headers, &both), Some(Credential::Jwt { .. })));
+    assert!(matches!(auth.credential(&headers, &both), Err(Several)));
     let key_only: Uri = "/x?key=k1".parse().expect("uri");
     assert!(matches!(
         auth.credential(&headers, &key_only),
-        Some(Credential::ApiKey(k)) if k == "k1"
+        Ok(Some(Credential::ApiKey(k))) if k == "k1"
     ));
+    let token_only: Uri = "/x?access_token=t.t.t".parse().expect("uri");
+    assert!(matches!(auth.credential(&headers, &token_only), Ok(Some(Credential::Jwt { .. }))));
+    for twice in ["/x?key=k1&key=k1", "/x?access_token=a.b.c&access_token=a.b.c", "/x?key=k1&key="] {
+        let uri: Uri = twice.parse().expect("uri");
+        assert!(matches!(auth.credential(&headers, &uri), Err(Several)), "{twice}");
+    }
     assert_eq!(auth.strip_credential_params(&both).map(|u| u.to_string()), Some("/x?page=2".to_string()));
     assert_eq!(auth.strip_credential_params(&key_only).map(|u| u.to_string()), Some("/x".to_string()));
     let clean: Uri = "/x?page=2&keys=1".parse().expect("uri");
@@ -185,8 +191,44 @@ fn unreadable_secrets_name_the_provider_key_path() {
 }
 
 #[test]
+fn repeated_or_comma_joined_headers_are_several() {
+    let auth = authenticator(&format!(
+        "jwt:\n  - {{ name: h, secret: {{ env: PATH }} }}\n  - {{ name: c, secret: {{ env: PATH }}, from: cookie }}\napi_keys:\n  keys: [{{ id: svc, sha256: {} }}]\n",
+        hex_sha256("k1")
+    ));
+    let uri: Uri = "/x".parse().expect("uri");
+    let credential = |pairs: &[(&'static str, &str)]| {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(HeaderName::from_static(name), value.parse().expect("value"));
+        }
+        match auth.credential(&headers, &uri) {
+            Ok(None) => "none",
+            Ok(Some(Credential::Jwt { .. })) => "jwt",
+            Ok(Some(Credential::ApiKey(_))) => "key",
+            Err(Several) => "several",
+        }
+    };
+    assert_eq!(credential(&[("authorization", "Bearer a.b.c")]), "jwt");
+    assert_eq!(credential(&[("authorization", "Basic dXNlcg==")]), "none");
+    assert_eq!(credential(&[("authorization", "Bearer a.b.c"), ("authorization", "Bearer x")]), "several");
+    assert_eq!(credential(&[("authorization", "Bearer a.b.c, Bearer d.e.f")]), "several");
+    assert_eq!(credential(&[("x-api-key", "k1")]), "key");
+    assert_eq!(credential(&[("x-api-key", "k1"), ("x-api-key", "wrong")]), "several");
+    assert_eq!(credential(&[("x-api-key", "k1, wrong")]), "several");
+    assert_eq!(credential(&[("x-api-key", "k1"), ("authorization", "Bearer a.b.c")]), "several");
+    assert_eq!(credential(&[("cookie", "access_token=a.b.c")]), "jwt");
+    assert_eq!(credential(&[("cookie", "access_token=a.b.c; access_token=d.e.f")]), "several");
+    assert_eq!(credential(&[("cookie", "access_token=a.b.c"), ("authorization", "Bearer a.b.c")]), "several");
+}
+
+#[test]
 fn query_params_are_decoded() {
-    assert_eq!(query_param("a=1&k=x%2By+z", "k").as_deref(), Some("x+y z"));
-    assert_eq!(query_param("a=1&k", "k").as_deref(), Some(""));
-    assert_eq!(query_param("ka=1", "k"), None);
+    fn one(query: &'static str, name: &str) -> Option<String> {
+        single_query_param(query, name).expect("one").map(|v| v.into_owned())
+    }
+    assert_eq!(one("a=1&k=x%2By+z", "k").as_deref(), Some("x+y z"));
+    assert_eq!(one("a=1&k", "k").as_deref(), Some(""));
+    assert_eq!(one("ka=1", "k"), None);
+    assert_eq!(single_query_param("k=1&k=1", "k"), Err(Several));
 }

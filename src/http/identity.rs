@@ -2,9 +2,10 @@
 //! is told about it. Defined here, below the features, because the auth
 //! layer fills it and the proxy forwards it: neither names the other.
 
-use http::HeaderName;
+use http::header::AUTHORIZATION;
+use http::{HeaderName, HeaderValue};
 
-use crate::config::auth::AuthConfig;
+use crate::config::auth::{AuthConfig, TokenLocation};
 /// Defined with the config, whose checks keep claims off these headers.
 pub use crate::config::auth::{X_AUTH_PROVIDER, X_CONSUMER_ID};
 
@@ -21,23 +22,34 @@ pub struct Identity {
     pub scopes: Vec<String>,
     /// All claims of a JWT (empty for API keys).
     pub claims: serde_json::Map<String, serde_json::Value>,
+    /// The verified token as the `authorization` value the backend gets:
+    /// set by the auth layer only with `auth.forward_token` on, so exactly
+    /// the credential that was checked is forwarded.
+    pub token: Option<HeaderValue>,
 }
 
 /// What the backend is told about the caller, built once from config and
 /// used by the proxy's metadata rules.
 #[derive(Debug, Clone)]
 pub struct IdentityForwarding {
-    /// Whether the client's `authorization` header is forwarded.
+    /// Whether a token is forwarded as `authorization`: with providers,
+    /// the verified one ([`Identity::token`]); without, the client's.
     pub forward_token: bool,
+    /// Whether the gateway verifies credentials (any provider configured):
+    /// then the places credentials are read from belong to it.
+    pub verifies: bool,
     /// Claim name → metadata name.
     pub claims: Vec<(String, HeaderName)>,
+    /// Headers other than `authorization` that carry credentials (JWT
+    /// providers reading a header, the API key header).
+    pub credential_headers: Vec<HeaderName>,
 }
 
 impl Default for IdentityForwarding {
     /// Without auth config: the token goes through (the backend may check
     /// it), no claims.
     fn default() -> Self {
-        Self { forward_token: true, claims: Vec::new() }
+        Self { forward_token: true, verifies: false, claims: Vec::new(), credential_headers: Vec::new() }
     }
 }
 
@@ -51,7 +63,22 @@ impl IdentityForwarding {
                 claim.header().map_err(|problem| format!("[{index}] (claim {:?}): {problem}", claim.claim()))?;
             claims.push((claim.claim().to_owned(), header));
         }
-        Ok(Self { forward_token: config.forwards_token(), claims })
+        let mut credential_headers: Vec<HeaderName> = Vec::new();
+        let jwt_headers =
+            config.jwt.iter().filter(|p| p.from == TokenLocation::Header).filter_map(|p| p.param.as_deref());
+        for name in jwt_headers.chain(config.api_keys.iter().map(|k| k.header.as_str())) {
+            if let Ok(header) = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
+                if header != AUTHORIZATION && !credential_headers.contains(&header) {
+                    credential_headers.push(header);
+                }
+            }
+        }
+        Ok(Self {
+            forward_token: config.forwards_token(),
+            verifies: config.has_providers(),
+            claims,
+            credential_headers,
+        })
     }
 
     /// Every header that carries identity: client copies are never trusted.
@@ -62,5 +89,15 @@ impl IdentityForwarding {
 
     pub fn is_identity_header(&self, name: &str) -> bool {
         self.identity_headers().any(|h| h.as_str() == name)
+    }
+
+    /// Whether only the auth layer may say what the backend gets under
+    /// `name`: `authorization`, the credential headers, the identity
+    /// headers. A client can set none of them through `grpc-metadata-*`
+    /// or `forward_headers`.
+    pub fn is_auth_owned(&self, name: &str) -> bool {
+        name == AUTHORIZATION.as_str()
+            || self.is_identity_header(name)
+            || self.credential_headers.iter().any(|h| h.as_str() == name)
     }
 }

@@ -63,8 +63,10 @@ impl MetadataRules {
         }
     }
 
-    /// What the backend learns about the authenticated caller.
+    /// What the backend learns about the authenticated caller. Headers
+    /// the auth layer owns leave `forward_headers`.
     pub fn with_identity(mut self, identity: IdentityForwarding) -> Self {
+        self.forward.retain(|name| !identity.is_auth_owned(name.as_str()));
         self.identity = identity;
         self
     }
@@ -88,7 +90,10 @@ impl MetadataRules {
                 continue;
             }
             if *name == AUTHORIZATION {
-                if self.identity.forward_token {
+                // A gateway that verifies forwards the verified token alone
+                // (from the identity, below); one that does not passes the
+                // client's on.
+                if self.identity.forward_token && !self.identity.verifies {
                     out.append(name.clone(), value.clone());
                 }
             } else if *name == TRACEPARENT || *name == TRACESTATE || self.forward.contains(name) {
@@ -97,7 +102,7 @@ impl MetadataRules {
                     out.append(name.clone(), value.clone());
                 }
             } else if let Some(rest) = key.strip_prefix(GRPC_METADATA) {
-                if rest.is_empty() || reserved(rest) || self.identity.is_identity_header(rest) {
+                if rest.is_empty() || reserved(rest) || self.identity.is_auth_owned(rest) {
                     continue;
                 }
                 if let Ok(name) = HeaderName::from_bytes(rest.as_bytes()) {
@@ -134,6 +139,9 @@ impl MetadataRules {
     /// header cannot carry (gRPC ASCII metadata: printable ASCII only) is
     /// left out.
     fn identity_metadata(&self, identity: &Identity, out: &mut HeaderMap) {
+        if let Some(token) = &identity.token {
+            out.insert(AUTHORIZATION, token.clone());
+        }
         if let Some(value) = ascii_value(&identity.consumer) {
             out.insert(X_CONSUMER_ID, value);
         }
@@ -266,6 +274,7 @@ mod tests {
                 .as_object()
                 .cloned()
                 .expect("object"),
+            token: None,
         };
         let id = HeaderValue::from_static("rid");
         let ip: IpAddr = "127.0.0.1".parse().expect("ip");
@@ -282,6 +291,48 @@ mod tests {
         for name in ["x-consumer-id", "x-auth-provider", "x-claim-email"] {
             assert!(md.get(name).is_none(), "{name}");
         }
+    }
+
+    #[test]
+    fn only_the_verified_token_reaches_the_backend() {
+        let auth: crate::config::auth::AuthConfig =
+            serde_yaml_ng::from_str("forward_token: true\napi_keys: { header: X-Key, keys: [] }").expect("config");
+        let forwarding = IdentityForwarding::new(&auth).expect("valid");
+        let rules = MetadataRules::new(&[HeaderName::from_static("x-key")]).with_identity(forwarding);
+        let incoming = headers(&[
+            ("authorization", "Bearer client"),
+            ("grpc-metadata-authorization", "Bearer forged"),
+            ("grpc-metadata-x-key", "forged"),
+            ("x-key", "k"),
+        ]);
+        let identity = Identity {
+            consumer: "alice".into(),
+            provider: "corp".into(),
+            scopes: vec![],
+            claims: serde_json::Map::new(),
+            token: Some(HeaderValue::from_static("Bearer verified")),
+        };
+        let id = HeaderValue::from_static("rid");
+        let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+        let md = rules.request_metadata(&incoming, None, &peer_value(ip), &id, Some(&identity)).into_headers();
+        let get = |md: &HeaderMap, n: &str| md.get_all(n).iter().map(|v| v.as_bytes().to_vec()).collect::<Vec<_>>();
+        assert_eq!(get(&md, "authorization"), vec![b"Bearer verified".to_vec()]);
+        assert!(get(&md, "x-key").is_empty(), "the API key header is the auth layer's, forward_headers or not");
+        let anonymous = rules.request_metadata(&incoming, None, &peer_value(ip), &id, None).into_headers();
+        assert!(get(&anonymous, "authorization").is_empty(), "no verified token, no authorization");
+
+        // A gateway that verifies nothing passes the client's own header,
+        // never one smuggled as metadata.
+        let open = MetadataRules::new(&[]);
+        let smuggled = headers(&[("grpc-metadata-authorization", "Bearer forged")]);
+        assert!(get(
+            &open.request_metadata(&smuggled, None, &peer_value(ip), &id, None).into_headers(),
+            "authorization"
+        )
+        .is_empty());
+        let plain = headers(&[("authorization", "Bearer client")]);
+        let md = open.request_metadata(&plain, None, &peer_value(ip), &id, None).into_headers();
+        assert_eq!(get(&md, "authorization"), vec![b"Bearer client".to_vec()]);
     }
 
     #[test]
