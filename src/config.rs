@@ -127,6 +127,12 @@ pub struct RouteOverride {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     pub max_body: usize,
+    /// How long a connection may take, from its first byte, to complete a
+    /// request's headers (HTTP/1) or the preface and first SETTINGS
+    /// (HTTP/2); also each later HTTP/1 request's headers.
+    pub header_read_timeout: Duration,
+    /// How long a connection with no request in flight is kept open.
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -153,7 +159,11 @@ impl Default for Config {
             upstreams: Vec::new(),
             json: JsonOptions::default(),
             routes: RoutesConfig { auto_map: true, timeout: Duration::from_secs(30), overrides: Vec::new() },
-            limits: Limits { max_body: 4 << 20 },
+            limits: Limits {
+                max_body: 4 << 20,
+                header_read_timeout: Duration::from_secs(30),
+                idle_timeout: Duration::from_secs(60),
+            },
             forward_headers: Vec::new(),
             logging: Logging { format: LogFormat::Pretty, level: "info".into() },
             versions: std::collections::BTreeMap::new(),

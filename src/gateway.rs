@@ -4,6 +4,7 @@
 //! its state on the admin listener ([`admin`]).
 
 pub mod admin;
+pub mod connection;
 pub mod listener;
 pub mod load;
 pub mod reload;
@@ -18,6 +19,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder};
 
+use self::connection::Timeouts;
 use self::listener::accept_loop;
 use self::load::Loader;
 use self::reload::Reloader;
@@ -42,6 +44,8 @@ pub struct Gateway {
     auth: Arc<Authenticator>,
     /// Rate-limit state; outlives catalog swaps so buckets survive reloads.
     ratelimit: Arc<RateLimiter>,
+    /// Connection deadlines, fixed when the listeners start.
+    timeouts: Timeouts,
 }
 
 impl Gateway {
@@ -57,7 +61,8 @@ impl Gateway {
         let ratelimit = Arc::new(RateLimiter::new(&config.rate_limits));
         let reloader = Arc::new(Reloader::start(loader)?);
         auth.start();
-        Ok(Self { reloader, metadata: Arc::new(metadata), auth, ratelimit })
+        let timeouts = Timeouts::from_limits(&config.limits);
+        Ok(Self { reloader, metadata: Arc::new(metadata), auth, ratelimit, timeouts })
     }
 
     /// The rate limiter's state (sizes and counters for metrics).
@@ -68,6 +73,11 @@ impl Gateway {
     /// The catalog currently serving.
     pub fn catalog(&self) -> Arc<Catalog> {
         self.reloader.catalog().load_full()
+    }
+
+    /// The connection deadlines both listeners keep.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
     }
 
     /// Reloading and its status.
@@ -88,7 +98,7 @@ impl Gateway {
             let _ = watching.await;
         }));
         let this = self.clone();
-        let result = accept_loop(listener, shutdown, move |peer| this.pipeline(peer)).await;
+        let result = accept_loop(listener, self.timeouts, shutdown, move |peer| this.pipeline(peer)).await;
         let _ = stop_watching.send(());
         let _ = watcher.await;
         result

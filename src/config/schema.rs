@@ -39,7 +39,7 @@ pub(super) struct FileConfig {
     upstreams: Option<Upstreams>,
     json: Option<JsonSection>,
     routes: Option<RoutesSection>,
-    limits: Option<LimitsSection>,
+    limits: Option<Checked<LimitsSection>>,
     forward_headers: Option<ForwardHeaders>,
     logging: Option<LoggingSection>,
     versions: Option<BTreeMap<VersionName, VersionSection>>,
@@ -172,9 +172,22 @@ impl Check for SelectorRaw {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with `max_body`")]
+#[serde(deny_unknown_fields, expecting = "a mapping with max_body, header_read_timeout, idle_timeout")]
 struct LimitsSection {
     max_body: Option<SizeValue>,
+    header_read_timeout: Option<DurationValue>,
+    idle_timeout: Option<DurationValue>,
+}
+
+impl Check for LimitsSection {
+    fn check(&self) -> Result<(), String> {
+        for (key, value) in [("header_read_timeout", self.header_read_timeout), ("idle_timeout", self.idle_timeout)] {
+            if value.is_some_and(|DurationValue(d)| d.is_zero()) {
+                return Err(format!("`{key}` must be greater than zero: a connection needs some time"));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -379,8 +392,16 @@ impl FileConfig {
             config.routes.overrides =
                 routes.overrides.unwrap_or_default().into_iter().map(|Checked(raw)| raw.resolve()).collect();
         }
-        if let Some(SizeValue(max_body)) = self.limits.and_then(|l| l.max_body) {
-            config.limits.max_body = max_body;
+        if let Some(Checked(limits)) = self.limits {
+            if let Some(SizeValue(max_body)) = limits.max_body {
+                config.limits.max_body = max_body;
+            }
+            if let Some(DurationValue(timeout)) = limits.header_read_timeout {
+                config.limits.header_read_timeout = timeout;
+            }
+            if let Some(DurationValue(timeout)) = limits.idle_timeout {
+                config.limits.idle_timeout = timeout;
+            }
         }
         if let Some(ForwardHeaders(names)) = self.forward_headers {
             config.forward_headers = names;

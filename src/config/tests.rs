@@ -78,6 +78,8 @@ routes:
       max_body: 100kB
 limits:
   max_body: 2MB
+  header_read_timeout: 10s
+  idle_timeout: 2m
 forward_headers: [X-Tenant-ID, x-request-source]
 logging:
   format: json
@@ -138,6 +140,8 @@ fn every_key_is_read() {
         ]
     );
     assert_eq!(c.limits.max_body, 2_000_000);
+    assert_eq!(c.limits.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(c.limits.idle_timeout, Duration::from_secs(120));
     assert_eq!(
         c.forward_headers,
         vec![http::HeaderName::from_static("x-tenant-id"), http::HeaderName::from_static("x-request-source"),]
@@ -177,6 +181,8 @@ fn defaults_are_the_documented_ones() {
     assert!(c.routes.auto_map);
     assert_eq!(c.routes.timeout, Duration::from_secs(30));
     assert_eq!(c.limits.max_body, 4 * 1024 * 1024);
+    assert_eq!(c.limits.header_read_timeout, Duration::from_secs(30));
+    assert_eq!(c.limits.idle_timeout, Duration::from_secs(60));
     assert_eq!(c.logging.format, LogFormat::Pretty);
     assert_eq!(c.logging.level, "info");
 }

@@ -31,8 +31,9 @@ pub async fn serve(
     // admin port keeps the header-read timeout, HTTP/2 keep-alive and the
     // drain deadline, so a stuck client can neither hold a connection nor
     // stall shutdown.
+    let timeouts = gateway.timeouts();
     let router = router(gateway);
-    accept_loop(listener, shutdown, move |_peer| router.clone()).await
+    accept_loop(listener, timeouts, shutdown, move |_peer| router.clone()).await
 }
 
 /// The admin endpoints, apart from any socket so tests can drive them

@@ -10,23 +10,22 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::Service;
 
+use super::connection::{self, Closed, Sniff, State, Timeouts, Tracked};
 use crate::http::body::BoxError;
-
-/// How long a client may take to send a request's headers (HTTP/1).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long in-flight requests may run after shutdown is asked for.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Accepts connections on `listener` until `shutdown`, serving each with the
-/// service `make(peer)` over HTTP/1.1 or HTTP/2 (h2c), then drains.
+/// service `make(peer)` over HTTP/1.1 or HTTP/2 (h2c), then drains. Every
+/// connection is held to `timeouts` (see [`connection`]).
 pub async fn accept_loop<S, B>(
     listener: TcpListener,
+    timeouts: Timeouts,
     shutdown: impl Future<Output = ()> + Send + 'static,
     make: impl Fn(SocketAddr) -> S,
 ) -> std::io::Result<()>
@@ -38,16 +37,19 @@ where
     B::Error: Into<BoxError>,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // A client that connects and never finishes its headers must not hold a
-    // connection forever; an HTTP/2 peer that stops answering pings is let go.
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    // hyper's own header-read timer also runs while a kept-alive
+    // connection waits, so it would cut idle connections short: the
+    // connection watcher keeps both deadlines instead. An HTTP/2 peer that
+    // stops answering pings is let go.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(1024)
+        .max_concurrent_streams(256)
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20));
-    let graceful = GracefulShutdown::new();
+    // Every connection holds a receiver; the drain ends when all are gone.
+    let (shutting_down, shutdown_seen) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -64,17 +66,33 @@ where
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(make(peer));
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
+        let state = State::new();
+        let io = TokioIo::new(Sniff::new(stream, state.clone()));
+        let service = TowerToHyperService::new(Tracked::new(make(peer), state.clone()));
+        let conn = builder.serve_connection(io, service).into_owned();
+        let mut shutdown_seen = shutdown_seen.clone();
         tokio::spawn(async move {
-            if let Err(err) = conn.await {
-                tracing::debug!(error = %err, %peer, "connection ended with an error");
+            let shutdown = async move {
+                let _ = shutdown_seen.wait_for(|stop| *stop).await;
+            };
+            let graceful = |conn: std::pin::Pin<&mut _>| auto::Connection::graceful_shutdown(conn);
+            match connection::watch(conn, graceful, &state, timeouts, shutdown).await {
+                (Closed::Ended, Some(Err(err))) => {
+                    tracing::debug!(error = %err, %peer, "connection ended with an error")
+                }
+                (Closed::Ended, _) => {}
+                (Closed::Silent, _) => {
+                    tracing::debug!(%peer, "connection closed: no request within the header-read timeout")
+                }
+                (Closed::Forced, _) => tracing::debug!(%peer, "connection closed: it did not finish closing in time"),
             }
         });
     }
     drop(listener);
+    let _ = shutting_down.send(true);
+    drop(shutdown_seen);
     tokio::select! {
-        () = graceful.shutdown() => {}
+        () = shutting_down.closed() => {}
         () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain deadline passed; closing remaining connections"),
     }
     Ok(())
