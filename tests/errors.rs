@@ -401,6 +401,15 @@ async fn body_over_the_global_limit_is_413() {
     let envelope = assert_error(&reply, 413, 8);
     assert!(message(&envelope).contains("64"), "{envelope}");
     assert_eq!(env.backend_calls(), before);
+    // The body was not read: the HTTP/1 client is told not to reuse the
+    // connection (else its next request there would fail), and can go on.
+    assert_eq!(reply.header("connection"), Some("close"));
+    for _ in 0..3 {
+        assert_error(&env.post_json("/test/echo", &too_big).await, 413, 8);
+        assert_eq!(env.post_json("/test/echo", &fits).await.status, 200);
+    }
+    let before = before + 3;
+    assert_eq!(env.backend_calls(), before);
 
     // Without a content-length the limit holds all the same (chunked body).
     let (status, body) =

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
-use http::header::CONTENT_TYPE;
-use http::{HeaderValue, Method, Request, Response, Uri};
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use tower::{Layer, Service};
 
 use super::Body;
@@ -77,6 +77,7 @@ where
         let catalog = self.catalog.load_full();
         let method = req.method().clone();
         let uri = req.uri().clone();
+        let may_leave_body = req.version() <= Version::HTTP_11 && has_body(req.headers());
         req.extensions_mut().insert(Snapshot(catalog.clone()));
         let call = self.inner.call(req);
         Box::pin(async move {
@@ -84,11 +85,24 @@ where
                 Ok(response) => Ok(response),
                 Err(err) => {
                     log(&method, &uri, &err);
-                    Ok(error_response(&catalog, &err))
+                    let mut response = error_response(&catalog, &err);
+                    if may_leave_body {
+                        // A refusal may come before the body is read (413,
+                        // 401, 429, ...): the connection then cannot carry
+                        // another request, and the client must be told so
+                        // rather than find out on its next one.
+                        response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Ok(response)
                 }
             }
         })
     }
+}
+
+/// Whether an HTTP/1 request announces a body.
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(TRANSFER_ENCODING) || headers.get(CONTENT_LENGTH).is_some_and(|len| len.as_bytes() != b"0")
 }
 
 /// One event per refusal, at the level its fault deserves: a client's
