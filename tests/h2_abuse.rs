@@ -911,6 +911,36 @@ fn assert_given_back(what: &str, first: usize, later: usize) {
 }
 
 #[tokio::test]
+async fn a_zero_window_reader_holds_bounded_memory_and_is_let_go_when_idle() {
+    let _alone = MEMORY.write().await;
+    let gw = gateway().await;
+    assert_served(&gw, "before").await;
+    let calls = gw.backend_calls();
+    let start = rss();
+    let mut stalled = stall(&gw).await;
+    let ready = Instant::now();
+    let held = rss().saturating_sub(start);
+    assert_eq!(gw.backend_calls() - calls, STALLED_STREAMS as u64, "every request reached the backend");
+    assert!(held < HELD_BOUND, "{STALLED_STREAMS} stalled streams hold {} MiB", held / MIB);
+    assert_served(&gw, "while a zero-window reader holds its responses").await;
+    // Nothing can move: once every response is handed over, the
+    // connection is idle, and the gateway sends GOAWAY and closes it after
+    // the grace.
+    let ended = tokio::time::timeout(IDLE + HEADER_READ + SLACK, &mut stalled.connection).await;
+    let closed = ready.elapsed();
+    assert!(ended.is_ok(), "a reader that never opens its window was still held after {closed:?}");
+    drop(stalled);
+    // The same again, leaving at once: it fits in what the first gave back.
+    let again = stall(&gw).await;
+    let held_again = rss().saturating_sub(start);
+    drop(again);
+    eprintln!("zero window: held {} KiB, closed after {closed:?}, again {} KiB", held >> 10, held_again >> 10);
+    assert_given_back("zero window", held, held_again);
+    assert_served(&gw, "after").await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_stalled_reader_holds_bounded_memory_and_gives_it_back_when_it_leaves() {
     let _alone = MEMORY.write().await;
     let gw = gateway().await;
