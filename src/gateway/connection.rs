@@ -11,8 +11,9 @@
 //! connection's state is kept beside it: [`Sniff`] wraps the socket, sees
 //! the HTTP/2 handshake complete and the first bytes of each later HTTP/1
 //! request arrive; [`Tracked`] wraps the service and counts requests in
-//! flight until their response bodies end; [`watch`] drives the connection
-//! and closes it when a deadline passes.
+//! flight until their response bodies have handed over their last frame
+//! (a peer slow to take it is idle, not busy); [`watch`] drives the
+//! connection and closes it when a deadline passes.
 
 use std::future::Future;
 use std::io;
@@ -139,7 +140,8 @@ impl State {
     }
 }
 
-/// One request in flight; dropped with its response body.
+/// One request in flight; dropped once its response body has handed over
+/// its last frame, or with the body.
 struct InFlight(Arc<State>);
 
 impl InFlight {
@@ -312,16 +314,17 @@ where
         let this = self.project();
         let response = std::task::ready!(this.inner.poll(cx));
         let in_flight = this.in_flight.take();
-        Poll::Ready(response.map(|response| response.map(|body| TrackedBody { inner: body, _in_flight: in_flight })))
+        Poll::Ready(response.map(|response| response.map(|body| TrackedBody { inner: body, in_flight })))
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that keeps its request counted until it is dropped.
+    /// A response body that keeps its request counted until it has given
+    /// up its last frame (or is dropped before).
     pub struct TrackedBody<B> {
         #[pin]
         inner: B,
-        _in_flight: Option<InFlight>,
+        in_flight: Option<InFlight>,
     }
 }
 
@@ -330,7 +333,24 @@ impl<B: Body> Body for TrackedBody<B> {
     type Error = B::Error;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        self.project().inner.poll_frame(cx)
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        // Once the whole response is handed to the connection, what is left
+        // is the peer taking it, at the pace of its flow-control window:
+        // that wait is the peer's idleness, not the gateway's work. hyper
+        // keeps the body until the window lets the last frame out, so
+        // counted until dropped, a peer that keeps its window at zero (and
+        // answers pings) would hold the connection, and every response on
+        // it, for good.
+        let ended = match &polled {
+            Poll::Ready(None | Some(Err(_))) => true,
+            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+            Poll::Pending => false,
+        };
+        if ended {
+            this.in_flight.take();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
