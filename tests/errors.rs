@@ -652,3 +652,24 @@ async fn bad_grpc_timeout_header_is_400() {
         assert_rejected(&env, before, &reply, 400, "grpc-timeout");
     }
 }
+
+#[tokio::test]
+async fn a_body_that_never_arrives_is_408_at_the_route_timeout() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let env = start_test_service_with(|config| config.routes.timeout = Duration::from_millis(300)).await;
+    let before = env.backend_calls();
+    let mut stream = tokio::net::TcpStream::connect(env.authority()).await.expect("connect");
+    // Announces 100 bytes, sends 10, then waits.
+    let head = "POST /test/echo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.expect("write");
+    stream.write_all(br#"{"stringV"#).await.expect("write");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "no answer within 5 s");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains(r#""code":4"#) && text.contains("did not arrive"), "{text}");
+    assert_eq!(env.backend_calls(), before);
+    // A whole body in time is served as ever.
+    assert_eq!(env.post_json("/test/echo", r#"{"stringValue": "x"}"#).await.status, 200);
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Request, Response, StatusCode};
+use http_body::Body as _;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use tonic::Code;
@@ -65,7 +66,16 @@ impl Transcoder {
         let MatchedRoute { catalog, route, captures } = matched;
         let (parts, body) = req.into_parts();
 
-        let body = read_body(body, &parts.headers, route.max_body).await?;
+        // A body sent slowly, or never, must not hold the request for good:
+        // reading it gets the route's timeout (the upstream call then gets
+        // its own).
+        let body = if body.is_end_stream() {
+            Bytes::new()
+        } else {
+            tokio::time::timeout(route.timeout, read_body(body, &parts.headers, route.max_body))
+                .await
+                .map_err(|_| body_timeout(route.timeout))??
+        };
         let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
         let message = route
             .request
@@ -96,6 +106,15 @@ impl Transcoder {
         metadata::response_headers(&reply.headers, &reply.trailers, headers);
         Ok(response)
     }
+}
+
+fn body_timeout(limit: Duration) -> GatewayError {
+    GatewayError::new(
+        Code::DeadlineExceeded,
+        Fault::Client,
+        format!("the request body did not arrive within {} ms", limit.as_millis()),
+    )
+    .with_status(StatusCode::REQUEST_TIMEOUT)
 }
 
 /// Reads the whole body, refusing more than `limit` bytes (413) before
