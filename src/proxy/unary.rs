@@ -2,6 +2,7 @@
 //! call the upstream, encode its answer. Every refusal is returned as a
 //! [`GatewayError`] for the respond layer.
 
+use std::future::Future as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -68,13 +69,18 @@ impl Transcoder {
 
         // A body sent slowly, or never, must not hold the request for good:
         // reading it gets the route's timeout (the upstream call then gets
-        // its own).
+        // its own). A body already here, the usual case, costs no timer.
         let body = if body.is_end_stream() {
             Bytes::new()
         } else {
-            tokio::time::timeout(route.timeout, read_body(body, &parts.headers, route.max_body))
-                .await
-                .map_err(|_| body_timeout(route.timeout))??
+            let read = read_body(body, &parts.headers, route.max_body);
+            tokio::pin!(read);
+            match std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
+                Poll::Ready(body) => body?,
+                Poll::Pending => {
+                    tokio::time::timeout(route.timeout, read).await.map_err(|_| body_timeout(route.timeout))??
+                }
+            }
         };
         let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
         let message = route
