@@ -55,18 +55,33 @@ pub(super) fn may_round(literal: &[u8]) -> bool {
 }
 
 /// One pass over a JSON text (already parsed successfully): is there a
-/// number literal, outside strings, that [`may_round`]?
+/// number literal, outside strings, that [`may_round`]? This runs on every
+/// JSON body, so it keeps to a few instructions a byte: numbers without an
+/// exponent are judged by their digit count on the way, and strings are
+/// skipped eight bytes at a time.
 pub(super) fn has_rounding_number(json: &[u8]) -> bool {
     let mut at = 0;
     while let Some(&byte) = json.get(at) {
         match byte {
             b'"' => at = string_end(json, at + 1),
             b'-' | b'0'..=b'9' => {
-                let end = number_end(json, at);
-                if may_round(&json[at..end]) {
+                let start = at;
+                at = digits_end(json, at + 1);
+                let mut digits = at - start - usize::from(byte == b'-');
+                if json.get(at) == Some(&b'.') {
+                    let fraction_end = digits_end(json, at + 1);
+                    digits += fraction_end - at - 1;
+                    at = fraction_end;
+                }
+                if matches!(json.get(at), Some(b'e' | b'E')) {
+                    let end = number_end(json, at);
+                    if may_round(&json[start..end]) {
+                        return true;
+                    }
+                    at = end;
+                } else if digits > 15 {
                     return true;
                 }
-                at = end;
             }
             _ => at += 1,
         }
@@ -74,24 +89,64 @@ pub(super) fn has_rounding_number(json: &[u8]) -> bool {
     false
 }
 
-/// Just past the closing quote of the string whose contents start at `at`.
-fn string_end(json: &[u8], mut at: usize) -> usize {
-    while let Some(&byte) = json.get(at) {
-        match byte {
-            b'"' => return at + 1,
-            b'\\' => at += 2,
-            _ => at += 1,
-        }
+fn digits_end(json: &[u8], mut at: usize) -> usize {
+    while json.get(at).is_some_and(u8::is_ascii_digit) {
+        at += 1;
     }
-    json.len()
+    at
 }
 
-fn number_end(json: &[u8], start: usize) -> usize {
-    let len = json[start..]
-        .iter()
-        .position(|b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
-        .unwrap_or(json.len() - start);
-    start + len
+fn number_end(json: &[u8], mut at: usize) -> usize {
+    while json.get(at).is_some_and(|b| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')) {
+        at += 1;
+    }
+    at
+}
+
+/// Just past the closing quote of the string whose contents start at `at`.
+/// Most strings are keys and short values, done within the first words;
+/// memchr takes over for long ones.
+fn string_end(json: &[u8], mut at: usize) -> usize {
+    let mut words = 0;
+    loop {
+        let stop = match word_at(json, at) {
+            Some(word) if words < 8 => {
+                words += 1;
+                let stops = lanes_equal(word, b'"') | lanes_equal(word, b'\\');
+                if stops == 0 {
+                    at += 8;
+                    continue;
+                }
+                at + (stops.trailing_zeros() / 8) as usize
+            }
+            _ => match json.get(at..).and_then(|rest| memchr::memchr2(b'"', b'\\', rest)) {
+                Some(offset) => at + offset,
+                None => return json.len(),
+            },
+        };
+        if json.get(stop) == Some(&b'"') {
+            return stop + 1;
+        }
+        // A backslash: the next byte is escaped, whatever it is.
+        at = stop + 2;
+    }
+}
+
+// Eight bytes as one word, the first in the low bits; a byte's "lane" is
+// its 8 bits. The lane tests below never carry from one lane into the next,
+// so they are exact for every byte value.
+const LANES: u64 = 0x0101_0101_0101_0101;
+const LOW_BITS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+fn word_at(json: &[u8], at: usize) -> Option<u64> {
+    let bytes: [u8; 8] = json.get(at..at.checked_add(8)?)?.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
+}
+
+/// The high bit of each lane of `word` that equals `byte`, no other bit.
+fn lanes_equal(word: u64, byte: u8) -> u64 {
+    let x = word ^ (LANES * u64::from(byte));
+    !(((x & LOW_BITS).wrapping_add(LOW_BITS)) | x | LOW_BITS)
 }
 
 /// Judges every number literal that lands on an integer field of `desc` in
@@ -585,6 +640,95 @@ mod tests {
         ];
         for (json, rounding) in cases {
             assert_eq!(has_rounding_number(json.as_bytes()), *rounding, "{json}");
+        }
+    }
+
+    #[test]
+    fn lane_test_is_exact_for_every_byte() {
+        let others = [b'"', 0xff, b'9', b'0', 0x00, b'/', b':', 0x80];
+        for byte in 0..=255u8 {
+            for lane in 0..8 {
+                let mut bytes = others;
+                bytes[lane] = byte;
+                let word = u64::from_le_bytes(bytes);
+                let bit = |mask: u64| mask >> (lane * 8 + 7) & 1 == 1;
+                assert_eq!(bit(lanes_equal(word, b'"')), byte == b'"', "{byte:#x} in lane {lane}");
+                assert_eq!(bit(lanes_equal(word, b'\\')), byte == b'\\', "{byte:#x} in lane {lane}");
+                // The other lanes answer as they did without this byte.
+                let rest = !(0xffu64 << (lane * 8));
+                assert_eq!(lanes_equal(word, b'"') & rest, lanes_equal(u64::from_le_bytes(others), b'"') & rest);
+            }
+        }
+    }
+
+    /// The scan, byte by byte and without shortcuts.
+    fn reference_scan(json: &[u8]) -> bool {
+        let mut at = 0;
+        while let Some(&byte) = json.get(at) {
+            match byte {
+                b'"' => {
+                    at += 1;
+                    while let Some(&b) = json.get(at) {
+                        at += if b == b'\\' { 2 } else { 1 };
+                        if b == b'"' {
+                            break;
+                        }
+                    }
+                }
+                b'-' | b'0'..=b'9' => {
+                    let end = number_end(json, at);
+                    if may_round(&json[at..end]) {
+                        return true;
+                    }
+                    at = end;
+                }
+                _ => at += 1,
+            }
+        }
+        false
+    }
+
+    fn json_token() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "-?(0|[1-9][0-9]{0,24})(\\.[0-9]{1,24})?([eE][+-]?[0-9]{1,4})?",
+            any::<String>().prop_map(|s| serde_json::Value::String(s).to_string()),
+            "[0-9eE.\"\\\\/ -]{0,40}".prop_map(|s| serde_json::Value::String(s).to_string()),
+            Just("true".to_owned()),
+            Just("false".to_owned()),
+            Just("null".to_owned()),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_scan_agrees_with_the_reference(
+            tokens in proptest::collection::vec(json_token(), 0..12),
+            separators in proptest::collection::vec("[ ,:\\[\\]{}\n]{1,3}", 12),
+        ) {
+            let json: String = tokens.iter().zip(&separators).flat_map(|(t, s)| [t.as_str(), s.as_str()]).collect();
+            proptest::prop_assert_eq!(has_rounding_number(json.as_bytes()), reference_scan(json.as_bytes()), "{}", json);
+        }
+
+        #[test]
+        fn whole_values_in_any_spelling(
+            value in -(10i128.pow(20) - 1)..10i128.pow(20),
+            zeros in 0usize..30,
+            shift in 0usize..25,
+        ) {
+            let digits = value.unsigned_abs().to_string();
+            let sign = if value < 0 { "-" } else { "" };
+            // digits × 10^-shift × 10^shift, with `zeros` trailing zeros in the fraction.
+            let (head, tail) = if shift < digits.len() {
+                let (head, tail) = digits.split_at(digits.len() - shift);
+                (head.to_owned(), tail.to_owned())
+            } else {
+                ("0".to_owned(), format!("{}{digits}", "0".repeat(shift - digits.len())))
+            };
+            let spelled = format!("{sign}{head}.{tail}{}e{shift}", "0".repeat(zeros));
+            proptest::prop_assert_eq!(whole_value(spelled.as_bytes()).ok(), Some(Some(value)), "{}", spelled);
+            let not_whole = format!("{sign}{digits}.{}1", "0".repeat(zeros));
+            proptest::prop_assert!(whole_value(not_whole.as_bytes()).is_err(), "{}", not_whole);
         }
     }
 
