@@ -143,6 +143,44 @@ async fn out_of_range_numbers_name_the_field() {
     .await;
 }
 
+/// JSON numbers that an f64 rounds onto an integer field's range (issue 9):
+/// refused like their string forms, never clamped.
+#[tokio::test]
+async fn integer_numbers_past_the_bounds_are_refused_not_clamped() {
+    let env = start_test_service().await;
+    expect_bad_body(
+        &env,
+        &[
+            (r#"{"uint64Value": 18446744073709551616}"#, "uint64Value"),
+            (r#"{"uint64Value": 18446744073709551617}"#, "uint64Value"),
+            (r#"{"fixed64Value": 1.8446744073709551616e19}"#, "fixed64Value"),
+            (r#"{"int64Value": -9223372036854775809}"#, "int64Value"),
+            (r#"{"sint64Value": 9223372036854775808.0}"#, "sint64Value"),
+            (r#"{"uint64Wrapper": 18446744073709551616}"#, "uint64Wrapper"),
+            (r#"{"int64Wrapper": -9223372036854775809}"#, "int64Wrapper"),
+            (r#"{"uint32Value": 4294967295.00000001}"#, "uint32Value"),
+            (r#"{"int32Value": 1.0000000000000001}"#, "int32Value"),
+            (r#"{"repeatedUint64": [1, 18446744073709551616]}"#, "repeatedUint64[1]"),
+            (r#"{"mapStringInt32": {"k": 2147483647.5000000001}}"#, "mapStringInt32.k"),
+        ],
+    )
+    .await;
+    let before = env.backend_calls();
+    let reply = env.post_json("/test/echo", r#"{"uint64Value": 18446744073709551616}"#).await;
+    let envelope = assert_rejected(&env, before, &reply, 400, "uint64Value");
+    assert_eq!(message(&envelope), "uint64Value: invalid value for uint64: 18446744073709551616 is out of range");
+    // A body bound to one field: the path starts at that field.
+    let reply = env
+        .request(
+            Method::PUT,
+            "/test/body-field/abc",
+            &[("content-type", "application/json")],
+            Some(br#"{"values": [2147483647.0000000001]}"#.to_vec()),
+        )
+        .await;
+    assert_rejected(&env, before, &reply, 400, "nested.values[0]");
+}
+
 #[tokio::test]
 async fn unknown_json_field_is_named() {
     let env = start_test_service().await;

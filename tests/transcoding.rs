@@ -217,6 +217,31 @@ async fn body_star_well_known_types_in_other_spellings_come_back_canonical() {
 }
 
 #[tokio::test]
+async fn body_star_integers_in_any_number_spelling_keep_their_exact_value() {
+    let env = start_test_service().await;
+    // Each literal reaches serde_json as an f64 that is off by some units.
+    let reply = env
+        .post_json(
+            "/test/echo",
+            r#"{"uint64Value": 18446744073709551614.0, "int64Value": -9223372036854775807e0,
+                "fixed64Value": 1.8446744073709551615e19, "int64Wrapper": 9007199254740993.000,
+                "repeatedInt64": [123456789012345e4, 900719925474099.3e1]}"#,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.json(),
+        json!({
+            "uint64Value": "18446744073709551614",
+            "int64Value": "-9223372036854775807",
+            "fixed64Value": "18446744073709551615",
+            "int64Wrapper": "9007199254740993",
+            "repeatedInt64": ["1234567890123450000", "9007199254740993"]
+        })
+    );
+}
+
+#[tokio::test]
 async fn body_star_wrappers_keep_explicit_defaults() {
     let env = start_test_service().await;
     let sent = json!({

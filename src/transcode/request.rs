@@ -15,6 +15,7 @@ use serde::Deserialize as _;
 use serde_path_to_error::Segment;
 use tonic::Code;
 
+use super::numbers;
 use super::query::{self, BodyCover, BoundPath, Leaf, QueryPlan};
 use super::JsonSettings;
 use crate::error::{Fault, GatewayError};
@@ -300,12 +301,27 @@ fn parse_message(
     opts: &DeserializeOptions,
     prefix: &str,
 ) -> Result<DynamicMessage, GatewayError> {
+    let msg = deserialize(desc, json, opts).map_err(|err| json_error(desc, json, opts, prefix, &err))?;
+    // Integer fields may have been given rounded f64s (numbers.rs); a body
+    // without a literal that could round, the usual case, is done.
+    if !numbers::has_rounding_number(json) {
+        return Ok(msg);
+    }
+    match numbers::exact_integers(desc, json, prefix)? {
+        None => Ok(msg),
+        Some(exact) => deserialize(desc, &exact, opts).map_err(|err| json_error(desc, &exact, opts, prefix, &err)),
+    }
+}
+
+fn deserialize(
+    desc: &MessageDescriptor,
+    json: &[u8],
+    opts: &DeserializeOptions,
+) -> Result<DynamicMessage, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(json);
-    let parsed = DynamicMessage::deserialize_with_options(desc.clone(), &mut de, opts).and_then(|msg| {
-        de.end()?;
-        Ok(msg)
-    });
-    parsed.map_err(|err| json_error(desc, json, opts, prefix, &err))
+    let msg = DynamicMessage::deserialize_with_options(desc.clone(), &mut de, opts)?;
+    de.end()?;
+    Ok(msg)
 }
 
 /// `body: "field"` for a non-message field: the JSON is that field's value.
@@ -431,7 +447,7 @@ fn type_at(desc: &MessageDescriptor, path: &serde_path_to_error::Path) -> Option
     }
 }
 
-fn kind_name(kind: &Kind) -> String {
+pub(super) fn kind_name(kind: &Kind) -> String {
     let name = match kind {
         Kind::Double => "double",
         Kind::Float => "float",
@@ -454,7 +470,7 @@ fn kind_name(kind: &Kind) -> String {
     name.to_owned()
 }
 
-fn push_key(path: &mut String, key: &str) {
+pub(super) fn push_key(path: &mut String, key: &str) {
     if !path.is_empty() {
         path.push('.');
     }

@@ -97,7 +97,14 @@ fn pool() -> &'static DescriptorPool {
         let proto = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("proto");
         let mut compiler = protox::Compiler::new([dir.path().to_path_buf(), proto]).unwrap();
         compiler.include_imports(true);
-        compiler.open_files(["t.proto", "google/rpc/status.proto", "google/rpc/error_details.proto"]).unwrap();
+        compiler
+            .open_files([
+                "t.proto",
+                "google/rpc/status.proto",
+                "google/rpc/error_details.proto",
+                "protogate/test/v1/test.proto",
+            ])
+            .unwrap();
         DescriptorPool::decode(compiler.encode_file_descriptor_set().as_slice()).unwrap()
     })
 }
@@ -138,7 +145,11 @@ fn body_json(body: &str) -> DynamicMessage {
 /// Asserts a 400 whose single violation names `field`.
 #[track_caller]
 fn assert_bad(result: Result<DynamicMessage, GatewayError>, field: &str) -> GatewayError {
-    let err = result.expect_err("expected a client error");
+    // Not expect_err: the Debug form of a message of a recursive type never ends.
+    let err = match result {
+        Ok(m) => panic!("expected a client error for {field}, got {}", as_json(&m)),
+        Err(err) => err,
+    };
     assert_eq!(err.code, Code::InvalidArgument, "{err}");
     assert_eq!(err.status, StatusCode::BAD_REQUEST, "{err}");
     assert_eq!(err.violations.len(), 1, "{err}");
@@ -523,6 +534,294 @@ fn path_wins_over_query_order_does_not_matter() {
     let captures = ["path".to_owned()];
     let m = p.build(&JsonSettings::default(), input("", &captures, Some("fInt32=3"))).unwrap();
     assert_eq!(as_json(&m), json!({"fString":"path","fInt32":3}));
+}
+
+// ---------------------------------------------------------------- integer bounds
+
+/// Every integer kind and integer wrapper of the conformance message: JSON
+/// name, the type errors name, and the bounds.
+const INTEGER_FIELDS: [(&str, &str, i128, i128); 14] = {
+    const I32: (i128, i128) = (i32::MIN as i128, i32::MAX as i128);
+    const U32: (i128, i128) = (0, u32::MAX as i128);
+    const I64: (i128, i128) = (i64::MIN as i128, i64::MAX as i128);
+    const U64: (i128, i128) = (0, u64::MAX as i128);
+    [
+        ("int32Value", "int32", I32.0, I32.1),
+        ("sint32Value", "sint32", I32.0, I32.1),
+        ("sfixed32Value", "sfixed32", I32.0, I32.1),
+        ("uint32Value", "uint32", U32.0, U32.1),
+        ("fixed32Value", "fixed32", U32.0, U32.1),
+        ("int64Value", "int64", I64.0, I64.1),
+        ("sint64Value", "sint64", I64.0, I64.1),
+        ("sfixed64Value", "sfixed64", I64.0, I64.1),
+        ("uint64Value", "uint64", U64.0, U64.1),
+        ("fixed64Value", "fixed64", U64.0, U64.1),
+        ("int32Wrapper", "google.protobuf.Int32Value", I32.0, I32.1),
+        ("uint32Wrapper", "google.protobuf.UInt32Value", U32.0, U32.1),
+        ("int64Wrapper", "google.protobuf.Int64Value", I64.0, I64.1),
+        ("uint64Wrapper", "google.protobuf.UInt64Value", U64.0, U64.1),
+    ]
+};
+
+fn all_types() -> MessageDescriptor {
+    msg("protogate.test.v1.AllTypes")
+}
+
+fn all_types_plan(body: &str, variables: &[&str]) -> RequestPlan {
+    RequestPlan::new(&all_types(), body, &vars(variables)).unwrap()
+}
+
+fn all_types_body(body: &str) -> Result<DynamicMessage, GatewayError> {
+    build(&all_types_plan("*", &[]), body, None)
+}
+
+fn proto_name(json_name: &str) -> String {
+    all_types().get_field_by_json_name(json_name).unwrap().name().to_owned()
+}
+
+/// The integer a singular integer field (or wrapper) of `m` holds; `None`
+/// when it is not set.
+fn integer_in(m: &DynamicMessage, json_name: &str) -> Option<i128> {
+    let field = prost_reflect::ReflectMessage::descriptor(m).get_field_by_json_name(json_name).unwrap();
+    if field.kind().as_message().is_some() && !m.has_field(&field) {
+        return None;
+    }
+    let value = m.get_field(&field);
+    let value = match value.as_message() {
+        Some(wrapper) => wrapper.get_field_by_name("value").unwrap().into_owned(),
+        None => value.into_owned(),
+    };
+    Some(match value {
+        Value::I32(v) => v.into(),
+        Value::U32(v) => v.into(),
+        Value::I64(v) => v.into(),
+        Value::U64(v) => v.into(),
+        other => panic!("{json_name} holds {other:?}"),
+    })
+}
+
+/// `v` written as a JSON number in several ways, each denoting exactly `v`:
+/// plain, with zero fractions, with exponents.
+fn spellings(v: i128) -> Vec<String> {
+    if v == 0 {
+        return ["0", "-0", "0.0", "0e7", "-0.00000000000000000000", "0.0000000000000000000e-3"]
+            .map(String::from)
+            .to_vec();
+    }
+    let plain = v.to_string();
+    let (sign, digits) = plain.split_at(usize::from(v < 0));
+    let (head, tail) = digits.split_at(1);
+    let scientific =
+        if tail.is_empty() { format!("{sign}{head}e0") } else { format!("{sign}{head}.{tail}e{}", tail.len()) };
+    vec![
+        plain.clone(),
+        format!("{plain}.0"),
+        format!("{plain}.00000000000000000000"),
+        format!("{plain}0e-1"),
+        scientific,
+        format!("{sign}0.{digits}E+{}", digits.len()),
+    ]
+}
+
+/// Asserts a 400 naming `field` whose description names the type `ty`.
+#[track_caller]
+fn assert_refused(result: Result<DynamicMessage, GatewayError>, field: &str, ty: &str, sent: &str) {
+    let err = match result {
+        Ok(m) => panic!("{sent} was accepted as {}", as_json(&m)),
+        Err(err) => err,
+    };
+    assert_eq!((err.status, err.code), (StatusCode::BAD_REQUEST, Code::InvalidArgument), "{sent}: {err}");
+    assert_eq!(err.violations.len(), 1, "{sent}: {err}");
+    assert_eq!(err.violations[0].field, field, "{sent}: {err}");
+    assert!(err.violations[0].description.contains(ty), "{sent}: {}", err.violations[0].description);
+}
+
+#[test]
+fn json_numbers_at_the_bounds_keep_their_exact_value() {
+    for (field, _, min, max) in INTEGER_FIELDS {
+        // One inside too: an f64 saturates onto the bounds themselves.
+        for bound in [min, min + 1, max - 1, max] {
+            for number in spellings(bound) {
+                let body = format!(r#"{{"{field}": {number}}}"#);
+                let m = all_types_body(&body).unwrap_or_else(|e| panic!("{body}: {e}"));
+                assert_eq!(integer_in(&m, field), Some(bound), "{body}");
+            }
+            let body = format!(r#"{{"{field}": "{bound}"}}"#);
+            assert_eq!(integer_in(&all_types_body(&body).unwrap(), field), Some(bound), "{body}");
+        }
+    }
+}
+
+#[test]
+fn json_numbers_past_the_bounds_are_refused_naming_the_field() {
+    for (field, ty, min, max) in INTEGER_FIELDS {
+        for past in [min - 1, max + 1] {
+            for number in spellings(past).into_iter().chain([format!(r#""{past}""#)]) {
+                let body = format!(r#"{{"{field}": {number}}}"#);
+                assert_refused(all_types_body(&body), field, ty, &body);
+            }
+        }
+        // Far past, where a literal has more digits than any integer kind.
+        for number in ["1e20", "-1e20", "1e400", "123456789012345678901234567890", "1e1000000000000000000000"] {
+            let body = format!(r#"{{"{field}": {number}}}"#);
+            assert_refused(all_types_body(&body), field, ty, &body);
+        }
+    }
+}
+
+#[test]
+fn json_numbers_that_are_not_whole_are_refused_even_when_an_f64_rounds_them() {
+    for (field, ty, min, max) in INTEGER_FIELDS {
+        let near = [
+            format!("{max}.5"),
+            format!("{}.999999999999999999", max - 1),
+            format!("{max}.00000001"),
+            format!("{}.00000000000000000001", min),
+            format!("{}.5", min + 1),
+            "1.0000000000000001".to_owned(),
+            "0.99999999999999999999".to_owned(),
+            "1e-400".to_owned(),
+            format!("0.{}1", "0".repeat(400)),
+            "12345678901234567e-1".to_owned(),
+        ];
+        for number in near {
+            let body = format!(r#"{{"{field}": {number}}}"#);
+            assert_refused(all_types_body(&body), field, ty, &body);
+        }
+    }
+    let err = all_types_body(r#"{"int32Value": 2147483646.99999999999}"#).unwrap_err();
+    assert_eq!(err.violations[0].description, "invalid value for int32: expected integer value");
+    let err = all_types_body(r#"{"uint64Value": 18446744073709551616}"#).unwrap_err();
+    assert_eq!(err.violations[0].description, "invalid value for uint64: 18446744073709551616 is out of range");
+    assert_eq!(err.message, "uint64Value: invalid value for uint64: 18446744073709551616 is out of range");
+    // A long literal is cut in the description.
+    let err = all_types_body(&format!(r#"{{"uint64Value": 18446744073709551616.{}}}"#, "0".repeat(100))).unwrap_err();
+    assert!(err.violations[0].description.ends_with("0… is out of range"), "{}", err.violations[0].description);
+}
+
+#[test]
+fn integer_literals_anywhere_in_the_body_are_judged_exactly() {
+    let any_of = |ty: &str, rest: &str| format!(r#"{{"any": {{"@type": "type.googleapis.com/{ty}", {rest}}}}}"#);
+    let all_types_any = any_of("protogate.test.v1.AllTypes", r#""repeatedUint64": [18446744073709551616]"#);
+    let wrapper_any = any_of("google.protobuf.UInt64Value", r#""value": 18446744073709551616"#);
+    let type_last = r#"{"any": {"nested": {"values": [2147483647.0000000001]}, "@type": "type.googleapis.com/protogate.test.v1.AllTypes"}}"#;
+    let whole = all_types_plan("*", &[]);
+    let cases: &[(&RequestPlan, &str, &str)] = &[
+        (&whole, r#"{"repeatedUint64": [1, 18446744073709551616]}"#, "repeatedUint64[1]"),
+        (&whole, r#"{"repeatedInt64": [-9223372036854775809]}"#, "repeatedInt64[0]"),
+        (&whole, r#"{"repeated_int32": [0, 1, 2147483647.00000000001]}"#, "repeated_int32[2]"),
+        (&whole, r#"{"mapStringInt32": {"a": 1, "b.c": 2147483648.000000001}}"#, "mapStringInt32.b.c"),
+        (&whole, r#"{"mapStringNested": {"k": {"values": [1e-400]}}}"#, "mapStringNested.k.values[0]"),
+        (&whole, r#"{"number": 2147483647.00000001}"#, "number"),
+        (&whole, r#"{"optionalInt32": -2147483648.5000000001}"#, "optionalInt32"),
+        (&whole, r#"{"nested": {"child": {"values": [4294967295.00000001]}}}"#, "nested.child.values[0]"),
+        (&whole, r#"{"repeatedNested": [{}, {"values": [1.0000000000000001]}]}"#, "repeatedNested[1].values[0]"),
+        (&whole, r#"{"int64_value": 9223372036854775808.0}"#, "int64_value"),
+        (&whole, r#"{"uint64\u0056alue": 18446744073709551616}"#, "uint64Value"),
+        (&whole, &all_types_any, "any.repeatedUint64[0]"),
+        (&whole, &wrapper_any, "any.value"),
+        (&whole, type_last, "any.nested.values[0]"),
+        (&all_types_plan("nested", &[]), r#"{"values": [1, 2147483648.0000000001]}"#, "nested.values[1]"),
+        (&all_types_plan("uint64_value", &[]), "18446744073709551616", "uint64Value"),
+        (&all_types_plan("repeated_uint64", &[]), "[0, 18446744073709551616]", "repeatedUint64[1]"),
+        (&all_types_plan("uint64_wrapper", &[]), "18446744073709551616", "uint64Wrapper"),
+    ];
+    for (plan, body, field) in cases {
+        assert_bad(build(plan, body, None), field);
+    }
+    // 64-bit map values, in the inline schema.
+    assert_bad(build(&plan("*", &[]), r#"{"counts": {"a": "1", "b": 9223372036854775808}}"#, None), "counts.b");
+}
+
+#[test]
+fn exact_integers_leave_doubles_and_prost_reflect_rules_alone() {
+    let m = all_types_body(
+        r#"{"int64Value": 9007199254740993.0, "int64Wrapper": 123456789012345e4, "doubleValue": 9007199254740993.0,
+            "repeatedDouble": [1.0000000000000001, 18446744073709551616], "structValue": {"a": 18446744073709551616},
+            "value": 1.5e300, "repeatedUint64": ["18446744073709551615", 1.8446744073709551615e19, 0]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        as_json(&m),
+        json!({"int64Value": "9007199254740993", "int64Wrapper": "1234567890123450000",
+               "doubleValue": serde_json::from_str::<f64>("9007199254740993.0").unwrap(),
+               "repeatedDouble": [1.0, 18446744073709551616.0], "structValue": {"a": 18446744073709551616.0},
+               "value": 1.5e300, "repeatedUint64": ["18446744073709551615", "18446744073709551615", "0"]})
+    );
+    // A repeated key: the last non-null occurrence wins, as before.
+    let m = all_types_body(r#"{"int64Value": 9007199254740993.0, "int64Value": 5}"#).unwrap();
+    assert_eq!(integer_in(&m, "int64Value"), Some(5));
+    let m = all_types_body(r#"{"int64Value": 9007199254740993.0, "int64_value": null}"#).unwrap();
+    assert_eq!(integer_in(&m, "int64Value"), Some(9007199254740993));
+    // Map values and keys, and the body field prefix of a rewritten body.
+    let m = build(&plan("*", &[]), r#"{"counts": {"9007199254740993": 9007199254740993.00}}"#, None).unwrap();
+    assert_eq!(as_json(&m), json!({"counts": {"9007199254740993": "9007199254740993"}}));
+    let m = build(&all_types_plan("uint64_value", &[]), "18446744073709551615.0", None).unwrap();
+    assert_eq!(integer_in(&m, "uint64Value"), Some(u64::MAX.into()));
+    // Unknown fields that are ignored are not judged.
+    let lax = JsonSettings::new(&JsonOptions { unknown_fields: Strictness::Ignore, ..Default::default() });
+    let body = r#"{"bogus": 18446744073709551616, "nested": {"bogus": [1.0000000000000001]}, "int32Value": 7}"#;
+    let m = all_types_plan("*", &[]).build(&lax, input(body, &[], None)).unwrap();
+    assert_eq!(as_json(&m), json!({"nested": {}, "int32Value": 7}));
+    // Strings and escapes with digits in them are not numbers.
+    let m = all_types_body(r#"{"stringValue": "\"12345678901234567890\\", "int32Value": 1}"#).unwrap();
+    assert_eq!(as_json(&m), json!({"stringValue": "\"12345678901234567890\\", "int32Value": 1}));
+}
+
+#[test]
+fn query_and_path_integers_at_and_past_the_bounds() {
+    let settings = JsonSettings::default();
+    for (field, _, min, max) in INTEGER_FIELDS {
+        let name = proto_name(field);
+        let by_query = |text: &str| build(&all_types_plan("", &[]), "", Some(&format!("{field}={text}")));
+        let by_path = |text: &str| {
+            let captures = [text.to_owned()];
+            all_types_plan("", &[&name]).build(&settings, input("", &captures, None))
+        };
+        for bound in [min, max] {
+            let text = bound.to_string();
+            assert_eq!(integer_in(&by_query(&text).unwrap(), field), Some(bound), "query {field}={text}");
+            assert_eq!(integer_in(&by_path(&text).unwrap(), field), Some(bound), "path {name}={text}");
+        }
+        for past in [min - 1, max + 1] {
+            let text = past.to_string();
+            assert_bad(by_query(&text), field);
+            assert_bad(by_path(&text), &name);
+        }
+    }
+}
+
+/// One rule for integers as text, whether in a JSON string, a query
+/// parameter or a path variable: an optional sign, then decimal digits.
+#[test]
+fn integer_text_forms_agree_between_json_strings_query_and_path() {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    let settings = JsonSettings::default();
+    let forms = |text: &str| {
+        let json = build(&all_types_plan("*", &[]), &json!({ "int64Value": text }).to_string(), None);
+        let query = build(
+            &all_types_plan("", &[]),
+            "",
+            Some(&format!("int64Value={}", utf8_percent_encode(text, NON_ALPHANUMERIC))),
+        );
+        let captures = [text.to_owned()];
+        let path = all_types_plan("", &["int64_value"]).build(&settings, input("", &captures, None));
+        [("JSON string", json), ("query", query), ("path", path)]
+    };
+    for (text, value) in [("+5", 5), ("007", 7), ("-0", 0), ("-12", -12), ("+9223372036854775807", i64::MAX.into())] {
+        for (form, result) in forms(text) {
+            let m = result.unwrap_or_else(|e| panic!("{form} {text:?}: {e}"));
+            assert_eq!(integer_in(&m, "int64Value"), Some(value), "{form} {text:?}");
+        }
+    }
+    for text in ["1.0", "1e2", "1E2", " 5", "5 ", "0x10", "", "+", "-", "1_000", "++1", "9223372036854775808"] {
+        for (form, result) in forms(text) {
+            assert!(result.is_err(), "{form} {text:?} was accepted");
+        }
+    }
+    // Unsigned kinds take no minus sign at all in text, not even on zero.
+    assert!(query("fUint64=-0").is_err());
+    assert_eq!(query_json("fUint64=%2B0"), json!({}));
 }
 
 // ---------------------------------------------------------------- response
