@@ -393,7 +393,7 @@ fn assign(msg: &mut DynamicMessage, target: Target, text: &str) -> Result<(), St
 }
 
 /// `+` as space, then percent-decoding; the result must be UTF-8.
-fn decode_component(raw: &str) -> Result<Cow<'_, str>, &'static str> {
+pub(crate) fn decode_component(raw: &str) -> Result<Cow<'_, str>, &'static str> {
     if !raw.bytes().any(|b| b == b'%' || b == b'+') {
         return Ok(Cow::Borrowed(raw));
     }
