@@ -494,6 +494,10 @@ fn query_rejects_a_singular_field_twice_and_two_oneof_members() {
     assert_bad(query("cText=a&cNum=1"), "cNum");
     assert_eq!(query_json("counts[a]=1&counts[b]=2"), json!({"counts":{"a":"1","b":"2"}}));
     assert_eq!(query_json("cInner.name=x"), json!({"cInner":{"name":"x"}}));
+    // A member and a sub-field of another member are two members too.
+    assert_bad(query("cText=a&cInner.name=x"), "cInner.name");
+    assert_bad(query("cInner.name=x&cText=a"), "cText");
+    assert_eq!(query_json("cInner.name=x&cInner.deep.id=y"), json!({"cInner":{"name":"x","deep":{"id":"y"}}}));
 }
 
 #[test]
