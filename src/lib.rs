@@ -15,6 +15,8 @@ pub mod cli;
 pub mod config;
 pub mod descriptors;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod http;
 pub mod proxy;

@@ -1,7 +1,7 @@
 //! HTTP path templates (google/api/http.proto grammar) and the route table
 //! that matches request paths against them.
 
-mod percent;
+pub(crate) mod percent;
 pub mod table;
 pub mod template;
 

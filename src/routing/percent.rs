@@ -12,7 +12,7 @@ const STACK_BYTES: usize = 128;
 
 /// Calls `f` with `raw` percent-decoded, or `None` when that is not UTF-8
 /// (no literal can equal it then).
-pub(super) fn with_decoded<R>(raw: &str, f: impl FnOnce(Option<&str>) -> R) -> R {
+pub(crate) fn with_decoded<R>(raw: &str, f: impl FnOnce(Option<&str>) -> R) -> R {
     if !raw.contains('%') {
         return f(Some(raw));
     }
@@ -30,13 +30,13 @@ pub(super) fn with_decoded<R>(raw: &str, f: impl FnOnce(Option<&str>) -> R) -> R
 }
 
 /// Fully decodes the value of a single-segment variable.
-pub(super) fn decode(raw: &str) -> Result<String, Utf8Error> {
+pub(crate) fn decode(raw: &str) -> Result<String, Utf8Error> {
     percent_decode_str(raw).decode_utf8().map(|text| text.into_owned())
 }
 
 /// Decodes the value of a multi-segment variable, except `%2F`/`%2f`, which
 /// stays (as `%2F`).
-pub(super) fn decode_keeping_slashes(raw: &str) -> Result<String, Utf8Error> {
+pub(crate) fn decode_keeping_slashes(raw: &str) -> Result<String, Utf8Error> {
     if !raw.contains('%') {
         return Ok(raw.to_owned());
     }

@@ -239,6 +239,10 @@ impl QueryPlan {
         // Singular fields (and oneofs) already set by an earlier parameter,
         // with the parameter that set them.
         let mut taken: Vec<(String, String)> = Vec::new();
+        // Oneofs decided by an earlier parameter: the oneof, the member it
+        // chose, that parameter. `text=a&item.name=b` names two members of
+        // one oneof as surely as `text=a&number=1` does.
+        let mut chosen: Vec<(String, u32, String)> = Vec::new();
         for pair in query.split('&') {
             if pair.is_empty() {
                 continue;
@@ -255,6 +259,16 @@ impl QueryPlan {
                 Err(Unresolved::Unknown(_)) => continue,
             };
             self.check_collision(&name, &target.numbers)?;
+            for (oneof, member) in oneof_members(&target) {
+                match chosen.iter().find(|(o, _, _)| *o == oneof) {
+                    Some((_, earlier_member, earlier)) if *earlier_member != member => {
+                        let why = format!("sets the same field or oneof as query parameter '{earlier}'");
+                        return Err(GatewayError::bad_field(name.as_ref(), why));
+                    }
+                    Some(_) => {}
+                    None => chosen.push((oneof, member, name.clone().into_owned())),
+                }
+            }
             if let Some(key) = singular_key(&target) {
                 if let Some((_, earlier)) = taken.iter().find(|(k, _)| *k == key) {
                     let why = if earlier.as_str() == name.as_ref() {
@@ -378,6 +392,22 @@ fn singular_key(target: &Target) -> Option<String> {
     Some(key)
 }
 
+/// Each oneof that the target's path goes through (intermediate messages
+/// included), identified with the path to its message, and the member the
+/// path takes.
+fn oneof_members(target: &Target) -> Vec<(String, u32)> {
+    use std::fmt::Write as _;
+    let mut members = Vec::new();
+    let mut prefix = String::new();
+    for field in &target.path {
+        if let Some(oneof) = field.containing_oneof() {
+            members.push((format!("{prefix}oneof:{}", oneof.name()), field.number()));
+        }
+        let _ = write!(prefix, "{}.", field.number());
+    }
+    members
+}
+
 fn assign(msg: &mut DynamicMessage, target: Target, text: &str) -> Result<(), String> {
     let value = target.leaf.parse(text)?;
     let (field, parents) = target.path.split_last().ok_or("empty field path")?;
@@ -393,7 +423,7 @@ fn assign(msg: &mut DynamicMessage, target: Target, text: &str) -> Result<(), St
 }
 
 /// `+` as space, then percent-decoding; the result must be UTF-8.
-fn decode_component(raw: &str) -> Result<Cow<'_, str>, &'static str> {
+pub(crate) fn decode_component(raw: &str) -> Result<Cow<'_, str>, &'static str> {
     if !raw.bytes().any(|b| b == b'%' || b == b'+') {
         return Ok(Cow::Borrowed(raw));
     }
