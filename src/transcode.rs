@@ -7,6 +7,7 @@
 //! serializer options) is resolved into plans at load time.
 
 pub mod codec;
+mod names;
 mod numbers;
 pub mod query;
 pub mod request;

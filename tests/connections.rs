@@ -21,11 +21,7 @@ const IDLE: Duration = Duration::from_millis(1600);
 const LONG: Duration = Duration::from_secs(6);
 
 async fn gateway() -> TestGateway {
-    common::start_test_service_with(|config| {
-        config.limits.header_read_timeout = HEADER_READ;
-        config.limits.idle_timeout = IDLE;
-    })
-    .await
+    common::start_test_service_with_timeouts(HEADER_READ, IDLE).await
 }
 
 async fn connect(gw: &TestGateway) -> TcpStream {

@@ -43,11 +43,7 @@ const MIB: usize = 1 << 20;
 static MEMORY: RwLock<()> = RwLock::const_new(());
 
 async fn gateway() -> TestGateway {
-    common::start_test_service_with(|config| {
-        config.limits.header_read_timeout = HEADER_READ;
-        config.limits.idle_timeout = IDLE;
-    })
-    .await
+    common::start_test_service_with_timeouts(HEADER_READ, IDLE).await
 }
 
 async fn connect(gw: &TestGateway) -> TcpStream {

@@ -27,7 +27,7 @@ use serde::de::{DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess
 use serde::Deserialize as _;
 use serde_json::value::RawValue;
 
-use super::request::{kind_name, push_key};
+use super::names::{kind_name, push_key};
 use crate::error::GatewayError;
 
 /// Whether an `f64` could misjudge this JSON number literal for an integer

@@ -15,6 +15,7 @@ use serde::Deserialize as _;
 use serde_path_to_error::Segment;
 use tonic::Code;
 
+use super::names::{kind_name, push_key};
 use super::numbers;
 use super::query::{self, BodyCover, BoundPath, Leaf, QueryPlan};
 use super::JsonSettings;
@@ -445,36 +446,6 @@ fn type_at(desc: &MessageDescriptor, path: &serde_path_to_error::Path) -> Option
         Position::Map(_) => Some("map".to_owned()),
         Position::Message(m) => Some(m.full_name().to_owned()),
     }
-}
-
-pub(super) fn kind_name(kind: &Kind) -> String {
-    let name = match kind {
-        Kind::Double => "double",
-        Kind::Float => "float",
-        Kind::Int32 => "int32",
-        Kind::Int64 => "int64",
-        Kind::Uint32 => "uint32",
-        Kind::Uint64 => "uint64",
-        Kind::Sint32 => "sint32",
-        Kind::Sint64 => "sint64",
-        Kind::Fixed32 => "fixed32",
-        Kind::Fixed64 => "fixed64",
-        Kind::Sfixed32 => "sfixed32",
-        Kind::Sfixed64 => "sfixed64",
-        Kind::Bool => "bool",
-        Kind::String => "string",
-        Kind::Bytes => "bytes",
-        Kind::Message(m) => return m.full_name().to_owned(),
-        Kind::Enum(e) => return format!("enum {}", e.full_name()),
-    };
-    name.to_owned()
-}
-
-pub(super) fn push_key(path: &mut String, key: &str) {
-    if !path.is_empty() {
-        path.push('.');
-    }
-    path.push_str(key);
 }
 
 /// serde_json's message without its " at line L column C" suffix.

@@ -158,6 +158,15 @@ pub async fn start_test_service_with(configure: impl FnOnce(&mut Config)) -> Tes
     start(Descriptors::test_service(), config, vec![backend]).await
 }
 
+/// [`start_test_service`] with the connection deadlines of `limits` set.
+pub async fn start_test_service_with_timeouts(header_read: Duration, idle: Duration) -> TestGateway {
+    start_test_service_with(|config| {
+        config.limits.header_read_timeout = header_read;
+        config.limits.idle_timeout = idle;
+    })
+    .await
+}
+
 async fn launch(descriptors: Descriptors, setup: Setup, backends: Vec<Backend>, admin: bool) -> TestGateway {
     let gateway =
         Gateway::load(setup.resolve(&descriptors)).unwrap_or_else(|e| panic!("gateway refused to start: {e}"));

@@ -36,8 +36,8 @@ mod wait;
 pub use backend::{bind, upstream_url, Backend};
 #[allow(unused_imports)]
 pub use gateway::{
-    canonical, config_for, start, start_test_service, start_test_service_with, start_with_admin, Descriptors, Setup,
-    TestGateway,
+    canonical, config_for, start, start_test_service, start_test_service_with, start_test_service_with_timeouts,
+    start_with_admin, Descriptors, Setup, TestGateway,
 };
 #[allow(unused_imports)]
 pub use reply::{assert_error, http_client, Reply};

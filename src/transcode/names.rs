@@ -1,0 +1,36 @@
+//! How refusals name what they are about: a protobuf type for people
+//! (`int64`, `repeated string`) and a request field path
+//! (`items[2].name`). Shared by the JSON body parser and the exact number
+//! check, both of which report through them.
+
+use prost_reflect::Kind;
+
+pub(super) fn kind_name(kind: &Kind) -> String {
+    let name = match kind {
+        Kind::Double => "double",
+        Kind::Float => "float",
+        Kind::Int32 => "int32",
+        Kind::Int64 => "int64",
+        Kind::Uint32 => "uint32",
+        Kind::Uint64 => "uint64",
+        Kind::Sint32 => "sint32",
+        Kind::Sint64 => "sint64",
+        Kind::Fixed32 => "fixed32",
+        Kind::Fixed64 => "fixed64",
+        Kind::Sfixed32 => "sfixed32",
+        Kind::Sfixed64 => "sfixed64",
+        Kind::Bool => "bool",
+        Kind::String => "string",
+        Kind::Bytes => "bytes",
+        Kind::Message(m) => return m.full_name().to_owned(),
+        Kind::Enum(e) => return format!("enum {}", e.full_name()),
+    };
+    name.to_owned()
+}
+
+pub(super) fn push_key(path: &mut String, key: &str) {
+    if !path.is_empty() {
+        path.push('.');
+    }
+    path.push_str(key);
+}
