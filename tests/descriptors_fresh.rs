@@ -68,12 +68,20 @@ fn committed_sets_carry_the_http_annotations() {
                 ("UpdateUser", true),
                 ("DeleteUser", true),
                 ("DeactivateUser", true),
+                ("ImportUsers", true),
             ],
         ),
         (
             "acme/orders/v1/orders.proto",
             "acme.orders.v1.OrderService",
-            &[("GetOrder", true), ("ListOrders", true), ("CreateOrder", true), ("Ping", false)],
+            &[
+                ("GetOrder", true),
+                ("ListOrders", true),
+                ("CreateOrder", true),
+                ("WatchOrders", true),
+                ("Track", true),
+                ("Ping", false),
+            ],
         ),
         (
             "acme/users/v2/users.proto",

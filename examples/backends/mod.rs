@@ -13,6 +13,14 @@
 //! ([`reflection`] with the backend's own sets), so that a gateway with
 //! `descriptors.reflection` needs no descriptor file at all.
 //!
+//! Every kind of gRPC method is here, so the gateway's streaming has
+//! something real to carry: `OrderService.WatchOrders` (server streaming,
+//! paced so that a `curl -N` shows events arriving one by one, and live
+//! while it waits, so a test can see a message cross the gateway the moment
+//! it happens), `OrderService.Track` (bidirectional, one answer per message
+//! as it arrives) and `UserService.ImportUsers` (client streaming, checked
+//! entry by entry, created all or none).
+//!
 //! Seed data (every call of [`users_v1`] / [`users_v2`] / [`orders_v1`]
 //! starts fresh):
 //! - users `1001` Ada Lovelace (v1 admin, v2 owner), `1002` Grace Hopper
@@ -25,20 +33,23 @@
 // Each includer uses a different part of this module.
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::ops::Bound;
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::SystemTime;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use futures_util::{stream, Stream, StreamExt as _};
 use prost::{Message, Name};
 use prost_types::{Any, Timestamp};
+use tokio::sync::broadcast;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_reflection::server::v1::{ServerReflection, ServerReflectionServer};
 
 /// Generated messages, clients and servers, laid out like the proto packages.
@@ -402,6 +413,24 @@ impl Users {
         self.by_id.get_mut(id).ok_or_else(|| not_found(USER_TYPE, format!("users/{id}")))
     }
 
+    /// Creates the user `req` describes (already checked) with the next id.
+    fn insert_new(&mut self, req: users::CreateUserRequest, role: users::Role) -> users::User {
+        let id = self.next_id.to_string();
+        self.next_id += 1;
+        let user = users::User {
+            id: id.clone(),
+            display_name: req.display_name.trim().to_owned(),
+            email: req.email,
+            role: role.into(),
+            create_time: Some(now()),
+            active: true,
+            labels: req.labels,
+            login_count: 0,
+        };
+        self.by_id.insert(id, user.clone());
+        user
+    }
+
     /// ALREADY_EXISTS when another user than `except` has `email`.
     fn check_email_free(&self, email: &str, except: Option<&str>) -> Result<(), Status> {
         let taken = self.by_id.values().find(|u| u.email.eq_ignore_ascii_case(email) && Some(u.id.as_str()) != except);
@@ -414,6 +443,29 @@ impl Users {
             }
         }
     }
+}
+
+/// The checks of CreateUser (and of every ImportUsers entry); returns the
+/// role the user gets (ROLE_UNSPECIFIED means ROLE_MEMBER).
+fn check_new_user(v: &mut Violations, req: &users::CreateUserRequest) -> users::Role {
+    check_display_name(v, "display_name", &req.display_name);
+    check_email(v, "email", &req.email);
+    match role_of(req.role) {
+        Some(users::Role::Unspecified) => users::Role::Member,
+        Some(role) => role,
+        None => {
+            v.add("role", format!("unknown role {}", req.role));
+            users::Role::Member
+        }
+    }
+}
+
+/// `status` about one entry of a stream, with its 0-based index in front of
+/// the message: a client-streamed request has no field path to point at it.
+fn of_entry(index: usize, status: &Status) -> Status {
+    let message = format!("entry {index}: {}", status.message());
+    let details = google::rpc::Status::from_tonic(status).map(|rich| rich.details).unwrap_or_default();
+    rich_status(status.code(), message, details)
 }
 
 fn check_display_name(v: &mut Violations, field: &str, name: &str) {
@@ -539,33 +591,12 @@ impl UserService for UserDirectory {
     async fn create_user(&self, request: Request<users::CreateUserRequest>) -> Result<Response<users::User>, Status> {
         let req = request.into_inner();
         let mut v = Violations::default();
-        check_display_name(&mut v, "display_name", &req.display_name);
-        check_email(&mut v, "email", &req.email);
-        let role = match role_of(req.role) {
-            Some(users::Role::Unspecified) => Some(users::Role::Member),
-            other => other,
-        };
-        if role.is_none() {
-            v.add("role", format!("unknown role {}", req.role));
-        }
+        let role = check_new_user(&mut v, &req);
         v.into_result()?;
 
         let mut state = lock(&self.state);
         state.check_email_free(&req.email, None)?;
-        let id = state.next_id.to_string();
-        state.next_id += 1;
-        let user = users::User {
-            id: id.clone(),
-            display_name: req.display_name.trim().to_owned(),
-            email: req.email,
-            role: role.unwrap_or(users::Role::Member).into(),
-            create_time: Some(now()),
-            active: true,
-            labels: req.labels,
-            login_count: 0,
-        };
-        state.by_id.insert(id, user.clone());
-        Ok(Response::new(user))
+        Ok(Response::new(state.insert_new(req, role)))
     }
 
     async fn update_user(&self, request: Request<users::UpdateUserRequest>) -> Result<Response<users::User>, Status> {
@@ -627,6 +658,41 @@ impl UserService for UserDirectory {
             }
         }
         Ok(Response::new(user.clone()))
+    }
+
+    async fn import_users(
+        &self,
+        request: Request<Streaming<users::CreateUserRequest>>,
+    ) -> Result<Response<users::ImportUsersResponse>, Status> {
+        let mut entries = request.into_inner();
+        // Checked as each arrives, so a bad entry fails the call at once
+        // rather than after the client has sent everything; created only at
+        // the end, so that a failed import leaves the directory as it was.
+        let mut accepted: Vec<(users::CreateUserRequest, users::Role)> = Vec::new();
+        let mut emails: HashMap<String, usize> = HashMap::new();
+        while let Some(entry) = entries.message().await? {
+            let index = accepted.len();
+            let mut v = Violations::default();
+            let role = check_new_user(&mut v, &entry);
+            v.into_result().map_err(|status| of_entry(index, &status))?;
+            lock(&self.state).check_email_free(&entry.email, None).map_err(|status| of_entry(index, &status))?;
+            if let Some(first) = emails.insert(entry.email.to_lowercase(), index) {
+                let message = format!("entry {index}: email {} is already used by entry {first}", entry.email);
+                return Err(rich_status(Code::AlreadyExists, message, Vec::new()));
+            }
+            accepted.push((entry, role));
+        }
+
+        let mut state = lock(&self.state);
+        // Checked again under the lock that creates them: another call may
+        // have taken an email while this stream was still arriving.
+        for (index, (entry, _)) in accepted.iter().enumerate() {
+            state.check_email_free(&entry.email, None).map_err(|status| of_entry(index, &status))?;
+        }
+        let user_ids: Vec<String> =
+            accepted.into_iter().map(|(entry, role)| state.insert_new(entry, role).id).collect();
+        let created_count = i32::try_from(user_ids.len()).unwrap_or(i32::MAX);
+        Ok(Response::new(users::ImportUsersResponse { created_count, user_ids }))
     }
 
     async fn delete_user(&self, request: Request<users::DeleteUserRequest>) -> Result<Response<()>, Status> {
@@ -826,13 +892,161 @@ const ORDER_TYPE: &str = "acme.orders.v1.Order";
 const ORDER_SERVICE: &str = "acme.orders.v1.OrderService";
 const DEFAULT_CURRENCY: &str = "USD";
 
+/// Events a watch sends when nothing else is asked for, and the most it
+/// sends.
+const DEFAULT_WATCH_LIMIT: i32 = 5;
+const MAX_WATCH_LIMIT: i32 = 100;
+/// The pause between history events unless `interval_ms` says otherwise:
+/// slow enough to see lines arrive one by one in a terminal.
+const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_millis(300);
+const MAX_WATCH_INTERVAL_MS: i32 = 10_000;
+/// Orders placed while watches are open, per watch, before a slow one is
+/// told it fell behind.
+const LIVE_EVENT_BUFFER: usize = 64;
+
 struct OrderBook {
-    state: Mutex<Orders>,
+    /// Shared with the Track streams, which read it after the call that
+    /// started them has returned.
+    state: Arc<Mutex<Orders>>,
+    /// Every order placed, for the open watches; sent under the `state`
+    /// lock, so a watch that subscribes under it sees each order exactly
+    /// once: in its history or live.
+    placed: broadcast::Sender<orders::Order>,
 }
 
 struct Orders {
     by_id: HashMap<String, orders::Order>,
     next_id: u64,
+}
+
+/// An [`orders::OrderEvent`] before the watch numbers it.
+struct Event {
+    r#type: orders::OrderEventType,
+    order_id: String,
+    status: orders::OrderStatus,
+}
+
+impl Event {
+    fn new(r#type: orders::OrderEventType, order_id: &str, status: orders::OrderStatus) -> Self {
+        Self { r#type, order_id: order_id.to_owned(), status }
+    }
+
+    fn created(order: &orders::Order) -> Self {
+        Self::new(orders::OrderEventType::Created, &order.id, orders::OrderStatus::Pending)
+    }
+}
+
+/// How `order` got to its status: CREATED (as PENDING), then one
+/// STATUS_CHANGED per step of PENDING → PAID → SHIPPED, or straight to
+/// CANCELLED. The store keeps no history; this is the one path each
+/// status implies.
+fn history(order: &orders::Order) -> Vec<Event> {
+    use orders::OrderStatus::{Cancelled, Paid, Shipped};
+    let steps: &[orders::OrderStatus] = match order.status() {
+        Paid => &[Paid],
+        Shipped => &[Paid, Shipped],
+        Cancelled => &[Cancelled],
+        _ => &[],
+    };
+    std::iter::once(Event::created(order))
+        .chain(steps.iter().map(|&status| Event::new(orders::OrderEventType::StatusChanged, &order.id, status)))
+        .collect()
+}
+
+/// One open WatchOrders call: the history still to send, then the orders
+/// placed for `user_id` as they come.
+struct Watch {
+    user_id: String,
+    history: VecDeque<Event>,
+    live: broadcast::Receiver<orders::Order>,
+    interval: Duration,
+    sent: i32,
+    limit: i32,
+}
+
+impl Watch {
+    /// The next event, `None` once `limit` are sent (or the service is
+    /// gone). History events are paced by `interval`; live ones go out as
+    /// soon as the order is placed.
+    async fn next(&mut self) -> Option<Result<orders::OrderEvent, Status>> {
+        if self.sent >= self.limit {
+            return None;
+        }
+        let event = match self.history.pop_front() {
+            Some(event) => {
+                if self.sent > 0 {
+                    tokio::time::sleep(self.interval).await;
+                }
+                event
+            }
+            None => loop {
+                match self.live.recv().await {
+                    Ok(order) if order.user_id == self.user_id => break Event::created(&order),
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        self.limit = self.sent;
+                        let message = format!("the watch fell {missed} orders behind; start a new one");
+                        return Some(Err(Status::new(Code::Aborted, message)));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            },
+        };
+        self.sent += 1;
+        Some(Ok(orders::OrderEvent {
+            sequence: self.sent,
+            r#type: event.r#type.into(),
+            order_id: event.order_id,
+            status: event.status.into(),
+        }))
+    }
+
+    fn into_stream(self) -> impl Stream<Item = Result<orders::OrderEvent, Status>> + Send + 'static {
+        stream::unfold(self, |mut watch| async move {
+            let event = watch.next().await?;
+            Some((event, watch))
+        })
+    }
+}
+
+/// `limit` and `interval_ms` of a WatchOrdersRequest, 0 meaning the
+/// default; a negative value or a pause over the maximum is a violation.
+fn watch_pace(req: &orders::WatchOrdersRequest, v: &mut Violations) -> (i32, Duration) {
+    let limit = match req.limit {
+        0 => DEFAULT_WATCH_LIMIT,
+        n if n < 0 => {
+            v.add("limit", "must not be negative");
+            0
+        }
+        n => n.min(MAX_WATCH_LIMIT),
+    };
+    let interval = match u64::try_from(req.interval_ms) {
+        Ok(0) => DEFAULT_WATCH_INTERVAL,
+        Ok(ms) if req.interval_ms <= MAX_WATCH_INTERVAL_MS => Duration::from_millis(ms),
+        _ => {
+            v.add("interval_ms", format!("must be between 0 and {MAX_WATCH_INTERVAL_MS}"));
+            Duration::ZERO
+        }
+    };
+    (limit, interval)
+}
+
+/// A Track answer: the order's current state, NOT_FOUND for an unknown one.
+fn track_update(state: &Mutex<Orders>, request: &orders::TrackRequest) -> Result<orders::TrackUpdate, Status> {
+    if request.order_id.is_empty() {
+        return Err(invalid("order_id", "is required"));
+    }
+    let state = lock(state);
+    let order = state
+        .by_id
+        .get(&request.order_id)
+        .ok_or_else(|| not_found(ORDER_TYPE, format!("orders/{}", request.order_id)))?;
+    Ok(orders::TrackUpdate {
+        order_id: order.id.clone(),
+        status: order.status,
+        total_cents: order.total_cents,
+        currency_code: order.currency_code.clone(),
+    })
 }
 
 fn line(sku: &str, quantity: i32, unit_price_cents: i64) -> orders::LineItem {
@@ -874,12 +1088,19 @@ impl OrderBook {
                 (order.id.clone(), order)
             })
             .collect();
-        Self { state: Mutex::new(Orders { by_id, next_id: 5004 }) }
+        let (placed, _) = broadcast::channel(LIVE_EVENT_BUFFER);
+        Self { state: Arc::new(Mutex::new(Orders { by_id, next_id: 5004 })), placed }
     }
 }
 
+/// The stream types of OrderService's streaming methods.
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
 #[tonic::async_trait]
 impl OrderService for OrderBook {
+    type WatchOrdersStream = BoxStream<orders::OrderEvent>;
+    type TrackStream = BoxStream<orders::TrackUpdate>;
+
     async fn get_order(&self, request: Request<orders::GetOrderRequest>) -> Result<Response<orders::Order>, Status> {
         let id = request.into_inner().id;
         let state = lock(&self.state);
@@ -961,7 +1182,52 @@ impl OrderService for OrderBook {
             create_time: Some(now()),
         };
         state.by_id.insert(id, order.clone());
+        // No receiver (no open watch) is not an error.
+        let _ = self.placed.send(order.clone());
         Ok(Response::new(order))
+    }
+
+    async fn watch_orders(
+        &self,
+        request: Request<orders::WatchOrdersRequest>,
+    ) -> Result<Response<Self::WatchOrdersStream>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        if req.user_id.is_empty() {
+            v.add("user_id", "is required");
+        }
+        let (limit, interval) = watch_pace(&req, &mut v);
+        v.into_result()?;
+
+        let state = lock(&self.state);
+        let mut theirs: Vec<&orders::Order> = state.by_id.values().filter(|o| o.user_id == req.user_id).collect();
+        // This service keeps no users: one is known when seeded or when it
+        // has placed an order.
+        if theirs.is_empty() && !PEOPLE.iter().any(|p| p.id == req.user_id) {
+            return Err(not_found(USER_TYPE, format!("users/{}", req.user_id)));
+        }
+        theirs.sort_by_key(|o| (o.create_time.map(|t| (t.seconds, t.nanos)), o.id.clone()));
+        let watch = Watch {
+            history: theirs.into_iter().flat_map(history).collect(),
+            live: self.placed.subscribe(),
+            user_id: req.user_id,
+            interval,
+            sent: 0,
+            limit,
+        };
+        drop(state);
+        Ok(Response::new(Box::pin(watch.into_stream())))
+    }
+
+    async fn track(
+        &self,
+        request: Request<Streaming<orders::TrackRequest>>,
+    ) -> Result<Response<Self::TrackStream>, Status> {
+        let state = Arc::clone(&self.state);
+        // tonic ends the call with the first error an answer stream yields,
+        // so an unknown order (or a broken request stream) is the last word.
+        let updates = request.into_inner().map(move |request| track_update(&state, &request?));
+        Ok(Response::new(Box::pin(updates)))
     }
 
     async fn ping(&self, request: Request<orders::PingRequest>) -> Result<Response<orders::PingResponse>, Status> {
