@@ -20,7 +20,7 @@ use http::{Extensions, HeaderName, HeaderValue, Method};
 use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, ServiceDescriptor, Value};
 
 use crate::config::values::is_version;
-use crate::config::{Config, Deprecation, RouteFacts};
+use crate::config::{Config, Deprecation, RouteFacts, RouteOverride};
 use crate::descriptors::{DescriptorError, Descriptors, Origin, SourceFile};
 use crate::routing::{PathTemplate, RouteTable, RouteTableBuilder};
 use crate::transcode::{DynamicCodec, JsonSettings, RequestPlan, ResponsePlan};
@@ -29,10 +29,62 @@ use crate::upstream::{Upstream, UpstreamError, Upstreams};
 /// The files one upstream listed through gRPC reflection: (URL, files).
 pub type Reflected = (String, Vec<(String, bytes::Bytes)>);
 
+/// Which sides of a call stream, from the method's descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    Unary,
+    ServerStreaming,
+    ClientStreaming,
+    Bidi,
+}
+
+impl CallKind {
+    pub fn of(method: &MethodDescriptor) -> Self {
+        match (method.is_client_streaming(), method.is_server_streaming()) {
+            (false, false) => Self::Unary,
+            (false, true) => Self::ServerStreaming,
+            (true, false) => Self::ClientStreaming,
+            (true, true) => Self::Bidi,
+        }
+    }
+
+    pub fn client_streams(self) -> bool {
+        matches!(self, Self::ClientStreaming | Self::Bidi)
+    }
+
+    pub fn server_streams(self) -> bool {
+        matches!(self, Self::ServerStreaming | Self::Bidi)
+    }
+
+    /// `unary`, `server-streaming`, `client-streaming`, `bidi-streaming`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unary => "unary",
+            Self::ServerStreaming => "server-streaming",
+            Self::ClientStreaming => "client-streaming",
+            Self::Bidi => "bidi-streaming",
+        }
+    }
+}
+
+/// The limits of a streaming call, resolved per route at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// The whole call's deadline: none unless an override gives one.
+    pub deadline: Option<Duration>,
+    /// Silence in both directions this long ends the stream.
+    pub idle: Duration,
+    /// SSE comment lines after this much silence.
+    pub keep_alive: Duration,
+    /// Largest message of a streamed request body.
+    pub max_message: usize,
+}
+
 /// One HTTP binding of one gRPC method, ready to serve.
 #[derive(Debug)]
 pub struct Route {
     pub http_method: Method,
+    pub kind: CallKind,
     pub template: PathTemplate,
     pub method: MethodDescriptor,
     /// `/package.Service/Method`, the gRPC request path.
@@ -41,8 +93,10 @@ pub struct Route {
     pub response: ResponsePlan,
     pub codec: DynamicCodec,
     pub upstream: Arc<Upstream>,
+    /// The deadline of a unary call.
     pub timeout: Duration,
     pub max_body: usize,
+    pub stream: StreamLimits,
     /// The descriptor file the method came from.
     pub origin: Origin,
     /// No `google.api.http` option: mapped to `POST /pkg.Service/Method`.
@@ -95,6 +149,9 @@ pub struct Catalog {
     pub pool: DescriptorPool,
     pub routes: Vec<Arc<Route>>,
     pub table: RouteTable<Arc<Route>>,
+    /// Every streaming route by its path alone, for WebSocket upgrades
+    /// (`GET`, whatever method the binding names).
+    pub websockets: RouteTable<Arc<Route>>,
     pub unrouted: Vec<Unrouted>,
     pub sources: Vec<SourceFile>,
     /// SHA-256 of the descriptor files this catalog was built from.
@@ -189,15 +246,6 @@ impl Catalog {
                 });
             }
             for method in service.methods() {
-                if method.is_client_streaming() || method.is_server_streaming() {
-                    if upstream.is_some() {
-                        unrouted.push(Unrouted {
-                            name: format!("{}/{}", service.full_name(), method.name()),
-                            reason: "streaming methods are not served yet".into(),
-                        });
-                    }
-                    continue;
-                }
                 let rules = match &http_ext {
                     Some(ext) if method.options().has_extension(ext) => {
                         match method.options().get_extension(ext).as_message() {
@@ -279,9 +327,18 @@ impl Catalog {
         }
 
         let mut table = RouteTableBuilder::new();
+        let mut websockets = RouteTableBuilder::new();
         for route in &routes {
             // Collisions were reported above, over every binding.
             let _ = table.insert(route.http_method.clone(), route.template.clone(), route.clone());
+        }
+        // Two streaming bindings of one path under different methods share
+        // one WebSocket address: a GET binding keeps it, else the first
+        // bound.
+        let streaming = routes.iter().filter(|r| r.kind != CallKind::Unary);
+        let (get, other): (Vec<_>, Vec<_>) = streaming.partition(|r| r.http_method == Method::GET);
+        for route in get.into_iter().chain(other) {
+            let _ = websockets.insert(Method::GET, route.template.clone(), route.clone());
         }
         if !problems.is_empty() {
             return Err(LoadError { problems });
@@ -290,6 +347,7 @@ impl Catalog {
             pool: descriptors.pool,
             routes,
             table: table.build(),
+            websockets: websockets.build(),
             unrouted,
             sources: descriptors.sources,
             digest: descriptors.digest,
@@ -370,34 +428,36 @@ impl Binding {
             grpc_method: &grpc_path.as_str()[1..],
             version: self.version.as_deref(),
         };
-        let mut timeout = config.routes.timeout;
-        let mut max_body = config.limits.max_body;
         // The first override that selects the route decides each setting.
-        let mut timeout_set = false;
-        let mut max_body_set = false;
-        for o in &config.routes.overrides {
-            if !o.selector.selects(&facts) {
-                continue;
-            }
-            if let (Some(t), false) = (o.timeout, timeout_set) {
-                timeout = t;
-                timeout_set = true;
-            }
-            if let (Some(m), false) = (o.max_body, max_body_set) {
-                max_body = m;
-                max_body_set = true;
-            }
-        }
+        let chosen = |get: &dyn Fn(&RouteOverride) -> Option<Duration>| {
+            config.routes.overrides.iter().filter(|o| o.selector.selects(&facts)).find_map(get)
+        };
+        let deadline = chosen(&|o| o.timeout);
+        let max_body = config
+            .routes
+            .overrides
+            .iter()
+            .filter(|o| o.selector.selects(&facts))
+            .find_map(|o| o.max_body)
+            .unwrap_or(config.limits.max_body);
+        let stream = StreamLimits {
+            deadline,
+            idle: chosen(&|o| o.stream_idle_timeout).unwrap_or(config.routes.stream_idle_timeout),
+            keep_alive: config.routes.sse_keep_alive,
+            max_message: config.limits.max_message.min(max_body),
+        };
 
         Route {
             http_method: self.http_method,
+            kind: CallKind::of(&self.method),
+            timeout: deadline.unwrap_or(config.routes.timeout),
+            stream,
             codec: DynamicCodec::new(self.method.output()),
             template,
             grpc_path,
             request,
             response,
             upstream,
-            timeout,
             max_body,
             origin: self.origin,
             auto_mapped: self.auto_mapped,

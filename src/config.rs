@@ -42,6 +42,9 @@ pub struct Config {
     pub reflection_interval: std::time::Duration,
     /// `None`: one worker per core.
     pub threads: Option<usize>,
+    /// How long in-flight requests and streams may run after shutdown is
+    /// asked for; streams still open then end with an in-band UNAVAILABLE.
+    pub shutdown_timeout: Duration,
     /// In the order given: the file's entries (URLs replaced by flags with
     /// the same pattern), then new patterns from flags. Patterns are unique.
     pub upstreams: Vec<UpstreamRule>,
@@ -111,7 +114,13 @@ pub struct JsonOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutesConfig {
     pub auto_map: bool,
+    /// The deadline of a unary call (a streaming call has none unless an
+    /// override gives one).
     pub timeout: Duration,
+    /// A stream silent in both directions this long is ended.
+    pub stream_idle_timeout: Duration,
+    /// An SSE stream sends a comment line after this much silence.
+    pub sse_keep_alive: Duration,
     pub overrides: Vec<RouteOverride>,
 }
 
@@ -120,13 +129,17 @@ pub struct RoutesConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteOverride {
     pub selector: RouteSelector,
+    /// For a streaming route, its total deadline.
     pub timeout: Option<Duration>,
     pub max_body: Option<usize>,
+    pub stream_idle_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     pub max_body: usize,
+    /// Largest single message of a streamed request body.
+    pub max_message: usize,
     /// How long a connection may take, from its first byte, to complete a
     /// request's headers (HTTP/1) or the preface and first SETTINGS
     /// (HTTP/2); also each later HTTP/1 request's headers.
@@ -156,11 +169,19 @@ impl Default for Config {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
             descriptors: PathBuf::from("./descriptors"),
             threads: None,
+            shutdown_timeout: Duration::from_secs(30),
             upstreams: Vec::new(),
             json: JsonOptions::default(),
-            routes: RoutesConfig { auto_map: true, timeout: Duration::from_secs(30), overrides: Vec::new() },
+            routes: RoutesConfig {
+                auto_map: true,
+                timeout: Duration::from_secs(30),
+                stream_idle_timeout: Duration::from_secs(300),
+                sse_keep_alive: Duration::from_secs(15),
+                overrides: Vec::new(),
+            },
             limits: Limits {
                 max_body: 4 << 20,
+                max_message: 1 << 20,
                 header_read_timeout: Duration::from_secs(30),
                 idle_timeout: Duration::from_secs(60),
             },

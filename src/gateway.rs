@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder};
 
 use self::connection::Timeouts;
-use self::listener::accept_loop;
+use self::listener::{accept_loop, Drain};
 use self::load::Loader;
 use self::reload::Reloader;
 use crate::auth::{AuthLayer, Authenticator};
@@ -31,7 +31,7 @@ use crate::http::respond::RespondLayer;
 use crate::http::route_match::RouteMatchLayer;
 use crate::http::Body;
 use crate::proxy::metadata::MetadataRules;
-use crate::proxy::Transcoder;
+use crate::proxy::{Ending, Handler};
 use crate::ratelimit::{RateLimitLayer, RateLimiter};
 
 /// A loaded gateway: config, upstream channels and the live catalog.
@@ -46,6 +46,8 @@ pub struct Gateway {
     ratelimit: Arc<RateLimiter>,
     /// Connection deadlines, fixed when the listeners start.
     timeouts: Timeouts,
+    /// How the public listener winds down; its signal ends open streams.
+    drain: Drain,
 }
 
 impl Gateway {
@@ -62,7 +64,8 @@ impl Gateway {
         let reloader = Arc::new(Reloader::start(loader)?);
         auth.start();
         let timeouts = Timeouts::from_limits(&config.limits);
-        Ok(Self { reloader, metadata: Arc::new(metadata), auth, ratelimit, timeouts })
+        let drain = Drain::new(config.shutdown_timeout);
+        Ok(Self { reloader, metadata: Arc::new(metadata), auth, ratelimit, timeouts, drain })
     }
 
     /// The rate limiter's state (sizes and counters for metrics).
@@ -78,6 +81,11 @@ impl Gateway {
     /// The connection deadlines both listeners keep.
     pub fn timeouts(&self) -> Timeouts {
         self.timeouts
+    }
+
+    /// How long in-flight requests and streams may run after shutdown.
+    pub fn shutdown_timeout(&self) -> std::time::Duration {
+        self.drain.timeout
     }
 
     /// Reloading and its status.
@@ -98,7 +106,8 @@ impl Gateway {
             let _ = watching.await;
         }));
         let this = self.clone();
-        let result = accept_loop(listener, self.timeouts, shutdown, move |peer| this.pipeline(peer)).await;
+        let result =
+            accept_loop(listener, self.timeouts, self.drain.clone(), shutdown, move |peer| this.pipeline(peer)).await;
         let _ = stop_watching.send(());
         let _ = watcher.await;
         result
@@ -129,7 +138,8 @@ impl Gateway {
             // After authentication (key `consumer`), before any body is read:
             // a refused request costs no JSON parsing and no upstream call.
             .layer(RateLimitLayer::new(self.ratelimit.clone(), peer))
-            // Innermost: body, transcoding, the upstream call.
-            .service(Transcoder::new(self.metadata.clone(), peer.ip()))
+            // Innermost: body, transcoding, the upstream call (unary, a
+            // stream over HTTP or a WebSocket session).
+            .service(Handler::new(self.metadata.clone(), peer.ip(), Ending::new(self.drain.streams.subscribe())))
     }
 }

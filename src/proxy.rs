@@ -1,8 +1,63 @@
 //! The innermost handlers of the request path: what runs once every layer
-//! has let a request through. Today the unary transcoder; streaming,
-//! WebSocket and composition handlers join it here.
+//! has let a request through. [`Handler`] picks one by the route's call
+//! kind and the request: a unary call ([`unary`]), a stream over plain HTTP
+//! ([`stream`]) or over a WebSocket ([`websocket`]).
 
 pub mod metadata;
+pub mod request;
+pub mod stream;
 pub mod unary;
+pub mod websocket;
 
-pub use self::unary::Transcoder;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tower::Service;
+
+use self::metadata::MetadataRules;
+pub use self::request::Ending;
+use crate::catalog::CallKind;
+use crate::error::GatewayError;
+use crate::http::route_match::is_websocket_upgrade;
+use crate::http::{Body, MatchedRoute, ResponseFuture};
+
+/// The handler of one connection: what every call on it shares.
+#[derive(Clone)]
+pub struct Handler(Arc<request::Handler>);
+
+impl Handler {
+    /// The handler of one connection from `peer`; streams still open when
+    /// `ending` fires end with an in-band UNAVAILABLE.
+    pub fn new(metadata: Arc<MetadataRules>, peer: IpAddr, ending: Ending) -> Self {
+        Self(Arc::new(request::Handler { metadata, peer: metadata::peer_value(peer), ending }))
+    }
+}
+
+impl Service<Request<Incoming>> for Handler {
+    type Response = Response<Body>;
+    type Error = GatewayError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        let handler = self.0.clone();
+        Box::pin(async move {
+            let Some(matched) = req.extensions_mut().remove::<MatchedRoute>() else {
+                return Err(GatewayError::internal("no route was matched"));
+            };
+            if is_websocket_upgrade(&req) && matched.route.kind != CallKind::Unary {
+                return websocket::call(&handler, matched, req);
+            }
+            match matched.route.kind {
+                CallKind::Unary => unary::call(&handler, &matched, req).await,
+                _ => stream::call(&handler, &matched, req).await,
+            }
+        })
+    }
+}

@@ -7,11 +7,13 @@
 //! serializer options) is resolved into plans at load time.
 
 pub mod codec;
+pub mod framing;
 mod names;
 mod numbers;
 pub mod query;
 pub mod request;
 pub mod response;
+pub mod split;
 pub mod status;
 
 #[cfg(test)]

@@ -84,17 +84,56 @@ impl Upstream {
             let trailers = stream.trailers().await?.unwrap_or_default();
             Ok::<_, tonic::Status>(UnaryReply { headers, message, trailers })
         };
-        match tokio::time::timeout_at(deadline, call).await {
+        let deadline = Deadline { at: deadline, timeout };
+        match tokio::time::timeout_at(deadline.at, call).await {
             Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(status)) => Err(self.call_error(&status, deadline, timeout)),
-            Err(_) => Err(deadline_exceeded(timeout)),
+            Ok(Err(status)) => Err(self.call_error(&status, Some(deadline))),
+            Err(_) => Err(deadline.exceeded()),
         }
     }
 
-    fn call_error(&self, status: &tonic::Status, deadline: Instant, timeout: Duration) -> GatewayError {
+    /// Opens a streaming call (any kind: a unary side is a stream of one)
+    /// and waits for the backend's response headers. The request messages
+    /// are sent as `requests` yields them; its end half-closes the call.
+    /// Dropping the returned stream cancels the call (RST_STREAM).
+    pub async fn open_stream<S>(
+        &self,
+        path: PathAndQuery,
+        codec: DynamicCodec,
+        requests: S,
+        metadata: MetadataMap,
+        deadline: Option<Deadline>,
+    ) -> Result<StreamReply, GatewayError>
+    where
+        S: futures_util::Stream<Item = DynamicMessage> + Send + 'static,
+    {
+        let mut request = tonic::Request::from_parts(metadata, Default::default(), requests);
+        if let Some(deadline) = deadline {
+            request.set_timeout(deadline.timeout);
+        }
+        let call = async {
+            let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+            grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            grpc.streaming(request, path, codec).await
+        };
+        let opened = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.at, call).await.map_err(|_| deadline.exceeded())?,
+            None => call.await,
+        };
+        match opened {
+            Ok(response) => {
+                let (headers, messages, _) = response.into_parts();
+                Ok(StreamReply { headers, messages })
+            }
+            Err(status) => Err(self.call_error(&status, deadline)),
+        }
+    }
+
+    /// A status that ended a call, as the client should see it.
+    pub fn call_error(&self, status: &tonic::Status, deadline: Option<Deadline>) -> GatewayError {
         // tonic's own timer may fire a hair before ours and report CANCELLED.
-        if Instant::now() >= deadline {
-            return deadline_exceeded(timeout);
+        if let Some(deadline) = deadline.filter(|d| Instant::now() >= d.at) {
+            return deadline.exceeded();
         }
         // Errors raised by the transport, not sent by the backend: say what
         // happened without internals.
@@ -106,8 +145,32 @@ impl Upstream {
     }
 }
 
-fn deadline_exceeded(timeout: Duration) -> GatewayError {
-    GatewayError::new(Code::DeadlineExceeded, Fault::Upstream, format!("deadline of {} exceeded", humanize(timeout)))
+/// When a call must be over, and the timeout it was given (for messages).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    pub at: Instant,
+    pub timeout: Duration,
+}
+
+impl Deadline {
+    pub fn after(timeout: Duration) -> Self {
+        Self { at: Instant::now() + timeout, timeout }
+    }
+
+    pub fn exceeded(self) -> GatewayError {
+        GatewayError::new(
+            Code::DeadlineExceeded,
+            Fault::Upstream,
+            format!("deadline of {} exceeded", humanize(self.timeout)),
+        )
+    }
+}
+
+/// A streaming call whose response headers have arrived.
+pub struct StreamReply {
+    pub headers: MetadataMap,
+    /// The messages, then the status and trailers.
+    pub messages: tonic::codec::Streaming<DynamicMessage>,
 }
 
 fn humanize(d: Duration) -> String {

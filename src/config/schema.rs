@@ -36,6 +36,7 @@ pub(super) struct FileConfig {
     admin: Option<AdminSection>,
     descriptors: Option<DescriptorsSection>,
     threads: Option<Threads>,
+    shutdown_timeout: Option<DurationValue>,
     upstreams: Option<Upstreams>,
     json: Option<JsonSection>,
     routes: Option<RoutesSection>,
@@ -122,26 +123,32 @@ struct JsonSection {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with auto_map, timeout, overrides")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with auto_map, timeout, stream_idle_timeout, sse_keep_alive, overrides"
+)]
 struct RoutesSection {
     auto_map: Option<bool>,
     timeout: Option<DurationValue>,
+    stream_idle_timeout: Option<DurationValue>,
+    sse_keep_alive: Option<DurationValue>,
     overrides: Option<Vec<Checked<OverrideRaw>>>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with match, timeout, max_body")]
+#[serde(deny_unknown_fields, expecting = "a mapping with match, timeout, max_body, stream_idle_timeout")]
 struct OverrideRaw {
     #[serde(rename = "match")]
     selector: Checked<SelectorRaw>,
     timeout: Option<DurationValue>,
     max_body: Option<SizeValue>,
+    stream_idle_timeout: Option<DurationValue>,
 }
 
 impl Check for OverrideRaw {
     fn check(&self) -> Result<(), String> {
-        if self.timeout.is_none() && self.max_body.is_none() {
-            return Err("this override changes nothing: give `timeout` or `max_body`".into());
+        if self.timeout.is_none() && self.max_body.is_none() && self.stream_idle_timeout.is_none() {
+            return Err("this override changes nothing: give `timeout`, `max_body` or `stream_idle_timeout`".into());
         }
         Ok(())
     }
@@ -172,9 +179,10 @@ impl Check for SelectorRaw {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with max_body, header_read_timeout, idle_timeout")]
+#[serde(deny_unknown_fields, expecting = "a mapping with max_body, max_message, header_read_timeout, idle_timeout")]
 struct LimitsSection {
     max_body: Option<SizeValue>,
+    max_message: Option<SizeValue>,
     header_read_timeout: Option<DurationValue>,
     idle_timeout: Option<DurationValue>,
 }
@@ -376,6 +384,9 @@ impl FileConfig {
         if let Some(Threads(n)) = self.threads {
             config.threads = Some(n);
         }
+        if let Some(DurationValue(timeout)) = self.shutdown_timeout {
+            config.shutdown_timeout = timeout;
+        }
         if let Some(Upstreams(rules)) = self.upstreams {
             config.upstreams = rules;
         }
@@ -389,12 +400,21 @@ impl FileConfig {
             if let Some(DurationValue(timeout)) = routes.timeout {
                 config.routes.timeout = timeout;
             }
+            if let Some(DurationValue(timeout)) = routes.stream_idle_timeout {
+                config.routes.stream_idle_timeout = timeout;
+            }
+            if let Some(DurationValue(interval)) = routes.sse_keep_alive {
+                config.routes.sse_keep_alive = interval;
+            }
             config.routes.overrides =
                 routes.overrides.unwrap_or_default().into_iter().map(|Checked(raw)| raw.resolve()).collect();
         }
         if let Some(Checked(limits)) = self.limits {
             if let Some(SizeValue(max_body)) = limits.max_body {
                 config.limits.max_body = max_body;
+            }
+            if let Some(SizeValue(max_message)) = limits.max_message {
+                config.limits.max_message = max_message;
             }
             if let Some(DurationValue(timeout)) = limits.header_read_timeout {
                 config.limits.header_read_timeout = timeout;
@@ -462,6 +482,7 @@ impl OverrideRaw {
             },
             timeout: self.timeout.map(|v| v.0),
             max_body: self.max_body.map(|v| v.0),
+            stream_idle_timeout: self.stream_idle_timeout.map(|v| v.0),
         }
     }
 }

@@ -53,6 +53,7 @@ admin:
 descriptors:
   path: ./protos
 threads: 3
+shutdown_timeout: 5s
 upstreams:
   acme.users.v1: http://127.0.0.1:50051
   acme.orders.v1.OrderService: { url: http://127.0.0.1:50052 }
@@ -68,6 +69,8 @@ json:
 routes:
   auto_map: false
   timeout: 1.5s
+  stream_idle_timeout: 90s
+  sse_keep_alive: 5s
   overrides:
     - match: { path_prefix: /v1/users, service: acme.users.v1.UserService,
                method: acme.users.v1.UserService/GetUser, http_method: GET }
@@ -76,8 +79,10 @@ routes:
     - match:
         service: acme.orders.v1.OrderService
       max_body: 100kB
+      stream_idle_timeout: 1m
 limits:
   max_body: 2MB
+  max_message: 64KiB
   header_read_timeout: 10s
   idle_timeout: 2m
 forward_headers: [X-Tenant-ID, x-request-source]
@@ -128,6 +133,7 @@ fn every_key_is_read() {
                 },
                 timeout: Some(Duration::from_millis(250)),
                 max_body: Some(1 << 20),
+                stream_idle_timeout: None,
             },
             RouteOverride {
                 selector: RouteSelector {
@@ -136,10 +142,15 @@ fn every_key_is_read() {
                 },
                 timeout: None,
                 max_body: Some(100_000),
+                stream_idle_timeout: Some(Duration::from_secs(60)),
             },
         ]
     );
+    assert_eq!(c.routes.stream_idle_timeout, Duration::from_secs(90));
+    assert_eq!(c.routes.sse_keep_alive, Duration::from_secs(5));
     assert_eq!(c.limits.max_body, 2_000_000);
+    assert_eq!(c.limits.max_message, 64 << 10);
+    assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
     assert_eq!(c.limits.header_read_timeout, Duration::from_secs(10));
     assert_eq!(c.limits.idle_timeout, Duration::from_secs(120));
     assert_eq!(
@@ -181,6 +192,10 @@ fn defaults_are_the_documented_ones() {
     assert!(c.routes.auto_map);
     assert_eq!(c.routes.timeout, Duration::from_secs(30));
     assert_eq!(c.limits.max_body, 4 * 1024 * 1024);
+    assert_eq!(c.limits.max_message, 1024 * 1024);
+    assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+    assert_eq!(c.routes.stream_idle_timeout, Duration::from_secs(300));
+    assert_eq!(c.routes.sse_keep_alive, Duration::from_secs(15));
     assert_eq!(c.limits.header_read_timeout, Duration::from_secs(30));
     assert_eq!(c.limits.idle_timeout, Duration::from_secs(60));
     assert_eq!(c.logging.format, LogFormat::Pretty);

@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tonic::Code;
 
-use super::listener::accept_loop;
+use super::listener::{accept_loop, Drain};
 use super::Gateway;
 use crate::error::{Fault, GatewayError};
 use crate::http::respond::error_response;
@@ -32,8 +32,9 @@ pub async fn serve(
     // drain deadline, so a stuck client can neither hold a connection nor
     // stall shutdown.
     let timeouts = gateway.timeouts();
+    let drain = Drain::new(gateway.shutdown_timeout());
     let router = router(gateway);
-    accept_loop(listener, timeouts, shutdown, move |_peer| router.clone()).await
+    accept_loop(listener, timeouts, drain, shutdown, move |_peer| router.clone()).await
 }
 
 /// The admin endpoints, apart from any socket so tests can drive them

@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -12,13 +13,33 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tower::Service;
 
 use super::connection::{self, Closed, Sniff, State, Timeouts, Tracked};
 use crate::http::body::BoxError;
 
-/// How long in-flight requests may run after shutdown is asked for.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long streams still open when the drain deadline passes get to write
+/// their last record before their connections are dropped.
+const LAST_WORDS: Duration = Duration::from_secs(1);
+
+/// How a listener winds down once shutdown is asked for.
+#[derive(Debug, Clone)]
+pub struct Drain {
+    /// How long in-flight requests and streams may go on.
+    pub timeout: Duration,
+    /// Set when `timeout` has passed: open streams end (in-band
+    /// UNAVAILABLE). Its receivers live as long as a connection or a
+    /// stream that outlived its connection (a WebSocket), so the drain
+    /// also waits for them.
+    pub streams: Arc<watch::Sender<bool>>,
+}
+
+impl Drain {
+    pub fn new(timeout: Duration) -> Self {
+        Self { timeout, streams: Arc::new(watch::channel(false).0) }
+    }
+}
 
 /// Accepts connections on `listener` until `shutdown`, serving each with the
 /// service `make(peer)` over HTTP/1.1 or HTTP/2 (h2c), then drains. Every
@@ -26,6 +47,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn accept_loop<S, B>(
     listener: TcpListener,
     timeouts: Timeouts,
+    drain: Drain,
     shutdown: impl Future<Output = ()> + Send + 'static,
     make: impl Fn(SocketAddr) -> S,
 ) -> std::io::Result<()>
@@ -69,13 +91,13 @@ where
         let state = State::new();
         let io = TokioIo::new(Sniff::new(stream, state.clone()));
         let service = TowerToHyperService::new(Tracked::new(make(peer), state.clone()));
-        let conn = builder.serve_connection(io, service).into_owned();
+        let conn = builder.serve_connection_with_upgrades(io, service).into_owned();
         let mut shutdown_seen = shutdown_seen.clone();
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = shutdown_seen.wait_for(|stop| *stop).await;
             };
-            let graceful = |conn: std::pin::Pin<&mut _>| auto::Connection::graceful_shutdown(conn);
+            let graceful = |conn: std::pin::Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(conn);
             match connection::watch(conn, graceful, &state, timeouts, shutdown).await {
                 (Closed::Ended, Some(Err(err))) => {
                     tracing::debug!(error = %err, %peer, "connection ended with an error")
@@ -89,11 +111,21 @@ where
         });
     }
     drop(listener);
+    drop(make);
     let _ = shutting_down.send(true);
     drop(shutdown_seen);
-    tokio::select! {
-        () = shutting_down.closed() => {}
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain deadline passed; closing remaining connections"),
+    let drained = async {
+        shutting_down.closed().await;
+        drain.streams.closed().await;
+    };
+    if tokio::time::timeout(drain.timeout, drained).await.is_err() {
+        tracing::warn!("drain deadline passed; ending open streams and closing remaining connections");
+        let _ = drain.streams.send(true);
+        let drained = async {
+            shutting_down.closed().await;
+            drain.streams.closed().await;
+        };
+        let _ = tokio::time::timeout(LAST_WORDS, drained).await;
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use http_body_util::combinators::BoxBody;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 
 /// The error a streaming body may end with (the connection is then reset).
@@ -18,7 +18,7 @@ pub enum Body {
     /// The whole answer at once.
     Full(Full<Bytes>),
     /// Frames as they come, trailers included.
-    Stream(BoxBody<Bytes, BoxError>),
+    Stream(UnsyncBoxBody<Bytes, BoxError>),
 }
 
 impl Body {
@@ -33,10 +33,10 @@ impl Body {
     /// Any body of bytes; its errors end the response.
     pub fn stream<B>(body: B) -> Self
     where
-        B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        Self::Stream(body.map_err(Into::into).boxed())
+        Self::Stream(body.map_err(Into::into).boxed_unsync())
     }
 
     /// The whole body when it is one buffer (tests, small answers).

@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::header::ALLOW;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::header::{ALLOW, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use tonic::Code;
 use tower::{Layer, Service};
 
@@ -63,14 +63,26 @@ where
         let Some(Snapshot(catalog)) = req.extensions_mut().remove::<Snapshot>() else {
             return Box::pin(std::future::ready(Err(GatewayError::internal("no catalog snapshot was taken"))));
         };
-        let found = match catalog.table.find(req.method(), req.uri().path()) {
-            Match::Found { value, captures } => Ok((value.clone(), captures)),
-            Match::MethodNotAllowed { allow } => Err(method_not_allowed(req.method(), req.uri().path(), &allow)),
-            Match::NotFound => {
-                Err(GatewayError::not_found(format!("no route for {} {}", req.method(), req.uri().path())))
-            }
-            // A path variable that is not UTF-8 once percent-decoded.
-            Match::Invalid { reason } => Err(GatewayError::bad_field("", reason)),
+        // A WebSocket upgrade finds a streaming route by its path alone;
+        // a path without one goes on as an ordinary GET.
+        let websocket = match is_websocket_upgrade(&req) {
+            true => match catalog.websockets.find(&Method::GET, req.uri().path()) {
+                Match::Found { value, captures } => Some((value.clone(), captures)),
+                _ => None,
+            },
+            false => None,
+        };
+        let found = match websocket {
+            Some(found) => Ok(found),
+            None => match catalog.table.find(req.method(), req.uri().path()) {
+                Match::Found { value, captures } => Ok((value.clone(), captures)),
+                Match::MethodNotAllowed { allow } => Err(method_not_allowed(req.method(), req.uri().path(), &allow)),
+                Match::NotFound => {
+                    Err(GatewayError::not_found(format!("no route for {} {}", req.method(), req.uri().path())))
+                }
+                // A path variable that is not UTF-8 once percent-decoded.
+                Match::Invalid { reason } => Err(GatewayError::bad_field("", reason)),
+            },
         };
         match found {
             Ok((route, captures)) => {
@@ -116,4 +128,20 @@ fn method_not_allowed(method: &Method, path: &str, allow: &[Method]) -> GatewayE
         Ok(value) => err.with_header(ALLOW, value),
         Err(_) => err,
     }
+}
+
+/// `GET` with `Upgrade: websocket` (the handler checks the rest of the
+/// handshake and answers a bad one with 400).
+pub fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
+    req.method() == Method::GET && has_token(req.headers(), UPGRADE, "websocket")
+}
+
+/// Whether the comma-separated header `name` lists `token` (any case).
+pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }

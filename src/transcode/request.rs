@@ -107,6 +107,11 @@ impl RequestPlan {
         !matches!(self.body, BodyPlan::None)
     }
 
+    /// Whether the body is the raw bytes of a `google.api.HttpBody`.
+    pub fn is_raw(&self) -> bool {
+        matches!(self.body, BodyPlan::WholeRaw { .. } | BodyPlan::MessageRaw { .. })
+    }
+
     pub fn input(&self) -> &MessageDescriptor {
         &self.input
     }

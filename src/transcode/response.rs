@@ -69,6 +69,11 @@ impl ResponsePlan {
         &self.output
     }
 
+    /// Whether the answer is the raw bytes of a `google.api.HttpBody`.
+    pub fn is_raw(&self) -> bool {
+        matches!(self.shape, Shape::WholeRaw { .. } | Shape::FieldRaw { .. })
+    }
+
     pub fn render(&self, settings: &JsonSettings, msg: &DynamicMessage) -> Result<Rendered, GatewayError> {
         match &self.shape {
             Shape::Whole => to_json(settings, |s| msg.serialize_with_options(s, &settings.serialize)),

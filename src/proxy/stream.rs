@@ -1,0 +1,567 @@
+//! Streaming calls over plain HTTP (DESIGN §6): a request body cut into
+//! messages as it arrives (client streaming), a response written message
+//! by message in the framing `Accept` picks (server streaming), or both at
+//! once (bidi over HTTP/2 or HTTP/1.1).
+//!
+//! Nothing is buffered beyond a message: the response body is pulled by
+//! the connection, so a client that reads slowly slows the upstream
+//! through HTTP/2 flow control; the request body is pulled by the upstream
+//! call as it sends. Dropping either side drops the call, which resets the
+//! upstream stream (the backend sees CANCELLED).
+//!
+//! Until the first message the answer can still be an ordinary error
+//! response; after it, an error is the framing's in-band record (and, over
+//! HTTP/2, `grpc-status`/`grpc-message` trailers).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt as _;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Version};
+use http_body::Frame;
+use http_body_util::{BodyExt as _, StreamBody};
+use hyper::body::Incoming;
+use prost_reflect::DynamicMessage;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
+use tonic::codec::Streaming;
+use tonic::metadata::MetadataMap;
+use tonic::Code;
+
+use super::metadata;
+use super::request::{
+    announced_too_large, body_error, call_metadata, call_timeout, read_whole_body, too_large, Ending, Handler,
+};
+use crate::error::{Fault, GatewayError};
+use crate::http::body::BoxError;
+use crate::http::{Body, MatchedRoute};
+use crate::transcode::framing::{Framer, Framing};
+use crate::transcode::split::{Delimiting, SplitError, Splitter};
+use crate::transcode::status::render_error;
+use crate::transcode::{JsonSettings, RequestInput};
+use crate::upstream::{Deadline, StreamReply};
+
+const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
+/// A streaming call over HTTP.
+pub async fn call(
+    handler: &Handler,
+    matched: &MatchedRoute,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
+    let route = &matched.route;
+    let (parts, body) = req.into_parts();
+    let activity = Activity::new();
+    let (fail, failed) = oneshot::channel();
+    let requests = if route.kind.client_streams() {
+        if announced_too_large(&parts.headers, route.max_body) {
+            return Err(too_large(route.max_body));
+        }
+        let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        RequestStream::new(matched.clone(), content_type, parts.uri.query(), body, activity.clone(), fail).boxed()
+    } else {
+        let body = read_whole_body(body, &parts.headers, route.max_body, route.timeout).await?;
+        let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let message = route.request.build(
+            &matched.catalog.json,
+            RequestInput { body, content_type, captures: &matched.captures, query: parts.uri.query() },
+        )?;
+        futures_util::stream::once(std::future::ready(message)).boxed()
+    };
+    let metadata = call_metadata(&handler.metadata, &parts, &handler.peer);
+    let deadline = call_timeout(&parts.headers, route.stream.deadline)?.map(Deadline::after);
+    let mut watch = Watch::new(activity, route.stream.idle, Some(failed), handler.ending.clone(), deadline);
+
+    let open = route.upstream.open_stream(route.grpc_path.clone(), route.codec.clone(), requests, metadata, deadline);
+    let StreamReply { headers: upstream_headers, mut messages } = watch.race(open).await??;
+    let error = |status: tonic::Status| route.upstream.call_error(&status, deadline);
+
+    if !route.kind.server_streams() {
+        // Client streaming: one answer, rendered as a unary one.
+        let message = watch.race(messages.message()).await?.map_err(error)?.ok_or_else(|| {
+            GatewayError::new(Code::Internal, Fault::Upstream, "upstream ended the call without a response message")
+        })?;
+        let trailers = watch.race(messages.trailers()).await?.map_err(error)?.unwrap_or_default();
+        let rendered = route.response.render(&matched.catalog.json, &message)?;
+        let mut response = Response::new(Body::full(rendered.body));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, rendered.content_type);
+        metadata::response_headers(&upstream_headers, &trailers, headers);
+        return Ok(response);
+    }
+
+    // The answer waits for the first message, so that an error before it
+    // is an ordinary response, but no longer than a keep-alive interval: a
+    // stream that is silent at first must still start.
+    let framing = Framing::negotiate(&parts.headers);
+    let first = watch.race(tokio::time::timeout(route.stream.keep_alive, messages.message())).await?;
+    let first = match first {
+        Ok(Err(status)) => return Err(error(status)),
+        Ok(Ok(message)) => Some(message),
+        Err(_silent) => None,
+    };
+
+    let raw = route.response.is_raw();
+    let mut settings = matched.catalog.json.clone();
+    // One message per line (and per SSE data line): never pretty.
+    settings.pretty &= framing == Framing::Array;
+    let mut pump = Pump {
+        framer: Framer::new(framing),
+        raw,
+        pending: None,
+        messages: Some(messages),
+        matched: matched.clone(),
+        settings,
+        watch,
+        keep_alive: (framing == Framing::Sse && !raw).then(|| Box::pin(tokio::time::sleep(route.stream.keep_alive))),
+        trailers: parts.version == Version::HTTP_2,
+        deadline,
+        finished: None,
+    };
+    // A raw (`HttpBody`) stream takes its first message's content type.
+    let mut content_type =
+        if raw { HeaderValue::from_static("application/octet-stream") } else { framing.content_type() };
+    match first {
+        // Silent so far: start the answer; the stream goes on.
+        None => pump.pending = Some(pump.framer.start()).filter(|b| !b.is_empty()),
+        Some(Some(message)) => {
+            pump.watch.activity.touch();
+            let rendered = route.response.render(&pump.settings, &message)?;
+            if raw {
+                content_type = rendered.content_type;
+                pump.pending = Some(rendered.body);
+            } else {
+                pump.pending = Some(pump.framer.message(&rendered.body));
+            }
+        }
+        // Ended before any message: an empty stream.
+        Some(None) => {
+            let Pump { watch, messages, .. } = &mut pump;
+            let messages = messages.as_mut().ok_or_else(|| GatewayError::internal("the call ended twice"))?;
+            let trailers = watch.race(messages.trailers()).await?.map_err(error)?;
+            pump.pending = pump.finish(Ok(trailers.unwrap_or_default()));
+        }
+    }
+
+    let frames = futures_util::stream::unfold(pump, |mut pump| async move {
+        let frame = pump.next().await?;
+        Some((frame, pump))
+    });
+    let mut response = Response::new(Body::stream(StreamBody::new(frames)));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, content_type);
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if framing == Framing::Sse && !raw {
+        // Proxies in front (nginx) must not hold events back.
+        headers.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
+    }
+    metadata::response_headers(&upstream_headers, &MetadataMap::new(), headers);
+    Ok(response)
+}
+
+/// The response side of a server stream: pulls one message per frame.
+struct Pump {
+    framer: Framer,
+    /// `google.api.HttpBody` messages: their bytes, unframed.
+    raw: bool,
+    /// Bytes to send before pulling again.
+    pending: Option<Bytes>,
+    /// `None` once the call is over (dropping it cancels an unfinished one).
+    messages: Option<Streaming<DynamicMessage>>,
+    matched: MatchedRoute,
+    settings: JsonSettings,
+    watch: Watch,
+    keep_alive: Option<Pin<Box<Sleep>>>,
+    /// HTTP/2: the status goes out as trailers too.
+    trailers: bool,
+    deadline: Option<Deadline>,
+    /// The trailers still to send once the stream has ended (`Some(None)`:
+    /// nothing more).
+    finished: Option<Option<HeaderMap>>,
+}
+
+type Next = Result<Frame<Bytes>, BoxError>;
+
+enum Event {
+    Message(Result<Option<DynamicMessage>, tonic::Status>),
+    Interrupted(GatewayError),
+    KeepAlive,
+}
+
+impl Pump {
+    async fn next(&mut self) -> Option<Next> {
+        if let Some(bytes) = self.pending.take() {
+            return Some(Ok(Frame::data(bytes)));
+        }
+        if let Some(trailers) = &mut self.finished {
+            return trailers.take().map(|t| Ok(Frame::trailers(t)));
+        }
+        let event = {
+            let Self { messages, watch, keep_alive, .. } = self;
+            let messages = messages.as_mut()?;
+            tokio::select! {
+                biased;
+                message = messages.message() => Event::Message(message),
+                err = watch.interrupted() => Event::Interrupted(err),
+                () = tick(keep_alive) => Event::KeepAlive,
+            }
+        };
+        match event {
+            Event::Message(Ok(Some(message))) => {
+                self.watch.activity.touch();
+                if let Some(timer) = &mut self.keep_alive {
+                    timer.as_mut().reset(Instant::now() + self.matched.route.stream.keep_alive);
+                }
+                match self.matched.route.response.render(&self.settings, &message) {
+                    Ok(rendered) if self.raw => Some(Ok(Frame::data(rendered.body))),
+                    Ok(rendered) => Some(Ok(Frame::data(self.framer.message(&rendered.body)))),
+                    Err(err) => self.end(Err(err)),
+                }
+            }
+            Event::Message(Ok(None)) => {
+                let trailers = {
+                    let Self { messages, watch, .. } = self;
+                    let messages = messages.as_mut()?;
+                    watch.race(messages.trailers()).await
+                };
+                let outcome = match trailers {
+                    Ok(Ok(trailers)) => Ok(trailers.unwrap_or_default()),
+                    Ok(Err(status)) => Err(self.matched.route.upstream.call_error(&status, self.deadline)),
+                    Err(err) => Err(err),
+                };
+                self.end(outcome)
+            }
+            Event::Message(Err(status)) => {
+                let err = self.matched.route.upstream.call_error(&status, self.deadline);
+                self.end(Err(err))
+            }
+            Event::Interrupted(err) => self.end(Err(err)),
+            Event::KeepAlive => {
+                let route = &self.matched.route;
+                if let Some(timer) = &mut self.keep_alive {
+                    timer.as_mut().reset(Instant::now() + route.stream.keep_alive);
+                }
+                self.framer.keep_alive().map(|line| Ok(Frame::data(line)))
+            }
+        }
+    }
+
+    /// The stream is over: its last bytes now, its trailers next.
+    fn end(&mut self, outcome: Result<MetadataMap, GatewayError>) -> Option<Next> {
+        let bytes = self.finish(outcome.map_err(|err| {
+            tracing::debug!(path = %self.matched.route.grpc_path, code = ?err.code, message = %err.message, "stream ended with an error");
+            err
+        }));
+        match bytes {
+            Some(bytes) => Some(Ok(Frame::data(bytes))),
+            None => match &mut self.finished {
+                Some(trailers) => trailers.take().map(|t| Ok(Frame::trailers(t))),
+                // A raw stream cut short over HTTP/1: abort the body, so
+                // the client sees an incomplete transfer, not a short file.
+                None => Some(Err("the stream ended with an error".into())),
+            },
+        }
+    }
+
+    /// Ends the call and returns the framing's last bytes (`None` if there
+    /// are none). A raw stream has no in-band record: without trailers, an
+    /// error leaves `finished` unset for [`Pump::end`] to abort.
+    fn finish(&mut self, outcome: Result<MetadataMap, GatewayError>) -> Option<Bytes> {
+        self.messages = None;
+        let (code, message, backend) = match &outcome {
+            Ok(trailers) => (Code::Ok, "", Some(trailers)),
+            Err(err) => (err.code, err.message.as_str(), None),
+        };
+        let trailers = self.trailers.then(|| grpc_trailers(code, message, backend));
+        let bytes = match &outcome {
+            Ok(_) => self.framer.end(),
+            Err(_) if self.raw => Bytes::new(),
+            Err(err) => {
+                let catalog = &self.matched.catalog;
+                self.framer.error(&render_error(err, &catalog.pool, &self.settings))
+            }
+        };
+        if trailers.is_some() || !self.raw || outcome.is_ok() {
+            self.finished = Some(trailers);
+        }
+        Some(bytes).filter(|b| !b.is_empty())
+    }
+}
+
+/// `grpc-status`, `grpc-message` (percent-encoded as gRPC does) and the
+/// backend's trailers as `grpc-trailer-*`.
+fn grpc_trailers(code: Code, message: &str, backend: Option<&MetadataMap>) -> HeaderMap {
+    let mut trailers = HeaderMap::new();
+    if let Some(backend) = backend {
+        metadata::response_headers(&MetadataMap::new(), backend, &mut trailers);
+    }
+    trailers.insert(GRPC_STATUS, HeaderValue::from(i32::from(code)));
+    if !message.is_empty() {
+        let encoded = percent_encoding::utf8_percent_encode(message, GRPC_MESSAGE_SET).to_string();
+        if let Ok(value) = HeaderValue::try_from(encoded) {
+            trailers.insert(GRPC_MESSAGE, value);
+        }
+    }
+    trailers
+}
+
+/// gRPC's percent-encoding of `grpc-message`: everything outside printable
+/// ASCII, and `%` itself.
+const GRPC_MESSAGE_SET: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
+/// Resolves when the keep-alive timer fires; never without one.
+async fn tick(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(timer) => timer.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// When either direction of a call last moved.
+#[derive(Debug, Clone)]
+pub struct Activity {
+    base: Instant,
+    /// Milliseconds after `base`.
+    last: Arc<AtomicU64>,
+}
+
+impl Activity {
+    pub fn new() -> Self {
+        Self { base: Instant::now(), last: Arc::new(AtomicU64::new(0)) }
+    }
+
+    pub fn touch(&self) {
+        let millis = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(millis, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.base + Duration::from_millis(self.last.load(Ordering::Relaxed))
+    }
+}
+
+/// Everything that may end a call other than the call itself: a bad
+/// request message, silence in both directions, the drain deadline, the
+/// call's own deadline.
+pub struct Watch {
+    pub activity: Activity,
+    idle: Duration,
+    idle_timer: Pin<Box<Sleep>>,
+    failed: Option<oneshot::Receiver<GatewayError>>,
+    ending: Pin<Box<dyn Future<Output = ()> + Send>>,
+    deadline: Option<(Deadline, Pin<Box<Sleep>>)>,
+}
+
+impl Watch {
+    pub fn new(
+        activity: Activity,
+        idle: Duration,
+        failed: Option<oneshot::Receiver<GatewayError>>,
+        ending: Ending,
+        deadline: Option<Deadline>,
+    ) -> Self {
+        Self {
+            idle_timer: Box::pin(tokio::time::sleep_until(activity.last() + idle)),
+            activity,
+            idle,
+            failed,
+            ending: Box::pin(ending.wait()),
+            deadline: deadline.map(|d| (d, Box::pin(tokio::time::sleep_until(d.at)))),
+        }
+    }
+
+    /// Resolves with the error that must end the call now. Cancel-safe.
+    pub async fn interrupted(&mut self) -> GatewayError {
+        let Self { activity, idle, idle_timer, failed, ending, deadline } = self;
+        loop {
+            tokio::select! {
+                err = request_failure(failed) => return err,
+                () = idle_timer.as_mut() => {
+                    let due = activity.last() + *idle;
+                    if due <= Instant::now() {
+                        return GatewayError::new(
+                            Code::DeadlineExceeded,
+                            Fault::Client,
+                            format!("the stream was idle for {} s", idle.as_secs_f64()),
+                        );
+                    }
+                    idle_timer.as_mut().reset(due);
+                }
+                () = ending.as_mut() => {
+                    return GatewayError::new(Code::Unavailable, Fault::Upstream, "the gateway is shutting down");
+                }
+                () = deadline_passed(deadline) => {
+                    if let Some((deadline, _)) = deadline {
+                        return deadline.exceeded();
+                    }
+                }
+            }
+        }
+    }
+
+    /// `work`, unless the call must end first.
+    pub async fn race<F: Future>(&mut self, work: F) -> Result<F::Output, GatewayError> {
+        tokio::select! {
+            biased;
+            out = work => Ok(out),
+            err = self.interrupted() => Err(err),
+        }
+    }
+}
+
+async fn request_failure(failed: &mut Option<oneshot::Receiver<GatewayError>>) -> GatewayError {
+    if let Some(receiver) = failed {
+        if let Ok(err) = receiver.await {
+            return err;
+        }
+        // The request side finished (or the call took it down) without
+        // a failure.
+        *failed = None;
+    }
+    std::future::pending().await
+}
+
+async fn deadline_passed(deadline: &mut Option<(Deadline, Pin<Box<Sleep>>)>) {
+    match deadline {
+        Some((_, timer)) => timer.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A client-streamed body as the messages it holds, cut as bytes arrive.
+/// A problem (a bad message, too many bytes, a broken body) is sent on
+/// `fail` and the stream then never ends, so that the call is cancelled
+/// by the handler, not half-closed as if the client had finished.
+struct RequestStream {
+    matched: MatchedRoute,
+    query: Option<String>,
+    /// The content type each raw (`HttpBody`) chunk carries.
+    content_type: Option<String>,
+    body: Incoming,
+    /// `None`: the body is raw bytes, one message per chunk.
+    splitter: Option<Splitter>,
+    read: usize,
+    ended: bool,
+    activity: Activity,
+    fail: Option<oneshot::Sender<GatewayError>>,
+}
+
+impl RequestStream {
+    fn new(
+        matched: MatchedRoute,
+        content_type: Option<&str>,
+        query: Option<&str>,
+        body: Incoming,
+        activity: Activity,
+        fail: oneshot::Sender<GatewayError>,
+    ) -> Self {
+        let splitter = (!matched.route.request.is_raw())
+            .then(|| Splitter::new(Delimiting::of(content_type), matched.route.stream.max_message));
+        Self {
+            matched,
+            query: query.map(str::to_owned),
+            content_type: content_type.map(str::to_owned),
+            body,
+            splitter,
+            read: 0,
+            ended: false,
+            activity,
+            fail: Some(fail),
+        }
+    }
+
+    fn boxed(self) -> BoxStream<'static, DynamicMessage> {
+        futures_util::stream::unfold(self, |mut this| async move {
+            match this.next().await {
+                Ok(Some(message)) => Some((message, this)),
+                Ok(None) => None,
+                Err(err) => {
+                    if let Some(fail) = this.fail.take() {
+                        let _ = fail.send(err);
+                    }
+                    std::future::pending().await
+                }
+            }
+        })
+        .boxed()
+    }
+
+    async fn next(&mut self) -> Result<Option<DynamicMessage>, GatewayError> {
+        loop {
+            if let Some(splitter) = &mut self.splitter {
+                let index = splitter.index();
+                let found = if self.ended { splitter.finish() } else { splitter.next_message() };
+                match found.map_err(|err| split_error(index, err))? {
+                    Some(json) => return self.build(index, json, Some("application/json")).map(Some),
+                    None if self.ended => return Ok(None),
+                    None => {}
+                }
+            } else if self.ended {
+                return Ok(None);
+            }
+            match self.body.frame().await {
+                None => self.ended = true,
+                Some(Err(err)) => return Err(body_error(&err)),
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    self.read += data.len();
+                    let limit = self.matched.route.max_body;
+                    if self.read > limit {
+                        return Err(too_large(limit));
+                    }
+                    self.activity.touch();
+                    match &mut self.splitter {
+                        Some(splitter) => splitter.push(&data),
+                        None if data.is_empty() => {}
+                        None => {
+                            let content_type = self.content_type.clone();
+                            return self.build(0, data, content_type.as_deref()).map(Some);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn build(&self, index: usize, body: Bytes, content_type: Option<&str>) -> Result<DynamicMessage, GatewayError> {
+        let MatchedRoute { catalog, route, captures } = &self.matched;
+        let input = RequestInput { body, content_type, captures, query: self.query.as_deref() };
+        route.request.build(&catalog.json, input).map_err(|err| at_index(index, err))
+    }
+}
+
+/// A message's error, its field paths under the message's index:
+/// `[3].name`.
+pub fn at_index(index: usize, mut err: GatewayError) -> GatewayError {
+    for violation in &mut err.violations {
+        violation.field = if violation.field.is_empty() {
+            format!("[{index}]")
+        } else if violation.field.starts_with('[') {
+            format!("[{index}]{}", violation.field)
+        } else {
+            format!("[{index}].{}", violation.field)
+        };
+    }
+    if err.violations.is_empty() && err.fault == Fault::Client {
+        err.violations
+            .push(crate::error::FieldViolation { field: format!("[{index}]"), description: err.message.clone() });
+    }
+    err.message = format!("message {index}: {}", err.message);
+    err
+}
+
+fn split_error(index: usize, err: SplitError) -> GatewayError {
+    match err {
+        SplitError::TooLarge { .. } => GatewayError::new(Code::ResourceExhausted, Fault::Client, err.to_string())
+            .with_status(http::StatusCode::PAYLOAD_TOO_LARGE),
+        SplitError::Syntax(what) => at_index(index, GatewayError::bad_field("", what)),
+    }
+}
