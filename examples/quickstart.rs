@@ -10,8 +10,10 @@
 //! Every backend also serves gRPC server reflection for its own services
 //! (`grpcurl -plaintext 127.0.0.1:50051 list`), the source a gateway reads
 //! with `descriptors.reflection` instead of files.
-//! It prints the route table and curl commands to try, and runs until
-//! Ctrl-C. The admin listener (`/healthz`, `/readyz`, `/routes`,
+//! It prints the route table and curl commands to try, the streaming
+//! methods included (NDJSON, SSE and JSON-array framings of WatchOrders, an
+//! NDJSON upload to ImportUsers, Track over a WebSocket with `websocat` or
+//! `examples/ws_client.rs`), and runs until Ctrl-C. The admin listener (`/healthz`, `/readyz`, `/routes`,
 //! `/descriptors`) runs on 127.0.0.1:9901. Override the addresses with
 //! `QUICKSTART_GATEWAY`, `QUICKSTART_ADMIN`, `QUICKSTART_USERS`,
 //! `QUICKSTART_ORDERS` and `QUICKSTART_USERS_V2` (`host:port` or just a port).
@@ -158,8 +160,9 @@ async fn bind(var: &str, default: &str) -> Result<TcpListener, BoxError> {
         .map_err(|e| format!("cannot listen on {addr}: {e} (set {var} to use another address)").into())
 }
 
-/// The README's curl walk-through; `{gateway}`, `{json}`, `{page_token}`,
-/// `{ping}`, `{descriptors}` and `{parked}` are filled in by [`walkthrough`].
+/// The README's curl walk-through; `{gateway}`, `{ws}`, `{json}`,
+/// `{page_token}`, `{ping}`, `{descriptors}` and `{parked}` are filled in by
+/// [`walkthrough`].
 const WALKTHROUGH: &str = r#"Try:
 
 # Get a user. v1 is deprecated: -i shows its Deprecation and Sunset headers
@@ -193,6 +196,37 @@ curl -s -X DELETE {gateway}/v1/users/1004
 curl -s -X POST {gateway}/v1/orders {json} \
   -d '{"userId": "1001", "items": [{"sku": "BOOK-001", "quantity": 2, "unitPriceCents": 2999}]}'
 curl -s {gateway}/v1/users/1001/orders
+
+# --- Streaming: every kind of gRPC method, framed by what the client asks ---
+# Watch a user's order events (server streaming). Each event is one JSON
+# line (NDJSON, the default) written the moment the backend sends it; -N
+# keeps curl from buffering. Ends after `limit` events (default 5).
+curl -N {gateway}/v1/users/1001/orders:watch
+
+# The same stream as Server-Sent Events, faster
+curl -N -H 'Accept: text/event-stream' '{gateway}/v1/users/1001/orders:watch?limit=3&interval_ms=100'
+
+# ...or as one JSON array, `[` first, elements as they arrive
+curl -N -H 'Accept: application/json' '{gateway}/v1/users/1001/orders:watch?limit=2'
+
+# A watch stays open for live events: start this one, then place an order
+# for user 1002 (the POST /v1/orders above, with "userId": "1002") in
+# another terminal and watch it arrive
+curl -N '{gateway}/v1/users/1002/orders:watch?limit=2'
+
+# An unknown user fails before the first event: an ordinary 404
+curl -si {gateway}/v1/users/9999/orders:watch
+
+# Import users from an NDJSON body (client streaming: each line goes to the
+# backend as soon as it is complete; all or none are created)
+curl -s -X POST {gateway}/v1/users:import -H 'Content-Type: application/x-ndjson' \
+  --data-binary $'{"displayName": "Edsger Dijkstra", "email": "edsger@example.com"}\n{"displayName": "Frances Allen", "email": "frances@example.com"}\n'
+
+# Track orders over a WebSocket (bidirectional): type one JSON message per
+# line, e.g. {"orderId": "5001"}, and each answer comes back at once;
+# Ctrl-D half-closes and the call's status arrives as the close frame
+websocat {ws}/v1/orders:track
+cargo run --example ws_client -- {ws}/v1/orders:track
 
 # Call a method without an HTTP annotation through its automatic route
 curl -s -X POST {gateway}{ping} {json} -d '{"message": "hello"}'
@@ -231,6 +265,7 @@ fn walkthrough(gateway: &str, ping: &str, descriptors: &Path) -> String {
     let parked = std::env::temp_dir().join("protogate-quickstart-users-v2.binpb");
     WALKTHROUGH
         .replace("{gateway}", gateway)
+        .replace("{ws}", &gateway.replacen("http://", "ws://", 1))
         .replace("{json}", "-H 'content-type: application/json'")
         .replace("{page_token}", &backends::page_token("1002"))
         .replace("{ping}", ping)
