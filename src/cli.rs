@@ -168,7 +168,7 @@ async fn check(config: &Config) -> ExitCode {
 
 /// The route table as aligned text columns, then the unrouted services.
 pub fn route_table(catalog: &Catalog) -> String {
-    let header = ["METHOD", "PATH", "VERSION", "GRPC METHOD", "UPSTREAM", "POLICY"].map(String::from);
+    let header = ["METHOD", "PATH", "VERSION", "GRPC METHOD", "UPSTREAM", "POLICY", "KIND"].map(String::from);
     let mut rows = vec![header];
     for route in &catalog.routes {
         rows.push([
@@ -178,9 +178,10 @@ pub fn route_table(catalog: &Catalog) -> String {
             route.grpc_method().to_string(),
             route.upstream.url.to_string(),
             route.extensions.get::<Arc<RoutePolicy>>().map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            route.kind.as_str().to_owned(),
         ]);
     }
-    let mut widths = [0usize; 6];
+    let mut widths = [0usize; 7];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());

@@ -89,6 +89,7 @@ pub fn routes_json(gateway: &Gateway) -> serde_json::Value {
                 "method": route.http_method.as_str(),
                 "path": route.template.to_string(),
                 "grpc_method": route.grpc_method(),
+                "kind": route.kind.as_str(),
                 "upstream": route.upstream.url.to_string(),
                 "version": route.version,
                 "source": route.origin.to_string(),
