@@ -460,11 +460,21 @@ fn check_new_user(v: &mut Violations, req: &users::CreateUserRequest) -> users::
     }
 }
 
-/// `status` about one entry of a stream, with its 0-based index in front of
-/// the message: a client-streamed request has no field path to point at it.
-fn of_entry(index: usize, status: &Status) -> Status {
-    let message = format!("entry {index}: {}", status.message());
-    let details = google::rpc::Status::from_tonic(status).map(|rich| rich.details).unwrap_or_default();
+/// `status` about one message of a client stream, which has no field path
+/// of its own to point at it: its 0-based index goes in front of the
+/// message text and of each BadRequest field path (`message 2: …`,
+/// `[2].email`), the way the gateway names a message it could not parse.
+fn at_message(index: usize, status: &Status) -> Status {
+    let message = format!("message {index}: {}", status.message());
+    let mut details = google::rpc::Status::from_tonic(status).map(|rich| rich.details).unwrap_or_default();
+    for detail in &mut details {
+        if let Ok(mut bad) = detail.to_msg::<google::rpc::BadRequest>() {
+            for violation in &mut bad.field_violations {
+                violation.field = format!("[{index}].{}", violation.field);
+            }
+            *detail = pack(&bad);
+        }
+    }
     rich_status(status.code(), message, details)
 }
 
@@ -674,10 +684,10 @@ impl UserService for UserDirectory {
             let index = accepted.len();
             let mut v = Violations::default();
             let role = check_new_user(&mut v, &entry);
-            v.into_result().map_err(|status| of_entry(index, &status))?;
-            lock(&self.state).check_email_free(&entry.email, None).map_err(|status| of_entry(index, &status))?;
+            v.into_result().map_err(|status| at_message(index, &status))?;
+            lock(&self.state).check_email_free(&entry.email, None).map_err(|status| at_message(index, &status))?;
             if let Some(first) = emails.insert(entry.email.to_lowercase(), index) {
-                let message = format!("entry {index}: email {} is already used by entry {first}", entry.email);
+                let message = format!("message {index}: email {} is already used by message {first}", entry.email);
                 return Err(rich_status(Code::AlreadyExists, message, Vec::new()));
             }
             accepted.push((entry, role));
@@ -687,7 +697,7 @@ impl UserService for UserDirectory {
         // Checked again under the lock that creates them: another call may
         // have taken an email while this stream was still arriving.
         for (index, (entry, _)) in accepted.iter().enumerate() {
-            state.check_email_free(&entry.email, None).map_err(|status| of_entry(index, &status))?;
+            state.check_email_free(&entry.email, None).map_err(|status| at_message(index, &status))?;
         }
         let user_ids: Vec<String> =
             accepted.into_iter().map(|(entry, role)| state.insert_new(entry, role).id).collect();
