@@ -364,6 +364,9 @@ const USER_TYPE: &str = "acme.users.v1.User";
 const DEFAULT_PAGE_SIZE: usize = 10;
 const MAX_PAGE_SIZE: usize = 100;
 const MAX_DISPLAY_NAME: usize = 100;
+/// ImportUsers holds every entry until the last has arrived (all or none),
+/// so a stream may not grow without bound.
+const MAX_IMPORT: usize = 1_000;
 
 /// The fields `UpdateUser` may change, by proto name.
 const MUTABLE_USER_FIELDS: [&str; 4] = ["display_name", "email", "role", "labels"];
@@ -682,6 +685,10 @@ impl UserService for UserDirectory {
         let mut emails: HashMap<String, usize> = HashMap::new();
         while let Some(entry) = entries.message().await? {
             let index = accepted.len();
+            if index == MAX_IMPORT {
+                let message = format!("message {index}: an import creates at most {MAX_IMPORT} users");
+                return Err(rich_status(Code::InvalidArgument, message, Vec::new()));
+            }
             let mut v = Violations::default();
             let role = check_new_user(&mut v, &entry);
             v.into_result().map_err(|status| at_message(index, &status))?;
