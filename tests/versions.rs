@@ -223,6 +223,7 @@ async fn the_route_table_shows_each_routes_version() {
         ["PATCH", "/v1/users/{user.id}", "v1", "acme.users.v1.UserService/UpdateUser"],
         ["DELETE", "/v1/users/{id}", "v1", "acme.users.v1.UserService/DeleteUser"],
         ["POST", "/v1/users/{id}:deactivate", "v1", "acme.users.v1.UserService/DeactivateUser"],
+        ["POST", "/v1/users:import", "v1", "acme.users.v1.UserService/ImportUsers"],
         ["GET", "/v2/users/{id}", "v2", "acme.users.v2.UserService/GetUser"],
         ["GET", "/v2/users", "v2", "acme.users.v2.UserService/ListUsers"],
         ["POST", "/v2/users", "v2", "acme.users.v2.UserService/CreateUser"],
