@@ -475,6 +475,7 @@ async fn body_over_a_per_route_limit_is_413() {
             selector: api::RouteSelector { path_prefix: Some("/test/echo".into()), ..Default::default() },
             timeout: None,
             max_body: Some(32),
+            stream_idle_timeout: None,
         });
     })
     .await;
@@ -627,6 +628,7 @@ async fn per_route_timeout_override_is_504() {
             },
             timeout: Some(Duration::from_millis(150)),
             max_body: None,
+            stream_idle_timeout: None,
         });
     })
     .await;
