@@ -11,8 +11,8 @@ use common::pb::google::api::HttpBody;
 use common::pb::google::rpc;
 use common::testpb::test_service_client::TestServiceClient;
 use common::testpb::{
-    AllTypes, Color, CustomDetail, DownloadRequest, FailRequest, MetadataRequest, MetadataResponse, Nested,
-    SleepRequest, UploadFieldRequest,
+    AllTypes, Collected, Color, CustomDetail, DownloadRequest, FailRequest, Item, MetadataRequest, MetadataResponse,
+    Nested, SleepRequest, StreamRequest, StreamStatsResponse, UploadFieldRequest, UploadStats,
 };
 use common::{fixtures, Backend};
 use prost::Message as _;
@@ -275,4 +275,214 @@ fn test_descriptor_set_keeps_http_annotations_and_only_the_test_closure() {
     assert_eq!(additional.as_list().map(<[Value]>::len), Some(2));
 
     assert!(!method("Unannotated").options().has_extension(&http));
+}
+
+/// Polls the backend's stream counters until `check` accepts them.
+async fn stream_stats_until(
+    backend: &Backend,
+    what: &str,
+    check: impl Fn(&StreamStatsResponse) -> bool,
+) -> StreamStatsResponse {
+    common::eventually(what, Duration::from_secs(10), || async {
+        let stats = backend.stream_stats().await;
+        if check(&stats) {
+            Ok(stats)
+        } else {
+            Err(format!("{stats:?}"))
+        }
+    })
+    .await
+}
+
+/// Every message of a server stream, and the status that ended it.
+async fn drain<T>(stream: &mut tonic::Streaming<T>) -> (Vec<T>, Result<(), tonic::Status>) {
+    let mut messages = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.message()).await.expect("a message within 10 s") {
+            Ok(Some(message)) => messages.push(message),
+            Ok(None) => return (messages, Ok(())),
+            Err(status) => return (messages, Err(status)),
+        }
+    }
+}
+
+#[tokio::test]
+async fn stream_items_sends_numbered_items_and_fails_where_asked() {
+    let backend = Backend::test_service().await;
+    let mut client = connect(&backend).await;
+
+    let request = StreamRequest { count: 3, tag: "t".into(), payload_size: 5, ..StreamRequest::default() };
+    let (items, end) = drain(&mut client.stream_items(request).await.expect("stream").into_inner()).await;
+    end.expect("a clean end");
+    let expected: Vec<Item> = (0..3)
+        .map(|i| Item {
+            index: i,
+            name: format!("item-{i}"),
+            tag: "t".into(),
+            payload: "xxxxx".into(),
+            ..Item::default()
+        })
+        .collect();
+    assert_eq!(items, expected);
+
+    let failing = |fail_after, interval_ms| StreamRequest {
+        count: 3,
+        fail_code: Code::FailedPrecondition as i32,
+        fail_message: "stop".into(),
+        fail_after,
+        interval_ms,
+        ..StreamRequest::default()
+    };
+    // Before the first message: the call itself fails (trailers-only)...
+    let status = client.stream_items(failing(0, 0)).await.expect_err("fails at once");
+    assert_eq!((status.code(), status.message()), (Code::FailedPrecondition, "stop"));
+    // ...or, with an interval, after the response headers.
+    let mut stream = client.stream_items(failing(0, 10)).await.expect("headers first").into_inner();
+    let (items, end) = drain(&mut stream).await;
+    assert!(items.is_empty(), "{items:?}");
+    assert_eq!(end.expect_err("fails").code(), Code::FailedPrecondition);
+    // After two messages; past `count`, after the last.
+    for (fail_after, sent) in [(2, 2), (7, 3)] {
+        let mut stream = client.stream_items(failing(fail_after, 0)).await.expect("stream").into_inner();
+        let (items, end) = drain(&mut stream).await;
+        assert_eq!(items.len(), sent, "fail_after {fail_after}");
+        assert_eq!(end.expect_err("fails").code(), Code::FailedPrecondition, "fail_after {fail_after}");
+    }
+    let stats = backend.stream_stats().await;
+    assert_eq!(
+        stats,
+        StreamStatsResponse { started: 5, cancelled: 0, completed: 5, sent: 3 + 2 + 3, received: 0 },
+        "{stats:?}"
+    );
+    // StreamStats is no call of its own.
+    assert_eq!(backend.calls(), 5);
+    backend.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_held_stream_stays_open_until_the_client_goes_away() {
+    let backend = Backend::test_service().await;
+    let mut client = connect(&backend).await;
+
+    let request = StreamRequest { count: 1, hold: true, ..StreamRequest::default() };
+    let mut stream = client.stream_items(request).await.expect("stream").into_inner();
+    let first = stream.message().await.expect("message").expect("one message");
+    assert_eq!(first.name, "item-0");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), stream.message()).await.is_err(),
+        "a held stream ended or sent more"
+    );
+    drop(stream);
+    let stats = stream_stats_until(&backend, "the held call is cancelled", |s| s.cancelled == 1).await;
+    assert_eq!((stats.started, stats.completed, stats.sent), (1, 0, 1), "{stats:?}");
+
+    // Given as it is pulled: a stream 200 ms apart has sent one message
+    // when the first arrives.
+    let request = StreamRequest { count: 3, interval_ms: 200, ..StreamRequest::default() };
+    let mut stream = client.stream_items(request).await.expect("stream").into_inner();
+    stream.message().await.expect("message").expect("a first message");
+    assert!(backend.stream_stats().await.sent < 1 + 3, "made ahead of the pull");
+    let (rest, end) = drain(&mut stream).await;
+    end.expect("a clean end");
+    assert_eq!(rest.len(), 2);
+    backend.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrapped_and_download_streams() {
+    let backend = Backend::test_service().await;
+    let mut client = connect(&backend).await;
+
+    let request = StreamRequest { count: 2, tag: "w".into(), ..StreamRequest::default() };
+    let (wrapped, end) = drain(&mut client.stream_wrapped(request).await.expect("stream").into_inner()).await;
+    end.expect("a clean end");
+    assert_eq!(wrapped.len(), 2);
+    let item = wrapped[1].item.clone().expect("an item");
+    assert_eq!((item.index, item.name.as_str(), item.tag.as_str()), (1, "item-1", "w"));
+    assert!(!wrapped[1].ignored.is_empty());
+
+    for (tag, content_type) in [("", "text/plain"), ("text/csv", "text/csv")] {
+        let request = StreamRequest { count: 2, tag: tag.into(), ..StreamRequest::default() };
+        let (chunks, end) = drain(&mut client.stream_download(request).await.expect("stream").into_inner()).await;
+        end.expect("a clean end");
+        let data: Vec<&[u8]> = chunks.iter().map(|c| c.data.as_slice()).collect();
+        assert_eq!(data, [&b"chunk-0\n"[..], b"chunk-1\n"]);
+        assert!(chunks.iter().all(|c| c.content_type == content_type), "{chunks:?}");
+    }
+    backend.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_streams_report_what_they_received() {
+    let backend = Backend::test_service().await;
+    let mut client = connect(&backend).await;
+
+    let items = |names: &[&str]| {
+        let items: Vec<Item> =
+            names.iter().map(|n| Item { name: (*n).into(), tag: format!("tag-{n}"), ..Item::default() }).collect();
+        futures_util::stream::iter(items)
+    };
+    let collected = client.collect(items(&["a", "b"])).await.expect("collect").into_inner();
+    assert_eq!(
+        collected,
+        Collected { count: 2, names: vec!["a".into(), "b".into()], tags: vec!["tag-a".into(), "tag-b".into()] }
+    );
+    let failing = futures_util::stream::iter(vec![
+        Item { name: "a".into(), ..Item::default() },
+        Item { fail_code: Code::Aborted as i32, fail_message: "no".into(), ..Item::default() },
+    ]);
+    let status = client.collect(failing).await.expect_err("fails");
+    assert_eq!((status.code(), status.message()), (Code::Aborted, "no"));
+
+    let chunks = futures_util::stream::iter(vec![
+        HttpBody { content_type: "image/png".into(), data: vec![1; 10], extensions: Vec::new() },
+        HttpBody { content_type: "other".into(), data: vec![2; 5], extensions: Vec::new() },
+    ]);
+    let stats = client.upload_stream(chunks).await.expect("upload").into_inner();
+    assert_eq!(stats, UploadStats { size: 15, chunks: 2, content_type: "image/png".into() });
+
+    let (answers, end) = drain(&mut client.chat(items(&["x", "y", "z"])).await.expect("chat").into_inner()).await;
+    end.expect("a clean end");
+    let indexes: Vec<(i32, &str)> = answers.iter().map(|a| (a.index, a.name.as_str())).collect();
+    assert_eq!(indexes, [(0, "x"), (1, "y"), (2, "z")]);
+
+    let stats = backend.stream_stats().await;
+    assert_eq!(
+        stats,
+        StreamStatsResponse { started: 4, cancelled: 0, completed: 4, sent: 3, received: 2 + 2 + 2 + 3 },
+        "{stats:?}"
+    );
+    backend.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_stream_given_up_midway_counts_as_cancelled_and_a_finished_one_does_not() {
+    let backend = Backend::test_service().await;
+    let client = connect(&backend).await;
+
+    // The request stream stays open (its sender lives) while the call is
+    // dropped: the client resets the stream.
+    for finish in [false, true] {
+        let before = backend.stream_stats().await;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Item>(4);
+        let requests = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        let mut call_client = client.clone();
+        let call = tokio::spawn(async move { call_client.collect(requests).await });
+        tx.send(Item { name: "a".into(), ..Item::default() }).await.expect("send");
+        stream_stats_until(&backend, "the first message arrives", |s| s.received == before.received + 1).await;
+        if finish {
+            drop(tx);
+            let collected = call.await.expect("call task").expect("collect").into_inner();
+            assert_eq!(collected.names, ["a"]);
+            let stats = backend.stream_stats().await;
+            assert_eq!((stats.completed, stats.cancelled), (before.completed + 1, before.cancelled), "{stats:?}");
+        } else {
+            call.abort();
+            let stats =
+                stream_stats_until(&backend, "the call is cancelled", |s| s.cancelled == before.cancelled + 1).await;
+            assert_eq!(stats.completed, before.completed, "{stats:?}");
+            drop(tx);
+        }
+    }
+    backend.shutdown().await;
 }

@@ -20,6 +20,8 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use super::api;
+use super::pb::protogate::test::v1::test_service_client::TestServiceClient;
+use super::pb::protogate::test::v1::StreamStatsResponse;
 
 /// A running backend; dropping it stops the server without waiting.
 #[derive(Debug)]
@@ -78,9 +80,17 @@ impl Backend {
         upstream_url(self.addr)
     }
 
-    /// Calls received so far (for the test service, `Count` excluded).
+    /// Calls received so far (for the test service, `Count` and
+    /// `StreamStats` excluded).
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    /// What the test service's streaming methods observed so far, asked
+    /// over gRPC directly (no gateway in between).
+    pub async fn stream_stats(&self) -> StreamStatsResponse {
+        let mut client = TestServiceClient::connect(self.url()).await.expect("connect to the backend");
+        client.stream_stats(()).await.expect("StreamStats").into_inner()
     }
 
     /// Stops accepting, drains open connections and joins the server task.

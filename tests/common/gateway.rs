@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use super::api::{self, Config, Gateway, ReloadStatus, UpstreamRule};
 use super::backend::{bind, Backend};
 use super::fixtures;
+use super::pb::protogate::test::v1::StreamStatsResponse;
 use super::reply::{http_client, Reply};
 use super::wait::eventually;
 
@@ -302,6 +303,11 @@ impl TestGateway {
     /// `Count` answers, calls it received, `Count` excluded).
     pub fn backend_calls(&self) -> u64 {
         self.backend().calls()
+    }
+
+    /// The first backend's stream counters (the test service's `StreamStats`).
+    pub async fn stream_stats(&self) -> StreamStatsResponse {
+        self.backend().stream_stats().await
     }
 
     /// The reload status: generation, files, digest, last error.

@@ -1,6 +1,7 @@
 //! The conformance backend behind most gateway tests: an implementation of
 //! `protogate.test.v1.TestService` whose answers make the gateway's work
-//! observable (echoes, chosen errors, metadata reports, a call counter).
+//! observable (echoes, chosen errors, metadata reports, a call counter,
+//! streams whose pace, failures and cancellation are counted).
 //! [`super::Backend::test_service`] serves it.
 
 use std::collections::HashMap;
@@ -9,44 +10,187 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::stream::{self, BoxStream, StreamExt as _};
 use prost::Message as _;
 use tonic::metadata::{KeyAndValueRef, MetadataValue};
 use tonic::service::Routes;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::backend::Observe;
 use super::pb::google::api::HttpBody;
 use super::pb::google::rpc;
 use super::pb::protogate::test::v1::test_service_server::{TestService, TestServiceServer};
 use super::pb::protogate::test::v1::{
-    AllTypes, CountResponse, CustomDetail, DownloadRequest, FailRequest, MetadataRequest, MetadataResponse,
-    SleepRequest, UploadFieldRequest, UploadFieldResponse,
+    AllTypes, Collected, CountResponse, CustomDetail, DownloadRequest, FailRequest, Item, MetadataRequest,
+    MetadataResponse, SleepRequest, StreamRequest, StreamStatsResponse, UploadFieldRequest, UploadFieldResponse,
+    UploadStats, WrappedItem,
 };
 
 /// gRPC path prefix of every TestService method.
 const SERVICE_PREFIX: &str = "/protogate.test.v1.TestService/";
-/// The one method whose calls are not counted, so that asking does not change the answer.
+/// The methods whose calls are not counted, so that asking does not change the answer.
 const COUNT_PATH: &str = "/protogate.test.v1.TestService/Count";
+const STREAM_STATS_PATH: &str = "/protogate.test.v1.TestService/StreamStats";
 /// The method whose successful responses carry an extra trailer.
 const METADATA_PATH: &str = "/protogate.test.v1.TestService/Metadata";
 
 /// The service and how the server observes it: `calls` counts every request
 /// that reaches the server for `TestService` (before tonic decodes it, so
-/// even a malformed one counts: "reached the backend") except `Count`, and
-/// `Metadata` responses get the `x-echo-trailer` trailer.
+/// even a malformed one counts: "reached the backend") except `Count` and
+/// `StreamStats`, and `Metadata` responses get the `x-echo-trailer` trailer.
 pub(super) fn routes(calls: Arc<AtomicU64>) -> (Routes, Observe) {
     let observe = Observe {
         calls: calls.clone(),
-        counts: |path| path.starts_with(SERVICE_PREFIX) && path != COUNT_PATH,
+        counts: |path| path.starts_with(SERVICE_PREFIX) && path != COUNT_PATH && path != STREAM_STATS_PATH,
         trailer_on: Some(METADATA_PATH),
     };
-    (Routes::new(TestServiceServer::new(TestBackend { calls })), observe)
+    let service = TestBackend { calls, streams: Arc::default() };
+    (Routes::new(TestServiceServer::new(service)), observe)
 }
 
-/// `TestService` with the call counter the server's [`Observe`] layer keeps.
+/// `TestService` with the call counter the server's [`Observe`] layer keeps
+/// and this backend's own stream counters.
 #[derive(Debug, Clone, Default)]
 struct TestBackend {
     calls: Arc<AtomicU64>,
+    streams: Arc<StreamCounters>,
+}
+
+/// What `StreamStats` answers: every streaming call of one backend.
+#[derive(Debug, Default)]
+struct StreamCounters {
+    started: AtomicU64,
+    cancelled: AtomicU64,
+    completed: AtomicU64,
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+impl StreamCounters {
+    fn snapshot(&self) -> StreamStatsResponse {
+        let read = |counter: &AtomicU64| i64::try_from(counter.load(Ordering::SeqCst)).unwrap_or(i64::MAX);
+        StreamStatsResponse {
+            started: read(&self.started),
+            cancelled: read(&self.cancelled),
+            completed: read(&self.completed),
+            sent: read(&self.sent),
+            received: read(&self.received),
+        }
+    }
+}
+
+/// One streaming call, from its start: it ends either by [`Call::complete`]
+/// (the backend finished it, with or without an error) or by being dropped
+/// first, which is how tonic tells a handler that the client went away
+/// (the response stream, or the handler's future, is dropped on
+/// RST_STREAM or a closed connection). That drop counts as cancelled.
+#[derive(Debug)]
+struct Call {
+    counters: Arc<StreamCounters>,
+    done: bool,
+}
+
+impl Call {
+    fn start(counters: &Arc<StreamCounters>) -> Call {
+        counters.started.fetch_add(1, Ordering::SeqCst);
+        Call { counters: counters.clone(), done: false }
+    }
+
+    fn complete(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.counters.completed.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn sent(&self) {
+        self.counters.sent.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn received(&self) {
+        self.counters.received.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if !self.done {
+            self.counters.cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Called when a request stream has ended, before the call counts as
+/// completed. hyper reads a request body whose stream the client reset
+/// (RST_STREAM CANCEL) as a clean end, so the end alone does not say the
+/// client finished; but hyper drops a handler that is pending on a reset
+/// stream. Pending once lets it: a cancelled call is dropped here, before
+/// it can complete.
+async fn settle() {
+    tokio::task::yield_now().await;
+}
+
+/// A status of `code` (a google.rpc.Code value) and `message`.
+fn status_of(code: i32, message: &str) -> Status {
+    Status::new(Code::from_i32(code), message.to_owned())
+}
+
+/// The `index`-th Item of a `StreamItems` answer to `request`.
+fn item(index: i32, request: &StreamRequest) -> Item {
+    let size = usize::try_from(request.payload_size).unwrap_or(0);
+    Item {
+        index,
+        name: format!("item-{index}"),
+        tag: request.tag.clone(),
+        payload: "x".repeat(size),
+        ..Item::default()
+    }
+}
+
+/// The server-streaming answers: the stream `StreamItems` describes, each
+/// message made by `make` when the transport pulls it (nothing is made
+/// ahead), so the backend's `sent` counter shows how far a consumer got.
+/// A failure before the first message is the handler's own error (a
+/// trailers-only answer), counted like any call; with an interval, it is
+/// the stream's first item instead (response headers, then the failure).
+fn numbered<M: Send + 'static>(
+    counters: &Arc<StreamCounters>,
+    request: StreamRequest,
+    make: fn(i32, &StreamRequest) -> M,
+) -> Result<Response<BoxStream<'static, Result<M, Status>>>, Status> {
+    let mut call = Call::start(counters);
+    let count = request.count.max(0);
+    let fails_at = (request.fail_code != 0).then(|| request.fail_after.clamp(0, count));
+    let interval = Duration::from_millis(u64::try_from(request.interval_ms).unwrap_or(0));
+    if fails_at == Some(0) && interval.is_zero() {
+        call.complete();
+        return Err(status_of(request.fail_code, &request.fail_message));
+    }
+    let messages = stream::unfold((call, request, 0i32), move |(mut call, request, next)| async move {
+        if call.done {
+            return None;
+        }
+        let failing = fails_at == Some(next);
+        if failing || (next > 0 && next < count) {
+            tokio::time::sleep(interval).await;
+        }
+        if failing {
+            call.complete();
+            return Some((Err(status_of(request.fail_code, &request.fail_message)), (call, request, next)));
+        }
+        if next >= count {
+            if request.hold {
+                // Until the client goes away: the stream is then dropped here.
+                std::future::pending::<()>().await;
+            }
+            call.complete();
+            return None;
+        }
+        let message = make(next, &request);
+        call.sent();
+        Some((Ok(message), (call, request, next + 1)))
+    });
+    Ok(Response::new(messages.boxed()))
 }
 
 fn any<M: prost::Message>(type_name: &str, message: &M) -> prost_types::Any {
@@ -196,6 +340,108 @@ impl TestService for TestBackend {
 
     async fn unannotated(&self, request: Request<AllTypes>) -> Result<Response<AllTypes>, Status> {
         Ok(Response::new(request.into_inner()))
+    }
+
+    type StreamItemsStream = BoxStream<'static, Result<Item, Status>>;
+
+    async fn stream_items(&self, request: Request<StreamRequest>) -> Result<Response<Self::StreamItemsStream>, Status> {
+        numbered(&self.streams, request.into_inner(), item)
+    }
+
+    type StreamWrappedStream = BoxStream<'static, Result<WrappedItem, Status>>;
+
+    async fn stream_wrapped(
+        &self,
+        request: Request<StreamRequest>,
+    ) -> Result<Response<Self::StreamWrappedStream>, Status> {
+        numbered(&self.streams, request.into_inner(), |index, request| WrappedItem {
+            item: Some(item(index, request)),
+            ignored: "not part of the answer".into(),
+        })
+    }
+
+    type StreamDownloadStream = BoxStream<'static, Result<HttpBody, Status>>;
+
+    async fn stream_download(
+        &self,
+        request: Request<StreamRequest>,
+    ) -> Result<Response<Self::StreamDownloadStream>, Status> {
+        numbered(&self.streams, request.into_inner(), |index, request| HttpBody {
+            content_type: if request.tag.is_empty() { "text/plain".into() } else { request.tag.clone() },
+            data: format!("chunk-{index}\n").into_bytes(),
+            extensions: Vec::new(),
+        })
+    }
+
+    async fn collect(&self, request: Request<Streaming<Item>>) -> Result<Response<Collected>, Status> {
+        let mut call = Call::start(&self.streams);
+        let mut items = request.into_inner();
+        let mut collected = Collected::default();
+        // An error reading is the client going away: `call` drops uncompleted.
+        while let Some(item) = items.message().await? {
+            call.received();
+            if item.fail_code != 0 {
+                call.complete();
+                return Err(status_of(item.fail_code, &item.fail_message));
+            }
+            collected.count += 1;
+            collected.names.push(item.name);
+            collected.tags.push(item.tag);
+        }
+        settle().await;
+        call.complete();
+        Ok(Response::new(collected))
+    }
+
+    async fn upload_stream(&self, request: Request<Streaming<HttpBody>>) -> Result<Response<UploadStats>, Status> {
+        let mut call = Call::start(&self.streams);
+        let mut chunks = request.into_inner();
+        let mut stats = UploadStats::default();
+        while let Some(chunk) = chunks.message().await? {
+            call.received();
+            if stats.chunks == 0 {
+                stats.content_type = chunk.content_type;
+            }
+            stats.chunks += 1;
+            stats.size += i64::try_from(chunk.data.len()).unwrap_or(i64::MAX);
+        }
+        settle().await;
+        call.complete();
+        Ok(Response::new(stats))
+    }
+
+    type ChatStream = BoxStream<'static, Result<Item, Status>>;
+
+    async fn chat(&self, request: Request<Streaming<Item>>) -> Result<Response<Self::ChatStream>, Status> {
+        let call = Call::start(&self.streams);
+        let answers = stream::unfold((call, request.into_inner(), 0i32), |(mut call, mut items, index)| async move {
+            if call.done {
+                return None;
+            }
+            match items.message().await {
+                Ok(Some(item)) => {
+                    call.received();
+                    if item.fail_code != 0 {
+                        call.complete();
+                        return Some((Err(status_of(item.fail_code, &item.fail_message)), (call, items, index)));
+                    }
+                    call.sent();
+                    Some((Ok(Item { index, ..item }), (call, items, index + 1)))
+                }
+                Ok(None) => {
+                    settle().await;
+                    call.complete();
+                    None
+                }
+                // The client went away; the stream is dropped uncompleted.
+                Err(_) => None,
+            }
+        });
+        Ok(Response::new(answers.boxed()))
+    }
+
+    async fn stream_stats(&self, _request: Request<()>) -> Result<Response<StreamStatsResponse>, Status> {
+        Ok(Response::new(self.streams.snapshot()))
     }
 
     async fn count(&self, _request: Request<()>) -> Result<Response<CountResponse>, Status> {
