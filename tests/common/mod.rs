@@ -16,8 +16,10 @@
 //! ([`Setup`]); [`start_test_service`] is the common case of the conformance
 //! backend behind the default config. The fixtures the tests share are
 //! defined here once: descriptor sets and protos ([`fixtures`]), JWT keys
-//! and tokens ([`jwt`]), a Redis server ([`redis`]). [`api`] is the one
-//! place under `tests/` that names the crate's internal module paths.
+//! and tokens ([`jwt`]), a Redis server ([`redis`]). Streamed exchanges,
+//! read and sent a piece at a time over HTTP/1.1 and HTTP/2, are in
+//! [`stream`]. [`api`] is the one place under `tests/` that names the
+//! crate's internal module paths.
 #![allow(dead_code)]
 
 pub mod api;
@@ -28,6 +30,7 @@ pub mod jwt;
 pub mod redis;
 mod reply;
 pub mod rpc;
+pub mod stream;
 mod test_service;
 mod wait;
 
