@@ -1,6 +1,11 @@
 //! The example backends, called directly over gRPC with the generated
 //! clients: what the README's walk-through promises about them must hold
 //! before any of it is checked through the gateway.
+//!
+//! Their streaming methods are then also called through the gateway, the
+//! way the quickstart prints them (NDJSON, SSE and JSON-array framings of
+//! WatchOrders, an NDJSON upload to ImportUsers, Track over a WebSocket):
+//! the README shows those exchanges, so they are checked end to end here.
 
 #[path = "../examples/backends/mod.rs"]
 mod backends;
@@ -10,7 +15,8 @@ use std::collections::HashSet;
 
 use backends::acme::orders::v1::order_service_client::OrderServiceClient;
 use backends::acme::orders::v1::{
-    CreateOrderRequest, GetOrderRequest, LineItem, ListOrdersRequest, OrderStatus, PingRequest,
+    CreateOrderRequest, GetOrderRequest, LineItem, ListOrdersRequest, OrderEvent, OrderEventType, OrderStatus,
+    PingRequest, TrackRequest, WatchOrdersRequest,
 };
 use backends::acme::users::v1::user_service_client::UserServiceClient;
 use backends::acme::users::v1::{
@@ -19,8 +25,13 @@ use backends::acme::users::v1::{
 };
 use backends::acme::users::v2 as users_v2;
 use backends::google::rpc;
-use common::Backend;
+use common::stream::{within, RawHttp1};
+use common::{assert_error, Backend, Descriptors, TestGateway};
+use futures_util::{SinkExt as _, StreamExt as _};
 use prost_types::FieldMask;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
 use tonic::service::Routes;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -462,6 +473,185 @@ async fn ping_echoes_and_names_the_service() {
 }
 
 // ---------------------------------------------------------------------------
+// The streaming methods, over gRPC.
+
+/// `(type, order id, status)` of each event, in order.
+fn event_rows(events: &[OrderEvent]) -> Vec<(OrderEventType, &str, OrderStatus)> {
+    events.iter().map(|e| (e.r#type(), e.order_id.as_str(), e.status())).collect()
+}
+
+fn watch(user_id: &str, limit: i32) -> WatchOrdersRequest {
+    // 1 ms apart: the pacing is for people at a terminal, not for tests.
+    WatchOrdersRequest { user_id: user_id.into(), limit, interval_ms: 1 }
+}
+
+async fn watch_all(b: &mut Backends, request: WatchOrdersRequest) -> Result<Vec<OrderEvent>, Status> {
+    let mut events = b.orders.watch_orders(request).await?.into_inner();
+    let mut all = Vec::new();
+    while let Some(event) = within("the next watch event", events.message()).await? {
+        all.push(event);
+    }
+    Ok(all)
+}
+
+#[tokio::test]
+async fn watch_replays_each_orders_history_oldest_first_and_stops_at_the_limit() {
+    use OrderEventType::{Created, StatusChanged};
+    use OrderStatus::{Paid, Pending, Shipped};
+    let mut b = Backends::start().await;
+
+    // 5001 (shipped) is older than 5002 (paid); the default limit is 5.
+    let events = watch_all(&mut b, watch("1001", 0)).await.expect("watch");
+    assert_eq!(
+        event_rows(&events),
+        [
+            (Created, "5001", Pending),
+            (StatusChanged, "5001", Paid),
+            (StatusChanged, "5001", Shipped),
+            (Created, "5002", Pending),
+            (StatusChanged, "5002", Paid),
+        ]
+    );
+    assert_eq!(events.iter().map(|e| e.sequence).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+
+    let events = watch_all(&mut b, watch("1001", 2)).await.expect("watch");
+    assert_eq!(event_rows(&events), [(Created, "5001", Pending), (StatusChanged, "5001", Paid)]);
+
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn watch_refuses_unknown_users_and_bad_arguments_before_any_event() {
+    let mut b = Backends::start().await;
+
+    let err = b.orders.watch_orders(watch("9999", 0)).await.expect_err("unknown user");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let info: rpc::ResourceInfo = rich(&err).detail().expect("a ResourceInfo detail");
+    assert_eq!(info.resource_name, "users/9999");
+
+    let err = b.orders.watch_orders(watch("", 0)).await.expect_err("no user");
+    assert_eq!(violated_fields(&err), ["user_id"]);
+
+    let bad = WatchOrdersRequest { user_id: "1001".into(), limit: -1, interval_ms: 60_000 };
+    let err = b.orders.watch_orders(bad).await.expect_err("bad pacing");
+    assert_eq!(violated_fields(&err), ["limit", "interval_ms"]);
+
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn watch_delivers_the_orders_placed_for_its_user_while_it_is_open() {
+    let mut b = Backends::start().await;
+    let place = |user_id: &str| CreateOrderRequest {
+        user_id: user_id.into(),
+        items: vec![LineItem { sku: "MUG-042".into(), quantity: 1, unit_price_cents: 1_250 }],
+        currency_code: String::new(),
+    };
+
+    // 1003 is seeded but has no orders: the watch has no history and waits.
+    let mut events = b.orders.watch_orders(watch("1003", 1)).await.expect("watch").into_inner();
+    // Someone else's order is not this watch's business.
+    b.orders.create_order(place("1001")).await.expect("order for 1001");
+    let theirs = b.orders.create_order(place("1003")).await.expect("order for 1003").into_inner();
+
+    let event = within("the live event", events.message()).await.expect("event").expect("one event");
+    assert_eq!(
+        (event.sequence, event.r#type(), event.order_id.as_str(), event.status()),
+        (1, OrderEventType::Created, theirs.id.as_str(), OrderStatus::Pending)
+    );
+    assert!(within("the end of the watch", events.message()).await.expect("end").is_none(), "limit 1");
+
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn track_answers_each_message_as_it_arrives_and_ends_on_an_unknown_order() {
+    let mut b = Backends::start().await;
+    let (send, requests) = tokio::sync::mpsc::channel::<TrackRequest>(4);
+    let requests = futures_util::stream::unfold(requests, |mut rx| async { rx.recv().await.map(|r| (r, rx)) });
+    let mut updates = b.orders.track(requests).await.expect("track").into_inner();
+    let track = |id: &str| TrackRequest { order_id: id.into() };
+
+    // Each answer arrives while the request stream is still open.
+    send.send(track("5001")).await.expect("send");
+    let update = within("the answer for 5001", updates.message()).await.expect("update").expect("one");
+    assert_eq!((update.order_id.as_str(), update.status()), ("5001", OrderStatus::Shipped));
+    assert_eq!((update.total_cents, update.currency_code.as_str()), (2_999 + 3 * 450, "USD"));
+    send.send(track("5003")).await.expect("send");
+    let update = within("the answer for 5003", updates.message()).await.expect("update").expect("one");
+    assert_eq!((update.order_id.as_str(), update.status()), ("5003", OrderStatus::Pending));
+
+    send.send(track("9999")).await.expect("send");
+    let err = within("the end of the call", updates.message()).await.expect_err("unknown order");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let info: rpc::ResourceInfo = rich(&err).detail().expect("a ResourceInfo detail");
+    assert_eq!(info.resource_name, "orders/9999");
+
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn import_creates_every_entry_or_none() {
+    let mut b = Backends::start().await;
+    let import = |entries: Vec<CreateUserRequest>| futures_util::stream::iter(entries);
+
+    let imported = b
+        .users
+        .import_users(import(vec![
+            new_user("Edsger Dijkstra", "edsger@example.com"),
+            new_user("Frances Allen", "frances@example.com"),
+        ]))
+        .await
+        .expect("import")
+        .into_inner();
+    assert_eq!(imported.created_count, 2);
+    assert_eq!(imported.user_ids, ["1004", "1005"]);
+    let frances = b.users.get_user(GetUserRequest { id: "1005".into() }).await.expect("get").into_inner();
+    assert_eq!((frances.display_name.as_str(), frances.role()), ("Frances Allen", Role::Member));
+
+    // A bad entry fails the call and nothing before it is created.
+    let err = b
+        .users
+        .import_users(import(vec![new_user("Niklaus Wirth", "niklaus@example.com"), new_user("", "nope")]))
+        .await
+        .expect_err("bad entry");
+    assert_eq!(violated_fields(&err), ["[1].display_name", "[1].email"]);
+    assert!(err.message().starts_with("message 1: "), "{err:?}");
+
+    // An email taken in the directory, or twice within the import.
+    let err =
+        b.users.import_users(import(vec![new_user("Ada again", "ADA@example.com")])).await.expect_err("taken email");
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    let info: rpc::ResourceInfo = rich(&err).detail().expect("a ResourceInfo detail");
+    assert_eq!(info.resource_name, "users/1001");
+    let err = b
+        .users
+        .import_users(import(vec![
+            new_user("Niklaus Wirth", "niklaus@example.com"),
+            new_user("N. W.", "niklaus@example.com"),
+        ]))
+        .await
+        .expect_err("duplicate email");
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    assert!(err.message().starts_with("message 1: "), "{err:?}");
+
+    // An import is held in memory until its end, so it has a bound.
+    let too_many = (0..=1_000).map(|i| new_user(&format!("User {i}"), &format!("user{i}@example.com")));
+    let err = b.users.import_users(import(too_many.collect())).await.expect_err("too many");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().starts_with("message 1000: "), "{err:?}");
+
+    let everyone: Vec<String> = all_pages(&mut b, ListUsersRequest::default()).await.concat();
+    assert_eq!(everyone, ["1001", "1002", "1003", "1004", "1005"], "failed imports created nobody");
+
+    // An empty import is a valid one.
+    let imported = b.users.import_users(import(Vec::new())).await.expect("empty import").into_inner();
+    assert_eq!((imported.created_count, imported.user_ids.len()), (0, 0));
+
+    b.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
 // acme.users.v2.UserService: the same people as v1, in v2's shape.
 
 #[tokio::test]
@@ -571,4 +761,220 @@ async fn v2_pages_cover_every_user_once_in_id_order() {
     assert_eq!(violated_fields(&err), ["page_size", "page_token"]);
 
     b.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// The streaming methods through the gateway, as the quickstart calls them.
+
+/// The v1 users and orders backends behind the gateway, each package routed
+/// to its own backend as in the quickstart.
+async fn gateway() -> TestGateway {
+    let users = Backend::start(Routes::new(backends::users_v1())).await;
+    let orders = Backend::start(Routes::new(backends::orders_v1())).await;
+    let descriptors = Descriptors::empty().with_shipped("v1/users.binpb").with_shipped("v1/orders.binpb");
+    let yaml = format!(
+        "descriptors: {{descriptors}}\nupstreams:\n  acme.users.v1: {}\n  acme.orders.v1: {}\n",
+        users.url(),
+        orders.url()
+    );
+    common::start(descriptors, yaml, vec![users, orders]).await
+}
+
+/// `(sequence, type, orderId, status)` of a WatchOrders event as JSON.
+fn event_json(event: &serde_json::Value) -> (i64, &str, &str, &str) {
+    let text = |field: &str| event[field].as_str().unwrap_or_else(|| panic!("no {field} in {event}"));
+    let sequence = event["sequence"].as_i64().unwrap_or_else(|| panic!("no sequence in {event}"));
+    (sequence, text("type"), text("orderId"), text("status"))
+}
+
+const CREATED: &str = "ORDER_EVENT_TYPE_CREATED";
+const CHANGED: &str = "ORDER_EVENT_TYPE_STATUS_CHANGED";
+
+#[tokio::test]
+async fn through_the_gateway_a_watch_is_ndjson_lines_sse_events_or_a_json_array() {
+    let gw = gateway().await;
+
+    let mut watch = gw.open("/v1/users/1001/orders:watch?interval_ms=1", &[]).await;
+    assert_eq!(watch.status, 200);
+    assert!(watch.content_type().starts_with("application/x-ndjson"), "{watch:?}");
+    let mut events = Vec::new();
+    while let Some(event) = watch.json_line().await {
+        events.push(event);
+    }
+    let rows: Vec<_> = events.iter().map(event_json).collect();
+    assert_eq!(
+        rows,
+        [
+            (1, CREATED, "5001", "ORDER_STATUS_PENDING"),
+            (2, CHANGED, "5001", "ORDER_STATUS_PAID"),
+            (3, CHANGED, "5001", "ORDER_STATUS_SHIPPED"),
+            (4, CREATED, "5002", "ORDER_STATUS_PENDING"),
+            (5, CHANGED, "5002", "ORDER_STATUS_PAID"),
+        ]
+    );
+
+    let mut sse =
+        gw.open("/v1/users/1001/orders:watch?limit=2&interval_ms=1", &[("accept", "text/event-stream")]).await;
+    assert_eq!(sse.status, 200);
+    assert!(sse.content_type().starts_with("text/event-stream"), "{sse:?}");
+    let mut seen = Vec::new();
+    while let Some(event) = sse.event().await {
+        if !event.is_comment() {
+            seen.push((event.id.clone(), event.json()["orderId"].clone(), event.json()["status"].clone()));
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            (Some("1".to_owned()), json!("5001"), json!("ORDER_STATUS_PENDING")),
+            (Some("2".to_owned()), json!("5001"), json!("ORDER_STATUS_PAID")),
+        ]
+    );
+
+    let array = gw
+        .request(
+            reqwest::Method::GET,
+            "/v1/users/1001/orders:watch?limit=2&interval_ms=1",
+            &[("accept", "application/json")],
+            None,
+        )
+        .await;
+    assert_eq!(array.status, 200, "{}", array.text());
+    let array = array.json();
+    let rows: Vec<_> = array.as_array().expect("a JSON array").iter().map(event_json).collect();
+    assert_eq!(rows, [(1, CREATED, "5001", "ORDER_STATUS_PENDING"), (2, CHANGED, "5001", "ORDER_STATUS_PAID")]);
+
+    // Refused before the first event: an ordinary error response.
+    let unknown = gw.get("/v1/users/9999/orders:watch").await;
+    let status = assert_error(&unknown, 404, Code::NotFound as i32);
+    assert_eq!(status["message"], "users/9999 not found", "{status}");
+
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn through_the_gateway_an_open_watch_gets_an_order_the_moment_it_is_placed() {
+    let gw = gateway().await;
+
+    let mut watch = gw.open("/v1/users/1002/orders:watch?limit=2&interval_ms=1", &[]).await;
+    assert_eq!(watch.status, 200);
+    let first = watch.json_line().await.expect("the history event");
+    assert_eq!(event_json(&first), (1, CREATED, "5003", "ORDER_STATUS_PENDING"));
+
+    // The watch is now waiting on the backend; the order placed next is
+    // its second and last event.
+    let order = gw
+        .post_json(
+            "/v1/orders",
+            r#"{"userId": "1002", "items": [{"sku": "PEN-010", "quantity": 1, "unitPriceCents": 450}]}"#,
+        )
+        .await;
+    assert_eq!(order.status, 200, "{}", order.text());
+    let id = order.json()["id"].as_str().expect("order id").to_owned();
+    let live = watch.json_line().await.expect("the live event");
+    assert_eq!(event_json(&live), (2, CREATED, id.as_str(), "ORDER_STATUS_PENDING"));
+    assert_eq!(watch.line().await, None, "limit 2 ends the stream");
+
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn through_the_gateway_an_ndjson_or_array_body_streams_into_import_users() {
+    let gw = gateway().await;
+    let ndjson = [("content-type", "application/x-ndjson")];
+
+    let body = "{\"displayName\": \"Edsger Dijkstra\", \"email\": \"edsger@example.com\"}\n\
+                {\"displayName\": \"Frances Allen\", \"email\": \"frances@example.com\"}\n";
+    let imported = gw.request(reqwest::Method::POST, "/v1/users:import", &ndjson, Some(body.into())).await;
+    assert_eq!(imported.status, 200, "{}", imported.text());
+    assert_eq!(imported.json(), json!({"createdCount": 2, "userIds": ["1004", "1005"]}));
+    let frances = gw.get("/v1/users/1005").await;
+    assert_eq!(frances.json()["displayName"], "Frances Allen", "{}", frances.text());
+
+    let array = r#"[{"displayName": "Niklaus Wirth", "email": "niklaus@example.com"}]"#;
+    let imported = gw.post_json("/v1/users:import", array).await;
+    assert_eq!(imported.status, 200, "{}", imported.text());
+    assert_eq!(imported.json(), json!({"createdCount": 1, "userIds": ["1006"]}));
+
+    // The backend refuses the entry the moment its line arrives: the answer
+    // comes while the request body is still open.
+    let mut upload = RawHttp1::open(&gw, "POST", "/v1/users:import", &ndjson, true).await;
+    upload.send(b"{\"displayName\": \"Barbara Liskov\", \"email\": \"barbara@example.com\"}\n").await;
+    upload.send(b"{\"displayName\": \"\", \"email\": \"not-an-email\"}\n").await;
+    let mut refused = upload.response().await;
+    assert_eq!(refused.status, 400);
+    let status: serde_json::Value = serde_json::from_str(&refused.rest_text().await).expect("a Status JSON body");
+    assert_eq!(status["code"], Code::InvalidArgument as i32, "{status}");
+    assert!(status["message"].as_str().is_some_and(|m| m.starts_with("message 1: ")), "{status}");
+    let violations = &status["details"][0]["fieldViolations"];
+    assert_eq!(violations[0]["field"], "[1].display_name", "{status}");
+    assert_eq!(violations[1]["field"], "[1].email", "{status}");
+    // All or none: Barbara was not created.
+    let users = gw.get("/v1/users?page_size=100").await.json();
+    let emails: Vec<&str> =
+        users["users"].as_array().expect("users").iter().filter_map(|u| u["email"].as_str()).collect();
+    assert!(!emails.contains(&"barbara@example.com"), "{emails:?}");
+
+    gw.shutdown().await;
+}
+
+/// The next frame of `ws` that is not a ping or pong.
+async fn next_frame<S>(ws: &mut S) -> Message
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match within("the next WebSocket frame", ws.next()).await {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(frame)) => return frame,
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+}
+
+fn text_json(frame: &Message) -> serde_json::Value {
+    match frame {
+        Message::Text(text) => serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")),
+        other => panic!("expected a text frame, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn through_the_gateway_track_answers_over_a_websocket_and_closes_with_the_status() {
+    let gw = gateway().await;
+    let url = format!("ws://{}/v1/orders:track", gw.authority());
+
+    let (mut ws, _) = within("the WebSocket handshake", tokio_tungstenite::connect_async(&url)).await.expect("upgrade");
+    // One answer per message, each before the next message is sent.
+    for (order, status) in [("5001", "ORDER_STATUS_SHIPPED"), ("5003", "ORDER_STATUS_PENDING")] {
+        ws.send(Message::text(format!(r#"{{"orderId": "{order}"}}"#))).await.expect("send");
+        let update = text_json(&next_frame(&mut ws).await);
+        assert_eq!((update["orderId"].as_str(), update["status"].as_str()), (Some(order), Some(status)), "{update}");
+    }
+    // Our close half-closes the call; its OK status closes the socket.
+    ws.close(None).await.expect("close");
+    match next_frame(&mut ws).await {
+        Message::Close(Some(close)) => assert_eq!(close.code, CloseCode::Normal, "{close:?}"),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+
+    // An unknown order ends the call with NOT_FOUND: close 1011 with the
+    // Status as its reason, or in a last text frame when it is too long for
+    // one.
+    let (mut ws, _) = within("the WebSocket handshake", tokio_tungstenite::connect_async(&url)).await.expect("upgrade");
+    ws.send(Message::text(r#"{"orderId": "9999"}"#)).await.expect("send");
+    let mut error_frame = None;
+    let close = loop {
+        match next_frame(&mut ws).await {
+            Message::Close(close) => break close.expect("a close frame with a status"),
+            frame => error_frame = Some(text_json(&frame)["error"].clone()),
+        }
+    };
+    assert_eq!(close.code, CloseCode::Error, "{close:?}");
+    let status = error_frame
+        .unwrap_or_else(|| serde_json::from_str(&close.reason).unwrap_or_else(|e| panic!("reason ({e}): {close:?}")));
+    assert_eq!(status["code"], Code::NotFound as i32, "{status}");
+    assert_eq!(status["message"], "orders/9999 not found", "{status}");
+
+    gw.shutdown().await;
 }
