@@ -98,18 +98,23 @@ pub async fn call(
         return Ok(response);
     }
 
-    // The answer waits for the first message, so that an error before it
-    // is an ordinary response, but no longer than a keep-alive interval: a
-    // stream that is silent at first must still start.
+    // The answer waits for the first message (or the end), so that an
+    // error before it is an ordinary response (DESIGN §6); the idle
+    // timeout and the deadline bound the wait. SSE alone starts after one
+    // keep-alive interval of silence: its keep-alive comments need an
+    // answer to travel in (an error after that is in band).
     let framing = Framing::negotiate(&parts.headers);
-    let first = watch.race(tokio::time::timeout(route.stream.keep_alive, messages.message())).await?;
-    let first = match first {
-        Ok(Err(status)) => return Err(error(status)),
-        Ok(Ok(message)) => Some(message),
-        Err(_silent) => None,
+    let raw = route.response.is_raw();
+    let sse = framing == Framing::Sse && !raw;
+    let first = if sse {
+        match watch.race(tokio::time::timeout(route.stream.keep_alive, messages.message())).await? {
+            Ok(first) => Some(first.map_err(error)?),
+            Err(_silent) => None,
+        }
+    } else {
+        Some(watch.race(messages.message()).await?.map_err(error)?)
     };
 
-    let raw = route.response.is_raw();
     let mut settings = matched.catalog.json.clone();
     // One message per line (and per SSE data line): never pretty.
     settings.pretty &= framing == Framing::Array;
@@ -121,7 +126,7 @@ pub async fn call(
         matched: matched.clone(),
         settings,
         watch,
-        keep_alive: (framing == Framing::Sse && !raw).then(|| Box::pin(tokio::time::sleep(route.stream.keep_alive))),
+        keep_alive: sse.then(|| Box::pin(tokio::time::sleep(route.stream.keep_alive))),
         trailers: parts.version == Version::HTTP_2,
         deadline,
         finished: None,
@@ -130,8 +135,8 @@ pub async fn call(
     let mut content_type =
         if raw { HeaderValue::from_static("application/octet-stream") } else { framing.content_type() };
     match first {
-        // Silent so far: start the answer; the stream goes on.
-        None => pump.pending = Some(pump.framer.start()).filter(|b| !b.is_empty()),
+        // SSE, silent so far: the answer starts with a keep-alive comment.
+        None => pump.pending = pump.framer.keep_alive(),
         Some(Some(message)) => {
             pump.watch.activity.touch();
             let rendered = route.response.render(&pump.settings, &message)?;
@@ -256,9 +261,8 @@ impl Pump {
 
     /// The stream is over: its last bytes now, its trailers next.
     fn end(&mut self, outcome: Result<MetadataMap, GatewayError>) -> Option<Next> {
-        let bytes = self.finish(outcome.map_err(|err| {
+        let bytes = self.finish(outcome.inspect_err(|err| {
             tracing::debug!(path = %self.matched.route.grpc_path, code = ?err.code, message = %err.message, "stream ended with an error");
-            err
         }));
         match bytes {
             Some(bytes) => Some(Ok(Frame::data(bytes))),
@@ -282,8 +286,8 @@ impl Pump {
         };
         let trailers = self.trailers.then(|| grpc_trailers(code, message, backend));
         let bytes = match &outcome {
+            Err(_) | Ok(_) if self.raw => Bytes::new(),
             Ok(_) => self.framer.end(),
-            Err(_) if self.raw => Bytes::new(),
             Err(err) => {
                 let catalog = &self.matched.catalog;
                 self.framer.error(&render_error(err, &catalog.pool, &self.settings))
@@ -331,6 +335,12 @@ pub struct Activity {
     base: Instant,
     /// Milliseconds after `base`.
     last: Arc<AtomicU64>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Activity {

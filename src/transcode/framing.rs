@@ -195,18 +195,6 @@ impl Framer {
         }
     }
 
-    /// What is sent before any message once the response has to start
-    /// without one (a long silence): the array's `[`.
-    pub fn start(&mut self) -> Bytes {
-        match self.framing {
-            Framing::Array if !self.opened => {
-                self.opened = true;
-                Bytes::from_static(b"[")
-            }
-            _ => Bytes::new(),
-        }
-    }
-
     /// A line that keeps a silent stream alive, for framings that have one.
     pub fn keep_alive(&self) -> Option<Bytes> {
         (self.framing == Framing::Sse).then(|| Bytes::from_static(b": keep-alive\n\n"))
@@ -304,16 +292,7 @@ mod tests {
     }
 
     #[test]
-    fn an_array_started_early_continues() {
-        let mut framer = Framer::new(Framing::Array);
-        assert_eq!(framer.start(), "[");
-        assert_eq!(framer.start(), "");
-        assert_eq!(framer.message(b"1"), "1");
-        assert_eq!(framer.message(b"2"), ",2");
-        assert_eq!(framer.end(), "]");
-        let mut framer = Framer::new(Framing::Array);
-        assert_eq!(framer.start(), "[");
-        assert_eq!(framer.end(), "]");
+    fn only_sse_has_a_keep_alive_line() {
         assert!(Framer::new(Framing::Ndjson).keep_alive().is_none());
         assert_eq!(Framer::new(Framing::Sse).keep_alive().expect("sse"), ": keep-alive\n\n");
     }
