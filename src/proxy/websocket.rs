@@ -23,9 +23,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead};
 use futures_util::StreamExt as _;
-use http::header::CONNECTION;
+use http::header::{CONNECTION, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION};
 use http::request::Parts;
-use http::{Request, Response, StatusCode, Version};
+use http::{HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -65,8 +65,7 @@ pub fn call(
             "a WebSocket upgrade needs HTTP/1.1 and `Connection: upgrade`",
         ));
     }
-    let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut req)
-        .map_err(|err| GatewayError::bad_field("sec-websocket-key", format!("not a valid WebSocket upgrade: {err}")))?;
+    let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut req).map_err(refusal)?;
     // Checked now so that a bad header is a 400, not a closed socket.
     let (parts, _) = req.into_parts();
     let deadline = call_timeout(&parts.headers, matched.route.stream.deadline)?.map(Deadline::after);
@@ -79,6 +78,20 @@ pub fn call(
     });
     let (head, _) = response.into_parts();
     Ok(Response::from_parts(head, Body::empty()))
+}
+
+/// A handshake fastwebsockets will not accept, as a 400 naming the header
+/// at fault.
+fn refusal(err: WebSocketError) -> GatewayError {
+    match err {
+        // RFC 6455 §4.4: the refusal lists the versions the server speaks.
+        WebSocketError::InvalidSecWebsocketVersion => GatewayError::bad_field(
+            SEC_WEBSOCKET_VERSION.as_str(),
+            "only version 13 of the WebSocket protocol is spoken here",
+        )
+        .with_header(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13")),
+        err => GatewayError::bad_field(SEC_WEBSOCKET_KEY.as_str(), format!("not a valid WebSocket upgrade: {err}")),
+    }
 }
 
 struct Session {
@@ -168,7 +181,8 @@ impl Session {
         }
         .await;
         // The call (and with it the upstream stream) is over or dropped;
-        // the reader has nothing more to feed.
+        // the reader has nothing more to feed. Only now may it drop the
+        // request stream it holds open after a failure.
         reader.abort();
         let catalog = &self.matched.catalog;
         match outcome {
@@ -254,6 +268,13 @@ impl Reader {
             if let Some(fail) = self.fail.take() {
                 let _ = fail.send(err);
             }
+            // Dropping `requests` now would end the upstream request stream
+            // as if the client had finished: the backend could complete the
+            // call on that half-close (instead of seeing it cancelled), and
+            // answer before the failure is noticed, so that the session
+            // closed with 1000. The stream stays open until the session has
+            // dropped the call and aborts this task.
+            std::future::pending::<()>().await;
         }
     }
 
