@@ -90,6 +90,10 @@ pub struct Route {
     /// `/package.Service/Method`, the gRPC request path.
     pub grpc_path: PathAndQuery,
     pub request: RequestPlan,
+    /// A streaming binding without a body: how a WebSocket frame becomes
+    /// the request message (the frame is the body). Otherwise `request`
+    /// serves frames too.
+    pub frames: Option<RequestPlan>,
     pub response: ResponsePlan,
     pub codec: DynamicCodec,
     pub upstream: Arc<Upstream>,
@@ -112,6 +116,11 @@ pub struct Route {
 }
 
 impl Route {
+    /// How a WebSocket message becomes the request message.
+    pub fn frame_request(&self) -> &RequestPlan {
+        self.frames.as_ref().unwrap_or(&self.request)
+    }
+
     /// `acme.users.v1.UserService/GetUser`
     pub fn grpc_method(&self) -> &str {
         &self.grpc_path.as_str()[1..]
@@ -374,6 +383,7 @@ struct Binding {
 struct Plans {
     template: PathTemplate,
     request: RequestPlan,
+    frames: Option<RequestPlan>,
     response: ResponsePlan,
     grpc_path: PathAndQuery,
 }
@@ -412,15 +422,23 @@ impl Binding {
         let variables: Vec<Vec<String>> = template.variables.iter().map(|v| v.field_path.clone()).collect();
         let request = RequestPlan::new(&self.method.input(), &self.body, &variables)
             .map_err(|e| at(format!("{} {}: {e}", self.http_method, self.path)))?;
+        let streams = self.method.is_client_streaming() || self.method.is_server_streaming();
+        let frames = match streams && !request.has_body() {
+            true => Some(
+                RequestPlan::frames(&self.method.input(), &variables)
+                    .map_err(|e| at(format!("{} {}: {e}", self.http_method, self.path)))?,
+            ),
+            false => None,
+        };
         let response = ResponsePlan::new(&self.method.output(), &self.response_body)
             .map_err(|e| at(format!("{} {}: response_body: {e}", self.http_method, self.path)))?;
         let grpc_path = format!("/{}/{}", self.method.parent_service().full_name(), self.method.name());
         let grpc_path = PathAndQuery::try_from(grpc_path).map_err(|e| at(e.to_string()))?;
-        Ok(Plans { template, request, response, grpc_path })
+        Ok(Plans { template, request, frames, response, grpc_path })
     }
 
     fn into_route(self, plans: Plans, upstream: Arc<Upstream>, config: &Config) -> Route {
-        let Plans { template, request, response, grpc_path } = plans;
+        let Plans { template, request, frames, response, grpc_path } = plans;
         let template_text = template.to_string();
         let facts = RouteFacts {
             http_method: &self.http_method,
@@ -456,6 +474,7 @@ impl Binding {
             template,
             grpc_path,
             request,
+            frames,
             response,
             upstream,
             max_body,

@@ -111,6 +111,7 @@ impl Upstream {
         if let Some(deadline) = deadline {
             request.set_timeout(deadline.timeout);
         }
+        let cancel = CancelOnDrop(Some(request.cancellation_handle()));
         let call = async {
             let mut grpc = tonic::client::Grpc::new(self.channel.clone());
             grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
@@ -123,7 +124,7 @@ impl Upstream {
         match opened {
             Ok(response) => {
                 let (headers, messages, _) = response.into_parts();
-                Ok(StreamReply { headers, messages })
+                Ok(StreamReply { headers, messages: ResponseStream { messages, _cancel: cancel } })
             }
             Err(status) => Err(self.call_error(&status, deadline)),
         }
@@ -170,7 +171,40 @@ impl Deadline {
 pub struct StreamReply {
     pub headers: MetadataMap,
     /// The messages, then the status and trailers.
-    pub messages: tonic::codec::Streaming<DynamicMessage>,
+    pub messages: ResponseStream,
+}
+
+/// The backend's side of a streaming call. Dropping it before the call is
+/// over resets the upstream stream (RST_STREAM CANCEL): the backend sees
+/// CANCELLED, never a half-close that looks like a client that finished,
+/// even while the request side is still open.
+pub struct ResponseStream {
+    messages: tonic::codec::Streaming<DynamicMessage>,
+    _cancel: CancelOnDrop,
+}
+
+impl ResponseStream {
+    /// The next message; `None` once the backend has sent its last.
+    pub async fn message(&mut self) -> Result<Option<DynamicMessage>, tonic::Status> {
+        self.messages.message().await
+    }
+
+    /// The trailers, after the last message.
+    pub async fn trailers(&mut self) -> Result<Option<MetadataMap>, tonic::Status> {
+        self.messages.trailers().await
+    }
+}
+
+/// Cancels the call it belongs to when dropped (a no-op once the call has
+/// ended cleanly).
+struct CancelOnDrop(Option<tonic::CancellationHandle>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.cancel();
+        }
+    }
 }
 
 fn humanize(d: Duration) -> String {

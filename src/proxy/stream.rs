@@ -30,7 +30,6 @@ use hyper::body::Incoming;
 use prost_reflect::DynamicMessage;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
-use tonic::codec::Streaming;
 use tonic::metadata::MetadataMap;
 use tonic::Code;
 
@@ -45,7 +44,7 @@ use crate::transcode::framing::{Framer, Framing};
 use crate::transcode::split::{Delimiting, SplitError, Splitter};
 use crate::transcode::status::render_error;
 use crate::transcode::{JsonSettings, RequestInput};
-use crate::upstream::{Deadline, StreamReply};
+use crate::upstream::{Deadline, ResponseStream, StreamReply};
 
 const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
@@ -180,7 +179,7 @@ struct Pump {
     /// Bytes to send before pulling again.
     pending: Option<Bytes>,
     /// `None` once the call is over (dropping it cancels an unfinished one).
-    messages: Option<Streaming<DynamicMessage>>,
+    messages: Option<ResponseStream>,
     matched: MatchedRoute,
     settings: JsonSettings,
     watch: Watch,

@@ -280,7 +280,7 @@ impl Reader {
 
     async fn read_all(&mut self, mut read: WebSocketRead<ReadHalf<Io>>) -> Result<(), GatewayError> {
         let limit = self.matched.route.stream.max_message;
-        let raw = self.matched.route.request.is_raw();
+        let raw = self.matched.route.frame_request().is_raw();
         let mut index = 0usize;
         // A fragmented message so far: its opcode and bytes.
         let mut partial: Option<(OpCode, Vec<u8>)> = None;
@@ -356,7 +356,7 @@ impl Reader {
     fn build(&self, index: usize, body: Bytes, content_type: Option<&str>) -> Result<DynamicMessage, GatewayError> {
         let MatchedRoute { catalog, route, captures } = &self.matched;
         let input = RequestInput { body, content_type, captures, query: self.query.as_deref() };
-        route.request.build(&catalog.json, input).map_err(|err| at_index(index, err))
+        route.frame_request().build(&catalog.json, input).map_err(|err| at_index(index, err))
     }
 }
 

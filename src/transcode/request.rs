@@ -84,7 +84,26 @@ impl RequestPlan {
     /// `body` is HttpRule.body: "" (none), "*" or a top-level field name;
     /// `variables` are the template's variable field paths, in order.
     pub fn new(input: &MessageDescriptor, body: &str, variables: &[Vec<String>]) -> Result<Self, PlanError> {
+        Self::planned(input, body, variables, None)
+    }
+
+    /// The plan of one WebSocket text frame on a binding without a body
+    /// (a `get:` server stream): the frame is the whole message, and the
+    /// upgrade URL's query parameters and path variables bind on top of it,
+    /// as they would on the GET itself.
+    pub fn frames(input: &MessageDescriptor, variables: &[Vec<String>]) -> Result<Self, PlanError> {
+        Self::planned(input, "*", variables, Some(BodyCover::Nothing))
+    }
+
+    /// `query_cover` overrides what the body leaves to query parameters.
+    fn planned(
+        input: &MessageDescriptor,
+        body: &str,
+        variables: &[Vec<String>],
+        query_cover: Option<BodyCover>,
+    ) -> Result<Self, PlanError> {
         let (body_plan, cover) = plan_body(input, body)?;
+        let cover = query_cover.unwrap_or(cover);
         let mut resolved = Vec::with_capacity(variables.len());
         let mut bound = Vec::with_capacity(variables.len());
         for path in variables {
