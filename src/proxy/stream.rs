@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Version};
 use http_body::Frame;
@@ -129,6 +129,7 @@ pub async fn call(
         trailers: parts.version == Version::HTTP_2,
         deadline,
         finished: None,
+        held: None,
     };
     // A raw (`HttpBody`) stream takes its first message's content type.
     let mut content_type =
@@ -190,7 +191,12 @@ struct Pump {
     /// The trailers still to send once the stream has ended (`Some(None)`:
     /// nothing more).
     finished: Option<Option<HeaderMap>>,
+    /// What ended a batch of messages, to be handled next.
+    held: Option<Event>,
 }
+
+/// Messages already at hand are written into one frame up to this size.
+const BATCH_BYTES: usize = 16 << 10;
 
 type Next = Result<Frame<Bytes>, BoxError>;
 
@@ -208,14 +214,17 @@ impl Pump {
         if let Some(trailers) = &mut self.finished {
             return trailers.take().map(|t| Ok(Frame::trailers(t)));
         }
-        let event = {
-            let Self { messages, watch, keep_alive, .. } = self;
-            let messages = messages.as_mut()?;
-            tokio::select! {
-                biased;
-                message = messages.message() => Event::Message(message),
-                err = watch.interrupted() => Event::Interrupted(err),
-                () = tick(keep_alive) => Event::KeepAlive,
+        let event = match self.held.take() {
+            Some(event) => event,
+            None => {
+                let Self { messages, watch, keep_alive, .. } = self;
+                let messages = messages.as_mut()?;
+                tokio::select! {
+                    biased;
+                    message = messages.message() => Event::Message(message),
+                    err = watch.interrupted() => Event::Interrupted(err),
+                    () = tick(keep_alive) => Event::KeepAlive,
+                }
             }
         };
         match event {
@@ -224,11 +233,36 @@ impl Pump {
                 if let Some(timer) = &mut self.keep_alive {
                     timer.as_mut().reset(Instant::now() + self.matched.route.stream.keep_alive);
                 }
-                match self.matched.route.response.render(&self.settings, &message) {
-                    Ok(rendered) if self.raw => Some(Ok(Frame::data(rendered.body))),
-                    Ok(rendered) => Some(Ok(Frame::data(self.framer.message(&rendered.body)))),
-                    Err(err) => self.end(Err(err)),
+                if self.raw {
+                    return match self.matched.route.response.render(&self.settings, &message) {
+                        Ok(rendered) => Some(Ok(Frame::data(rendered.body))),
+                        Err(err) => self.end(Err(err)),
+                    };
                 }
+                let mut out = Vec::with_capacity(512);
+                if let Err(err) = self.write(&mut out, &message) {
+                    return self.end(Err(err));
+                }
+                // The messages that have already arrived go out in the same
+                // frame: one chunk, one wake-up of the connection for many
+                // small messages. Nothing waits for more.
+                while out.len() < BATCH_BYTES {
+                    let Some(messages) = &mut self.messages else { break };
+                    match messages.message().now_or_never() {
+                        Some(Ok(Some(message))) => {
+                            if let Err(err) = self.write(&mut out, &message) {
+                                self.held = Some(Event::Interrupted(err));
+                                break;
+                            }
+                        }
+                        Some(other) => {
+                            self.held = Some(Event::Message(other));
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                Some(Ok(Frame::data(Bytes::from(out))))
             }
             Event::Message(Ok(None)) => {
                 let trailers = {
@@ -256,6 +290,12 @@ impl Pump {
                 self.framer.keep_alive().map(|line| Ok(Frame::data(line)))
             }
         }
+    }
+
+    /// Appends `message` in the stream's framing.
+    fn write(&mut self, out: &mut Vec<u8>, message: &DynamicMessage) -> Result<(), GatewayError> {
+        let Self { framer, matched, settings, .. } = self;
+        framer.write_message(out, |out| matched.route.response.render_json(settings, message, out))
     }
 
     /// The stream is over: its last bytes now, its trailers next.

@@ -3,9 +3,9 @@
 //! array, chosen per request from `Accept`. Only bytes here: the messages
 //! arrive rendered, and so does the error that may end the stream.
 
-use std::fmt::Write as _;
+use std::convert::Infallible;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::ACCEPT;
 use http::{HeaderMap, HeaderValue};
 
@@ -139,51 +139,68 @@ impl Framer {
 
     /// One rendered message (compact JSON: no newline inside).
     pub fn message(&mut self, json: &[u8]) -> Bytes {
+        let mut out = Vec::with_capacity(json.len() + 24);
+        let written: Result<(), Infallible> = self.write_message(&mut out, |out| {
+            out.extend_from_slice(json);
+            Ok(())
+        });
+        match written {
+            Ok(()) => Bytes::from(out),
+        }
+    }
+
+    /// Appends one message to `out`, its compact JSON written by `json`:
+    /// a stream writes the messages already at hand into one buffer.
+    pub fn write_message<E>(
+        &mut self,
+        out: &mut Vec<u8>,
+        json: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let prior = self.sent > 0;
         self.sent += 1;
-        let mut out = BytesMut::with_capacity(json.len() + 24);
         match self.framing {
             Framing::Ndjson | Framing::Jsonl => {
-                out.put_slice(json);
-                out.put_u8(b'\n');
+                json(out)?;
+                out.push(b'\n');
             }
             Framing::Sse => {
-                // Writing to a BytesMut cannot fail.
-                let _ = write!(out, "id: {}\ndata: ", self.sent);
-                out.put_slice(json);
-                out.put_slice(b"\n\n");
+                out.extend_from_slice(b"id: ");
+                out.extend_from_slice(itoa::Buffer::new().format(self.sent).as_bytes());
+                out.extend_from_slice(b"\ndata: ");
+                json(out)?;
+                out.extend_from_slice(b"\n\n");
             }
             Framing::Array => {
-                self.separator(&mut out, prior);
-                out.put_slice(json);
+                self.separator(out, prior);
+                json(out)?;
             }
         }
-        out.freeze()
+        Ok(())
     }
 
     /// The last bytes of a stream that ended with `status` (the rendered
     /// `google.rpc.Status`).
     pub fn error(&mut self, status: &[u8]) -> Bytes {
-        let mut out = BytesMut::with_capacity(status.len() + 24);
+        let mut out = Vec::with_capacity(status.len() + 24);
         match self.framing {
             Framing::Ndjson | Framing::Jsonl => {
-                out.put_slice(b"{\"error\":");
-                out.put_slice(status);
-                out.put_slice(b"}\n");
+                out.extend_from_slice(b"{\"error\":");
+                out.extend_from_slice(status);
+                out.extend_from_slice(b"}\n");
             }
             Framing::Sse => {
-                out.put_slice(b"event: error\ndata: ");
-                out.put_slice(status);
-                out.put_slice(b"\n\n");
+                out.extend_from_slice(b"event: error\ndata: ");
+                out.extend_from_slice(status);
+                out.extend_from_slice(b"\n\n");
             }
             Framing::Array => {
                 self.separator(&mut out, self.sent > 0);
-                out.put_slice(b"{\"error\":");
-                out.put_slice(status);
-                out.put_slice(b"}]");
+                out.extend_from_slice(b"{\"error\":");
+                out.extend_from_slice(status);
+                out.extend_from_slice(b"}]");
             }
         }
-        out.freeze()
+        Bytes::from(out)
     }
 
     /// The last bytes of a stream that ended well.
@@ -201,12 +218,12 @@ impl Framer {
     }
 
     /// What goes before an array element: `[` first, `,` after another.
-    fn separator(&mut self, out: &mut BytesMut, after_another: bool) {
+    fn separator(&mut self, out: &mut Vec<u8>, after_another: bool) {
         if !self.opened {
-            out.put_u8(b'[');
+            out.push(b'[');
             self.opened = true;
         } else if after_another {
-            out.put_u8(b',');
+            out.push(b',');
         }
     }
 }

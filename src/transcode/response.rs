@@ -76,18 +76,40 @@ impl ResponsePlan {
 
     pub fn render(&self, settings: &JsonSettings, msg: &DynamicMessage) -> Result<Rendered, GatewayError> {
         match &self.shape {
-            Shape::Whole => to_json(settings, |s| msg.serialize_with_options(s, &settings.serialize)),
-            Shape::Field(field) => {
-                let value = msg.get_field(field);
-                let kind = field.kind();
-                let json = FieldJson { value: &value, kind: &kind, settings };
-                to_json(settings, |s| json.serialize(s))
+            Shape::Whole | Shape::Field(_) => {
+                let mut buf = Vec::with_capacity(256);
+                self.render_json(settings, msg, &mut buf)?;
+                Ok(Rendered { body: Bytes::from(buf), content_type: JSON })
             }
             Shape::WholeRaw { data, content_type } => raw(msg, data, content_type),
             Shape::FieldRaw { field, data, content_type } => match msg.get_field(field).as_message() {
                 Some(inner) => raw(inner, data, content_type),
                 None => Err(GatewayError::internal(format!("response field {} is not a message", field.name()))),
             },
+        }
+    }
+}
+
+impl ResponsePlan {
+    /// Appends the message's JSON to `out` (a stream writes many messages
+    /// into one buffer). Not for raw (`HttpBody`) answers.
+    pub fn render_json(
+        &self,
+        settings: &JsonSettings,
+        msg: &DynamicMessage,
+        out: &mut Vec<u8>,
+    ) -> Result<(), GatewayError> {
+        match &self.shape {
+            Shape::Whole => to_json(settings, out, |s| msg.serialize_with_options(s, &settings.serialize)),
+            Shape::Field(field) => {
+                let value = msg.get_field(field);
+                let kind = field.kind();
+                let json = FieldJson { value: &value, kind: &kind, settings };
+                to_json(settings, out, |s| json.serialize(s))
+            }
+            Shape::WholeRaw { .. } | Shape::FieldRaw { .. } => {
+                Err(GatewayError::internal("a raw HttpBody answer has no JSON"))
+            }
         }
     }
 }
@@ -99,15 +121,13 @@ fn http_body_fields(desc: &MessageDescriptor) -> Option<(FieldDescriptor, FieldD
     Some((desc.get_field_by_name("data")?, desc.get_field_by_name("content_type")?))
 }
 
-fn to_json<F>(settings: &JsonSettings, write: F) -> Result<Rendered, GatewayError>
+fn to_json<F>(settings: &JsonSettings, buf: &mut Vec<u8>, write: F) -> Result<(), GatewayError>
 where
     F: FnOnce(&mut serde_json::Serializer<&mut Vec<u8>, Formatter>) -> Result<(), serde_json::Error>,
 {
-    let mut buf = Vec::with_capacity(256);
     let formatter = if settings.pretty { Formatter::Pretty(Default::default()) } else { Formatter::Compact };
-    let mut ser = serde_json::Serializer::with_formatter(&mut buf, formatter);
-    write(&mut ser).map_err(|e| GatewayError::internal(format!("cannot render the response as JSON: {e}")))?;
-    Ok(Rendered { body: Bytes::from(buf), content_type: JSON })
+    let mut ser = serde_json::Serializer::with_formatter(buf, formatter);
+    write(&mut ser).map_err(|e| GatewayError::internal(format!("cannot render the response as JSON: {e}")))
 }
 
 fn raw(
