@@ -1186,3 +1186,28 @@ async fn an_http_body_upload_streams_its_chunks() {
     assert!(stats["chunks"].as_i64().is_some_and(|n| n >= 2), "{stats}");
     gw.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------
+// Shutdown
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn shutdown_drains_streams_then_ends_them_in_band_with_unavailable() {
+    let gw = gateway("shutdown_timeout: 600ms\n").await;
+    // One stream that finishes within the drain, one that never would.
+    let mut finishing = gw.open(&items("count=3&interval_ms=150"), &[]).await;
+    let mut held = gw.open(&items("count=1&hold=true"), &[]).await;
+    assert_item(&held.json_line().await.expect("a first message"), 0, "");
+    assert_item(&finishing.json_line().await.expect("a first message"), 0, "");
+
+    let stopping = tokio::spawn(gw.shutdown());
+    // The drain lets the finishing stream end cleanly...
+    let rest: Vec<Value> = [finishing.json_line().await, finishing.json_line().await].into_iter().flatten().collect();
+    assert_eq!(rest.len(), 2, "{rest:?}");
+    assert_eq!(finishing.json_line().await, None, "a drained stream ends without a record");
+    // ...and ends the one still open at the deadline, in band.
+    let last = held.json_line().await.expect("an in-band record at the drain deadline");
+    assert_eq!(last["error"]["code"], 14, "{last}");
+    assert_eq!(held.json_line().await, None);
+    within("the gateway to stop after its drain", stopping).await.expect("shutdown task");
+}

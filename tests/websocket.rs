@@ -671,6 +671,26 @@ async fn a_silent_session_ends_at_the_idle_timeout() {
     .await;
 }
 
+#[tokio::test]
+async fn shutdown_ends_an_open_session_with_unavailable_after_the_drain() {
+    bounded(async {
+        let gw = start_test_service_with(|config: &mut Config| {
+            config.shutdown_timeout = Duration::from_millis(400);
+        })
+        .await;
+        let mut ws = Ws::open(&gw, "/test/chat/late").await;
+        ws.send_json(&json!({"name": "still here"})).await;
+        assert_item(&ws.next_json("the answer before shutdown").await, 0, "still here", "late");
+        // The session outlives its HTTP connection: the drain waits for it,
+        // then ends it with the status of a gateway going away.
+        let stopping = tokio::spawn(gw.shutdown());
+        let status = ws.expect_error_close("the close at the drain deadline").await;
+        assert_status(&status, 14);
+        within("the gateway to stop", stopping).await.expect("shutdown task");
+    })
+    .await;
+}
+
 // ---- after all of that ---------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
