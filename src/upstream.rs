@@ -8,13 +8,16 @@
 //! `grpc-trailer-*`) and what streaming routes will need later.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
 use http::Uri;
 use prost_reflect::DynamicMessage;
 use tokio::time::Instant;
+use tonic::body::Body;
 use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::Code;
@@ -112,8 +115,16 @@ impl Upstream {
             request.set_timeout(deadline.timeout);
         }
         let cancel = CancelOnDrop(Some(request.cancellation_handle()));
+        let kill = KillSwitch::default();
         let call = async {
-            let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+            // The backend's response body goes into the kill switch's slot,
+            // so that it can be dropped from outside the call.
+            let slot = kill.clone();
+            let channel =
+                tower::ServiceExt::map_response(self.channel.clone(), move |response: http::Response<Body>| {
+                    response.map(|body| slot.hold(body))
+                });
+            let mut grpc = tonic::client::Grpc::new(channel);
             grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
             grpc.streaming(request, path, codec).await
         };
@@ -124,7 +135,7 @@ impl Upstream {
         match opened {
             Ok(response) => {
                 let (headers, messages, _) = response.into_parts();
-                Ok(StreamReply { headers, messages: ResponseStream { messages, _cancel: cancel } })
+                Ok(StreamReply { headers, messages: ResponseStream { messages, kill, _cancel: cancel } })
             }
             Err(status) => Err(self.call_error(&status, deadline)),
         }
@@ -180,6 +191,7 @@ pub struct StreamReply {
 /// even while the request side is still open.
 pub struct ResponseStream {
     messages: tonic::codec::Streaming<DynamicMessage>,
+    kill: KillSwitch,
     _cancel: CancelOnDrop,
 }
 
@@ -192,6 +204,56 @@ impl ResponseStream {
     /// The trailers, after the last message.
     pub async fn trailers(&mut self) -> Result<Option<MetadataMap>, tonic::Status> {
         self.messages.trailers().await
+    }
+
+    /// A handle that ends the call from elsewhere (a watchdog), even while
+    /// nobody reads it.
+    pub fn kill_switch(&self) -> KillSwitch {
+        self.kill.clone()
+    }
+}
+
+/// Ends a streaming call from outside it: the backend's response body is
+/// dropped, which resets the upstream HTTP/2 stream (the backend sees
+/// CANCELLED), and the call's next read reports the status given.
+#[derive(Clone, Default)]
+pub struct KillSwitch(Arc<Mutex<Killable>>);
+
+#[derive(Default)]
+struct Killable {
+    body: Option<Body>,
+    killed: Option<tonic::Status>,
+}
+
+impl KillSwitch {
+    pub fn kill(&self, status: tonic::Status) {
+        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.body = None;
+        slot.killed = Some(status);
+    }
+
+    fn hold(&self, body: Body) -> KillableBody {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).body = Some(body);
+        KillableBody(self.0.clone())
+    }
+}
+
+/// The backend's response body, read through its [`KillSwitch`]'s slot.
+struct KillableBody(Arc<Mutex<Killable>>);
+
+impl http_body::Body for KillableBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match &mut slot.body {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(slot.killed.take().map(Err)),
+        }
     }
 }
 

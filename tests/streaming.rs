@@ -737,6 +737,35 @@ async fn a_client_that_stops_reading_over_http2_holds_the_upstream_back() {
 }
 
 #[tokio::test]
+async fn a_client_that_never_reads_again_loses_its_upstream_call_at_the_idle_limit() {
+    // The connection stops pulling from a stream whose client keeps its
+    // window shut, so the stream's own idle clock is not polled: the
+    // upstream call must end anyway (idle limit plus a second of grace).
+    let gw = gateway("routes:\n  stream_idle_timeout: 300ms\n").await;
+    let mut builder = h2::client::Builder::new();
+    builder.initial_window_size(4096);
+    let mut h2 = H2Client::connect_with(&gw, builder).await;
+    let before = gw.stream_stats().await;
+    let mut response = h2.get(&items(&format!("count=4096&payload_size={PAYLOAD}")), &[]).await;
+    assert_eq!(response.status, 200);
+    assert_cancelled_upstream(&gw, &before, "a stream whose client stopped reading").await;
+    // Reading again, the client gets what was on its way, then the record.
+    let mut read = 0;
+    let last = loop {
+        let line = response.json_line().await.expect("the stream to end with a record");
+        if line.get("error").is_some() {
+            break line;
+        }
+        assert_item(&line, read, "");
+        read += 1;
+    };
+    assert_eq!(last["error"]["code"], 4, "{last}");
+    assert!(read < 4096, "the whole stream arrived after all");
+    assert_eq!(response.json_line().await, None);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_client_that_stops_reading_over_http1_holds_the_upstream_back() {
     let gw = gateway("").await;
     // 32 MiB of messages to a connection whose receive buffer is 4 KiB and

@@ -44,7 +44,7 @@ use crate::transcode::framing::{Framer, Framing};
 use crate::transcode::split::{Delimiting, SplitError, Splitter};
 use crate::transcode::status::render_error;
 use crate::transcode::{JsonSettings, RequestInput};
-use crate::upstream::{Deadline, ResponseStream, StreamReply};
+use crate::upstream::{Deadline, KillSwitch, ResponseStream, StreamReply};
 
 const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
@@ -117,7 +117,13 @@ pub async fn call(
     let mut settings = matched.catalog.json.clone();
     // One message per line (and per SSE data line): never pretty.
     settings.pretty &= framing == Framing::Array;
+    // The idle clock above runs while the connection pulls from the stream;
+    // a client that keeps its HTTP/2 window shut (and answers pings) stops
+    // the pulling, so a watchdog resets the upstream call at the idle
+    // limit all the same. The client learns it when it reads again.
+    let watchdog = spawn_watchdog(watch.activity.clone(), route.stream.idle, messages.kill_switch());
     let mut pump = Pump {
+        _watchdog: watchdog,
         framer: Framer::new(framing),
         raw,
         pending: None,
@@ -193,6 +199,39 @@ struct Pump {
     finished: Option<Option<HeaderMap>>,
     /// What ended a batch of messages, to be handled next.
     held: Option<Event>,
+    /// Dropped with the stream: the watchdog then stops.
+    _watchdog: oneshot::Sender<()>,
+}
+
+fn idle_message(idle: Duration) -> String {
+    format!("the stream was idle for {} s", idle.as_secs_f64())
+}
+
+/// How long after the idle limit the watchdog acts: a stream that is being
+/// pulled ends at the limit itself, with its own record, first.
+const WATCHDOG_GRACE: Duration = Duration::from_secs(1);
+
+/// Cancels the upstream call once `activity` has been still for `idle`
+/// (and [`WATCHDOG_GRACE`]), unless the returned sender is dropped first.
+fn spawn_watchdog(activity: Activity, idle: Duration, kill: KillSwitch) -> oneshot::Sender<()> {
+    let limit = idle;
+    let idle = idle + WATCHDOG_GRACE;
+    let (alive, mut ended) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        loop {
+            let due = activity.last() + idle;
+            tokio::select! {
+                _ = &mut ended => return,
+                () = tokio::time::sleep_until(due) => {
+                    if activity.last() + idle <= Instant::now() {
+                        kill.kill(tonic::Status::deadline_exceeded(idle_message(limit)));
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    alive
 }
 
 /// Messages already at hand are written into one frame up to this size.
@@ -439,7 +478,7 @@ impl Watch {
                         return GatewayError::new(
                             Code::DeadlineExceeded,
                             Fault::Client,
-                            format!("the stream was idle for {} s", idle.as_secs_f64()),
+                            idle_message(*idle),
                         );
                     }
                     idle_timer.as_mut().reset(due);

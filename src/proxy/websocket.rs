@@ -19,6 +19,7 @@
 //! limit. Dropping the session drops the call: the backend sees CANCELLED.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead};
@@ -47,6 +48,8 @@ use crate::upstream::{Deadline, StreamReply};
 /// the 2-byte code).
 const MAX_REASON: usize = 123;
 const NORMAL: u16 = 1000;
+/// How long the last frames of a session may take to write.
+const FAREWELL: Duration = Duration::from_secs(1);
 const INTERNAL_ERROR: u16 = 1011;
 
 type Io = TokioIo<Upgraded>;
@@ -167,7 +170,9 @@ impl Session {
                                 } else {
                                     Frame::text(Payload::Owned(rendered.body.to_vec()))
                                 };
-                                writer.send(frame).await?;
+                                // A client that stops reading blocks the write:
+                                // the idle clock and the drain still run.
+                                watch.race(writer.send(frame)).await??;
                             }
                             None => {
                                 let trailers = watch.race(messages.trailers()).await?;
@@ -185,26 +190,30 @@ impl Session {
         // request stream it holds open after a failure.
         reader.abort();
         let catalog = &self.matched.catalog;
-        match outcome {
-            Ok(()) => {
-                let _ = write.write_frame(Frame::close(NORMAL, b"")).await;
-            }
-            Err(Ending::Gone) => {}
-            Err(Ending::Failed(err)) => {
-                tracing::debug!(path = %route.grpc_path, code = ?err.code, message = %err.message, "websocket stream ended with an error");
-                let status = render_error(&err, &catalog.pool, &catalog.json);
-                if status.len() > MAX_REASON {
-                    let mut last = Vec::with_capacity(status.len() + 10);
-                    last.extend_from_slice(b"{\"error\":");
-                    last.extend_from_slice(&status);
-                    last.push(b'}');
-                    let _ = write.write_frame(Frame::text(Payload::Owned(last))).await;
+        // The last frames go to a client that may not be reading: bounded.
+        let farewell = async {
+            match outcome {
+                Ok(()) => {
+                    let _ = write.write_frame(Frame::close(NORMAL, b"")).await;
                 }
-                let reason = truncate_utf8(&status, MAX_REASON);
-                let _ = write.write_frame(Frame::close(INTERNAL_ERROR, reason)).await;
+                Err(Ending::Gone) => {}
+                Err(Ending::Failed(err)) => {
+                    tracing::debug!(path = %route.grpc_path, code = ?err.code, message = %err.message, "websocket stream ended with an error");
+                    let status = render_error(&err, &catalog.pool, &catalog.json);
+                    if status.len() > MAX_REASON {
+                        let mut last = Vec::with_capacity(status.len() + 10);
+                        last.extend_from_slice(b"{\"error\":");
+                        last.extend_from_slice(&status);
+                        last.push(b'}');
+                        let _ = write.write_frame(Frame::text(Payload::Owned(last))).await;
+                    }
+                    let reason = truncate_utf8(&status, MAX_REASON);
+                    let _ = write.write_frame(Frame::close(INTERNAL_ERROR, reason)).await;
+                }
             }
-        }
-        let _ = write.flush().await;
+            let _ = write.flush().await;
+        };
+        let _ = tokio::time::timeout(FAREWELL, farewell).await;
     }
 }
 
