@@ -41,6 +41,9 @@ pub struct GatewayError {
     pub backend_details: Option<Bytes>,
     /// Extra response headers (`Allow`, `WWW-Authenticate`, `Retry-After`, …).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Also end the answer with `grpc-status`/`grpc-message` trailers: a
+    /// stream's failure before its first message, over HTTP/2.
+    pub trailers: bool,
 }
 
 impl GatewayError {
@@ -53,6 +56,7 @@ impl GatewayError {
             violations: Vec::new(),
             backend_details: None,
             headers: Vec::new(),
+            trailers: false,
         }
     }
 
@@ -78,6 +82,12 @@ impl GatewayError {
 
     pub fn with_status(mut self, status: StatusCode) -> Self {
         self.status = status;
+        self
+    }
+
+    /// The same error, its answer ended by gRPC status trailers.
+    pub fn with_trailers(mut self) -> Self {
+        self.trailers = true;
         self
     }
 

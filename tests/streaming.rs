@@ -362,6 +362,10 @@ async fn an_error_before_the_first_message_is_an_ordinary_error_response() {
     let envelope: Value = serde_json::from_slice(&response.rest().await).expect("an error envelope");
     assert_eq!((envelope["code"].clone(), envelope["message"].clone()), (json!(NOT_FOUND), json!("gone")));
     assert!(envelope["details"].is_array(), "{envelope}");
+    // The status goes out as trailers too, as at the end of any stream.
+    let trailers = response.trailers().await.expect("grpc-status trailers after the envelope");
+    assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"5"[..]), "{trailers:?}");
+    assert_eq!(trailers.get("grpc-message").map(|v| v.as_bytes()), Some(&b"gone"[..]), "{trailers:?}");
     gw.shutdown().await;
 }
 

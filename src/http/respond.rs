@@ -18,12 +18,14 @@ use std::task::{Context, Poll};
 use arc_swap::ArcSwap;
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
+use http_body::Frame;
+use http_body_util::StreamBody;
 use tower::{Layer, Service};
 
 use super::Body;
 use crate::catalog::Catalog;
 use crate::error::{Fault, GatewayError};
-use crate::transcode::status::render_error;
+use crate::transcode::status::{render_error, status_trailers};
 
 /// The catalog a request started on, in its extensions for the route match.
 #[derive(Debug, Clone)]
@@ -120,7 +122,15 @@ fn log(method: &Method, uri: &Uri, err: &GatewayError) {
 /// catalog's descriptor pool.
 pub fn error_response(catalog: &Catalog, err: &GatewayError) -> Response<Body> {
     let body = render_error(err, &catalog.pool, &catalog.json);
-    let mut response = Response::new(Body::full(body));
+    let body = match err.trailers {
+        false => Body::full(body),
+        true => {
+            let trailers = status_trailers(err.code, &err.message);
+            let frames = [Ok::<_, Infallible>(Frame::data(body)), Ok(Frame::trailers(trailers))];
+            Body::stream(StreamBody::new(futures_util::stream::iter(frames)))
+        }
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = err.status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -42,16 +42,26 @@ use crate::http::body::BoxError;
 use crate::http::{Body, MatchedRoute};
 use crate::transcode::framing::{Framer, Framing};
 use crate::transcode::split::{Delimiting, SplitError, Splitter};
-use crate::transcode::status::render_error;
+use crate::transcode::status::{render_error, status_trailers};
 use crate::transcode::{JsonSettings, RequestInput};
 use crate::upstream::{Deadline, KillSwitch, ResponseStream, StreamReply};
 
 const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
-const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 /// A streaming call over HTTP.
 pub async fn call(
+    handler: &Handler,
+    matched: &MatchedRoute,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
+    // A server stream over HTTP/2 always ends with its status as trailers,
+    // an ordinary error answer (before the first message) included.
+    let trailers = req.version() == Version::HTTP_2 && matched.route.kind.server_streams();
+    let answer = answer(handler, matched, req).await;
+    answer.map_err(|err| if trailers { err.with_trailers() } else { err })
+}
+
+async fn answer(
     handler: &Handler,
     matched: &MatchedRoute,
     req: Request<Incoming>,
@@ -381,23 +391,12 @@ impl Pump {
 /// `grpc-status`, `grpc-message` (percent-encoded as gRPC does) and the
 /// backend's trailers as `grpc-trailer-*`.
 fn grpc_trailers(code: Code, message: &str, backend: Option<&MetadataMap>) -> HeaderMap {
-    let mut trailers = HeaderMap::new();
+    let mut trailers = status_trailers(code, message);
     if let Some(backend) = backend {
         metadata::response_headers(&MetadataMap::new(), backend, &mut trailers);
     }
-    trailers.insert(GRPC_STATUS, HeaderValue::from(i32::from(code)));
-    if !message.is_empty() {
-        let encoded = percent_encoding::utf8_percent_encode(message, GRPC_MESSAGE_SET).to_string();
-        if let Ok(value) = HeaderValue::try_from(encoded) {
-            trailers.insert(GRPC_MESSAGE, value);
-        }
-    }
     trailers
 }
-
-/// gRPC's percent-encoding of `grpc-message`: everything outside printable
-/// ASCII, and `%` itself.
-const GRPC_MESSAGE_SET: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
 
 /// Resolves when the keep-alive timer fires; never without one.
 async fn tick(timer: &mut Option<Pin<Box<Sleep>>>) {

@@ -1,11 +1,12 @@
 //! The error envelope's JSON: `google.rpc.Status` (DESIGN §5), with
 //! `details` rendered as `Any` JSON through the catalog's descriptor pool.
-//! Called by the respond layer alone. Rendering an error must not fail, so a detail the pool
+//! Called by the respond layer and by streams ending in band. Rendering an error must not fail, so a detail the pool
 //! cannot describe falls back to its type URL and base64 bytes.
 
 use base64::prelude::BASE64_STANDARD;
 use base64::Engine;
 use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, Value};
 use serde::Serialize;
@@ -106,4 +107,25 @@ fn any_json(any: &prost_types::Any, pool: &DescriptorPool, settings: &JsonSettin
         msg.serialize_with_options(serde_json::value::Serializer, &settings.serialize).ok()
     });
     rendered.unwrap_or_else(|| serde_json::json!({"@type": any.type_url, "value": BASE64_STANDARD.encode(&any.value)}))
+}
+
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
+/// gRPC's percent-encoding of `grpc-message`: everything outside printable
+/// ASCII, and `%` itself.
+const GRPC_MESSAGE_SET: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
+/// A stream's final status as HTTP/2 trailers: `grpc-status` and, when
+/// there is one, `grpc-message` (percent-encoded as gRPC does).
+pub fn status_trailers(code: tonic::Code, message: &str) -> HeaderMap {
+    let mut trailers = HeaderMap::new();
+    trailers.insert(GRPC_STATUS, HeaderValue::from(i32::from(code)));
+    if !message.is_empty() {
+        let encoded = percent_encoding::utf8_percent_encode(message, GRPC_MESSAGE_SET).to_string();
+        if let Ok(value) = HeaderValue::try_from(encoded) {
+            trailers.insert(GRPC_MESSAGE, value);
+        }
+    }
+    trailers
 }
