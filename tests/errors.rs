@@ -8,26 +8,11 @@ mod common;
 use std::time::Duration;
 
 use common::testpb::Color;
-use common::{api, assert_error, start_test_service, start_test_service_with, Reply, TestGateway};
+use common::{api, assert_error, start_test_service, start_test_service_with, violation_fields, Reply, TestGateway};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 const INVALID_ARGUMENT: i32 = 3;
-const BAD_REQUEST_TYPE: &str = "type.googleapis.com/google.rpc.BadRequest";
-
-/// The `field`s of the `google.rpc.BadRequest` detail of an envelope.
-fn violation_fields(envelope: &Value) -> Vec<String> {
-    let details = envelope["details"].as_array().cloned().unwrap_or_default();
-    let bad_request = details
-        .iter()
-        .find(|d| d["@type"] == BAD_REQUEST_TYPE)
-        .unwrap_or_else(|| panic!("no google.rpc.BadRequest detail in {envelope}"));
-    let violations = bad_request["fieldViolations"]
-        .as_array()
-        .unwrap_or_else(|| panic!("BadRequest without fieldViolations in {envelope}"));
-    assert!(!violations.is_empty(), "empty fieldViolations in {envelope}");
-    violations.iter().map(|v| v["field"].as_str().unwrap_or_default().to_owned()).collect()
-}
 
 /// A gateway-made error: `status`/`code`, a BadRequest naming exactly
 /// `field`, and the backend never called.

@@ -24,8 +24,8 @@ mod common;
 use std::time::Duration;
 
 use common::pb::protogate::test::v1::StreamStatsResponse;
-use common::stream::{within, H2Client, RawHttp1, SseEvent, Streamed, WAIT};
-use common::{assert_error, Backend, Descriptors, Reply, TestGateway};
+use common::stream::{within, H2Client, RawHttp1, SseEvent, Streamed};
+use common::{assert_error, violation_fields, Backend, Descriptors, Reply, TestGateway};
 use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::net::TcpSocket;
@@ -43,8 +43,6 @@ const NDJSON: &str = "application/x-ndjson";
 const JSONL: &str = "application/jsonl";
 const SSE: &str = "text/event-stream";
 const JSON: &str = "application/json";
-
-const BAD_REQUEST_TYPE: &str = "type.googleapis.com/google.rpc.BadRequest";
 
 /// The gateway in front of a fresh test service, with `config` (YAML
 /// sections other than `upstreams`, which routes everything to it).
@@ -76,30 +74,14 @@ async fn get(gw: &TestGateway, path: &str, accept: Option<&str>) -> Reply {
     request(gw, Method::GET, path, &headers, None).await
 }
 
-/// Polls the backend's stream counters until `check` accepts them.
-async fn stats_until(
-    gw: &TestGateway,
-    what: &str,
-    check: impl Fn(&StreamStatsResponse) -> bool,
-) -> StreamStatsResponse {
-    common::eventually(what, WAIT, || async {
-        let stats = gw.stream_stats().await;
-        if check(&stats) {
-            Ok(stats)
-        } else {
-            Err(format!("{stats:?}"))
-        }
-    })
-    .await
-}
-
 /// The backend saw exactly one call more end because the client (the
 /// gateway) went away, and none more complete.
 async fn assert_cancelled_upstream(gw: &TestGateway, before: &StreamStatsResponse, what: &str) {
-    let stats = stats_until(gw, &format!("{what}: the backend sees the call cancelled"), |s| {
-        s.cancelled == before.cancelled + 1
-    })
-    .await;
+    let stats = gw
+        .stream_stats_until(&format!("{what}: the backend sees the call cancelled"), |s| {
+            s.cancelled == before.cancelled + 1
+        })
+        .await;
     assert_eq!(stats.completed, before.completed, "{what}: the backend finished the call itself: {stats:?}");
 }
 
@@ -175,19 +157,6 @@ fn assert_error_record(record: &Value, code: i32, message: &str) {
     assert_eq!(status["message"], json!(message), "error record {record}");
     assert!(status["details"].is_array(), "error record without a details array: {record}");
     assert_eq!(record.as_object().map(|o| o.len()), Some(1), "error record with more than `error`: {record}");
-}
-
-/// The `field`s of the `google.rpc.BadRequest` detail of an envelope.
-fn violation_fields(envelope: &Value) -> Vec<String> {
-    let details = envelope["details"].as_array().cloned().unwrap_or_default();
-    let bad_request = details
-        .iter()
-        .find(|d| d["@type"] == BAD_REQUEST_TYPE)
-        .unwrap_or_else(|| panic!("no google.rpc.BadRequest detail in {envelope}"));
-    let violations = bad_request["fieldViolations"]
-        .as_array()
-        .unwrap_or_else(|| panic!("BadRequest without fieldViolations in {envelope}"));
-    violations.iter().map(|v| v["field"].as_str().unwrap_or_default().to_owned()).collect()
 }
 
 /// The gateway still serves a server stream and a client stream.
@@ -628,7 +597,7 @@ async fn a_client_gone_before_the_first_message_cancels_the_upstream_call() {
 
     let before = gw.stream_stats().await;
     let raw = RawHttp1::open(&gw, "GET", &path, &[], false).await;
-    stats_until(&gw, "the call reaches the backend", |s| s.started == before.started + 1).await;
+    gw.stream_stats_until("the call reaches the backend", |s| s.started == before.started + 1).await;
     drop(raw);
     assert_cancelled_upstream(&gw, &before, "HTTP/1.1 closed before the answer").await;
 
@@ -636,7 +605,7 @@ async fn a_client_gone_before_the_first_message_cancels_the_upstream_call() {
     let mut h2 = H2Client::connect(&gw).await;
     let mut request = h2.open("GET", &path, &[]).await;
     request.finish();
-    stats_until(&gw, "the call reaches the backend", |s| s.started == before.started + 1).await;
+    gw.stream_stats_until("the call reaches the backend", |s| s.started == before.started + 1).await;
     request.reset();
     assert_cancelled_upstream(&gw, &before, "HTTP/2 reset before the answer").await;
     assert_serving(&gw, "clients gone before the answer").await;
@@ -733,7 +702,7 @@ async fn a_client_that_stops_reading_over_http2_holds_the_upstream_back() {
     for i in 0..300 {
         assert_item(&response.json_line().await.expect("more messages"), i, "");
     }
-    stats_until(&gw, "the stream moves on once read", |s| s.sent > stalled).await;
+    gw.stream_stats_until("the stream moves on once read", |s| s.sent > stalled).await;
     let before = gw.stream_stats().await;
     response.reset();
     assert_cancelled_upstream(&gw, &before, "HTTP/2 reset").await;
@@ -976,7 +945,7 @@ async fn a_streaming_route_has_a_total_deadline_only_when_configured() {
 
 /// The backend has received `n` messages more than `before`.
 async fn received(gw: &TestGateway, before: &StreamStatsResponse, n: i64, what: &str) {
-    stats_until(gw, what, |s| s.received >= before.received + n).await;
+    gw.stream_stats_until(what, |s| s.received >= before.received + n).await;
 }
 
 #[tokio::test]

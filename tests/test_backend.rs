@@ -277,23 +277,6 @@ fn test_descriptor_set_keeps_http_annotations_and_only_the_test_closure() {
     assert!(!method("Unannotated").options().has_extension(&http));
 }
 
-/// Polls the backend's stream counters until `check` accepts them.
-async fn stream_stats_until(
-    backend: &Backend,
-    what: &str,
-    check: impl Fn(&StreamStatsResponse) -> bool,
-) -> StreamStatsResponse {
-    common::eventually(what, Duration::from_secs(10), || async {
-        let stats = backend.stream_stats().await;
-        if check(&stats) {
-            Ok(stats)
-        } else {
-            Err(format!("{stats:?}"))
-        }
-    })
-    .await
-}
-
 /// Every message of a server stream, and the status that ended it.
 async fn drain<T>(stream: &mut tonic::Streaming<T>) -> (Vec<T>, Result<(), tonic::Status>) {
     let mut messages = Vec::new();
@@ -373,7 +356,7 @@ async fn a_held_stream_stays_open_until_the_client_goes_away() {
         "a held stream ended or sent more"
     );
     drop(stream);
-    let stats = stream_stats_until(&backend, "the held call is cancelled", |s| s.cancelled == 1).await;
+    let stats = backend.stream_stats_until("the held call is cancelled", |s| s.cancelled == 1).await;
     assert_eq!((stats.started, stats.completed, stats.sent), (1, 0, 1), "{stats:?}");
 
     // Given as it is pulled: a stream 200 ms apart has sent one message
@@ -469,7 +452,7 @@ async fn a_client_stream_given_up_midway_counts_as_cancelled_and_a_finished_one_
         let mut call_client = client.clone();
         let call = tokio::spawn(async move { call_client.collect(requests).await });
         tx.send(Item { name: "a".into(), ..Item::default() }).await.expect("send");
-        stream_stats_until(&backend, "the first message arrives", |s| s.received == before.received + 1).await;
+        backend.stream_stats_until("the first message arrives", |s| s.received == before.received + 1).await;
         if finish {
             drop(tx);
             let collected = call.await.expect("call task").expect("collect").into_inner();
@@ -479,7 +462,7 @@ async fn a_client_stream_given_up_midway_counts_as_cancelled_and_a_finished_one_
         } else {
             call.abort();
             let stats =
-                stream_stats_until(&backend, "the call is cancelled", |s| s.cancelled == before.cancelled + 1).await;
+                backend.stream_stats_until("the call is cancelled", |s| s.cancelled == before.cancelled + 1).await;
             assert_eq!(stats.completed, before.completed, "{stats:?}");
             drop(tx);
         }

@@ -19,8 +19,7 @@ use std::time::Duration;
 
 use common::api::Config;
 use common::jwt::sha256_hex;
-use common::testpb::StreamStatsResponse;
-use common::{assert_error, eventually, start_test_service, start_test_service_with, Reply, TestGateway};
+use common::{assert_error, start_test_service, start_test_service_with, violation_fields, Reply, TestGateway};
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -214,34 +213,6 @@ fn assert_status(status: &Value, code: i64) -> String {
     message.to_owned()
 }
 
-/// The fields the `google.rpc.BadRequest` details of `status` name.
-fn violated_fields(status: &Value) -> Vec<String> {
-    let details = status["details"].as_array().cloned().unwrap_or_default();
-    details
-        .iter()
-        .filter(|d| d["@type"] == "type.googleapis.com/google.rpc.BadRequest")
-        .flat_map(|d| d["fieldViolations"].as_array().cloned().unwrap_or_default())
-        .map(|v| v["field"].as_str().unwrap_or_default().to_owned())
-        .collect()
-}
-
-/// Waits until the backend's stream counters satisfy `check`.
-async fn stats_until(
-    gw: &TestGateway,
-    what: &str,
-    check: impl Fn(&StreamStatsResponse) -> bool,
-) -> StreamStatsResponse {
-    eventually(what, WAIT, || async {
-        let stats = gw.stream_stats().await;
-        if check(&stats) {
-            Ok(stats)
-        } else {
-            Err(format!("{stats:?}"))
-        }
-    })
-    .await
-}
-
 /// The gateway still answers ordinary requests and opens new sessions.
 async fn assert_still_serving(gw: &TestGateway) {
     let echo = gw.post_json("/test/echo", r#"{"stringValue": "still here"}"#).await;
@@ -309,7 +280,7 @@ async fn chat_upgrades_with_get_and_answers_each_message_as_it_arrives() {
 
         ws.send_json(&json!({"end": true})).await;
         ws.expect_normal_close("the close after the end").await;
-        let stats = stats_until(&gw, "the chat completed", |s| s.completed == 1).await;
+        let stats = gw.stream_stats_until("the chat completed", |s| s.completed == 1).await;
         assert_eq!((stats.started, stats.cancelled, stats.received, stats.sent), (1, 0, 5, 5), "{stats:?}");
         gw.shutdown().await;
     })
@@ -332,7 +303,7 @@ async fn end_message_half_closes_and_the_remaining_answers_come_before_the_close
         }
         ws.expect_normal_close("the close after the last answer").await;
         // The backend saw the end of its input: the call completed.
-        let stats = stats_until(&gw, "the chat completed", |s| s.completed == 1).await;
+        let stats = gw.stream_stats_until("the chat completed", |s| s.completed == 1).await;
         assert_eq!((stats.started, stats.cancelled, stats.received), (1, 0, 3), "{stats:?}");
         assert_still_serving(&gw).await;
         gw.shutdown().await;
@@ -353,7 +324,7 @@ async fn client_close_half_closes_and_the_gateway_close_follows() {
         ws.send_close().await;
         assert_item(&ws.next_json("the answer after the client's close").await, 1, "last", "teal");
         ws.expect_normal_close("the gateway's close after the client's").await;
-        let stats = stats_until(&gw, "the chat completed", |s| s.completed == 1).await;
+        let stats = gw.stream_stats_until("the chat completed", |s| s.completed == 1).await;
         assert_eq!((stats.started, stats.cancelled), (1, 0), "the backend saw a half-close: {stats:?}");
         gw.shutdown().await;
     })
@@ -392,7 +363,7 @@ async fn backend_error_is_the_close_frame() {
         }
 
         // The backend ended those calls itself.
-        let stats = stats_until(&gw, "three chats completed", |s| s.completed == 3).await;
+        let stats = gw.stream_stats_until("three chats completed", |s| s.completed == 3).await;
         assert_eq!((stats.started, stats.cancelled), (3, 0), "{stats:?}");
         assert_still_serving(&gw).await;
         gw.shutdown().await;
@@ -412,12 +383,12 @@ async fn bad_json_mid_stream_names_its_index_and_cancels_the_call() {
         ws.send(Message::text(r#"{"name": "m2", "#)).await;
         let status = ws.expect_error_close("the close after a bad message").await;
         assert_status(&status, 3);
-        let fields = violated_fields(&status);
+        let fields = violation_fields(&status);
         assert!(fields.iter().any(|f| f.starts_with("[2]")), "no violation names message [2]: {status}");
 
         // The backend's call was cancelled, not half-closed as if the
         // client had finished.
-        let stats = stats_until(&gw, "the chat was cancelled", |s| s.cancelled == 1).await;
+        let stats = gw.stream_stats_until("the chat was cancelled", |s| s.cancelled == 1).await;
         assert_eq!((stats.started, stats.completed, stats.received), (1, 0, 2), "{stats:?}");
         assert_still_serving(&gw).await;
         gw.shutdown().await;
@@ -434,7 +405,7 @@ async fn abrupt_disconnect_cancels_the_backend_call() {
         assert_item(&ws.next_json("the answer before leaving").await, 0, "hello", "gone");
         // No close frame: the TCP connection just goes.
         drop(ws);
-        let stats = stats_until(&gw, "the chat was cancelled", |s| s.cancelled == 1).await;
+        let stats = gw.stream_stats_until("the chat was cancelled", |s| s.cancelled == 1).await;
         assert_eq!((stats.started, stats.completed), (1, 0), "{stats:?}");
         assert_still_serving(&gw).await;
         gw.shutdown().await;
@@ -459,7 +430,7 @@ async fn server_stream_over_websocket_takes_its_request_from_the_first_frame() {
             assert_eq!(text(&item, "payload"), "xx", "{item}");
         }
         ws.expect_normal_close("the close after the last item").await;
-        let stats = stats_until(&gw, "the stream completed", |s| s.completed == 1).await;
+        let stats = gw.stream_stats_until("the stream completed", |s| s.completed == 1).await;
         assert_eq!((stats.started, stats.cancelled, stats.sent), (1, 0, 3), "{stats:?}");
         gw.shutdown().await;
     })
@@ -486,7 +457,7 @@ async fn server_stream_over_websocket_on_a_binding_with_a_body() {
         let status = ws.expect_error_close("the close after a failing stream").await;
         assert_eq!(assert_status(&status, 14), "backend fell over");
 
-        let stats = stats_until(&gw, "both streams completed", |s| s.completed == 2).await;
+        let stats = gw.stream_stats_until("both streams completed", |s| s.completed == 2).await;
         assert_eq!((stats.started, stats.cancelled, stats.sent), (2, 0, 3), "{stats:?}");
         assert_still_serving(&gw).await;
         gw.shutdown().await;
@@ -506,7 +477,7 @@ async fn client_stream_over_websocket_answers_once_after_the_end() {
         let collected = ws.next_json("the one answer").await;
         assert_eq!(collected, json!({"count": 3, "names": ["a", "b", "c"], "tags": ["box", "box", "box"]}));
         ws.expect_normal_close("the close after the answer").await;
-        let stats = stats_until(&gw, "the collect completed", |s| s.completed == 1).await;
+        let stats = gw.stream_stats_until("the collect completed", |s| s.completed == 1).await;
         assert_eq!((stats.started, stats.cancelled, stats.received), (1, 0, 3), "{stats:?}");
         gw.shutdown().await;
     })
@@ -587,7 +558,7 @@ async fn bad_upgrades_are_refused_and_unary_paths_are_not_upgraded() {
         let no_key = upgrade_request(&gw, "/test/chat/x", |h| h.retain(|(n, _)| *n != "sec-websocket-key")).await;
         assert_not_upgraded(&no_key);
         let status = assert_error(&no_key, 400, 3);
-        assert!(violated_fields(&status).contains(&"sec-websocket-key".to_owned()), "{status}");
+        assert!(violation_fields(&status).contains(&"sec-websocket-key".to_owned()), "{status}");
 
         let old = upgrade_request(&gw, "/test/chat/x", |h| {
             h.retain(|(n, _)| *n != "sec-websocket-version");
@@ -596,7 +567,7 @@ async fn bad_upgrades_are_refused_and_unary_paths_are_not_upgraded() {
         .await;
         assert_not_upgraded(&old);
         let status = assert_error(&old, 400, 3);
-        assert!(violated_fields(&status).contains(&"sec-websocket-version".to_owned()), "{status}");
+        assert!(violation_fields(&status).contains(&"sec-websocket-version".to_owned()), "{status}");
         // RFC 6455 §4.4: the refusal says which version the server speaks.
         assert_eq!(old.header("sec-websocket-version"), Some("13"), "{:?}", old.headers);
 
@@ -644,7 +615,7 @@ async fn a_message_over_the_limit_ends_the_session() {
         let status = ws.expect_error_close("the close after a large fragmented message").await;
         assert_status(&status, 8);
         // Neither large message reached the backend.
-        let stats = stats_until(&gw, "both chats ended", |s| s.cancelled + s.completed == 2).await;
+        let stats = gw.stream_stats_until("both chats ended", |s| s.cancelled + s.completed == 2).await;
         assert_eq!(stats.received, 1, "{stats:?}");
         assert_still_serving(&gw).await;
         gw.shutdown().await;
@@ -664,7 +635,7 @@ async fn a_silent_session_ends_at_the_idle_timeout() {
         assert_item(&ws.next_json("the answer before the silence").await, 0, "then silence", "quiet");
         let status = ws.expect_error_close("the close of a silent session").await;
         assert_status(&status, 4);
-        stats_until(&gw, "the silent chat was cancelled", |s| s.cancelled == 1).await;
+        gw.stream_stats_until("the silent chat was cancelled", |s| s.cancelled == 1).await;
         assert_still_serving(&gw).await;
         gw.shutdown().await;
     })
@@ -722,7 +693,7 @@ async fn the_gateway_keeps_serving_after_sessions_end_every_way() {
             // Calls refused before they reached the backend are not counted;
             // three a round surely reached it. Every one that did has ended.
             let reached = 3 * (round + 1);
-            stats_until(&gw, "every call of the round ended", |s| {
+            gw.stream_stats_until("every call of the round ended", |s| {
                 s.started >= reached && s.completed + s.cancelled == s.started
             })
             .await;

@@ -93,6 +93,23 @@ impl Backend {
         client.stream_stats(()).await.expect("StreamStats").into_inner()
     }
 
+    /// Polls the stream counters until `check` accepts them (10 s at most).
+    pub async fn stream_stats_until(
+        &self,
+        what: &str,
+        check: impl Fn(&StreamStatsResponse) -> bool,
+    ) -> StreamStatsResponse {
+        super::eventually(what, std::time::Duration::from_secs(10), || async {
+            let stats = self.stream_stats().await;
+            if check(&stats) {
+                Ok(stats)
+            } else {
+                Err(format!("{stats:?}"))
+            }
+        })
+        .await
+    }
+
     /// Stops accepting, drains open connections and joins the server task.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {

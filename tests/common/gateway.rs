@@ -310,6 +310,15 @@ impl TestGateway {
         self.backend().stream_stats().await
     }
 
+    /// Polls the first backend's stream counters until `check` accepts them.
+    pub async fn stream_stats_until(
+        &self,
+        what: &str,
+        check: impl Fn(&StreamStatsResponse) -> bool,
+    ) -> StreamStatsResponse {
+        self.backend().stream_stats_until(what, check).await
+    }
+
     /// The reload status: generation, files, digest, last error.
     pub fn status(&self) -> Arc<ReloadStatus> {
         self.gateway.reloader().status()

@@ -43,7 +43,7 @@ pub use gateway::{
     start_with_admin, Descriptors, Setup, TestGateway,
 };
 #[allow(unused_imports)]
-pub use reply::{assert_error, http_client, Reply};
+pub use reply::{assert_error, http_client, violation_fields, Reply};
 #[allow(unused_imports)]
 pub use test_service::fail_details;
 #[allow(unused_imports)]

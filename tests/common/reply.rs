@@ -61,3 +61,19 @@ pub fn assert_error(reply: &Reply, http_status: u16, grpc_code: i32) -> serde_js
     assert!(json["details"].is_array(), "`details` array missing in {json}");
     json
 }
+
+/// The `field`s of the `google.rpc.BadRequest` detail of an error envelope
+/// (or Status JSON); panics when there is none.
+#[track_caller]
+pub fn violation_fields(envelope: &serde_json::Value) -> Vec<String> {
+    let details = envelope["details"].as_array().cloned().unwrap_or_default();
+    let bad_request = details
+        .iter()
+        .find(|d| d["@type"] == "type.googleapis.com/google.rpc.BadRequest")
+        .unwrap_or_else(|| panic!("no google.rpc.BadRequest detail in {envelope}"));
+    let violations = bad_request["fieldViolations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("BadRequest without fieldViolations in {envelope}"));
+    assert!(!violations.is_empty(), "empty fieldViolations in {envelope}");
+    violations.iter().map(|v| v["field"].as_str().unwrap_or_default().to_owned()).collect()
+}
