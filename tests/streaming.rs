@@ -1213,3 +1213,53 @@ async fn shutdown_drains_streams_then_ends_them_in_band_with_unavailable() {
     assert_eq!(held.json_line().await, None);
     within("the gateway to stop after its drain", stopping).await.expect("shutdown task");
 }
+
+// ---------------------------------------------------------------------------
+// Bidirectional over plain HTTP
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_bidi_call_over_http2_answers_each_line_while_the_body_is_still_open() {
+    let gw = gateway("").await;
+    let mut h2 = H2Client::connect(&gw).await;
+    let mut upload = h2.open("POST", "/test/chat/room", &[("content-type", NDJSON)]).await;
+    upload.send(b"{\"name\": \"first\"}\n");
+    // The answer starts with the first reply, the request body still open.
+    let mut response = upload.response().await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.content_type(), NDJSON);
+    let first = response.json_line().await.expect("the first reply");
+    assert_eq!((first["name"].clone(), first["tag"].clone()), (json!("first"), json!("room")), "{first}");
+    // Each further line is answered before the next is sent.
+    for (i, name) in ["second", "third"].into_iter().enumerate() {
+        response.send(format!("{{\"name\": \"{name}\"}}\n").as_bytes(), false);
+        let reply = response.json_line().await.expect("a reply");
+        assert_eq!(reply["name"], json!(name), "{reply}");
+        assert_eq!(reply["index"], json!(i + 1), "{reply}");
+    }
+    // The end of the body half-closes the call: the backend ends it.
+    response.send(b"", true);
+    assert_eq!(response.json_line().await, None);
+    let trailers = response.trailers().await.expect("trailers");
+    assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]), "{trailers:?}");
+    let stats = gw.stream_stats_until("the chat completed", |s| s.completed >= 1).await;
+    assert_eq!((stats.received, stats.cancelled), (3, 0), "{stats:?}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bidi_call_over_http1_streams_both_ways() {
+    let gw = gateway("").await;
+    let mut upload = RawHttp1::open(&gw, "POST", "/test/chat/t", &[("content-type", NDJSON)], true).await;
+    upload.send(b"{\"name\": \"a\"}\n{\"name\": \"b\"}\n").await;
+    upload.finish().await;
+    let mut response = upload.response().await;
+    assert_eq!(response.status, 200);
+    let names: Vec<Value> = [response.json_line().await, response.json_line().await]
+        .into_iter()
+        .map(|line| line.expect("a reply")["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("a"), json!("b")]);
+    assert_eq!(response.json_line().await, None);
+    gw.shutdown().await;
+}

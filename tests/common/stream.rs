@@ -192,6 +192,17 @@ impl Streamed {
         }
     }
 
+    /// HTTP/2: more of the request body, sent while the answer streams
+    /// (bidirectional calls); `end` ends the body.
+    pub fn send(&mut self, data: &[u8], end: bool) {
+        match &mut self.source {
+            Source::H2 { request: Some(request), .. } => {
+                request.send_data(Bytes::copy_from_slice(data), end).expect("send request data")
+            }
+            _ => panic!("only an HTTP/2 request body can go on after the answer started"),
+        }
+    }
+
     /// HTTP/2: resets the stream (RST_STREAM CANCEL), as a client that
     /// gives up does; the connection stays open.
     pub fn reset(&mut self) {
