@@ -342,4 +342,76 @@ mod tests {
         assert_eq!(Delimiting::of(Some("application/json")), Delimiting::Array);
         assert_eq!(Delimiting::of(None), Delimiting::Array);
     }
+
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        use super::super::{Delimiting, Splitter};
+
+        /// JSON values with the characters a cutter can trip on: quotes,
+        /// backslashes, brackets and commas inside strings, nesting.
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                "[a-z\\\\\"\\[\\]{},:\\n é]{0,12}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::btree_map("[a-z\\\\\"\\]]{1,4}", inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn messages() -> impl Strategy<Value = Vec<Value>> {
+            prop::collection::vec(
+                prop::collection::btree_map("[a-z]{1,3}", json(), 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+                0..6,
+            )
+        }
+
+        /// What the splitter hands out for `body` fed in chunks cut at `cuts`.
+        fn split(delimiting: Delimiting, body: &[u8], cuts: &[usize]) -> Vec<Value> {
+            let mut splitter = Splitter::new(delimiting, 1 << 20);
+            let mut out = Vec::new();
+            let mut at = 0;
+            let mut ends: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
+            ends.sort_unstable();
+            ends.push(body.len());
+            for end in ends {
+                splitter.push(&body[at..end.max(at)]);
+                at = end.max(at);
+                while let Some(m) = splitter.next_message().expect("a valid body") {
+                    out.push(serde_json::from_slice(&m).expect("each piece is one JSON value"));
+                }
+            }
+            while let Some(m) = splitter.finish().expect("a valid body") {
+                out.push(serde_json::from_slice(&m).expect("each piece is one JSON value"));
+            }
+            out
+        }
+
+        proptest! {
+            #[test]
+            fn an_array_comes_back_message_by_message(msgs in messages(), pretty in any::<bool>(), cuts in prop::collection::vec(any::<usize>(), 0..8)) {
+                let body = if pretty { serde_json::to_vec_pretty(&msgs) } else { serde_json::to_vec(&msgs) }.expect("json");
+                prop_assert_eq!(split(Delimiting::Array, &body, &cuts), msgs);
+            }
+
+            #[test]
+            fn ndjson_comes_back_line_by_line(msgs in messages(), cuts in prop::collection::vec(any::<usize>(), 0..8)) {
+                let mut body = Vec::new();
+                for m in &msgs {
+                    body.extend(serde_json::to_vec(m).expect("json"));
+                    body.push(b'\n');
+                }
+                prop_assert_eq!(split(Delimiting::Lines, &body, &cuts), msgs);
+            }
+        }
+    }
 }
