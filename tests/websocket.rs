@@ -423,11 +423,30 @@ async fn server_stream_over_websocket_takes_its_request_from_the_first_frame() {
         // has no body: over a WebSocket the request is the first text frame
         // all the same.
         let mut ws = Ws::open(&gw, "/test/stream/items").await;
-        ws.send_json(&json!({"count": 3, "tag": "srv", "payloadSize": 2})).await;
-        for i in 0..3 {
-            let item = ws.next_json(&format!("item {i}")).await;
-            assert_item(&item, i, &format!("item-{i}"), "srv");
-            assert_eq!(text(&item, "payload"), "xx", "{item}");
+        ws.send_json(&json!({"count": 3, "tag": "srv", "payloadSize": 2, "intervalMs": 50})).await;
+        // Frames after the request are read, not sent on: pings are still
+        // answered while the stream runs.
+        for _ in 0..3 {
+            ws.send_json(&json!({"count": 99})).await;
+        }
+        ws.send(Message::Ping(b"still there?".to_vec().into())).await;
+        let (mut items, mut pongs) = (Vec::new(), 0);
+        while items.len() < 3 {
+            match ws.next("the items and the pong").await {
+                Message::Pong(payload) if &payload[..] == b"still there?" => pongs += 1,
+                Message::Text(text) => items.push(serde_json::from_str::<Value>(&text).expect("JSON")),
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+        for (i, item) in (0..).zip(&items) {
+            assert_item(item, i, &format!("item-{i}"), "srv");
+            assert_eq!(text(item, "payload"), "xx", "{item}");
+        }
+        if pongs == 0 {
+            match ws.next("the pong").await {
+                Message::Pong(payload) => assert_eq!(&payload[..], b"still there?"),
+                other => panic!("expected the pong, got {other:?}"),
+            }
         }
         ws.expect_normal_close("the close after the last item").await;
         let stats = gw.stream_stats_until("the stream completed", |s| s.completed == 1).await;

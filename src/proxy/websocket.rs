@@ -136,8 +136,7 @@ impl Session {
             .run(read),
         );
 
-        let requests = tokio_stream_of(requests_rx);
-        let requests = if route.kind.client_streams() { requests.boxed() } else { requests.take(1).boxed() };
+        let requests = receiver_stream(requests_rx);
         let metadata = call_metadata(&self.handler.metadata, &self.parts, &self.handler.peer);
         let mut watch =
             Watch::new(activity.clone(), route.stream.idle, Some(failed), self.handler.ending.clone(), self.deadline);
@@ -254,7 +253,7 @@ fn truncate_utf8(bytes: &[u8], max: usize) -> &[u8] {
     &bytes[..end]
 }
 
-fn tokio_stream_of(mut rx: mpsc::Receiver<DynamicMessage>) -> futures_util::stream::BoxStream<'static, DynamicMessage> {
+fn receiver_stream(mut rx: mpsc::Receiver<DynamicMessage>) -> futures_util::stream::BoxStream<'static, DynamicMessage> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
 }
 
@@ -355,8 +354,9 @@ impl Reader {
             };
             let message = self.build(index, body, content_type)?;
             index += 1;
-            if requests.send(message).await.is_err() {
-                // The call took what it needed (one message) or is over.
+            // A method that takes one request message has it now: later
+            // frames are read (pings, the close) but not sent.
+            if requests.send(message).await.is_err() || !self.matched.route.kind.client_streams() {
                 self.requests = None;
             }
         }
