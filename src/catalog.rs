@@ -11,6 +11,8 @@
 //! slot, [`Route::extensions`], filled at load by each feature's own
 //! [`RouteResolver`]; the feature's layer reads it back.
 
+pub mod composition;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +28,8 @@ use crate::routing::{PathTemplate, RouteTable, RouteTableBuilder};
 use crate::transcode::{DynamicCodec, JsonSettings, RequestPlan, ResponsePlan};
 use crate::upstream::{Upstream, UpstreamError, Upstreams};
 
+pub use self::composition::CompositionPlan;
+
 /// The files one upstream listed through gRPC reflection: (URL, files).
 pub type Reflected = (String, Vec<(String, bytes::Bytes)>);
 
@@ -36,6 +40,8 @@ pub enum CallKind {
     ServerStreaming,
     ClientStreaming,
     Bidi,
+    /// A composition of unary calls.
+    Composition,
 }
 
 impl CallKind {
@@ -46,6 +52,11 @@ impl CallKind {
             (true, false) => Self::ClientStreaming,
             (true, true) => Self::Bidi,
         }
+    }
+
+    /// Whether the route streams in either direction.
+    pub fn streams(self) -> bool {
+        self.client_streams() || self.server_streams()
     }
 
     pub fn client_streams(self) -> bool {
@@ -63,6 +74,7 @@ impl CallKind {
             Self::ServerStreaming => "server-streaming",
             Self::ClientStreaming => "client-streaming",
             Self::Bidi => "bidi-streaming",
+            Self::Composition => "composition",
         }
     }
 }
@@ -86,6 +98,33 @@ pub struct Route {
     pub http_method: Method,
     pub kind: CallKind,
     pub template: PathTemplate,
+    /// What serves the route: one gRPC method, or a composition of several.
+    pub target: Target,
+    /// The deadline of a unary call or of a whole composition.
+    pub timeout: Duration,
+    pub max_body: usize,
+    /// The URL version prefix the route is mounted under (`v1`, `v2beta1`),
+    /// if any.
+    pub version: Option<String>,
+    /// Added to every response of the route (`Deprecation`, `Sunset`).
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Per-route data of the features, one value per type, attached at
+    /// load by their [`RouteResolver`]s.
+    pub extensions: Extensions,
+}
+
+/// What serves a route.
+#[derive(Debug)]
+pub enum Target {
+    /// One gRPC method (any call kind).
+    Method(Arc<MethodCall>),
+    /// Several, composed into one answer.
+    Composition(Arc<CompositionPlan>),
+}
+
+/// A route's gRPC method, with everything its calls need, resolved at load.
+#[derive(Debug)]
+pub struct MethodCall {
     pub method: MethodDescriptor,
     /// `/package.Service/Method`, the gRPC request path.
     pub grpc_path: PathAndQuery,
@@ -97,25 +136,14 @@ pub struct Route {
     pub response: ResponsePlan,
     pub codec: DynamicCodec,
     pub upstream: Arc<Upstream>,
-    /// The deadline of a unary call.
-    pub timeout: Duration,
-    pub max_body: usize,
     pub stream: StreamLimits,
     /// The descriptor file the method came from.
     pub origin: Origin,
     /// No `google.api.http` option: mapped to `POST /pkg.Service/Method`.
     pub auto_mapped: bool,
-    /// The URL version prefix the route is mounted under (`v1`, `v2beta1`),
-    /// if any.
-    pub version: Option<String>,
-    /// Added to every response of the route (`Deprecation`, `Sunset`).
-    pub response_headers: Vec<(HeaderName, HeaderValue)>,
-    /// Per-route data of the features, one value per type, attached at
-    /// load by their [`RouteResolver`]s.
-    pub extensions: Extensions,
 }
 
-impl Route {
+impl MethodCall {
     /// How a WebSocket message becomes the request message.
     pub fn frame_request(&self) -> &RequestPlan {
         self.frames.as_ref().unwrap_or(&self.request)
@@ -125,6 +153,34 @@ impl Route {
     pub fn grpc_method(&self) -> &str {
         &self.grpc_path.as_str()[1..]
     }
+}
+
+impl Route {
+    /// The route's gRPC method, unless it is a composition.
+    pub fn call(&self) -> Option<&Arc<MethodCall>> {
+        match &self.target {
+            Target::Method(call) => Some(call),
+            Target::Composition(_) => None,
+        }
+    }
+
+    /// `acme.users.v1.UserService/GetUser`; empty for a composition.
+    pub fn grpc_method(&self) -> &str {
+        self.call().map_or("", |call| call.grpc_method())
+    }
+
+    /// The composition's name, if the route is one.
+    pub fn composition(&self) -> Option<&str> {
+        match &self.target {
+            Target::Method(_) => None,
+            Target::Composition(plan) => Some(&plan.name),
+        }
+    }
+
+    /// What logs call the route: its gRPC method or its composition.
+    pub fn name(&self) -> &str {
+        self.composition().unwrap_or_else(|| self.grpc_method())
+    }
 
     /// What route selectors look at; `template` is `self.template` printed.
     pub fn facts<'a>(&'a self, template: &'a str) -> RouteFacts<'a> {
@@ -133,6 +189,7 @@ impl Route {
             template,
             grpc_method: self.grpc_method(),
             version: self.version.as_deref(),
+            composition: None,
         }
     }
 }
@@ -445,6 +502,7 @@ impl Binding {
             template: &template_text,
             grpc_method: &grpc_path.as_str()[1..],
             version: self.version.as_deref(),
+            composition: None,
         };
         // The first override that selects the route decides each setting.
         let chosen = |get: &dyn Fn(&RouteOverride) -> Option<Duration>| {
@@ -469,17 +527,20 @@ impl Binding {
             http_method: self.http_method,
             kind: CallKind::of(&self.method),
             timeout: deadline.unwrap_or(config.routes.timeout),
-            stream,
-            codec: DynamicCodec::new(self.method.output()),
             template,
-            grpc_path,
-            request,
-            frames,
-            response,
-            upstream,
             max_body,
-            origin: self.origin,
-            auto_mapped: self.auto_mapped,
+            target: Target::Method(Arc::new(MethodCall {
+                stream,
+                codec: DynamicCodec::new(self.method.output()),
+                grpc_path,
+                request,
+                frames,
+                response,
+                upstream,
+                origin: self.origin,
+                auto_mapped: self.auto_mapped,
+                method: self.method,
+            })),
             response_headers: self
                 .version
                 .as_ref()
@@ -489,7 +550,6 @@ impl Binding {
                 .unwrap_or_default(),
             version: self.version,
             extensions: Extensions::new(),
-            method: self.method,
         }
     }
 }

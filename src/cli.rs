@@ -176,7 +176,7 @@ pub fn route_table(catalog: &Catalog) -> String {
             route.template.to_string(),
             route.version.clone().unwrap_or_else(|| "-".into()),
             route.grpc_method().to_string(),
-            route.upstream.url.to_string(),
+            route.call().map_or_else(|| "-".to_owned(), |call| call.upstream.url.to_string()),
             route.extensions.get::<Arc<RoutePolicy>>().map_or_else(|| "-".to_owned(), |p| p.to_string()),
             route.kind.as_str().to_owned(),
         ]);

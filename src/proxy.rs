@@ -3,6 +3,7 @@
 //! kind and the request: a unary call ([`unary`]), a stream over plain HTTP
 //! ([`stream`]) or over a WebSocket ([`websocket`]).
 
+pub mod composition;
 pub mod metadata;
 pub mod request;
 pub mod stream;
@@ -19,7 +20,7 @@ use tower::Service;
 
 use self::metadata::MetadataRules;
 pub use self::request::Ending;
-use crate::catalog::CallKind;
+use crate::catalog::{CallKind, Target};
 use crate::error::GatewayError;
 use crate::http::route_match::is_websocket_upgrade;
 use crate::http::{Body, MatchedRoute, ResponseFuture};
@@ -51,12 +52,19 @@ impl Service<Request<Incoming>> for Handler {
             let Some(matched) = req.extensions_mut().remove::<MatchedRoute>() else {
                 return Err(GatewayError::internal("no route was matched"));
             };
-            if is_websocket_upgrade(&req) && matched.route.kind != CallKind::Unary {
-                return websocket::call(&handler, matched, req);
+            let call = match &matched.route.target {
+                Target::Method(call) => call.clone(),
+                Target::Composition(plan) => {
+                    let plan = plan.clone();
+                    return composition::call(&handler, &matched, &plan, req).await;
+                }
+            };
+            if is_websocket_upgrade(&req) && matched.route.kind.streams() {
+                return websocket::call(&handler, matched, call, req);
             }
             match matched.route.kind {
-                CallKind::Unary => unary::call(&handler, &matched, req).await,
-                _ => stream::call(&handler, &matched, req).await,
+                CallKind::Unary => unary::call(&handler, &matched, &call, req).await,
+                _ => stream::call(&handler, &matched, &call, req).await,
             }
         })
     }

@@ -90,10 +90,10 @@ pub fn routes_json(gateway: &Gateway) -> serde_json::Value {
                 "path": route.template.to_string(),
                 "grpc_method": route.grpc_method(),
                 "kind": route.kind.as_str(),
-                "upstream": route.upstream.url.to_string(),
+                "upstream": route.call().map(|call| call.upstream.url.to_string()),
                 "version": route.version,
-                "source": route.origin.to_string(),
-                "auto_mapped": route.auto_mapped,
+                "source": route.call().map_or_else(|| "config".to_owned(), |call| call.origin.to_string()),
+                "auto_mapped": route.call().is_some_and(|call| call.auto_mapped),
                 "timeout_ms": route.timeout.as_millis() as u64,
                 "max_body": route.max_body,
             })

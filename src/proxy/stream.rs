@@ -37,6 +37,7 @@ use super::metadata;
 use super::request::{
     announced_too_large, body_error, call_metadata, call_timeout, read_whole_body, too_large, Ending, Handler,
 };
+use crate::catalog::MethodCall;
 use crate::error::{Fault, GatewayError};
 use crate::http::body::BoxError;
 use crate::http::{Body, MatchedRoute};
@@ -52,18 +53,20 @@ const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering
 pub async fn call(
     handler: &Handler,
     matched: &MatchedRoute,
+    call: &Arc<MethodCall>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, GatewayError> {
     // A server stream over HTTP/2 always ends with its status as trailers,
     // an ordinary error answer (before the first message) included.
     let trailers = req.version() == Version::HTTP_2 && matched.route.kind.server_streams();
-    let answer = answer(handler, matched, req).await;
+    let answer = answer(handler, matched, call, req).await;
     answer.map_err(|err| if trailers { err.with_trailers() } else { err })
 }
 
 async fn answer(
     handler: &Handler,
     matched: &MatchedRoute,
+    call: &Arc<MethodCall>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, GatewayError> {
     let route = &matched.route;
@@ -75,23 +78,24 @@ async fn answer(
             return Err(too_large(route.max_body));
         }
         let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        RequestStream::new(matched.clone(), content_type, parts.uri.query(), body, activity.clone(), fail).boxed()
+        let input = RequestStream::new(matched.clone(), call.clone(), content_type, parts.uri.query(), body);
+        input.with(activity.clone(), fail).boxed()
     } else {
         let body = read_whole_body(body, &parts.headers, route.max_body, route.timeout).await?;
         let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        let message = route.request.build(
+        let message = call.request.build(
             &matched.catalog.json,
             RequestInput { body, content_type, captures: &matched.captures, query: parts.uri.query() },
         )?;
         futures_util::stream::once(std::future::ready(message)).boxed()
     };
     let metadata = call_metadata(&handler.metadata, &parts, &handler.peer);
-    let deadline = call_timeout(&parts.headers, route.stream.deadline)?.map(Deadline::after);
-    let mut watch = Watch::new(activity, route.stream.idle, Some(failed), handler.ending.clone(), deadline);
+    let deadline = call_timeout(&parts.headers, call.stream.deadline)?.map(Deadline::after);
+    let mut watch = Watch::new(activity, call.stream.idle, Some(failed), handler.ending.clone(), deadline);
 
-    let open = route.upstream.open_stream(route.grpc_path.clone(), route.codec.clone(), requests, metadata, deadline);
+    let open = call.upstream.open_stream(call.grpc_path.clone(), call.codec.clone(), requests, metadata, deadline);
     let StreamReply { headers: upstream_headers, mut messages } = watch.race(open).await??;
-    let error = |status: tonic::Status| route.upstream.call_error(&status, deadline);
+    let error = |status: tonic::Status| call.upstream.call_error(&status, deadline);
 
     if !route.kind.server_streams() {
         // Client streaming: one answer, rendered as a unary one.
@@ -99,7 +103,7 @@ async fn answer(
             GatewayError::new(Code::Internal, Fault::Upstream, "upstream ended the call without a response message")
         })?;
         let trailers = watch.race(messages.trailers()).await?.map_err(error)?.unwrap_or_default();
-        let rendered = route.response.render(&matched.catalog.json, &message)?;
+        let rendered = call.response.render(&matched.catalog.json, &message)?;
         let mut response = Response::new(Body::full(rendered.body));
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, rendered.content_type);
@@ -113,10 +117,10 @@ async fn answer(
     // keep-alive interval of silence: its keep-alive comments need an
     // answer to travel in (an error after that is in band).
     let framing = Framing::negotiate(&parts.headers);
-    let raw = route.response.is_raw();
+    let raw = call.response.is_raw();
     let sse = framing == Framing::Sse && !raw;
     let first = if sse {
-        match watch.race(tokio::time::timeout(route.stream.keep_alive, messages.message())).await? {
+        match watch.race(tokio::time::timeout(call.stream.keep_alive, messages.message())).await? {
             Ok(first) => Some(first.map_err(error)?),
             Err(_silent) => None,
         }
@@ -131,8 +135,9 @@ async fn answer(
     // a client that keeps its HTTP/2 window shut (and answers pings) stops
     // the pulling, so a watchdog resets the upstream call at the idle
     // limit all the same. The client learns it when it reads again.
-    let watchdog = spawn_watchdog(watch.activity.clone(), route.stream.idle, messages.kill_switch());
+    let watchdog = spawn_watchdog(watch.activity.clone(), call.stream.idle, messages.kill_switch());
     let mut pump = Pump {
+        call: call.clone(),
         _watchdog: watchdog,
         framer: Framer::new(framing),
         raw,
@@ -141,7 +146,7 @@ async fn answer(
         matched: matched.clone(),
         settings,
         watch,
-        keep_alive: sse.then(|| Box::pin(tokio::time::sleep(route.stream.keep_alive))),
+        keep_alive: sse.then(|| Box::pin(tokio::time::sleep(call.stream.keep_alive))),
         trailers: parts.version == Version::HTTP_2,
         deadline,
         finished: None,
@@ -155,7 +160,7 @@ async fn answer(
         None => pump.pending = pump.framer.keep_alive(),
         Some(Some(message)) => {
             pump.watch.activity.touch();
-            let rendered = route.response.render(&pump.settings, &message)?;
+            let rendered = call.response.render(&pump.settings, &message)?;
             if raw {
                 content_type = rendered.content_type;
                 pump.pending = Some(rendered.body);
@@ -190,6 +195,7 @@ async fn answer(
 
 /// The response side of a server stream: pulls one message per frame.
 struct Pump {
+    call: Arc<MethodCall>,
     framer: Framer,
     /// `google.api.HttpBody` messages: their bytes, unframed.
     raw: bool,
@@ -280,10 +286,10 @@ impl Pump {
             Event::Message(Ok(Some(message))) => {
                 self.watch.activity.touch();
                 if let Some(timer) = &mut self.keep_alive {
-                    timer.as_mut().reset(Instant::now() + self.matched.route.stream.keep_alive);
+                    timer.as_mut().reset(Instant::now() + self.call.stream.keep_alive);
                 }
                 if self.raw {
-                    return match self.matched.route.response.render(&self.settings, &message) {
+                    return match self.call.response.render(&self.settings, &message) {
                         Ok(rendered) => Some(Ok(Frame::data(rendered.body))),
                         Err(err) => self.end(Err(err)),
                     };
@@ -321,20 +327,19 @@ impl Pump {
                 };
                 let outcome = match trailers {
                     Ok(Ok(trailers)) => Ok(trailers.unwrap_or_default()),
-                    Ok(Err(status)) => Err(self.matched.route.upstream.call_error(&status, self.deadline)),
+                    Ok(Err(status)) => Err(self.call.upstream.call_error(&status, self.deadline)),
                     Err(err) => Err(err),
                 };
                 self.end(outcome)
             }
             Event::Message(Err(status)) => {
-                let err = self.matched.route.upstream.call_error(&status, self.deadline);
+                let err = self.call.upstream.call_error(&status, self.deadline);
                 self.end(Err(err))
             }
             Event::Interrupted(err) => self.end(Err(err)),
             Event::KeepAlive => {
-                let route = &self.matched.route;
                 if let Some(timer) = &mut self.keep_alive {
-                    timer.as_mut().reset(Instant::now() + route.stream.keep_alive);
+                    timer.as_mut().reset(Instant::now() + self.call.stream.keep_alive);
                 }
                 self.framer.keep_alive().map(|line| Ok(Frame::data(line)))
             }
@@ -343,14 +348,14 @@ impl Pump {
 
     /// Appends `message` in the stream's framing.
     fn write(&mut self, out: &mut Vec<u8>, message: &DynamicMessage) -> Result<(), GatewayError> {
-        let Self { framer, matched, settings, .. } = self;
-        framer.write_message(out, |out| matched.route.response.render_json(settings, message, out))
+        let Self { framer, call, settings, .. } = self;
+        framer.write_message(out, |out| call.response.render_json(settings, message, out))
     }
 
     /// The stream is over: its last bytes now, its trailers next.
     fn end(&mut self, outcome: Result<MetadataMap, GatewayError>) -> Option<Next> {
         let bytes = self.finish(outcome.inspect_err(|err| {
-            tracing::debug!(path = %self.matched.route.grpc_path, code = ?err.code, message = %err.message, "stream ended with an error");
+            tracing::debug!(path = %self.call.grpc_path, code = ?err.code, message = %err.message, "stream ended with an error");
         }));
         match bytes {
             Some(bytes) => Some(Ok(Frame::data(bytes))),
@@ -529,6 +534,7 @@ async fn deadline_passed(deadline: &mut Option<(Deadline, Pin<Box<Sleep>>)>) {
 /// by the handler, not half-closed as if the client had finished.
 struct RequestStream {
     matched: MatchedRoute,
+    call: Arc<MethodCall>,
     query: Option<String>,
     /// The content type each raw (`HttpBody`) chunk carries.
     content_type: Option<String>,
@@ -544,25 +550,32 @@ struct RequestStream {
 impl RequestStream {
     fn new(
         matched: MatchedRoute,
+        call: Arc<MethodCall>,
         content_type: Option<&str>,
         query: Option<&str>,
         body: Incoming,
-        activity: Activity,
-        fail: oneshot::Sender<GatewayError>,
     ) -> Self {
-        let splitter = (!matched.route.request.is_raw())
-            .then(|| Splitter::new(Delimiting::of(content_type), matched.route.stream.max_message));
+        let splitter = (!call.request.is_raw())
+            .then(|| Splitter::new(Delimiting::of(content_type), call.stream.max_message));
         Self {
             matched,
+            call,
             query: query.map(str::to_owned),
             content_type: content_type.map(str::to_owned),
             body,
             splitter,
             read: 0,
             ended: false,
-            activity,
-            fail: Some(fail),
+            activity: Activity::new(),
+            fail: None,
         }
+    }
+
+    /// Touches `activity` as bytes arrive and reports a problem on `fail`.
+    fn with(mut self, activity: Activity, fail: oneshot::Sender<GatewayError>) -> Self {
+        self.activity = activity;
+        self.fail = Some(fail);
+        self
     }
 
     fn boxed(self) -> BoxStream<'static, DynamicMessage> {
@@ -619,9 +632,9 @@ impl RequestStream {
     }
 
     fn build(&self, index: usize, body: Bytes, content_type: Option<&str>) -> Result<DynamicMessage, GatewayError> {
-        let MatchedRoute { catalog, route, captures } = &self.matched;
+        let MatchedRoute { catalog, captures, .. } = &self.matched;
         let input = RequestInput { body, content_type, captures, query: self.query.as_deref() };
-        route.request.build(&catalog.json, input).map_err(|err| at_index(index, err))
+        self.call.request.build(&catalog.json, input).map_err(|err| at_index(index, err))
     }
 }
 

@@ -9,6 +9,7 @@ use tonic::Code;
 
 use super::metadata;
 use super::request::{call_metadata, call_timeout, read_whole_body, Handler};
+use crate::catalog::MethodCall;
 use crate::error::{Fault, GatewayError};
 use crate::http::{Body, MatchedRoute};
 use crate::transcode::RequestInput;
@@ -17,6 +18,7 @@ use crate::transcode::RequestInput;
 pub async fn call(
     handler: &Handler,
     matched: &MatchedRoute,
+    call: &MethodCall,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, GatewayError> {
     let MatchedRoute { catalog, route, captures } = matched;
@@ -28,15 +30,15 @@ pub async fn call(
     let body = read_whole_body(body, &parts.headers, route.max_body, route.timeout).await?;
     let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let message =
-        route.request.build(&catalog.json, RequestInput { body, content_type, captures, query: parts.uri.query() })?;
+        call.request.build(&catalog.json, RequestInput { body, content_type, captures, query: parts.uri.query() })?;
 
     let metadata = call_metadata(&handler.metadata, &parts, &handler.peer);
     let timeout = call_timeout(&parts.headers, Some(route.timeout))?.unwrap_or(route.timeout);
-    let reply = route.upstream.unary(route.grpc_path.clone(), route.codec.clone(), message, metadata, timeout).await?;
+    let reply = call.upstream.unary(call.grpc_path.clone(), call.codec.clone(), message, metadata, timeout).await?;
     let message = reply.message.ok_or_else(|| {
         GatewayError::new(Code::Internal, Fault::Upstream, "upstream ended the call without a response message")
     })?;
-    let rendered = route.response.render(&catalog.json, &message)?;
+    let rendered = call.response.render(&catalog.json, &message)?;
 
     let mut response = Response::new(Body::full(rendered.body));
     let headers = response.headers_mut();

@@ -37,6 +37,7 @@ use tonic::Code;
 
 use super::request::{call_metadata, call_timeout, Handler};
 use super::stream::{at_index, Activity, Watch};
+use crate::catalog::MethodCall;
 use crate::error::{Fault, GatewayError};
 use crate::http::route_match::has_token;
 use crate::http::{Body, MatchedRoute};
@@ -59,6 +60,7 @@ type Io = TokioIo<Upgraded>;
 pub fn call(
     handler: &Arc<Handler>,
     matched: MatchedRoute,
+    call: Arc<MethodCall>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, GatewayError> {
     // RFC 8441's WebSocket over HTTP/2 is not offered.
@@ -71,11 +73,11 @@ pub fn call(
     let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut req).map_err(refusal)?;
     // Checked now so that a bad header is a 400, not a closed socket.
     let (parts, _) = req.into_parts();
-    let deadline = call_timeout(&parts.headers, matched.route.stream.deadline)?.map(Deadline::after);
+    let deadline = call_timeout(&parts.headers, call.stream.deadline)?.map(Deadline::after);
     let handler = handler.clone();
     tokio::spawn(async move {
         match upgrade.await {
-            Ok(ws) => Session::new(handler, matched, parts, deadline).run(ws).await,
+            Ok(ws) => Session { handler, matched, call, parts, deadline }.run(ws).await,
             Err(err) => tracing::debug!(error = %err, "websocket upgrade did not complete"),
         }
     });
@@ -100,22 +102,19 @@ fn refusal(err: WebSocketError) -> GatewayError {
 struct Session {
     handler: Arc<Handler>,
     matched: MatchedRoute,
+    call: Arc<MethodCall>,
     parts: Parts,
     deadline: Option<Deadline>,
 }
 
 impl Session {
-    fn new(handler: Arc<Handler>, matched: MatchedRoute, parts: Parts, deadline: Option<Deadline>) -> Self {
-        Self { handler, matched, parts, deadline }
-    }
-
     async fn run(self, mut ws: WebSocket<Io>) {
-        let route = self.matched.route.clone();
+        let call = self.call.clone();
         ws.set_auto_close(false);
         ws.set_auto_pong(true);
         // A frame this large is refused by the reader itself; fragments are
         // counted against the same limit below.
-        ws.set_max_message_size(route.stream.max_message.saturating_add(1));
+        ws.set_max_message_size(call.stream.max_message.saturating_add(1));
         let (read, mut write) = ws.split(tokio::io::split);
 
         let activity = Activity::new();
@@ -127,6 +126,7 @@ impl Session {
         let reader = tokio::spawn(
             Reader {
                 matched: self.matched.clone(),
+                call: call.clone(),
                 query: self.parts.uri.query().map(str::to_owned),
                 activity: activity.clone(),
                 obliged: obliged_tx,
@@ -139,9 +139,9 @@ impl Session {
         let requests = receiver_stream(requests_rx);
         let metadata = call_metadata(&self.handler.metadata, &self.parts, &self.handler.peer);
         let mut watch =
-            Watch::new(activity.clone(), route.stream.idle, Some(failed), self.handler.ending.clone(), self.deadline);
+            Watch::new(activity.clone(), call.stream.idle, Some(failed), self.handler.ending.clone(), self.deadline);
         let open =
-            route.upstream.open_stream(route.grpc_path.clone(), route.codec.clone(), requests, metadata, self.deadline);
+            call.upstream.open_stream(call.grpc_path.clone(), call.codec.clone(), requests, metadata, self.deadline);
 
         let mut writer = Writer { write: &mut write };
         let outcome: Result<(), Ending> = async {
@@ -154,16 +154,16 @@ impl Session {
                 }
             };
             let StreamReply { mut messages, .. } = opened;
-            let raw = route.response.is_raw();
+            let raw = call.response.is_raw();
             loop {
                 tokio::select! {
                     biased;
                     Some(frame) = obliged.recv() => writer.send(frame).await?,
                     next = watch.race(messages.message()) => {
-                        match next?.map_err(|s| route.upstream.call_error(&s, self.deadline))? {
+                        match next?.map_err(|s| call.upstream.call_error(&s, self.deadline))? {
                             Some(message) => {
                                 activity.touch();
-                                let rendered = route.response.render(&self.matched.catalog.json, &message)?;
+                                let rendered = call.response.render(&self.matched.catalog.json, &message)?;
                                 let frame = if raw {
                                     Frame::binary(Payload::Owned(rendered.body.to_vec()))
                                 } else {
@@ -175,7 +175,7 @@ impl Session {
                             }
                             None => {
                                 let trailers = watch.race(messages.trailers()).await?;
-                                trailers.map_err(|s| route.upstream.call_error(&s, self.deadline))?;
+                                trailers.map_err(|s| call.upstream.call_error(&s, self.deadline))?;
                                 return Ok(());
                             }
                         }
@@ -197,7 +197,7 @@ impl Session {
                 }
                 Err(Ending::Gone) => {}
                 Err(Ending::Failed(err)) => {
-                    tracing::debug!(path = %route.grpc_path, code = ?err.code, message = %err.message, "websocket stream ended with an error");
+                    tracing::debug!(path = %call.grpc_path, code = ?err.code, message = %err.message, "websocket stream ended with an error");
                     let status = render_error(&err, &catalog.pool, &catalog.json);
                     if status.len() > MAX_REASON {
                         let mut last = Vec::with_capacity(status.len() + 10);
@@ -261,6 +261,7 @@ fn receiver_stream(mut rx: mpsc::Receiver<DynamicMessage>) -> futures_util::stre
 /// ends the session through `fail`.
 struct Reader {
     matched: MatchedRoute,
+    call: Arc<MethodCall>,
     query: Option<String>,
     activity: Activity,
     obliged: mpsc::Sender<Frame<'static>>,
@@ -287,8 +288,8 @@ impl Reader {
     }
 
     async fn read_all(&mut self, mut read: WebSocketRead<ReadHalf<Io>>) -> Result<(), GatewayError> {
-        let limit = self.matched.route.stream.max_message;
-        let raw = self.matched.route.frame_request().is_raw();
+        let limit = self.call.stream.max_message;
+        let raw = self.call.frame_request().is_raw();
         let mut index = 0usize;
         // A fragmented message so far: its opcode and bytes.
         let mut partial: Option<(OpCode, Vec<u8>)> = None;
@@ -363,9 +364,9 @@ impl Reader {
     }
 
     fn build(&self, index: usize, body: Bytes, content_type: Option<&str>) -> Result<DynamicMessage, GatewayError> {
-        let MatchedRoute { catalog, route, captures } = &self.matched;
+        let MatchedRoute { catalog, captures, .. } = &self.matched;
         let input = RequestInput { body, content_type, captures, query: self.query.as_deref() };
-        route.frame_request().build(&catalog.json, input).map_err(|err| at_index(index, err))
+        self.call.frame_request().build(&catalog.json, input).map_err(|err| at_index(index, err))
     }
 }
 
