@@ -21,6 +21,7 @@ use http::uri::PathAndQuery;
 use http::{Extensions, HeaderName, HeaderValue, Method};
 use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, ServiceDescriptor, Value};
 
+use crate::config::compositions::Composition;
 use crate::config::values::is_version;
 use crate::config::{Config, Deprecation, RouteFacts, RouteOverride};
 use crate::descriptors::{DescriptorError, Descriptors, Origin, SourceFile};
@@ -189,7 +190,7 @@ impl Route {
             template,
             grpc_method: self.grpc_method(),
             version: self.version.as_deref(),
-            composition: None,
+            composition: self.composition(),
         }
     }
 }
@@ -289,22 +290,10 @@ impl Catalog {
         let http_ext = descriptors.pool.get_extension_by_name("google.api.http");
 
         for service in descriptors.pool.services() {
-            let origin = descriptors.origin(service.parent_file().name()).clone();
+            let (origin, version, upstream) = service_upstream(&descriptors, upstreams, &service);
             if origin == Origin::Builtin {
                 continue;
             }
-            let version = match &origin {
-                // No folder to read a version from: the package's last
-                // segment names it (`acme.users.v2` → `v2`).
-                Origin::Reflection(_) => {
-                    service.package_name().rsplit('.').next().filter(|v| is_version(v)).map(str::to_owned)
-                }
-                _ => version_of(&origin),
-            };
-            let upstream = match &origin {
-                Origin::Reflection(url) => upstreams.reflection_upstream(url),
-                _ => upstreams.resolve_versioned(service.full_name(), version.as_deref()),
-            };
             if upstream.is_none() {
                 unrouted.push(Unrouted {
                     name: service.full_name().to_string(),
@@ -368,7 +357,7 @@ impl Catalog {
                 }
             };
             let grpc_method = plans.grpc_path.as_str()[1..].to_owned();
-            let claimant = (grpc_method.clone(), binding.origin.clone());
+            let claimant = (grpc_method.clone(), binding.origin.to_string());
             if let Err(collision) = claims.insert(binding.http_method.clone(), plans.template.clone(), claimant) {
                 let (existing, existing_origin) = collision.existing;
                 problems.push(format!(
@@ -380,16 +369,43 @@ impl Catalog {
             let Some(upstream) = binding.upstream.clone() else {
                 continue;
             };
-            let mut route = binding.into_route(plans, upstream, config);
-            let template = route.template.to_string();
-            let mut slot = Extensions::new();
-            for resolver in resolvers {
-                if let Err(problem) = resolver.attach(&route, &route.facts(&template), &mut slot) {
-                    problems.push(problem);
+            let route = binding.into_route(plans, upstream, config);
+            routes.push(Arc::new(attach(route, resolvers, &mut problems)));
+        }
+
+        // Compositions claim their routes after the descriptors' bindings,
+        // so that a collision names the method it would shadow.
+        let upstream_of = |method: &MethodDescriptor| {
+            let service = method.parent_service();
+            service_upstream(&descriptors, upstreams, &service).2.cloned()
+        };
+        let cx = composition::Context { pool: &descriptors.pool, json: &json, upstream: &upstream_of };
+        for composition in &config.compositions {
+            let named = |what: String| format!("composition {}: {what}", composition.name);
+            let template = match PathTemplate::parse(&composition.path) {
+                Ok(template) => template,
+                Err(err) => {
+                    problems.push(named(format!("{} {}: {err}", composition.http_method, composition.path)));
+                    continue;
                 }
+            };
+            let claimant = (format!("composition {}", composition.name), "config".to_owned());
+            if let Err(collision) = claims.insert(composition.http_method.clone(), template.clone(), claimant) {
+                let (existing, existing_origin) = collision.existing;
+                problems.push(named(format!(
+                    "route collision: {} {template} is bound by {existing} ({existing_origin}) already",
+                    composition.http_method
+                )));
+                continue;
             }
-            route.extensions = slot;
-            routes.push(Arc::new(route));
+            let variables = template.variables.iter().map(|v| v.field_path.join(".")).collect();
+            match CompositionPlan::compile(composition, variables, &cx) {
+                Ok(plan) => {
+                    let route = composition_route(composition, template, plan, config);
+                    routes.push(Arc::new(attach(route, resolvers, &mut problems)));
+                }
+                Err(found) => problems.extend(found),
+            }
         }
 
         let mut table = RouteTableBuilder::new();
@@ -401,7 +417,7 @@ impl Catalog {
         // Two streaming bindings of one path under different methods share
         // one WebSocket address: a GET binding keeps it, else the first
         // bound.
-        let streaming = routes.iter().filter(|r| r.kind != CallKind::Unary);
+        let streaming = routes.iter().filter(|r| r.kind.streams());
         let (get, other): (Vec<_>, Vec<_>) = streaming.partition(|r| r.http_method == Method::GET);
         for route in get.into_iter().chain(other) {
             let _ = websockets.insert(Method::GET, route.template.clone(), route.clone());
@@ -541,17 +557,77 @@ impl Binding {
                 auto_mapped: self.auto_mapped,
                 method: self.method,
             })),
-            response_headers: self
-                .version
-                .as_ref()
-                .and_then(|v| config.versions.get(v))
-                .and_then(|v| v.deprecated.as_ref())
-                .map(deprecation_headers)
-                .unwrap_or_default(),
+            response_headers: version_headers(self.version.as_deref(), config),
             version: self.version,
             extensions: Extensions::new(),
         }
     }
+}
+
+/// `route` with the features' data attached by `resolvers`.
+fn attach(mut route: Route, resolvers: &[&dyn RouteResolver], problems: &mut Vec<String>) -> Route {
+    let template = route.template.to_string();
+    let mut slot = Extensions::new();
+    for resolver in resolvers {
+        if let Err(problem) = resolver.attach(&route, &route.facts(&template), &mut slot) {
+            problems.push(problem);
+        }
+    }
+    route.extensions = slot;
+    route
+}
+
+/// Where a service's descriptor came from, the version it is mounted
+/// under, and the upstream that serves it (if any).
+fn service_upstream<'u>(
+    descriptors: &Descriptors,
+    upstreams: &'u Upstreams,
+    service: &ServiceDescriptor,
+) -> (Origin, Option<String>, Option<&'u Arc<Upstream>>) {
+    let origin = descriptors.origin(service.parent_file().name()).clone();
+    let version = match &origin {
+        // No folder to read a version from: the package's last segment
+        // names it (`acme.users.v2` → `v2`).
+        Origin::Reflection(_) => service.package_name().rsplit('.').next().filter(|v| is_version(v)).map(str::to_owned),
+        _ => version_of(&origin),
+    };
+    let upstream = match &origin {
+        Origin::Reflection(url) => upstreams.reflection_upstream(url),
+        _ => upstreams.resolve_versioned(service.full_name(), version.as_deref()),
+    };
+    (origin, version, upstream)
+}
+
+/// A composition's route: its template's first segment is its version
+/// when named like one (`/v1/...`), with that version's headers.
+fn composition_route(
+    composition: &Composition,
+    template: PathTemplate,
+    plan: CompositionPlan,
+    config: &Config,
+) -> Route {
+    let text = template.to_string();
+    let version = text.trim_start_matches('/').split(['/', ':']).next().filter(|s| is_version(s)).map(str::to_owned);
+    Route {
+        http_method: composition.http_method.clone(),
+        kind: CallKind::Composition,
+        template,
+        target: Target::Composition(Arc::new(plan)),
+        timeout: composition.timeout.unwrap_or(config.routes.timeout),
+        max_body: config.limits.max_body,
+        response_headers: version_headers(version.as_deref(), config),
+        version,
+        extensions: Extensions::new(),
+    }
+}
+
+/// A deprecated version's `Deprecation` and `Sunset` headers.
+fn version_headers(version: Option<&str>, config: &Config) -> Vec<(HeaderName, HeaderValue)> {
+    version
+        .and_then(|v| config.versions.get(v))
+        .and_then(|v| v.deprecated.as_ref())
+        .map(deprecation_headers)
+        .unwrap_or_default()
 }
 
 /// The version a descriptor file is mounted under: the nearest enclosing

@@ -17,7 +17,7 @@ use crate::error::GatewayError;
 /// Where a field value parsed from text ends up: a scalar or enum, a wrapper
 /// type, or a well-known type whose JSON form is a string.
 #[derive(Debug, Clone)]
-pub(crate) enum Leaf {
+pub enum Leaf {
     /// Every non-message kind (scalars and enums).
     Scalar(Kind),
     /// `google.protobuf.*Value`: the wrapped value's text, boxed.
@@ -28,7 +28,7 @@ pub(crate) enum Leaf {
 
 impl Leaf {
     /// `None` for message types that have no single-string form.
-    pub(crate) fn of(kind: &Kind) -> Option<Leaf> {
+    pub fn of(kind: &Kind) -> Option<Leaf> {
         let Kind::Message(message) = kind else {
             return Some(Leaf::Scalar(kind.clone()));
         };
@@ -52,7 +52,7 @@ impl Leaf {
     }
 
     /// Parses `text` into a value of this leaf's type; the error says why.
-    pub(crate) fn parse(&self, text: &str) -> Result<Value, String> {
+    pub fn parse(&self, text: &str) -> Result<Value, String> {
         match self {
             Leaf::Scalar(kind) => parse_scalar(kind, text),
             Leaf::Wrapper { message, value } => {
@@ -423,7 +423,7 @@ fn assign(msg: &mut DynamicMessage, target: Target, text: &str) -> Result<(), St
 }
 
 /// `+` as space, then percent-decoding; the result must be UTF-8.
-pub(crate) fn decode_component(raw: &str) -> Result<Cow<'_, str>, &'static str> {
+pub fn decode_component(raw: &str) -> Result<Cow<'_, str>, &'static str> {
     if !raw.bytes().any(|b| b == b'%' || b == b'+') {
         return Ok(Cow::Borrowed(raw));
     }

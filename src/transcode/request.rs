@@ -375,7 +375,7 @@ fn parse_lone_field(
     Ok(msg.get_field(field).into_owned())
 }
 
-fn syntax_error(err: &serde_json::Error) -> GatewayError {
+pub fn syntax_error(err: &serde_json::Error) -> GatewayError {
     GatewayError::bad_field(
         "",
         format!("invalid JSON at line {} column {}: {}", err.line(), err.column(), bare_message(err)),

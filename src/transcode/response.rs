@@ -183,11 +183,11 @@ impl serde_json::ser::Formatter for Formatter {
 
 /// One field's value in the proto3 JSON mapping, default or not: what
 /// `response_body` returns. Messages inside go through prost-reflect.
-struct FieldJson<'a> {
-    value: &'a Value,
+pub struct FieldJson<'a> {
+    pub value: &'a Value,
     /// The field's kind (for a list, the element kind; for a map, the entry).
-    kind: &'a Kind,
-    settings: &'a JsonSettings,
+    pub kind: &'a Kind,
+    pub settings: &'a JsonSettings,
 }
 
 impl Serialize for FieldJson<'_> {
