@@ -10,7 +10,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::auth::policy::RoutePolicy;
-use crate::catalog::{Catalog, LoadError};
+use crate::catalog::{Catalog, LoadError, Target};
 use crate::config::{self, Config, ConfigArgs, LogFormat};
 use crate::gateway::load::Loader;
 use crate::gateway::Gateway;
@@ -175,8 +175,14 @@ pub fn route_table(catalog: &Catalog) -> String {
             route.http_method.to_string(),
             route.template.to_string(),
             route.version.clone().unwrap_or_else(|| "-".into()),
-            route.grpc_method().to_string(),
-            route.call().map_or_else(|| "-".to_owned(), |call| call.upstream.url.to_string()),
+            match &route.target {
+                Target::Method(call) => call.grpc_method().to_owned(),
+                Target::Composition(plan) => plan.summary(),
+            },
+            match &route.target {
+                Target::Method(call) => call.upstream.url.to_string(),
+                Target::Composition(plan) => plan.upstreams().join(","),
+            },
             route.extensions.get::<Arc<RoutePolicy>>().map_or_else(|| "-".to_owned(), |p| p.to_string()),
             route.kind.as_str().to_owned(),
         ]);

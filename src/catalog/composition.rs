@@ -165,6 +165,33 @@ impl CompositionPlan {
     }
 }
 
+impl CompositionPlan {
+    /// `user-overview: user, orders, details` — the name and its calls.
+    pub fn summary(&self) -> String {
+        let calls: Vec<&str> = self.calls.iter().map(|c| c.name.as_str()).collect();
+        format!("{}: {}", self.name, calls.join(", "))
+    }
+
+    /// The distinct upstream URLs the calls go to, in call order.
+    pub fn upstreams(&self) -> Vec<String> {
+        let mut urls: Vec<String> = Vec::new();
+        for call in &self.calls {
+            let url = call.upstream.url.to_string();
+            if !urls.contains(&url) {
+                urls.push(url);
+            }
+        }
+        urls
+    }
+}
+
+impl CallPlan {
+    /// `acme.users.v1.UserService/GetUser`
+    pub fn grpc_method(&self) -> &str {
+        &self.grpc_path.as_str()[1..]
+    }
+}
+
 struct Compiler<'a> {
     composition: &'a Composition,
     path_variables: &'a [String],

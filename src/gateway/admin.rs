@@ -16,6 +16,7 @@ use tonic::Code;
 
 use super::listener::{accept_loop, Drain};
 use super::Gateway;
+use crate::catalog::Target;
 use crate::error::{Fault, GatewayError};
 use crate::http::respond::error_response;
 
@@ -88,7 +89,8 @@ pub fn routes_json(gateway: &Gateway) -> serde_json::Value {
             json!({
                 "method": route.http_method.as_str(),
                 "path": route.template.to_string(),
-                "grpc_method": route.grpc_method(),
+                "grpc_method": route.call().map(|call| call.grpc_method()),
+                "composition": composition_json(route),
                 "kind": route.kind.as_str(),
                 "upstream": route.call().map(|call| call.upstream.url.to_string()),
                 "version": route.version,
@@ -101,4 +103,26 @@ pub fn routes_json(gateway: &Gateway) -> serde_json::Value {
         .collect();
     let unrouted: Vec<_> = catalog.unrouted.iter().map(|u| json!({"name": u.name, "reason": u.reason})).collect();
     json!({"routes": routes, "unrouted": unrouted})
+}
+
+/// A composition route's name and calls, for `/routes`.
+fn composition_json(route: &crate::catalog::Route) -> serde_json::Value {
+    let Target::Composition(plan) = &route.target else {
+        return serde_json::Value::Null;
+    };
+    let calls: Vec<_> = plan
+        .calls
+        .iter()
+        .map(|call| {
+            json!({
+                "name": call.name,
+                "method": call.grpc_method(),
+                "upstream": call.upstream.url.to_string(),
+                "optional": call.optional,
+                "for_each": call.for_each.is_some(),
+                "needs": call.needs.iter().map(|&i| plan.calls[i].name.as_str()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({"name": plan.name, "calls": calls})
 }
