@@ -11,6 +11,7 @@
 
 pub mod auth;
 mod check;
+pub mod compositions;
 pub mod rate_limits;
 mod schema;
 pub mod secret;
@@ -61,6 +62,10 @@ pub struct Config {
     pub policies: auth::PoliciesConfig,
     /// `versions.vN`: settings of the routes mounted under `/vN`.
     pub versions: std::collections::BTreeMap<String, VersionConfig>,
+    /// `compositions:` — routes that call several methods, in file order.
+    /// Checked as far as possible without descriptors; the catalog
+    /// compiles them against the descriptors.
+    pub compositions: Vec<compositions::Composition>,
 }
 
 /// Settings of one URL version (`versions.v2`).
@@ -193,6 +198,7 @@ impl Default for Config {
             auth: Default::default(),
             policies: Default::default(),
             rate_limits: Default::default(),
+            compositions: Vec::new(),
         }
     }
 }

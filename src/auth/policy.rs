@@ -219,6 +219,7 @@ fn selector(rule: &PolicyRule) -> Result<RouteSelector, String> {
         method: rule.method.clone(),
         http_method,
         version: rule.version.clone(),
+        composition: rule.composition.clone(),
     };
     match selector.problem() {
         Some(problem) => Err(problem),
@@ -270,7 +271,7 @@ mod tests {
     }
 
     fn facts<'a>(method: &'a Method, template: &'a str, grpc: &'a str) -> RouteFacts<'a> {
-        RouteFacts { http_method: method, template, grpc_method: grpc, version: None }
+        RouteFacts { http_method: method, template, grpc_method: grpc, version: None, composition: None }
     }
 
     fn identity(provider: &str, scopes: &[&str], claims: Value) -> Identity {

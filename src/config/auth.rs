@@ -490,6 +490,9 @@ pub struct PolicyRule {
     /// URL version prefix (`v1`, `v2beta1`).
     #[serde(default)]
     pub version: Option<String>,
+    /// A composition's name: selects that composition's route only.
+    #[serde(default, deserialize_with = "composition")]
+    pub composition: Option<String>,
     /// Default: `authenticated`.
     #[serde(default)]
     pub allow: Option<Access>,
@@ -583,6 +586,10 @@ impl PoliciesConfig {
 
 fn path_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     check::opt_str_rule(d, check_path_prefix)
+}
+
+fn composition<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    check::opt_str_rule(d, super::selector::check_composition)
 }
 
 fn method<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

@@ -156,7 +156,19 @@ pub(super) fn opt_at_least_one_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Op
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Step {
     Key(&'static str),
+    /// A key the user chose (a call name, a request field).
+    Name(String),
     Index(usize),
+}
+
+impl Step {
+    fn key(&self) -> Option<&str> {
+        match self {
+            Step::Key(key) => Some(key),
+            Step::Name(name) => Some(name),
+            Step::Index(_) => None,
+        }
+    }
 }
 
 /// A problem found once the whole file is read, with the key path of the
@@ -189,6 +201,12 @@ impl KeyPath {
         self
     }
 
+    /// A key the user chose, such as a call name.
+    pub(super) fn name(mut self, name: impl Into<String>) -> Self {
+        self.0.push(Step::Name(name.into()));
+        self
+    }
+
     pub(super) fn index(mut self, index: usize) -> Self {
         self.0.push(Step::Index(index));
         self
@@ -202,11 +220,16 @@ impl KeyPath {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, step) in self.path.iter().enumerate() {
-            match step {
-                Step::Key(key) if i == 0 => f.write_str(key)?,
-                Step::Key(key) => write!(f, ".{key}")?,
-                Step::Index(index) => write!(f, "[{index}]")?,
+            let Some(key) = step.key() else {
+                if let Step::Index(index) = step {
+                    write!(f, "[{index}]")?;
+                }
+                continue;
+            };
+            if i > 0 {
+                f.write_str(".")?;
             }
+            f.write_str(key)?;
         }
         if !self.path.is_empty() {
             f.write_str(": ")?;
@@ -257,11 +280,14 @@ impl<'de> Visitor<'de> for Probe<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let Some((Step::Key(wanted), rest)) = self.path.split_first() else {
+        let Some((wanted, rest)) = self.path.split_first() else {
+            return self.fail();
+        };
+        let Some(wanted) = wanted.key() else {
             return self.fail();
         };
         while let Some(key) = map.next_key::<serde_yaml_ng::Value>()? {
-            if key.as_str() == Some(*wanted) {
+            if key.as_str() == Some(wanted) {
                 return map.next_value_seed(Probe { path: rest, message: self.message });
             }
             map.next_value::<IgnoredAny>()?;

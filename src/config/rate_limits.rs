@@ -153,6 +153,13 @@ pub struct RuleMatch {
     pub http_method: Option<http::Method>,
     /// The route's URL version prefix (`v1`).
     pub version: Option<String>,
+    /// A composition's name: selects that composition's route only.
+    #[serde(default, deserialize_with = "composition")]
+    pub composition: Option<String>,
+}
+
+fn composition<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    check::opt_str_rule(d, super::selector::check_composition)
 }
 
 /// What one bucket is per, as written: one part (`ip`) or a list of parts

@@ -19,8 +19,9 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::check::{Check, Checked, Problem};
-use super::selector::check_method_in_service;
+use super::check::{self, Check, Checked, KeyPath, Problem};
+use super::compositions::{self, CompositionsSection};
+use super::selector::{check_composition, check_method_in_service};
 use super::values::{
     parse_forward_header, parse_upstream_pattern, Addr, DateValue, DurationValue, HttpMethod, LogLevel, MethodName,
     PathPrefix, PathText, ServiceName, SizeValue, Threads, UpstreamUrl, VersionName,
@@ -47,6 +48,7 @@ pub(super) struct FileConfig {
     auth: Option<super::auth::AuthConfig>,
     policies: Option<super::auth::PoliciesConfig>,
     rate_limits: Option<super::rate_limits::RateLimitsConfig>,
+    compositions: Option<CompositionsSection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,13 +157,22 @@ impl Check for OverrideRaw {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with path_prefix, service, method, http_method, version")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with path_prefix, service, method, http_method, version, composition"
+)]
 struct SelectorRaw {
     path_prefix: Option<PathPrefix>,
     service: Option<ServiceName>,
     method: Option<MethodName>,
     http_method: Option<HttpMethod>,
     version: Option<String>,
+    #[serde(default, deserialize_with = "composition")]
+    composition: Option<String>,
+}
+
+fn composition<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    check::opt_str_rule(d, check_composition)
 }
 
 impl Check for SelectorRaw {
@@ -171,8 +182,11 @@ impl Check for SelectorRaw {
             && self.method.is_none()
             && self.http_method.is_none()
             && self.version.is_none()
+            && self.composition.is_none()
         {
-            return Err("needs at least one of path_prefix, service, method, http_method or version".into());
+            return Err(
+                "needs at least one of path_prefix, service, method, http_method, version or composition".into()
+            );
         }
         check_method_in_service(self.service.as_ref().map(|s| s.0.as_str()), self.method.as_ref().map(|m| m.0.as_str()))
     }
@@ -359,6 +373,40 @@ impl FileConfig {
                 return Some(problem.under("rate_limits"));
             }
         }
+        let compositions = self.compositions.as_ref().map_or(&[][..], |c| c.0.as_slice());
+        if let Some(problem) = compositions::problem(compositions) {
+            return Some(problem.under("compositions"));
+        }
+        self.composition_selector_problem(compositions)
+    }
+
+    /// The first selector whose `composition` names none of the file's.
+    fn composition_selector_problem(&self, compositions: &[compositions::Composition]) -> Option<Problem> {
+        let unknown = |name: &Option<String>| compositions::unknown_composition(name.as_deref()?, compositions);
+        let overrides = self.routes.as_ref().and_then(|r| r.overrides.as_deref()).unwrap_or_default();
+        for (index, Checked(o)) in overrides.iter().enumerate() {
+            if let Some(message) = unknown(&o.selector.0.composition) {
+                let at = KeyPath::new().key("routes").key("overrides").index(index);
+                return Some(at.key("match").key("composition").problem(message));
+            }
+        }
+        for (index, rule) in self.policies.iter().flat_map(|p| p.rules.iter().enumerate()) {
+            if let Some(message) = unknown(&rule.composition) {
+                let at = KeyPath::new().key("policies").key("rules").index(index);
+                return Some(at.key("composition").problem(message));
+            }
+        }
+        for (index, rule) in self.rate_limits.iter().flat_map(|r| r.rules.iter().enumerate()) {
+            let at = || KeyPath::new().key("rate_limits").key("rules").index(index);
+            if let Some(message) = unknown(&rule.selector.composition) {
+                return Some(at().key("match").key("composition").problem(message));
+            }
+            for (k, cost) in rule.route_costs.iter().enumerate() {
+                if let Some(message) = unknown(&cost.selector.composition) {
+                    return Some(at().key("route_costs").index(k).key("match").key("composition").problem(message));
+                }
+            }
+        }
         None
     }
 
@@ -435,6 +483,9 @@ impl FileConfig {
         if let Some(rate_limits) = self.rate_limits {
             config.rate_limits = rate_limits;
         }
+        if let Some(CompositionsSection(compositions)) = self.compositions {
+            config.compositions = compositions;
+        }
         for (VersionName(name), version) in self.versions.unwrap_or_default() {
             let deprecated = version
                 .deprecated
@@ -479,6 +530,7 @@ impl OverrideRaw {
                 method: s.method.map(|v| v.0),
                 http_method: s.http_method.map(|v| v.0),
                 version: s.version,
+                composition: s.composition,
             },
             timeout: self.timeout.map(|v| v.0),
             max_body: self.max_body.map(|v| v.0),

@@ -19,6 +19,9 @@ pub struct RouteSelector {
     pub http_method: Option<Method>,
     /// The URL version prefix the route is mounted under (`v1`).
     pub version: Option<String>,
+    /// The name of a composition (`compositions[].name`): selects that
+    /// composition's route and nothing else.
+    pub composition: Option<String>,
 }
 
 /// What a selector looks at: the facts of one route, as the catalog knows
@@ -32,6 +35,9 @@ pub struct RouteFacts<'a> {
     /// `package.Service/Method`.
     pub grpc_method: &'a str,
     pub version: Option<&'a str>,
+    /// The composition's name when the route is one; `None` for a route
+    /// of the descriptors.
+    pub composition: Option<&'a str>,
 }
 
 impl RouteSelector {
@@ -41,6 +47,7 @@ impl RouteSelector {
             && self.service.as_deref().is_none_or(|s| s == service)
             && self.method.as_deref().is_none_or(|m| m == route.grpc_method)
             && self.version.as_deref().is_none_or(|v| Some(v) == route.version)
+            && self.composition.as_deref().is_none_or(|c| Some(c) == route.composition)
             && self.path_prefix.as_deref().is_none_or(|p| has_path_prefix(route.template, p))
     }
 
@@ -75,6 +82,15 @@ pub fn check_method(method: &str) -> Result<(), String> {
     }
 }
 
+/// A composition's name, and a selector's `composition`.
+pub fn check_composition(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        Err("a composition name must not be empty".into())
+    } else {
+        Ok(())
+    }
+}
+
 /// A selector with both `service` and `method` selects nothing unless the
 /// method is the service's.
 pub fn check_method_in_service(service: Option<&str>, method: Option<&str>) -> Result<(), String> {
@@ -103,7 +119,13 @@ mod tests {
     use super::*;
 
     fn facts<'a>(method: &'a Method, template: &'a str) -> RouteFacts<'a> {
-        RouteFacts { http_method: method, template, grpc_method: "a.v1.Admin/List", version: Some("v1") }
+        RouteFacts {
+            http_method: method,
+            template,
+            grpc_method: "a.v1.Admin/List",
+            version: Some("v1"),
+            composition: None,
+        }
     }
 
     #[test]
@@ -127,10 +149,25 @@ mod tests {
             method: Some("a.v1.Admin/List".into()),
             http_method: Some(Method::GET),
             version: Some("v1".into()),
+            composition: None,
         };
         assert!(all.selects(&facts(&get, "/v1/admin")));
         assert!(!RouteSelector { version: Some("v2".into()), ..all.clone() }.selects(&facts(&get, "/v1/admin")));
         assert!(!all.selects(&facts(&Method::POST, "/v1/admin")));
         assert!(!RouteSelector { service: Some("a.v1.Other".into()), ..all.clone() }.selects(&facts(&get, "/v1/x")));
+    }
+
+    #[test]
+    fn composition_selects_only_that_composition() {
+        let get = Method::GET;
+        let overview = RouteSelector { composition: Some("user-overview".into()), ..RouteSelector::default() };
+        let route = RouteFacts { composition: Some("user-overview"), ..facts(&get, "/v1/users/{id}/overview") };
+        assert!(overview.selects(&route));
+        assert!(!overview.selects(&RouteFacts { composition: Some("other"), ..route }));
+        // A route of the descriptors is no composition.
+        assert!(!overview.selects(&facts(&get, "/v1/users/{id}/overview")));
+        // Selectors without the key select compositions like any route.
+        let prefix = RouteSelector { path_prefix: Some("/v1/users".into()), ..RouteSelector::default() };
+        assert!(prefix.selects(&route));
     }
 }

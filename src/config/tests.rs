@@ -130,6 +130,7 @@ fn every_key_is_read() {
                     method: Some("acme.users.v1.UserService/GetUser".into()),
                     http_method: Some(http::Method::GET),
                     version: None,
+                    composition: None,
                 },
                 timeout: Some(Duration::from_millis(250)),
                 max_body: Some(1 << 20),
@@ -169,6 +170,19 @@ fn the_shipped_example_is_valid() {
     };
     assert!(!c.upstreams.is_empty());
     assert!(!c.routes.overrides.is_empty());
+}
+
+/// The example's compositions are commented out (none by default); with
+/// the comment marks taken off they must still be valid.
+#[test]
+fn the_shipped_examples_composition_is_valid() {
+    let text = include_str!("../../protogate.example.yaml");
+    let start = text.find("# compositions:").unwrap();
+    let uncommented: String =
+        text[start..].lines().filter_map(|line| line.strip_prefix("# ")).map(|line| format!("{line}\n")).collect();
+    let c = parse_ok(&uncommented);
+    assert_eq!(c.compositions[0].name, "user-overview");
+    assert_eq!(c.compositions[0].calls.len(), 2);
 }
 
 #[test]
@@ -973,4 +987,430 @@ fn a_valid_auth_section_is_read() {
     let headers: Vec<String> =
         c.auth.forward_claims.iter().map(|claim| claim.header().unwrap().as_str().to_owned()).collect();
     assert_eq!(headers, ["x-claim-email", "x-groups"]);
+}
+
+/// DESIGN §8's example, plus a route with a body and every kind of value.
+const COMPOSITIONS: &str = r#"
+compositions:
+  - name: user-overview
+    get: /v1/users/{id}/overview
+    timeout: 2s
+    calls:
+      user:
+        method: acme.users.v1.UserService/GetUser
+        request: { id: "{path.id}" }
+      orders:
+        method: acme.orders.v1.OrderService/ListOrders
+        request: { user_id: "{user.id}", page_size: 5 }
+        timeout: 500ms
+        optional: true
+      friends:
+        method: acme.users.v1.UserService/GetUser
+        for_each: "{user.friend_ids}"
+        request: { id: "{item}" }
+        max_concurrency: 8
+    response:
+      user: "{user}"
+      orders: "{orders.orders}"
+      friends: "{friends}"
+  - name: checkout
+    post: /v1/users/{user.id}/checkout
+    on_error: fail
+    calls:
+      order:
+        method: acme.orders.v1.OrderService/CreateOrder
+        request:
+          user_id: "{path.user.id}"
+          items: "{body.items}"
+          currency_code: EUR
+          note: "by {path.user.id} via {query.source}"
+          tags: [a, 1, true, ~, 2.5]
+          filter.region: { name: eu, codes: [1, 2] }
+      ping:
+        method: acme.orders.v1.OrderService/Ping
+        request: {}
+      explicit:
+        method: acme.orders.v1.OrderService/Ping
+        request: { message: "{body}" }
+"#;
+
+#[test]
+fn a_valid_compositions_section_is_read_in_order() {
+    use compositions::{Call, Composition, OnError, DEFAULT_MAX_CONCURRENCY};
+    use serde_json::json;
+
+    let c = parse_ok(COMPOSITIONS);
+    let call = |name: &str, method: &str, request: Vec<(&str, serde_json::Value)>| Call {
+        name: name.into(),
+        method: method.into(),
+        request: request.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        timeout: None,
+        optional: false,
+        for_each: None,
+        max_concurrency: DEFAULT_MAX_CONCURRENCY,
+    };
+    let overview = Composition {
+        name: "user-overview".into(),
+        http_method: http::Method::GET,
+        path: "/v1/users/{id}/overview".into(),
+        timeout: Some(Duration::from_secs(2)),
+        on_error: OnError::Partial,
+        calls: vec![
+            call("user", "acme.users.v1.UserService/GetUser", vec![("id", json!("{path.id}"))]),
+            Call {
+                timeout: Some(Duration::from_millis(500)),
+                optional: true,
+                ..call(
+                    "orders",
+                    "acme.orders.v1.OrderService/ListOrders",
+                    vec![("user_id", json!("{user.id}")), ("page_size", json!(5))],
+                )
+            },
+            Call {
+                for_each: Some("{user.friend_ids}".into()),
+                max_concurrency: 8,
+                ..call("friends", "acme.users.v1.UserService/GetUser", vec![("id", json!("{item}"))])
+            },
+        ],
+        response: Some(vec![
+            ("user".into(), json!("{user}")),
+            ("orders".into(), json!("{orders.orders}")),
+            ("friends".into(), json!("{friends}")),
+        ]),
+    };
+    let checkout = Composition {
+        name: "checkout".into(),
+        http_method: http::Method::POST,
+        path: "/v1/users/{user.id}/checkout".into(),
+        timeout: None,
+        on_error: OnError::Fail,
+        calls: vec![
+            call(
+                "order",
+                "acme.orders.v1.OrderService/CreateOrder",
+                vec![
+                    ("user_id", json!("{path.user.id}")),
+                    ("items", json!("{body.items}")),
+                    ("currency_code", json!("EUR")),
+                    ("note", json!("by {path.user.id} via {query.source}")),
+                    ("tags", json!(["a", 1, true, null, 2.5])),
+                    ("filter.region", json!({ "name": "eu", "codes": [1, 2] })),
+                ],
+            ),
+            call("ping", "acme.orders.v1.OrderService/Ping", vec![]),
+            call("explicit", "acme.orders.v1.OrderService/Ping", vec![("message", json!("{body}"))]),
+        ],
+        response: None,
+    };
+    assert_eq!(c.compositions, vec![overview, checkout]);
+    assert_eq!(c.compositions[0].calls[2].dependencies(), ["user"]);
+    assert!(c.compositions[1].calls[0].dependencies().is_empty());
+    // `partial`, the default, may be written.
+    let partial = COMPOSITIONS.replace("on_error: fail", "on_error: partial");
+    assert_eq!(parse_ok(&partial).compositions[1].on_error, OnError::Partial);
+    // No section, no compositions.
+    assert!(parse_ok("compositions:\n").compositions.is_empty());
+    assert!(parse_ok("").compositions.is_empty());
+}
+
+#[test]
+fn the_selector_key_composition_is_read_everywhere() {
+    let text = format!(
+        "{COMPOSITIONS}routes:\n  overrides:\n    - match: {{ composition: checkout }}\n      timeout: 5s\n\
+         policies:\n  rules:\n    - composition: user-overview\n      allow: public\n\
+         rate_limits:\n  rules:\n    - match: {{ composition: checkout }}\n      key: ip\n      rate: 5/s\n      \
+         route_costs:\n        - match: {{ composition: user-overview }}\n          cost: 2\n"
+    );
+    let c = parse_ok(&text);
+    assert_eq!(c.routes.overrides[0].selector.composition.as_deref(), Some("checkout"));
+    assert_eq!(c.policies.rules[0].composition.as_deref(), Some("user-overview"));
+    assert_eq!(c.rate_limits.rules[0].selector.composition.as_deref(), Some("checkout"));
+    assert_eq!(c.rate_limits.rules[0].route_costs[0].selector.composition.as_deref(), Some("user-overview"));
+}
+
+/// A composition `c` at `GET /v1/x/{id}` (lines 1 to 3) followed by `rest`,
+/// which starts at line 4.
+fn composition(rest: &str) -> String {
+    format!("compositions:\n  - name: c\n    get: /v1/x/{{id}}\n{rest}")
+}
+
+/// `composition` with calls `a` (line 5) and `b` (line 8), `b`'s request at
+/// line 10; `a_request` is `a`'s request at line 7.
+fn two_calls(a_request: &str, b_request: &str) -> String {
+    composition(&format!(
+        "    calls:\n      a:\n        method: a.v1.S/Get\n        request: {a_request}\n      b:\n        method: a.v1.S/Get\n        request: {b_request}\n"
+    ))
+}
+
+#[test]
+fn compositions_are_checked_with_key_and_line() {
+    let call_a = "    calls:\n      a:\n        method: a.v1.S/Get\n";
+    let cases: Vec<(String, &str, &str, usize)> = vec![
+        // The entry as a whole.
+        ("compositions: {}\n".into(), "compositions", "a sequence", 1),
+        (
+            "compositions:\n  - name: ''\n    get: /x\n    calls: { a: { method: a.v1.S/Get } }\n".into(),
+            "compositions[0].name",
+            "must not be empty",
+            2,
+        ),
+        (
+            "compositions:\n  - get: /x\n    calls: { a: { method: a.v1.S/Get } }\n".into(),
+            "compositions[0]",
+            "missing field `name`",
+            2,
+        ),
+        (
+            "compositions:\n  - name: c\n    calls: { a: { method: a.v1.S/Get } }\n".into(),
+            "compositions[0]",
+            "composition \"c\" needs its route: one of get, post, put, patch or delete",
+            2,
+        ),
+        (
+            composition(&format!("    post: /v1/x\n{call_a}")),
+            "compositions[0]",
+            "composition \"c\" has both get and post",
+            2,
+        ),
+        (
+            "compositions:\n  - name: c\n    get: v1/x\n    calls: { a: { method: a.v1.S/Get } }\n".into(),
+            "compositions[0].get",
+            "\"v1/x\" must start with /",
+            3,
+        ),
+        (composition(&format!("    timeout: 0s\n{call_a}")), "compositions[0].timeout", "greater than zero", 4),
+        (composition(&format!("    on_error: ignore\n{call_a}")), "compositions[0].on_error", "unknown variant", 4),
+        (composition(&format!("    retries: 3\n{call_a}")), "compositions[0]: unknown field `retries`", "", 4),
+        (composition(""), "compositions[0]", "missing field `calls`", 2),
+        (composition("    calls: {}\n"), "compositions[0].calls", "at least one call", 4),
+        // Call names, at their own line.
+        (composition("    calls:\n      1a: { method: a.v1.S/Get }\n"), "compositions[0].calls", "call name \"1a\"", 5),
+        (composition("    calls:\n      user-info: { method: a.v1.S/Get }\n"), "compositions[0].calls", "letters", 5),
+        (composition("    calls:\n      item: { method: a.v1.S/Get }\n"), "compositions[0].calls", "reserved", 5),
+        (composition("    calls:\n      errors: { method: a.v1.S/Get }\n"), "compositions[0].calls", "reserved", 5),
+        (
+            composition("    calls:\n      a: { method: a.v1.S/Get }\n      b: { method: a.v1.S/Get }\n      a: { method: a.v1.S/Get }\n"),
+            "compositions[0].calls",
+            "call name \"a\" is given twice",
+            7,
+        ),
+        // One call's values.
+        (composition("    calls:\n      a: {}\n"), "compositions[0].calls.a", "missing field `method`", 5),
+        (composition("    calls:\n      a:\n        method: S/Get\n"), "compositions[0].calls.a.method", "package.Service/Method", 6),
+        (composition("    calls:\n      a:\n        method: a.v1.S.Get\n"), "compositions[0].calls.a.method", "package.Service/Method", 6),
+        (composition("    calls:\n      a:\n        method: a.v1.S/\n"), "compositions[0].calls.a.method", "package.Service/Method", 6),
+        (composition("    calls:\n      a:\n        method: a.v1.S/Get/More\n"), "compositions[0].calls.a.method", "package.Service/Method", 6),
+        (composition(&format!("{call_a}        timeout: 0ms\n")), "compositions[0].calls.a.timeout", "greater than zero", 7),
+        (composition(&format!("{call_a}        optional: yes\n")), "compositions[0].calls.a.optional", "boolean", 7),
+        (composition(&format!("{call_a}        retries: 1\n")), "compositions[0].calls.a: unknown field `retries`", "", 7),
+        (
+            composition(&format!("{call_a}        for_each: \"{{path.id}}\"\n        max_concurrency: 0\n")),
+            "compositions[0].calls.a.max_concurrency",
+            "at least 1",
+            8,
+        ),
+        (
+            composition(&format!("{call_a}        max_concurrency: 4\n")),
+            "compositions[0].calls.a",
+            "max_concurrency limits the calls of a for_each, and this call has no for_each",
+            6,
+        ),
+        // `request` and `response` keys.
+        (two_calls("{ filter..region: 1 }", "{}"), "compositions[0].calls.a.request", "\"filter..region\" is not a field path", 7),
+        (two_calls("{ id: 1, id: 2 }", "{}"), "compositions[0].calls.a.request", "key \"id\" is given twice", 7),
+        (two_calls("[id]", "{}"), "compositions[0].calls.a.request", "a mapping of request field to value", 7),
+        (
+            composition(&format!("{call_a}    response:\n      errors: \"{{a}}\"\n")),
+            "compositions[0].response",
+            "`errors` is where a partial answer lists its failed calls",
+            8,
+        ),
+        (two_calls("{ x: .nan }", "{}"), "compositions[0].calls.a.request.x", "has no JSON form", 7),
+        // Reference syntax, while the value is read.
+        (two_calls("{ id: \"{path.id\" }", "{}"), "compositions[0].calls.a.request.id", "a `{` is never closed", 7),
+        (two_calls("{ id: \"path.id}\" }", "{}"), "compositions[0].calls.a.request.id", "a `}` closes no `{`", 7),
+        (two_calls("{ id: \"{a{b}}\" }", "{}"), "compositions[0].calls.a.request.id", "references do not nest", 7),
+        (two_calls("{ id: \"x{}\" }", "{}"), "compositions[0].calls.a.request.id", "`{}` names nothing", 7),
+        (two_calls("{ id: \"{b..id}\" }", "{}"), "compositions[0].calls.a.request.id", "`{b..id}` has an empty segment", 7),
+        (two_calls("{ id: \"{b.}\" }", "{}"), "compositions[0].calls.a.request.id", "has an empty segment", 7),
+        (two_calls("{ id: \"{path}\" }", "{}"), "compositions[0].calls.a.request.id", "`{path}` needs a name: `{path.NAME}`", 7),
+        (two_calls("{ id: \"{query}\" }", "{}"), "compositions[0].calls.a.request.id", "`{query.NAME}`", 7),
+        (two_calls("{ id: \"{ b.id }\" }", "{}"), "compositions[0].calls.a.request.id", "no spaces inside a reference", 7),
+        (two_calls("{ id: \"{errors.b}\" }", "{}"), "compositions[0].calls.a.request.id", "cannot be referenced", 7),
+        (two_calls("{ id: \"{9b.id}\" }", "{}"), "compositions[0].calls.a.request.id", "neither path, query, body, item nor a call name", 7),
+        (two_calls("{ id: \"{b.x/y}\" }", "{}"), "compositions[0].calls.a.request.id", "\"x/y\" is not a field or parameter name", 7),
+        (
+            two_calls("\n          ids: [\"{path.id}\", \"{b\"]", "{}"),
+            "compositions[0].calls.a.request.ids[1]",
+            "never closed",
+            8,
+        ),
+        (composition(&format!("{call_a}        for_each: \"ids: {{path.id}}\"\n")), "compositions[0].calls.a.for_each", "exactly one reference", 7),
+        (composition(&format!("{call_a}        for_each: \"{{path.id}}{{path.id}}\"\n")), "compositions[0].calls.a.for_each", "exactly one reference", 7),
+        (composition(&format!("{call_a}        for_each: \"\"\n")), "compositions[0].calls.a.for_each", "exactly one reference", 7),
+        (composition(&format!("{call_a}        for_each: \"{{item.ids}}\"\n")), "compositions[0].calls.a.for_each", "cannot be the list", 7),
+        // References against the composition, once the file is read.
+        (
+            two_calls("{ id: \"{usr.id}\" }", "{}"),
+            "compositions[0].calls.a.request.id",
+            "composition \"c\": `{usr.id}` names no call: the calls are a, b",
+            7,
+        ),
+        (
+            two_calls("{}", "{ id: \"users/{b.id}\" }"),
+            "compositions[0].calls.b.request.id",
+            "`{b.id}`: call \"b\" cannot use its own answer",
+            10,
+        ),
+        (
+            two_calls("{ id: \"{item}\" }", "{}"),
+            "compositions[0].calls.a.request.id",
+            "`{item}`: call \"a\" has no for_each, so it has no item",
+            7,
+        ),
+        (
+            two_calls("{ id: \"{body.id}\" }", "{}"),
+            "compositions[0].calls.a.request.id",
+            "`{body.id}`: a GET route has no request body",
+            7,
+        ),
+        (
+            two_calls("{ id: \"{path.uid}\" }", "{}"),
+            "compositions[0].calls.a.request.id",
+            "`{path.uid}`: the path /v1/x/{id} has no variable `uid` (it has id)",
+            7,
+        ),
+        (
+            two_calls("{}", "\n          filter:\n            region: [eu, \"{nobody}\"]"),
+            "compositions[0].calls.b.request.filter.region[1]",
+            "`{nobody}` names no call",
+            12,
+        ),
+        (
+            composition(&format!("{call_a}        for_each: \"{{z.ids}}\"\n")),
+            "compositions[0].calls.a.for_each",
+            "`{z.ids}` names no call",
+            7,
+        ),
+        (
+            composition(&format!("{call_a}        for_each: \"{{a.ids}}\"\n")),
+            "compositions[0].calls.a.for_each",
+            "call \"a\" cannot use its own answer",
+            7,
+        ),
+        (
+            composition(&format!("{call_a}    response:\n      one: \"{{a}}\"\n      each: \"{{item}}\"\n")),
+            "compositions[0].response.each",
+            "an item exists only in the request of a call with for_each",
+            9,
+        ),
+        (
+            composition(&format!("{call_a}    response:\n      x: {{ y: \"{{b.y}}\" }}\n")),
+            "compositions[0].response.x.y",
+            "`{b.y}` names no call",
+            8,
+        ),
+        (
+            two_calls("{ id: \"{b.id}\" }", "{ id: \"{a.id}\" }"),
+            "compositions[0].calls.a",
+            "composition \"c\": calls `a` → `b` → `a` wait for each other in a cycle",
+            6,
+        ),
+        (
+            composition(&format!("    timeout: 1s\n{call_a}        timeout: 2s\n")),
+            "compositions[0].calls.a.timeout",
+            "call timeout 2s is longer than the composition's 1s",
+            8,
+        ),
+        (
+            format!("{}  - name: c\n    get: /y\n    calls: {{ a: {{ method: a.v1.S/Get }} }}\n", two_calls("{}", "{}")),
+            "compositions[1].name",
+            "composition name \"c\" is used by compositions[0] too",
+            11,
+        ),
+    ];
+    for (text, key, problem, line) in &cases {
+        assert_rejected(text, key, problem, *line);
+    }
+}
+
+#[test]
+fn selectors_name_compositions_that_exist() {
+    let c = composition("    calls: { a: { method: a.v1.S/Get } }\n");
+    let cases: Vec<(String, &str, &str, usize)> = vec![
+        (
+            "routes:\n  overrides:\n    - match: { composition: '' }\n      timeout: 1s\n".into(),
+            "routes.overrides[0].match.composition",
+            "must not be empty",
+            3,
+        ),
+        (
+            "routes:\n  overrides:\n    - match: { composition: c }\n      timeout: 1s\n".into(),
+            "routes.overrides[0].match.composition",
+            "no composition is named \"c\": the file defines no compositions",
+            3,
+        ),
+        (
+            format!("{c}routes:\n  overrides:\n    - match:\n        composition: d\n      timeout: 1s\n"),
+            "routes.overrides[0].match.composition",
+            "no composition is named \"d\"; compositions are \"c\"",
+            8,
+        ),
+        (
+            format!("{c}policies:\n  rules:\n    - allow: public\n      composition: d\n"),
+            "policies.rules[0].composition",
+            "no composition is named \"d\"",
+            8,
+        ),
+        (
+            format!("{c}rate_limits:\n  rules:\n    - key: ip\n      rate: 1/s\n      match: {{ composition: d }}\n"),
+            "rate_limits.rules[0].match.composition",
+            "no composition is named \"d\"",
+            9,
+        ),
+        (
+            format!(
+                "{c}rate_limits:\n  rules:\n    - key: ip\n      rate: 5/s\n      route_costs:\n        - match: {{ composition: d }}\n          cost: 2\n"
+            ),
+            "rate_limits.rules[0].route_costs[0].match.composition",
+            "no composition is named \"d\"",
+            10,
+        ),
+    ];
+    for (text, key, problem, line) in &cases {
+        assert_rejected(text, key, problem, *line);
+    }
+}
+
+#[test]
+fn templates_split_into_text_and_references() {
+    use compositions::{parse_for_each, parse_template, Piece, Reference, Root};
+
+    let reference = |root: Root, path: &[&str]| Reference { root, path: path.iter().map(|s| s.to_string()).collect() };
+    assert_eq!(parse_template("").unwrap(), []);
+    assert_eq!(parse_template("plain").unwrap(), [Piece::Text("plain".into())]);
+    assert_eq!(parse_template("{user}").unwrap(), [Piece::Ref(reference(Root::Call("user".into()), &[]))]);
+    assert_eq!(
+        parse_template("users/{path.id}:{orders.orders.total-count}!").unwrap(),
+        [
+            Piece::Text("users/".into()),
+            Piece::Ref(reference(Root::Path, &["id"])),
+            Piece::Text(":".into()),
+            Piece::Ref(reference(Root::Call("orders".into()), &["orders", "total-count"])),
+            Piece::Text("!".into()),
+        ]
+    );
+    assert_eq!(
+        parse_template("{query.a}{body}{item.x}").unwrap(),
+        [
+            Piece::Ref(reference(Root::Query, &["a"])),
+            Piece::Ref(reference(Root::Body, &[])),
+            Piece::Ref(reference(Root::Item, &["x"])),
+        ]
+    );
+    let r = parse_for_each("{user.friend_ids}").unwrap();
+    assert_eq!(r, reference(Root::Call("user".into()), &["friend_ids"]));
+    assert_eq!(r.to_string(), "{user.friend_ids}");
+    assert!(parse_for_each("{item}").is_err());
+    assert!(parse_for_each(" {user.ids}").is_err());
 }

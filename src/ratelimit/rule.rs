@@ -131,6 +131,7 @@ fn selector(m: &RuleMatch) -> RouteSelector {
         method: m.method.clone(),
         http_method: m.http_method.clone(),
         version: m.version.clone(),
+        composition: m.composition.clone(),
     }
 }
 
