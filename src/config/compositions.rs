@@ -35,9 +35,10 @@ pub struct Composition {
     pub on_error: OnError,
     /// In the order written.
     pub calls: Vec<Call>,
-    /// `response:` shaping, in the order written: key → value (a reference
-    /// such as `"{orders.orders}"`, or a literal; strings at any depth are
-    /// templates, as in [`Call::request`]). `None`: every call by name.
+    /// `response:` shaping, in the order written: key → value: exactly one
+    /// reference to a call (`"{orders.orders}"`, `"{user}"`) or a literal
+    /// (strings inside lists and maps as in [`Call::request`]). `None`:
+    /// every call by name.
     pub response: Option<Vec<(String, serde_json::Value)>>,
 }
 
@@ -62,15 +63,18 @@ pub struct Call {
     /// `request:` in the order written: a (dotted) proto field path of the
     /// request message → its value: a literal (YAML scalar, list or map as
     /// JSON) or a string holding references (`"{path.id}"`,
-    /// `"users/{user.id}"`). Every string, at any depth of a list or map,
-    /// is a template ([`parse_template`]). A map inside a value is a
-    /// `serde_json::Map`, in its key order, not the file's.
+    /// `"users/{user.id}"`, see [`parse_template`]). Only a string that is
+    /// the whole value holds references: a string inside a list or map is
+    /// a literal, and the config refuses one with a brace in it. A map
+    /// inside a value is a `serde_json::Map`, in its key order, not the
+    /// file's.
     pub request: Vec<(String, serde_json::Value)>,
     /// This call's deadline, within the route's.
     pub timeout: Option<Duration>,
     pub optional: bool,
-    /// `"{CALL.field}"` (or another reference to a list): one call per
-    /// element, the answers as a JSON array.
+    /// `"{CALL.field}"`, a list in another call's answer (see
+    /// [`parse_for_each`]): one call per element, the answers as a JSON
+    /// array.
     pub for_each: Option<String>,
     /// Calls of a `for_each` in flight at once (default 16).
     pub max_concurrency: usize,
@@ -93,11 +97,8 @@ impl Call {
     /// template contributes nothing.
     pub fn dependencies(&self) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
-        let mut texts: Vec<&str> = self.for_each.iter().map(String::as_str).collect();
-        for (_, value) in &self.request {
-            strings_in(value, &mut texts);
-        }
-        for text in texts {
+        let values = self.request.iter().filter_map(|(_, value)| value.as_str());
+        for text in self.for_each.iter().map(String::as_str).chain(values) {
             for piece in parse_template(text).unwrap_or_default() {
                 if let Piece::Ref(Reference { root: Root::Call(name), .. }) = piece {
                     if !names.contains(&name) {
@@ -107,16 +108,6 @@ impl Call {
             }
         }
         names
-    }
-}
-
-/// Every string inside `value`, at any depth, in order.
-fn strings_in<'v>(value: &'v serde_json::Value, out: &mut Vec<&'v str>) {
-    match value {
-        serde_json::Value::String(text) => out.push(text),
-        serde_json::Value::Array(items) => items.iter().for_each(|v| strings_in(v, out)),
-        serde_json::Value::Object(map) => map.values().for_each(|v| strings_in(v, out)),
-        _ => {}
     }
 }
 
@@ -213,16 +204,37 @@ pub fn parse_template(text: &str) -> Result<Vec<Piece>, String> {
     Ok(pieces)
 }
 
-/// A `for_each` value: exactly one reference and nothing around it, never
-/// `{item}` (the list's element does not exist before the list).
+/// A `for_each` value: exactly one reference to another call's answer
+/// (`"{user.friend_ids}"`) and nothing around it. The list comes from a
+/// call: never `{item}` (the element does not exist before its list), nor
+/// `path`, `query` or `body`.
 pub fn parse_for_each(text: &str) -> Result<Reference, String> {
     let mut pieces = parse_template(text)?;
     match (pieces.pop(), pieces.is_empty()) {
         (Some(Piece::Ref(reference)), true) if reference.root == Root::Item => {
             Err(format!("{text:?}: `{{item}}` is the element of this list, it cannot be the list"))
         }
-        (Some(Piece::Ref(reference)), true) => Ok(reference),
+        (Some(Piece::Ref(reference @ Reference { root: Root::Call(_), .. })), true) => Ok(reference),
+        (Some(Piece::Ref(reference)), true) => Err(format!(
+            "{text:?}: the list must come from a call's answer (`{{CALL.field}}`), not from {}",
+            reference.root
+        )),
         _ => Err(format!("{text:?} must be exactly one reference to a list, such as \"{{user.friend_ids}}\"")),
+    }
+}
+
+/// A `response` value that is a string: one reference to a call's answer
+/// (`"{orders.orders}"`), or text without references.
+pub fn parse_response_value(text: &str) -> Result<Option<Reference>, String> {
+    let mut pieces = parse_template(text)?;
+    match (pieces.pop(), pieces.is_empty()) {
+        (None | Some(Piece::Text(_)), true) => Ok(None),
+        (Some(Piece::Ref(reference @ Reference { root: Root::Call(_), .. })), true) => Ok(Some(reference)),
+        (Some(Piece::Ref(reference)), true) => Err(format!(
+            "{text:?}: an answer value refers to a call's answer (`{{CALL}}`, `{{CALL.field}}`), not to {}",
+            reference.root
+        )),
+        _ => Err(format!("{text:?}: an answer value is one reference to a call, or a literal: no text around it")),
     }
 }
 
@@ -515,8 +527,12 @@ struct RequestFields(Vec<(String, serde_json::Value)>);
 
 impl<'de> Deserialize<'de> for RequestFields {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(Fields { expecting: "a mapping of request field to value", key_rule: field_path })
-            .map(RequestFields)
+        d.deserialize_map(Fields {
+            expecting: "a mapping of request field to value",
+            key_rule: field_path,
+            text_rule: |text| parse_template(text).map(drop),
+        })
+        .map(RequestFields)
     }
 }
 
@@ -525,8 +541,12 @@ struct ResponseFields(Vec<(String, serde_json::Value)>);
 
 impl<'de> Deserialize<'de> for ResponseFields {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(Fields { expecting: "a mapping of answer key to value", key_rule: response_key })
-            .map(ResponseFields)
+        d.deserialize_map(Fields {
+            expecting: "a mapping of answer key to value",
+            key_rule: response_key,
+            text_rule: |text| parse_response_value(text).map(drop),
+        })
+        .map(ResponseFields)
     }
 }
 
@@ -548,10 +568,12 @@ fn response_key(key: &str) -> Result<(), String> {
 }
 
 /// A mapping read in order, each key checked by `key_rule` and given once,
-/// each value read as JSON.
+/// each value read as JSON; a value that is a string is checked by
+/// `text_rule`.
 struct Fields {
     expecting: &'static str,
     key_rule: check::StrRule,
+    text_rule: check::StrRule,
 }
 
 impl<'de> Visitor<'de> for Fields {
@@ -562,7 +584,7 @@ impl<'de> Visitor<'de> for Fields {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut fields: Vec<(String, serde_json::Value)> = Vec::new();
         while let Some(key) = map.next_key_seed(FieldKey { rule: self.key_rule, seen: &fields })? {
-            let JsonValue(value) = map.next_value()?;
+            let value = map.next_value_seed(Json { text_rule: self.text_rule })?;
             fields.push((key, value));
         }
         Ok(fields)
@@ -595,19 +617,35 @@ impl Visitor<'_> for FieldKey<'_> {
     }
 }
 
-/// Any YAML value as JSON; every string in it, at any depth, must be a
-/// valid template (see [`parse_template`]).
-struct JsonValue(serde_json::Value);
+/// Any YAML value as JSON. A string that is the value itself is checked by
+/// `text_rule`; strings inside its lists and maps are literals, where a
+/// brace would look like a reference that is never read, so none is
+/// allowed.
+#[derive(Clone, Copy)]
+struct Json {
+    text_rule: check::StrRule,
+}
 
-impl<'de> Deserialize<'de> for JsonValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(JsonVisitor).map(JsonValue)
+/// The `text_rule` of strings inside a list or map.
+fn literal_text(text: &str) -> Result<(), String> {
+    if text.contains(['{', '}']) {
+        Err(format!(
+            "{text:?}: references stand only as a whole request or answer value, not inside a list or mapping \
+             (and a brace means nothing else)"
+        ))
+    } else {
+        Ok(())
     }
 }
 
-struct JsonVisitor;
+impl<'de> DeserializeSeed<'de> for Json {
+    type Value = serde_json::Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
 
-impl<'de> Visitor<'de> for JsonVisitor {
+impl<'de> Visitor<'de> for Json {
     type Value = serde_json::Value;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a YAML scalar, list or mapping")
@@ -627,7 +665,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
             .ok_or_else(|| E::custom(format!("{v} has no JSON form (write it as a string: \"{v}\")")))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        parse_template(v).map_err(E::custom)?;
+        (self.text_rule)(v).map_err(E::custom)?;
         Ok(v.into())
     }
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
@@ -641,13 +679,13 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut items = Vec::new();
-        while let Some(JsonValue(item)) = seq.next_element()? {
+        while let Some(item) = seq.next_element_seed(Json { text_rule: literal_text })? {
             items.push(item);
         }
         Ok(serde_json::Value::Array(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        let fields = Fields { expecting: "a mapping", key_rule: |_| Ok(()) }.visit_map(map)?;
+        let fields = Fields { expecting: "a mapping", key_rule: |_| Ok(()), text_rule: literal_text }.visit_map(map)?;
         Ok(serde_json::Value::Object(fields.into_iter().collect()))
     }
 }
@@ -726,30 +764,19 @@ struct Scope<'a> {
 }
 
 impl Scope<'_> {
-    /// The first reference in `value` (any depth) that cannot stand where
-    /// `value` does: in `call`'s `request` or `for_each`, or (no call) in
-    /// `response`.
+    /// The first reference in `value` that cannot stand where `value` does:
+    /// in `call`'s `request` or `for_each`, or (no call) in `response`.
+    /// Only a string that is the whole value holds references.
     fn value_problem(&self, call: Option<&Call>, value: &serde_json::Value, at: KeyPath) -> Option<Problem> {
-        match value {
-            serde_json::Value::String(text) => {
-                let pieces = match parse_template(text) {
-                    Ok(pieces) => pieces,
-                    Err(message) => return Some(at.problem(message)),
-                };
-                let mut references = pieces.iter().filter_map(|piece| match piece {
-                    Piece::Ref(reference) => Some(reference),
-                    Piece::Text(_) => None,
-                });
-                references.find_map(|r| self.reference_problem(call, r).err()).map(|message| at.problem(message))
-            }
-            serde_json::Value::Array(items) => {
-                items.iter().enumerate().find_map(|(i, item)| self.value_problem(call, item, at.clone().index(i)))
-            }
-            serde_json::Value::Object(map) => {
-                map.iter().find_map(|(key, item)| self.value_problem(call, item, at.clone().name(key.clone())))
-            }
-            _ => None,
-        }
+        let pieces = match parse_template(value.as_str()?) {
+            Ok(pieces) => pieces,
+            Err(message) => return Some(at.problem(message)),
+        };
+        let mut references = pieces.iter().filter_map(|piece| match piece {
+            Piece::Ref(reference) => Some(reference),
+            Piece::Text(_) => None,
+        });
+        references.find_map(|r| self.reference_problem(call, r).err()).map(|message| at.problem(message))
     }
 
     fn reference_problem(&self, call: Option<&Call>, reference: &Reference) -> Result<(), String> {

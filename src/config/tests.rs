@@ -1204,7 +1204,7 @@ fn compositions_are_checked_with_key_and_line() {
         (composition(&format!("{call_a}        optional: yes\n")), "compositions[0].calls.a.optional", "boolean", 7),
         (composition(&format!("{call_a}        retries: 1\n")), "compositions[0].calls.a: unknown field `retries`", "", 7),
         (
-            composition(&format!("{call_a}        for_each: \"{{path.id}}\"\n        max_concurrency: 0\n")),
+            composition(&format!("{call_a}        for_each: \"{{z.ids}}\"\n        max_concurrency: 0\n")),
             "compositions[0].calls.a.max_concurrency",
             "at least 1",
             8,
@@ -1239,16 +1239,61 @@ fn compositions_are_checked_with_key_and_line() {
         (two_calls("{ id: \"{errors.b}\" }", "{}"), "compositions[0].calls.a.request.id", "cannot be referenced", 7),
         (two_calls("{ id: \"{9b.id}\" }", "{}"), "compositions[0].calls.a.request.id", "neither path, query, body, item nor a call name", 7),
         (two_calls("{ id: \"{b.x/y}\" }", "{}"), "compositions[0].calls.a.request.id", "\"x/y\" is not a field or parameter name", 7),
+        // Inside a list or mapping a string is a literal: a brace there
+        // would be a reference that is never read.
         (
-            two_calls("\n          ids: [\"{path.id}\", \"{b\"]", "{}"),
+            two_calls("\n          ids: [\"x\", \"{path.id}\"]", "{}"),
             "compositions[0].calls.a.request.ids[1]",
-            "never closed",
+            "\"{path.id}\": references stand only as a whole request or answer value, not inside a list or mapping",
+            8,
+        ),
+        (
+            two_calls("{}", "\n          filter:\n            region: [eu, \"}\"]"),
+            "compositions[0].calls.b.request.filter.region[1]",
+            "references stand only as a whole",
+            12,
+        ),
+        (
+            composition(&format!("{call_a}    response:\n      x: {{ y: \"{{a.y}}\" }}\n")),
+            "compositions[0].response.x.y",
+            "references stand only as a whole",
+            8,
+        ),
+        // An answer value is one reference to a call, or a literal.
+        (
+            composition(&format!("{call_a}    response:\n      one: \"{{a}}\"\n      each: \"{{item}}\"\n")),
+            "compositions[0].response.each",
+            "\"{item}\": an answer value refers to a call's answer (`{CALL}`, `{CALL.field}`), not to item",
+            9,
+        ),
+        (
+            composition(&format!("{call_a}    response:\n      id: \"{{path.id}}\"\n")),
+            "compositions[0].response.id",
+            "not to path",
+            8,
+        ),
+        (
+            composition(&format!("{call_a}    response:\n      n: \"total {{a.n}}\"\n")),
+            "compositions[0].response.n",
+            "an answer value is one reference to a call, or a literal: no text around it",
             8,
         ),
         (composition(&format!("{call_a}        for_each: \"ids: {{path.id}}\"\n")), "compositions[0].calls.a.for_each", "exactly one reference", 7),
         (composition(&format!("{call_a}        for_each: \"{{path.id}}{{path.id}}\"\n")), "compositions[0].calls.a.for_each", "exactly one reference", 7),
         (composition(&format!("{call_a}        for_each: \"\"\n")), "compositions[0].calls.a.for_each", "exactly one reference", 7),
         (composition(&format!("{call_a}        for_each: \"{{item.ids}}\"\n")), "compositions[0].calls.a.for_each", "cannot be the list", 7),
+        (
+            composition(&format!("{call_a}        for_each: \"{{query.ids}}\"\n")),
+            "compositions[0].calls.a.for_each",
+            "the list must come from a call's answer (`{CALL.field}`), not from query",
+            7,
+        ),
+        (
+            composition(&format!("{call_a}        for_each: \"{{body.items}}\"\n")),
+            "compositions[0].calls.a.for_each",
+            "not from body",
+            7,
+        ),
         // References against the composition, once the file is read.
         (
             two_calls("{ id: \"{usr.id}\" }", "{}"),
@@ -1281,12 +1326,6 @@ fn compositions_are_checked_with_key_and_line() {
             7,
         ),
         (
-            two_calls("{}", "\n          filter:\n            region: [eu, \"{nobody}\"]"),
-            "compositions[0].calls.b.request.filter.region[1]",
-            "`{nobody}` names no call",
-            12,
-        ),
-        (
             composition(&format!("{call_a}        for_each: \"{{z.ids}}\"\n")),
             "compositions[0].calls.a.for_each",
             "`{z.ids}` names no call",
@@ -1299,16 +1338,10 @@ fn compositions_are_checked_with_key_and_line() {
             7,
         ),
         (
-            composition(&format!("{call_a}    response:\n      one: \"{{a}}\"\n      each: \"{{item}}\"\n")),
-            "compositions[0].response.each",
-            "an item exists only in the request of a call with for_each",
+            composition(&format!("{call_a}    response:\n      one: \"{{a}}\"\n      two: \"{{b.x}}\"\n")),
+            "compositions[0].response.two",
+            "composition \"c\": `{b.x}` names no call: the calls are a",
             9,
-        ),
-        (
-            composition(&format!("{call_a}    response:\n      x: {{ y: \"{{b.y}}\" }}\n")),
-            "compositions[0].response.x.y",
-            "`{b.y}` names no call",
-            8,
         ),
         (
             two_calls("{ id: \"{b.id}\" }", "{ id: \"{a.id}\" }"),
@@ -1384,7 +1417,7 @@ fn selectors_name_compositions_that_exist() {
 
 #[test]
 fn templates_split_into_text_and_references() {
-    use compositions::{parse_for_each, parse_template, Piece, Reference, Root};
+    use compositions::{parse_for_each, parse_response_value, parse_template, Piece, Reference, Root};
 
     let reference = |root: Root, path: &[&str]| Reference { root, path: path.iter().map(|s| s.to_string()).collect() };
     assert_eq!(parse_template("").unwrap(), []);
@@ -1412,5 +1445,14 @@ fn templates_split_into_text_and_references() {
     assert_eq!(r, reference(Root::Call("user".into()), &["friend_ids"]));
     assert_eq!(r.to_string(), "{user.friend_ids}");
     assert!(parse_for_each("{item}").is_err());
+    assert!(parse_for_each("{query.ids}").is_err());
     assert!(parse_for_each(" {user.ids}").is_err());
+    assert_eq!(
+        parse_response_value("{orders.orders}").unwrap(),
+        Some(reference(Root::Call("orders".into()), &["orders"]))
+    );
+    assert_eq!(parse_response_value("plain").unwrap(), None);
+    assert_eq!(parse_response_value("").unwrap(), None);
+    assert!(parse_response_value("{path.id}").is_err());
+    assert!(parse_response_value("n={a.n}").is_err());
 }
