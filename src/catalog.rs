@@ -377,7 +377,7 @@ impl Catalog {
         // so that a collision names the method it would shadow.
         let upstream_of = |method: &MethodDescriptor| {
             let service = method.parent_service();
-            service_upstream(&descriptors, upstreams, &service).2.cloned()
+            service_upstream(&descriptors, upstreams, service).2.cloned()
         };
         let cx = composition::Context { pool: &descriptors.pool, json: &json, upstream: &upstream_of };
         for composition in &config.compositions {

@@ -241,7 +241,15 @@ async fn the_route_table_shows_each_routes_version() {
     // The same facts straight from the catalog the table is printed from.
     for route in &env.gateway.catalog().routes {
         let version = route.version.as_deref().unwrap_or_else(|| panic!("{} has no version", route.grpc_method()));
-        let package_version = route.call().expect("a method route").method.parent_service().package_name().rsplit('.').next().unwrap_or_default();
+        let package_version = route
+            .call()
+            .expect("a method route")
+            .method
+            .parent_service()
+            .package_name()
+            .rsplit('.')
+            .next()
+            .unwrap_or_default();
         assert_eq!(version, package_version, "{} mounted under the wrong folder", route.grpc_method());
         let template = route.template.to_string();
         assert!(template.starts_with(&format!("/{version}/")), "{template} of {}", route.grpc_method());

@@ -274,10 +274,8 @@ impl Compiler<'_> {
                 DynamicMessage::new(input.clone())
             }
         };
-        if let Some((list, _)) = &item {
-            if let Input::Call { call: needed, .. } = list {
-                needs.push(*needed);
-            }
+        if let Some((Input::Call { call: needed, .. }, _)) = &item {
+            needs.push(*needed);
         }
         if !problems.is_empty() {
             return Err(problems);

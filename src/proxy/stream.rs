@@ -555,8 +555,8 @@ impl RequestStream {
         query: Option<&str>,
         body: Incoming,
     ) -> Self {
-        let splitter = (!call.request.is_raw())
-            .then(|| Splitter::new(Delimiting::of(content_type), call.stream.max_message));
+        let splitter =
+            (!call.request.is_raw()).then(|| Splitter::new(Delimiting::of(content_type), call.stream.max_message));
         Self {
             matched,
             call,
