@@ -233,6 +233,7 @@ impl Compiler<'_> {
         // Literals become one JSON object, read once with the JSON mapping;
         // references become setters.
         let mut literals = serde_json::Map::new();
+        let mut literal_keys: Vec<(&str, Vec<String>, &serde_json::Value)> = Vec::new();
         let mut sets = Vec::new();
         let mut needs = Vec::new();
         for (key, value) in &call.request {
@@ -256,6 +257,7 @@ impl Compiler<'_> {
             };
             if !pieces.iter().any(|p| matches!(p, Piece::Ref(_))) {
                 insert_literal(&mut literals, &names, value.clone());
+                literal_keys.push((key, names, value));
                 continue;
             }
             match self.setter(key, target, &pieces, item.as_ref(), &mut needs) {
@@ -270,7 +272,26 @@ impl Compiler<'_> {
         ) {
             Ok(base) => base,
             Err(err) => {
-                problems.push(format!("request: a literal does not fit {}: {err}", input.full_name()));
+                // Read on its own, each literal names its own field; only
+                // literals that fit alone but not together (two members of
+                // a oneof) are reported as the whole.
+                let mut found = false;
+                for (key, names, value) in &literal_keys {
+                    let mut alone = serde_json::Map::new();
+                    insert_literal(&mut alone, names, (*value).clone());
+                    let read = DynamicMessage::deserialize_with_options(
+                        input.clone(),
+                        serde_json::Value::Object(alone),
+                        &cx.json.deserialize,
+                    );
+                    if let Err(err) = read {
+                        problems.push(format!("request.{key}: the literal {value} does not fit: {err}"));
+                        found = true;
+                    }
+                }
+                if !found {
+                    problems.push(format!("request: the literals do not fit {} together: {err}", input.full_name()));
+                }
                 DynamicMessage::new(input.clone())
             }
         };

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use futures_util::stream::{FuturesUnordered, StreamExt as _, TryStreamExt as _};
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use http::header::CONTENT_TYPE;
 use http::{HeaderName, HeaderValue, Request, Response};
 use hyper::body::Incoming;
@@ -55,14 +55,8 @@ pub async fn call(
     let deadline = Instant::now() + timeout;
 
     let inputs = Inputs { captures: &matched.captures, query, body };
-    let run = Run { plan, inputs: &inputs, metadata, deadline };
-    let outcomes = tokio::time::timeout_at(deadline, run.all()).await.map_err(|_| {
-        GatewayError::new(
-            Code::DeadlineExceeded,
-            Fault::Upstream,
-            format!("composition {}: deadline of {} ms exceeded", plan.name, timeout.as_millis()),
-        )
-    })??;
+    let run = Run { plan, inputs: &inputs, metadata, deadline, timeout };
+    let outcomes = tokio::time::timeout_at(deadline, run.all()).await.map_err(|_| run.deadline_exceeded())??;
 
     let catalog = &matched.catalog;
     let errors: Vec<(&str, Box<serde_json::value::RawValue>)> = plan
@@ -119,7 +113,18 @@ struct Run<'a> {
     plan: &'a CompositionPlan,
     inputs: &'a Inputs<'a>,
     metadata: MetadataMap,
+    /// The route's, and its length (for the error).
     deadline: Instant,
+    timeout: Duration,
+}
+
+/// How one call ended: its index, and its outcome or error.
+struct Ended {
+    index: usize,
+    outcome: Result<Outcome, GatewayError>,
+    /// It ran out of the route's time, not its own: the route has ended,
+    /// whether the call was optional or not.
+    route_deadline: bool,
 }
 
 impl Run<'_> {
@@ -158,14 +163,24 @@ impl Run<'_> {
                     }
                 }
             }
-            let Some((i, result)) = running.next().await else { break };
-            outcomes[i] = match result {
+            let Some(Ended { index: i, outcome, route_deadline }) = running.next().await else { break };
+            outcomes[i] = match outcome {
                 Ok(outcome) => outcome,
+                Err(_) if route_deadline => return Err(self.deadline_exceeded()),
                 Err(err) if calls[i].optional => Outcome::Failed(err),
                 Err(err) => return Err(err),
             };
         }
         Ok(outcomes)
+    }
+
+    /// The route's deadline has passed.
+    fn deadline_exceeded(&self) -> GatewayError {
+        GatewayError::new(
+            Code::DeadlineExceeded,
+            Fault::Upstream,
+            format!("composition {}: deadline of {} ms exceeded", self.plan.name, self.timeout.as_millis()),
+        )
     }
 
     /// The call's request messages: one, or one per `for_each` element.
@@ -216,6 +231,11 @@ impl Run<'_> {
                 set.conversion.apply_text(&text)?
             }
             input => match self.value(input, outcomes, item).map_err(|e| e.message)? {
+                // A repeated field: the conversion planned for its element
+                // type applies to each element.
+                Some(Value::List(items)) => {
+                    Value::List(items.into_iter().map(|item| set.conversion.apply(item)).collect::<Result<_, _>>()?)
+                }
                 Some(value) => set.conversion.apply(value)?,
                 None => return Ok(()),
             },
@@ -276,13 +296,12 @@ impl Run<'_> {
 
     /// One call: its request(s) to the backend, within its own timeout and
     /// what is left of the route's.
-    async fn invoke(
-        &self,
-        index: usize,
-        call: &CallPlan,
-        requests: Vec<DynamicMessage>,
-    ) -> (usize, Result<Outcome, GatewayError>) {
+    async fn invoke(&self, index: usize, call: &CallPlan, requests: Vec<DynamicMessage>) -> Ended {
         let left = self.deadline.saturating_duration_since(Instant::now());
+        // When the route's time is the shorter, a call that runs out of it
+        // ends the route: which of the two timers fires first must not
+        // decide between a 504 and a partial answer.
+        let route_bound = call.timeout.is_none_or(|t| t >= left);
         let timeout = call.timeout.map_or(left, |t| t.min(left)).max(Duration::from_millis(1));
         let one = |message: DynamicMessage| async move {
             let reply = call
@@ -302,16 +321,39 @@ impl Run<'_> {
                 Some(message) => one(message).await.map(Outcome::One),
                 None => Err(GatewayError::internal("a call without its request")),
             },
-            // In the list's order, at most `max_concurrency` at once; the
-            // first failure fails the call and drops the rest.
-            Some(_) => futures_util::stream::iter(requests)
-                .map(one)
-                .buffered(call.max_concurrency.max(1))
-                .try_collect()
-                .await
-                .map(Outcome::Many),
+            // At most `max_concurrency` at once, the next started as soon
+            // as any ends (not only the oldest), the answers put back in
+            // the list's order; the first failure fails the call and drops
+            // the rest.
+            Some(_) => {
+                let mut answers: Vec<Option<DynamicMessage>> = vec![None; requests.len()];
+                let mut calls = futures_util::stream::iter(requests.into_iter().enumerate())
+                    .map(|(i, message)| {
+                        let one = &one;
+                        async move { (i, one(message).await) }
+                    })
+                    .buffer_unordered(call.max_concurrency.max(1));
+                let mut failed = None;
+                while let Some((i, answer)) = calls.next().await {
+                    match answer {
+                        Ok(answer) => answers[i] = Some(answer),
+                        Err(err) => {
+                            failed = Some(err);
+                            break;
+                        }
+                    }
+                }
+                match failed {
+                    Some(err) => Err(err),
+                    None => Ok(Outcome::Many(answers.into_iter().flatten().collect())),
+                }
+            }
         };
-        (index, outcome)
+        // (A DEADLINE_EXCEEDED the backend answers before then is its own.)
+        let route_deadline = route_bound
+            && Instant::now() >= self.deadline
+            && matches!(&outcome, Err(err) if err.code == Code::DeadlineExceeded);
+        Ended { index, outcome, route_deadline }
     }
 }
 
