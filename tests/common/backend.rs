@@ -21,7 +21,7 @@ use tonic::transport::Server;
 
 use super::api;
 use super::pb::protogate::test::v1::test_service_client::TestServiceClient;
-use super::pb::protogate::test::v1::StreamStatsResponse;
+use super::pb::protogate::test::v1::{DelayStatsResponse, StreamStatsResponse};
 
 /// A running backend; dropping it stops the server without waiting.
 #[derive(Debug)]
@@ -101,6 +101,30 @@ impl Backend {
     ) -> StreamStatsResponse {
         super::eventually(what, std::time::Duration::from_secs(10), || async {
             let stats = self.stream_stats().await;
+            if check(&stats) {
+                Ok(stats)
+            } else {
+                Err(format!("{stats:?}"))
+            }
+        })
+        .await
+    }
+
+    /// What the test service's `Delay` calls observed so far, asked over
+    /// gRPC directly (no gateway in between).
+    pub async fn delay_stats(&self) -> DelayStatsResponse {
+        let mut client = TestServiceClient::connect(self.url()).await.expect("connect to the backend");
+        client.delay_stats(()).await.expect("DelayStats").into_inner()
+    }
+
+    /// Polls the `Delay` counters until `check` accepts them (10 s at most).
+    pub async fn delay_stats_until(
+        &self,
+        what: &str,
+        check: impl Fn(&DelayStatsResponse) -> bool,
+    ) -> DelayStatsResponse {
+        super::eventually(what, std::time::Duration::from_secs(10), || async {
+            let stats = self.delay_stats().await;
             if check(&stats) {
                 Ok(stats)
             } else {

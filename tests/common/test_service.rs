@@ -1,7 +1,8 @@
 //! The conformance backend behind most gateway tests: an implementation of
 //! `protogate.test.v1.TestService` whose answers make the gateway's work
 //! observable (echoes, chosen errors, metadata reports, a call counter,
-//! streams whose pace, failures and cancellation are counted).
+//! streams whose pace, failures and cancellation are counted, and `Delay`
+//! calls that wait for each other and count their overlap).
 //! [`super::Backend::test_service`] serves it.
 
 use std::collections::HashMap;
@@ -21,9 +22,9 @@ use super::pb::google::api::HttpBody;
 use super::pb::google::rpc;
 use super::pb::protogate::test::v1::test_service_server::{TestService, TestServiceServer};
 use super::pb::protogate::test::v1::{
-    AllTypes, Collected, CountResponse, CustomDetail, DownloadRequest, FailRequest, Item, MetadataRequest,
-    MetadataResponse, SleepRequest, StreamRequest, StreamStatsResponse, UploadFieldRequest, UploadFieldResponse,
-    UploadStats, WrappedItem,
+    AllTypes, Collected, CountResponse, CustomDetail, DelayRequest, DelayResponse, DelayStatsResponse, DownloadRequest,
+    FailRequest, Item, MetadataRequest, MetadataResponse, SleepRequest, StreamRequest, StreamStatsResponse,
+    UploadFieldRequest, UploadFieldResponse, UploadStats, WrappedItem,
 };
 
 /// gRPC path prefix of every TestService method.
@@ -31,29 +32,37 @@ const SERVICE_PREFIX: &str = "/protogate.test.v1.TestService/";
 /// The methods whose calls are not counted, so that asking does not change the answer.
 const COUNT_PATH: &str = "/protogate.test.v1.TestService/Count";
 const STREAM_STATS_PATH: &str = "/protogate.test.v1.TestService/StreamStats";
+const DELAY_STATS_PATH: &str = "/protogate.test.v1.TestService/DelayStats";
 /// The method whose successful responses carry an extra trailer.
 const METADATA_PATH: &str = "/protogate.test.v1.TestService/Metadata";
 
 /// The service and how the server observes it: `calls` counts every request
 /// that reaches the server for `TestService` (before tonic decodes it, so
 /// even a malformed one counts: "reached the backend") except `Count` and
-/// `StreamStats`, and `Metadata` responses get the `x-echo-trailer` trailer.
+/// `StreamStats` (and `DelayStats`), and `Metadata` responses get the
+/// `x-echo-trailer` trailer.
 pub(super) fn routes(calls: Arc<AtomicU64>) -> (Routes, Observe) {
     let observe = Observe {
         calls: calls.clone(),
-        counts: |path| path.starts_with(SERVICE_PREFIX) && path != COUNT_PATH && path != STREAM_STATS_PATH,
+        counts: |path| {
+            path.starts_with(SERVICE_PREFIX)
+                && path != COUNT_PATH
+                && path != STREAM_STATS_PATH
+                && path != DELAY_STATS_PATH
+        },
         trailer_on: Some(METADATA_PATH),
     };
-    let service = TestBackend { calls, streams: Arc::default() };
+    let service = TestBackend { calls, streams: Arc::default(), delays: Arc::default() };
     (Routes::new(TestServiceServer::new(service)), observe)
 }
 
 /// `TestService` with the call counter the server's [`Observe`] layer keeps
-/// and this backend's own stream counters.
+/// and this backend's own stream and `Delay` counters.
 #[derive(Debug, Clone, Default)]
 struct TestBackend {
     calls: Arc<AtomicU64>,
     streams: Arc<StreamCounters>,
+    delays: Arc<DelayCounters>,
 }
 
 /// What `StreamStats` answers: every streaming call of one backend.
@@ -116,6 +125,89 @@ impl Drop for Call {
     fn drop(&mut self) {
         if !self.done {
             self.counters.cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// What `DelayStats` answers, and what waiting `Delay` calls watch: every
+/// arrival and end changes it and wakes them.
+#[derive(Debug)]
+struct DelayCounters(tokio::sync::watch::Sender<DelayState>);
+
+#[derive(Debug, Default, Clone)]
+struct DelayState {
+    /// The event counter: every arrival and every end moves it by one.
+    events: i64,
+    stats: DelayStatsResponse,
+}
+
+impl Default for DelayCounters {
+    fn default() -> Self {
+        Self(tokio::sync::watch::Sender::new(DelayState::default()))
+    }
+}
+
+/// How long a `Delay` call waits for other calls before it goes on anyway:
+/// a test whose calls never overlap then fails on its counters, not on a
+/// hang.
+const DELAY_WAIT_LIMIT: Duration = Duration::from_secs(5);
+
+impl DelayCounters {
+    /// Waits until `ready` holds (at most [`DELAY_WAIT_LIMIT`]).
+    async fn wait(&self, ready: impl FnMut(&DelayState) -> bool) {
+        let mut watching = self.0.subscribe();
+        let _ = tokio::time::timeout(DELAY_WAIT_LIMIT, watching.wait_for(ready)).await;
+    }
+}
+
+/// One `Delay` call, from its arrival: it ends by [`DelayCall::finish`] or
+/// by being dropped first (the client went away), which counts as
+/// cancelled.
+#[derive(Debug)]
+struct DelayCall {
+    counters: Arc<DelayCounters>,
+    arrived: i64,
+    done: bool,
+}
+
+impl DelayCall {
+    fn start(counters: &Arc<DelayCounters>) -> DelayCall {
+        let mut arrived = 0;
+        counters.0.send_modify(|state| {
+            state.events += 1;
+            arrived = state.events;
+            let stats = &mut state.stats;
+            stats.started += 1;
+            stats.in_flight += 1;
+            stats.max_in_flight = stats.max_in_flight.max(stats.in_flight);
+        });
+        DelayCall { counters: counters.clone(), arrived, done: false }
+    }
+
+    /// Counts the call completed as `value`; its number on the event counter.
+    fn finish(&mut self, value: &str) -> i64 {
+        self.done = true;
+        let mut finished = 0;
+        self.counters.0.send_modify(|state| {
+            state.events += 1;
+            finished = state.events;
+            let stats = &mut state.stats;
+            stats.completed += 1;
+            stats.in_flight -= 1;
+            stats.finished.push(value.to_owned());
+        });
+        finished
+    }
+}
+
+impl Drop for DelayCall {
+    fn drop(&mut self) {
+        if !self.done {
+            self.counters.0.send_modify(|state| {
+                state.events += 1;
+                state.stats.cancelled += 1;
+                state.stats.in_flight -= 1;
+            });
         }
     }
 }
@@ -438,6 +530,36 @@ impl TestService for TestBackend {
             }
         });
         Ok(Response::new(answers.boxed()))
+    }
+
+    async fn delay(&self, request: Request<DelayRequest>) -> Result<Response<DelayResponse>, Status> {
+        let mut call = DelayCall::start(&self.delays);
+        let request = request.into_inner();
+        if request.await_in_flight > 0 {
+            let wanted = i64::from(request.await_in_flight);
+            self.delays.wait(|state| state.stats.in_flight >= wanted).await;
+        }
+        if !request.after.is_empty() {
+            self.delays.wait(|state| request.after.iter().all(|value| state.stats.finished.contains(value))).await;
+        }
+        tokio::time::sleep(Duration::from_millis(u64::try_from(request.millis).unwrap_or(0))).await;
+        let finished = call.finish(&request.value);
+        if request.fail_code != 0 {
+            return Err(status_of(request.fail_code, &request.fail_message));
+        }
+        Ok(Response::new(DelayResponse {
+            value: request.value,
+            values: request.values,
+            then: request.then,
+            previous: request.previous.map(Box::new),
+            color: request.color,
+            arrived: call.arrived,
+            finished,
+        }))
+    }
+
+    async fn delay_stats(&self, _request: Request<()>) -> Result<Response<DelayStatsResponse>, Status> {
+        Ok(Response::new(self.delays.0.borrow().stats.clone()))
     }
 
     async fn stream_stats(&self, _request: Request<()>) -> Result<Response<StreamStatsResponse>, Status> {
