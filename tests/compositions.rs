@@ -253,6 +253,9 @@ compositions:
       named:
         method: svc/Delay
         request: { value: "{lit.color}", color: "{lit.color}" }
+      interpolated:
+        method: svc/Delay
+        request: { value: "is-{lit.color}" }
       whole:
         method: svc/Delay
         request: { value: whole, previous: "{named}" }
@@ -329,6 +332,8 @@ async fn references_read_the_path_the_query_and_earlier_answers() {
         );
         // An enum into a string (its name) and into the same enum.
         assert_eq!(without_events(&answer["named"]), json!({"value": "GREEN", "color": "GREEN"}), "{answer}");
+        // Interpolated, an enum is its name too.
+        assert_eq!(answer["interpolated"]["value"], "is-GREEN", "{answer}");
         // `{CALL}`: the whole answer into a field of its type.
         assert_eq!(answer["whole"]["previous"], answer["named"], "{answer}");
 
@@ -588,7 +593,33 @@ compositions:
         method: svc/Fail
         request: { code: "{query.code}", message: no such thing }
         optional: true
+  - name: needs-optional
+    get: /c/needs-optional
+    calls:
+      broken:
+        method: svc/Fail
+        request: { code: "{query.code}", message: no such thing }
+        optional: true
+      required:
+        method: svc/Echo
+        request: { empty: "{broken}", string_value: after }
 "#;
+
+#[tokio::test]
+async fn a_required_call_that_cannot_run_fails_with_the_status_that_stopped_it() {
+    bounded(async {
+        let gw = gateway(FAILURES).await;
+        let answer = complete(&gw.get("/c/needs-optional").await);
+        assert_eq!(answer["required"]["stringValue"], "after", "{answer}");
+        // The optional call it needs fails: the route fails with that
+        // call's own status, not a made-up one.
+        let reply = gw.get(&format!("/c/needs-optional?code={NOT_FOUND}")).await;
+        let envelope = assert_error(&reply, 404, NOT_FOUND);
+        assert_eq!(envelope["message"], "no such thing", "{envelope}");
+        gw.shutdown().await;
+    })
+    .await;
+}
 
 #[tokio::test]
 async fn an_optional_failure_makes_a_partial_answer() {

@@ -14,7 +14,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use http::header::CONTENT_TYPE;
 use http::{HeaderName, HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use prost_reflect::{DynamicMessage, Value};
+use prost_reflect::{DynamicMessage, Kind, Value};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 use tokio::time::Instant;
@@ -149,12 +149,15 @@ impl Run<'_> {
                     started[i] = true;
                     moved = true;
                     if let Some(&failed) = call.needs.iter().find(|&&n| matches!(outcomes[n], Outcome::Failed(_))) {
-                        let err = skipped(call, &calls[failed]);
                         if call.optional {
-                            outcomes[i] = Outcome::Failed(err);
+                            outcomes[i] = Outcome::Failed(skipped(call, &calls[failed]));
                             continue;
                         }
-                        return Err(err);
+                        // A required call that cannot run fails the route
+                        // with the status that stopped it.
+                        if let Outcome::Failed(err) = &outcomes[failed] {
+                            return Err(err.clone());
+                        }
                     }
                     match self.requests(call, &outcomes) {
                         Ok(requests) => running.push(self.invoke(i, call, requests)),
@@ -277,9 +280,10 @@ impl Run<'_> {
                         TextPart::Literal(literal) => text.push_str(literal),
                         TextPart::Value(input) => {
                             let piece = match input {
-                                Input::Call { .. } | Input::Item(_) => {
-                                    self.value(input, outcomes, item).map_err(|e| e.message)?.map(|v| text_of(&v))
-                                }
+                                Input::Call { .. } | Input::Item(_) => self
+                                    .value(input, outcomes, item)
+                                    .map_err(|e| e.message)?
+                                    .map(|v| text_at(input, &v)),
                                 input => self.text(input, outcomes, item)?,
                             };
                             text.push_str(&piece.unwrap_or_default());
@@ -289,7 +293,7 @@ impl Run<'_> {
                 Some(text)
             }
             Input::Call { .. } | Input::Item(_) => {
-                self.value(input, outcomes, item).map_err(|e| e.message)?.map(|v| text_of(&v))
+                self.value(input, outcomes, item).map_err(|e| e.message)?.map(|v| text_at(input, &v))
             }
         })
     }
@@ -354,6 +358,21 @@ impl Run<'_> {
             && Instant::now() >= self.deadline
             && matches!(&outcome, Err(err) if err.code == Code::DeadlineExceeded);
         Ended { index, outcome, route_deadline }
+    }
+}
+
+/// A proto value as interpolated text: an enum by its name, as the JSON
+/// mapping writes it.
+fn text_at(input: &Input, value: &Value) -> String {
+    let path = match input {
+        Input::Call { path, .. } | Input::Item(path) => path,
+        _ => return text_of(value),
+    };
+    match (path.leaf().map(|f| f.kind()), value) {
+        (Some(Kind::Enum(e)), Value::EnumNumber(n)) => {
+            e.get_value(*n).map_or_else(|| n.to_string(), |v| v.name().to_owned())
+        }
+        _ => text_of(value),
     }
 }
 

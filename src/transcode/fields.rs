@@ -105,7 +105,6 @@ impl Conversion {
         match source {
             Source::Text if target_list => Err(format!("text cannot fill the repeated field `{}`", target.name())),
             Source::Text => Leaf::of(&target_kind)
-                .filter(|_| !matches!(target_kind, Kind::Bool))
                 .map(Conversion::FromText)
                 .ok_or_else(|| format!("text does not fit `{}` ({})", target.name(), kind_name(&target_kind))),
             Source::Proto { list: true, .. } if !target_list => {
