@@ -52,19 +52,17 @@ impl Service<Request<Incoming>> for Handler {
             let Some(matched) = req.extensions_mut().remove::<MatchedRoute>() else {
                 return Err(GatewayError::internal("no route was matched"));
             };
-            let call = match &matched.route.target {
-                Target::Method(call) => call.clone(),
-                Target::Composition(plan) => {
-                    let plan = plan.clone();
-                    return composition::call(&handler, &matched, &plan, req).await;
+            // A WebSocket session outlives this call: it takes the route.
+            if let Target::Method(call) = &matched.route.target {
+                if matched.route.kind.streams() && is_websocket_upgrade(&req) {
+                    let call = call.clone();
+                    return websocket::call(&handler, matched, call, req);
                 }
-            };
-            if is_websocket_upgrade(&req) && matched.route.kind.streams() {
-                return websocket::call(&handler, matched, call, req);
             }
-            match matched.route.kind {
-                CallKind::Unary => unary::call(&handler, &matched, &call, req).await,
-                _ => stream::call(&handler, &matched, &call, req).await,
+            match (&matched.route.target, matched.route.kind) {
+                (Target::Composition(plan), _) => composition::call(&handler, &matched, plan, req).await,
+                (Target::Method(call), CallKind::Unary) => unary::call(&handler, &matched, call, req).await,
+                (Target::Method(call), _) => stream::call(&handler, &matched, call, req).await,
             }
         })
     }
