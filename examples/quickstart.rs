@@ -7,6 +7,8 @@
 //! whose folders are the URL versions: `descriptors/v1/*.binpb` under `/v1`,
 //! `descriptors/v2/users.binpb` under `/v2`, side by side. v1 is marked
 //! deprecated, so its responses carry `Deprecation` and `Sunset` headers.
+//! One composition (`GET /v1/users/{id}/overview`, [`COMPOSITIONS`]) shows
+//! a route that calls several methods and answers one JSON object.
 //! Every backend also serves gRPC server reflection for its own services
 //! (`grpcurl -plaintext 127.0.0.1:50051 list`), the source a gateway reads
 //! with `descriptors.reflection` instead of files.
@@ -98,6 +100,9 @@ async fn run() -> Result<(), BoxError> {
             },
         )]
         .into(),
+        // Written as it would be in protogate.yaml, and read by the same
+        // loader, so that a mistake in it is reported the way `check` would.
+        compositions: protogate::config::from_yaml(COMPOSITIONS, Path::new("examples/quickstart.rs"))?.compositions,
         ..Config::default()
     };
     let gateway = protogate::gateway::Gateway::load(config)?;
@@ -137,6 +142,38 @@ async fn run() -> Result<(), BoxError> {
     users_v2_task.await??;
     Ok(())
 }
+
+/// The quickstart's one composition (docs/compositions.md). `user` and
+/// `orders` read only the request, so they start together; `details` reads
+/// `orders`, so it starts as soon as the list has arrived, one GetOrder per
+/// order. `orders` is optional, and so is `details`, which needs it: when
+/// they fail the answer is partial (200, `x-protogate-partial: true`, the
+/// failures under `errors`). `user` is required: its failure is the route's.
+const COMPOSITIONS: &str = r#"
+compositions:
+  - name: user-overview
+    get: /v1/users/{id}/overview
+    timeout: 2s
+    calls:
+      user:
+        method: acme.users.v1.UserService/GetUser
+        request: { id: "{path.id}" }
+      orders:
+        method: acme.orders.v1.OrderService/ListOrders
+        request: { user_id: "{path.id}", status: "{query.status}" }
+        timeout: 500ms
+        optional: true
+      details:
+        method: acme.orders.v1.OrderService/GetOrder
+        for_each: "{orders.orders}"
+        request: { id: "{item.id}" }
+        max_concurrency: 4
+        optional: true
+    response:
+      name: "{user.display_name}"
+      email: "{user.email}"
+      orders: "{details}"
+"#;
 
 /// v1's deprecation window, shown in its `Deprecation` and `Sunset` headers.
 const V1_DEPRECATED_SINCE: &str = "2025-01-01";
@@ -227,6 +264,24 @@ curl -s -X POST {gateway}/v1/users:import -H 'Content-Type: application/x-ndjson
 # Ctrl-D half-closes and the call's status arrives as the close frame
 websocat {ws}/v1/orders:track
 cargo run --example ws_client -- {ws}/v1/orders:track
+
+# --- A composition: one route, several calls, one JSON object ---
+# user-overview (docs/compositions.md): the user and their orders at once
+# (neither needs the other), then each order's details (a GetOrder per
+# order) as soon as the list is in
+curl -s {gateway}/v1/users/1001/overview
+
+# Query parameters reach the calls too: only the paid orders
+curl -s '{gateway}/v1/users/1001/overview?status=ORDER_STATUS_PAID'
+
+# orders (and details, which needs it) are optional: when they fail, here
+# on a status the orders service does not know, the answer is partial:
+# 200, x-protogate-partial: true, and each missing call's Status in "errors"
+curl -si '{gateway}/v1/users/1001/overview?status=9'
+
+# user is required: its failure is the route's (404), and the calls still
+# running are cancelled
+curl -si {gateway}/v1/users/9999/overview
 
 # Call a method without an HTTP annotation through its automatic route
 curl -s -X POST {gateway}{ping} {json} -d '{"message": "hello"}'
