@@ -608,13 +608,25 @@ fn composition_route(
 ) -> Route {
     let text = template.to_string();
     let version = text.trim_start_matches('/').split(['/', ':']).next().filter(|s| is_version(s)).map(str::to_owned);
+    // Overrides select a composition like any route; its own `timeout`
+    // wins over theirs.
+    let facts = RouteFacts {
+        http_method: &composition.http_method,
+        template: &text,
+        grpc_method: "",
+        version: version.as_deref(),
+        composition: Some(&composition.name),
+    };
+    let selected = || config.routes.overrides.iter().filter(|o| o.selector.selects(&facts));
+    let timeout = composition.timeout.or_else(|| selected().find_map(|o| o.timeout)).unwrap_or(config.routes.timeout);
+    let max_body = selected().find_map(|o| o.max_body).unwrap_or(config.limits.max_body);
     Route {
         http_method: composition.http_method.clone(),
         kind: CallKind::Composition,
         template,
         target: Target::Composition(Arc::new(plan)),
-        timeout: composition.timeout.unwrap_or(config.routes.timeout),
-        max_body: config.limits.max_body,
+        timeout,
+        max_body,
         response_headers: version_headers(version.as_deref(), config),
         version,
         extensions: Extensions::new(),

@@ -1317,3 +1317,30 @@ compositions:
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_client_value_that_fits_no_call_is_a_400_even_for_an_optional_call() {
+    bounded(async {
+        let config = r#"
+compositions:
+  - name: strict-input
+    get: /c/strict-input
+    calls:
+      fine:
+        method: svc/Delay
+        request: { value: fine }
+      sized:
+        method: svc/Delay
+        request: { value: sized, millis: "{query.millis}" }
+        optional: true
+"#;
+        let gw = gateway(config).await;
+        let answer = complete(&gw.get("/c/strict-input?millis=1").await);
+        assert_eq!(answer["sized"]["value"], "sized", "{answer}");
+        let reply = gw.get("/c/strict-input?millis=soon").await;
+        let envelope = assert_error(&reply, 400, 3);
+        assert!(envelope["message"].as_str().unwrap_or_default().contains("millis"), "{envelope}");
+        gw.shutdown().await;
+    })
+    .await;
+}

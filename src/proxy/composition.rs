@@ -161,7 +161,9 @@ impl Run<'_> {
                     }
                     match self.requests(call, &outcomes) {
                         Ok(requests) => running.push(self.invoke(i, call, requests)),
-                        Err(err) if call.optional => outcomes[i] = Outcome::Failed(err),
+                        // What the client sent is wrong: a 400, even for an
+                        // optional call.
+                        Err(err) if call.optional && err.fault != Fault::Client => outcomes[i] = Outcome::Failed(err),
                         Err(err) => return Err(err),
                     }
                 }
