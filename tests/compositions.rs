@@ -25,21 +25,16 @@ use std::future::Future;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use common::code::{
+    DEADLINE_EXCEEDED, FAILED_PRECONDITION, INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, RESOURCE_EXHAUSTED,
+    UNAUTHENTICATED, UNIMPLEMENTED,
+};
 use common::fixtures::{compile_source, test_service_descriptor_set, OTHER_PROTO};
 use common::jwt::sha256_hex;
 use common::pb::protogate::test::v1::DelayStatsResponse;
 use common::{assert_error, violation_fields, Backend, Descriptors, Reply, TestGateway};
 use reqwest::Method;
 use serde_json::{json, Value};
-
-const INVALID_ARGUMENT: i32 = 3;
-const DEADLINE_EXCEEDED: i32 = 4;
-const NOT_FOUND: i32 = 5;
-const PERMISSION_DENIED: i32 = 7;
-const RESOURCE_EXHAUSTED: i32 = 8;
-const FAILED_PRECONDITION: i32 = 9;
-const UNIMPLEMENTED: i32 = 12;
-const UNAUTHENTICATED: i32 = 16;
 
 const PARTIAL: &str = "x-protogate-partial";
 

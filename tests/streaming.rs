@@ -23,21 +23,16 @@ mod common;
 
 use std::time::Duration;
 
+use common::code::{
+    CANCELLED, DEADLINE_EXCEEDED, FAILED_PRECONDITION, INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED,
+    RESOURCE_EXHAUSTED, UNAVAILABLE,
+};
 use common::pb::protogate::test::v1::StreamStatsResponse;
 use common::stream::{within, H2Client, RawHttp1, SseEvent, Streamed};
 use common::{assert_error, violation_fields, Backend, Descriptors, Reply, TestGateway};
 use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::net::TcpSocket;
-
-const CANCELLED: i32 = 1;
-const INVALID_ARGUMENT: i32 = 3;
-const DEADLINE_EXCEEDED: i32 = 4;
-const NOT_FOUND: i32 = 5;
-const PERMISSION_DENIED: i32 = 7;
-const RESOURCE_EXHAUSTED: i32 = 8;
-const FAILED_PRECONDITION: i32 = 9;
-const UNAVAILABLE: i32 = 14;
 
 const NDJSON: &str = "application/x-ndjson";
 const JSONL: &str = "application/jsonl";

@@ -67,6 +67,20 @@ pub mod pb {
     }
 }
 
+/// `google.rpc.Code` values, as the JSON envelope's `code` carries them.
+pub mod code {
+    pub const CANCELLED: i32 = 1;
+    pub const INVALID_ARGUMENT: i32 = 3;
+    pub const DEADLINE_EXCEEDED: i32 = 4;
+    pub const NOT_FOUND: i32 = 5;
+    pub const PERMISSION_DENIED: i32 = 7;
+    pub const RESOURCE_EXHAUSTED: i32 = 8;
+    pub const FAILED_PRECONDITION: i32 = 9;
+    pub const UNIMPLEMENTED: i32 = 12;
+    pub const UNAVAILABLE: i32 = 14;
+    pub const UNAUTHENTICATED: i32 = 16;
+}
+
 // Not every test binary talks to the test service directly.
 #[allow(unused_imports)]
 pub use pb::protogate::test::v1 as testpb;
