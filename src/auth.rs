@@ -458,7 +458,7 @@ where
             // Refused on public routes too: which of two credentials
             // counts is never guessed.
             Err(Several) => {
-                tracing::info!(route = matched_route.grpc_method(), outcome = "several", "auth: denied");
+                tracing::info!(route = matched_route.name(), outcome = "several", "auth: denied");
                 return Box::pin(std::future::ready(Err(auth.several())));
             }
         };
@@ -469,13 +469,13 @@ where
             if policy.is_public() {
                 return Box::pin(self.inner.call(req));
             }
-            tracing::info!(route = matched_route.grpc_method(), outcome = "missing", "auth: denied");
+            tracing::info!(route = matched_route.name(), outcome = "missing", "auth: denied");
             return Box::pin(std::future::ready(Err(auth.unauthenticated(Rejection::Missing))));
         };
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let route = matched_route.grpc_method();
+            let route = matched_route.name();
             let (provider, verified) = auth.verify(&credential).await;
             let identity = match verified {
                 Ok(identity) => identity,

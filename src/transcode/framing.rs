@@ -128,15 +128,6 @@ impl Framer {
         Self { framing, sent: 0, opened: false }
     }
 
-    pub fn framing(&self) -> Framing {
-        self.framing
-    }
-
-    /// How many messages have been written.
-    pub fn sent(&self) -> u64 {
-        self.sent
-    }
-
     /// One rendered message (compact JSON: no newline inside).
     pub fn message(&mut self, json: &[u8]) -> Bytes {
         let mut out = Vec::with_capacity(json.len() + 24);
