@@ -54,6 +54,8 @@ pub struct Config {
     pub limits: Limits,
     pub forward_headers: Vec<http::HeaderName>,
     pub logging: Logging,
+    /// `tracing:` — W3C trace context and OTLP export.
+    pub tracing: Tracing,
     /// `rate_limits:` — rules, backends, trusted proxies.
     pub rate_limits: rate_limits::RateLimitsConfig,
     /// `auth:` — JWT providers, API keys, what the backend is told.
@@ -165,6 +167,24 @@ pub enum LogFormat {
 pub struct Logging {
     pub format: LogFormat,
     pub level: String,
+    /// `logging.access`: one event per request (DESIGN §9).
+    pub access: bool,
+}
+
+/// `tracing:` — spans are exported only when `otlp_endpoint` is set; the
+/// trace context is propagated to backends either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracing {
+    /// OTLP/gRPC collector URL (`http://host:4317`); `None`: no export.
+    pub otlp_endpoint: Option<http::Uri>,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+}
+
+impl Default for Tracing {
+    fn default() -> Self {
+        Self { otlp_endpoint: None, service_name: "protogate".into() }
+    }
 }
 
 impl Default for Config {
@@ -191,7 +211,8 @@ impl Default for Config {
                 idle_timeout: Duration::from_secs(60),
             },
             forward_headers: Vec::new(),
-            logging: Logging { format: LogFormat::Pretty, level: "info".into() },
+            logging: Logging { format: LogFormat::Pretty, level: "info".into(), access: true },
+            tracing: Tracing::default(),
             versions: std::collections::BTreeMap::new(),
             reflection: Vec::new(),
             reflection_interval: Duration::from_secs(30),

@@ -44,6 +44,7 @@ pub(super) struct FileConfig {
     limits: Option<Checked<LimitsSection>>,
     forward_headers: Option<ForwardHeaders>,
     logging: Option<LoggingSection>,
+    tracing: Option<TracingSection>,
     versions: Option<BTreeMap<VersionName, VersionSection>>,
     auth: Option<super::auth::AuthConfig>,
     policies: Option<super::auth::PoliciesConfig>,
@@ -213,10 +214,18 @@ impl Check for LimitsSection {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with format, level")]
+#[serde(deny_unknown_fields, expecting = "a mapping with format, level, access")]
 struct LoggingSection {
     format: Option<LogFormat>,
     level: Option<LogLevel>,
+    access: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with otlp_endpoint, service_name")]
+struct TracingSection {
+    otlp_endpoint: Option<UpstreamUrl>,
+    service_name: Option<String>,
 }
 
 /// `upstreams`: an ordered mapping of PATTERN to URL, duplicates refused.
@@ -499,6 +508,17 @@ impl FileConfig {
             }
             if let Some(LogLevel(level)) = logging.level {
                 config.logging.level = level;
+            }
+            if let Some(access) = logging.access {
+                config.logging.access = access;
+            }
+        }
+        if let Some(tracing) = self.tracing {
+            if let Some(url) = tracing.otlp_endpoint {
+                config.tracing.otlp_endpoint = Some(url.0);
+            }
+            if let Some(name) = tracing.service_name {
+                config.tracing.service_name = name;
             }
         }
         config
