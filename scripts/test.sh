@@ -14,5 +14,10 @@ cargo clippy --locked --all-targets -- -D warnings
 echo "== redis-server (rate-limit tests start their own, on free loopback ports)"
 ./scripts/redis.sh
 
+echo "== python tools (the OpenAPI tests validate with them)"
+./scripts/python-tools.sh
+# Missing tools then fail the OpenAPI tests instead of skipping them.
+export PROTOGATE_REQUIRE_PYTHON_TOOLS=1
+
 echo "== cargo test"
 cargo test --locked --all-targets

@@ -393,7 +393,8 @@ fn compile_protos(dir: &Path, protos: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<u8
         resolver.add(Builtin);
         resolver.add(GoogleFileResolver::new());
         let mut compiler = protox::Compiler::with_file_resolver(resolver);
-        compiler.include_imports(true).include_source_info(false);
+        // Source info keeps the comments, which OpenAPI turns into descriptions.
+        compiler.include_imports(true).include_source_info(true);
         compiler.open_file(path).map_err(|e| DescriptorError::Compile(format!("{}: {e}", path.display())))?;
         out.push((path.clone(), compiler.encode_file_descriptor_set()));
     }

@@ -16,6 +16,11 @@ impl DynamicCodec {
     pub fn new(response: MessageDescriptor) -> Self {
         Self { response }
     }
+
+    /// The message type it decodes.
+    pub fn output(&self) -> &MessageDescriptor {
+        &self.response
+    }
 }
 
 impl Codec for DynamicCodec {

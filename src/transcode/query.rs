@@ -372,6 +372,81 @@ impl QueryPlan {
     }
 }
 
+/// One query parameter a route accepts, as documentation sees it (OpenAPI):
+/// the field path it sets, its last field a leaf that text can set.
+#[derive(Debug, Clone)]
+pub struct QueryParameter {
+    /// Intermediate message fields, then the field set.
+    pub path: Vec<FieldDescriptor>,
+    /// A map field with scalar values, set as `name[key]=value`.
+    pub map: bool,
+}
+
+impl QueryPlan {
+    /// Every parameter [`QueryPlan::apply`] accepts, in field order: what
+    /// the body and the path variables leave, through singular message
+    /// fields, each message type at most once on a path (a recursive
+    /// message would otherwise offer endless names).
+    pub(crate) fn parameters(&self) -> Vec<QueryParameter> {
+        let mut out = Vec::new();
+        if !matches!(self.body, BodyCover::Everything) {
+            let mut path = Vec::new();
+            self.collect(&self.root, &mut path, &mut out);
+        }
+        out
+    }
+
+    fn collect(&self, desc: &MessageDescriptor, path: &mut Vec<FieldDescriptor>, out: &mut Vec<QueryParameter>) {
+        for field in desc.fields() {
+            if let (true, BodyCover::Field { number, .. }) = (path.is_empty(), &self.body) {
+                if field.number() == *number {
+                    continue;
+                }
+            }
+            path.push(field.clone());
+            let numbers: Vec<u32> = path.iter().map(FieldDescriptor::number).collect();
+            // `check_collision`'s rule: a variable at, above or below the field.
+            let overlaps = |b: &BoundPath| {
+                let n = b.numbers.len().min(numbers.len());
+                b.numbers[..n] == numbers[..n]
+            };
+            let kind = field.kind();
+            let entry_leaf = match (&kind, field.is_map()) {
+                (Kind::Message(entry), true) => Some(Leaf::of(&entry.map_entry_value_field().kind()).is_some()),
+                _ => None,
+            };
+            match entry_leaf {
+                Some(scalar_values) => {
+                    if scalar_values && !self.bound.iter().any(overlaps) {
+                        out.push(QueryParameter { path: path.clone(), map: true });
+                    }
+                }
+                None if Leaf::of(&kind).is_some() => {
+                    if !self.bound.iter().any(overlaps) {
+                        out.push(QueryParameter { path: path.clone(), map: false });
+                    }
+                }
+                None => {
+                    // Below a variable's message nothing is free; beside a
+                    // deeper variable its siblings are.
+                    let under_variable = self.bound.iter().any(|b| overlaps(b) && b.numbers.len() <= numbers.len());
+                    if let Kind::Message(inner) = &kind {
+                        // Well-known types (Any, Value, Struct…) are JSON
+                        // forms, not objects of their fields, to a reader.
+                        let seen = *inner == self.root
+                            || inner.full_name().starts_with("google.protobuf.")
+                            || path[..path.len() - 1].iter().any(|f| matches!(f.kind(), Kind::Message(m) if m == *inner));
+                        if !field.is_list() && !under_variable && !seen {
+                            self.collect(inner, path, out);
+                        }
+                    }
+                }
+            }
+            path.pop();
+        }
+    }
+}
+
 /// Identifies what a non-repeated parameter sets, so that a second one for
 /// the same field — or another member of the same oneof — is refused.
 fn singular_key(target: &Target) -> Option<String> {

@@ -38,6 +38,18 @@ pub struct RequestInput<'a> {
     pub query: Option<&'a str>,
 }
 
+/// What a request body carries, as documentation sees it.
+#[derive(Debug, Clone, Copy)]
+pub enum BodyShape<'a> {
+    None,
+    /// `body: "*"`: the whole message.
+    Whole,
+    /// `body: "field"`: that field's JSON.
+    Field(&'a FieldDescriptor),
+    /// The raw bytes of a `google.api.HttpBody` (whole or one field).
+    Raw,
+}
+
 /// How the HTTP body maps onto the input message.
 #[derive(Debug, Clone)]
 enum BodyPlan {
@@ -133,6 +145,28 @@ impl RequestPlan {
 
     pub fn input(&self) -> &MessageDescriptor {
         &self.input
+    }
+
+    /// What the body carries, for documentation (OpenAPI).
+    pub fn body_shape(&self) -> BodyShape<'_> {
+        match &self.body {
+            BodyPlan::None => BodyShape::None,
+            BodyPlan::Whole => BodyShape::Whole,
+            BodyPlan::WholeRaw { .. } => BodyShape::Raw,
+            BodyPlan::Message(field) | BodyPlan::Other(field) => BodyShape::Field(field),
+            BodyPlan::MessageRaw { .. } => BodyShape::Raw,
+        }
+    }
+
+    /// The fields each path variable sets (intermediate messages, then the
+    /// field), in the template's order.
+    pub fn variable_fields(&self) -> impl Iterator<Item = &[FieldDescriptor]> {
+        self.variables.iter().map(|v| v.fields.as_slice())
+    }
+
+    /// Every query parameter the route accepts.
+    pub fn query_parameters(&self) -> Vec<query::QueryParameter> {
+        self.query.parameters()
     }
 
     pub fn build(&self, settings: &JsonSettings, input: RequestInput<'_>) -> Result<DynamicMessage, GatewayError> {

@@ -74,6 +74,14 @@ impl ResponsePlan {
         matches!(self.shape, Shape::WholeRaw { .. } | Shape::FieldRaw { .. })
     }
 
+    /// The `response_body` field, when the answer is one field's JSON.
+    pub fn field(&self) -> Option<&FieldDescriptor> {
+        match &self.shape {
+            Shape::Field(field) => Some(field),
+            _ => None,
+        }
+    }
+
     pub fn render(&self, settings: &JsonSettings, msg: &DynamicMessage) -> Result<Rendered, GatewayError> {
         match &self.shape {
             Shape::Whole | Shape::Field(_) => {

@@ -1,0 +1,373 @@
+//! JSON Schemas of messages, enums and fields as the gateway prints and
+//! reads them under the catalog's `json` settings (the proto3 JSON
+//! mapping): field names, 64-bit integers, enums, the well-known types'
+//! JSON forms, maps, oneofs. Messages become `#/components/schemas/<full
+//! name>` so that recursive types are `$ref`s; well-known types are inlined
+//! in their JSON form.
+
+use std::collections::{BTreeMap, HashMap};
+
+use prost_reflect::{EnumDescriptor, FieldDescriptor, FileDescriptor, Kind, MessageDescriptor};
+use serde_json::{json, Map, Value};
+
+use crate::config::JsonOptions;
+
+/// The error envelope every operation answers with by default.
+pub const STATUS: &str = "google.rpc.Status";
+
+/// Builds component schemas as operations ask for them.
+pub struct Schemas<'a> {
+    options: &'a JsonOptions,
+    /// Component schemas by name; a message is inserted before its fields
+    /// are walked, so a recursive reference finds it.
+    components: BTreeMap<String, Value>,
+    comments: Comments,
+}
+
+impl<'a> Schemas<'a> {
+    pub fn new(options: &'a JsonOptions) -> Self {
+        let mut schemas = Self { options, components: BTreeMap::new(), comments: Comments::default() };
+        schemas.components.insert(STATUS.to_owned(), status_schema());
+        schemas
+    }
+
+    /// Every component schema asked for so far.
+    pub fn into_components(self) -> Map<String, Value> {
+        self.components.into_iter().collect()
+    }
+
+    /// The schema of a message value: a well-known type's JSON form, or a
+    /// `$ref` to the message's component.
+    pub fn message(&mut self, desc: &MessageDescriptor) -> Value {
+        if let Some(inline) = well_known(desc, self.options) {
+            return inline;
+        }
+        let name = desc.full_name();
+        if !self.components.contains_key(name) {
+            self.components.insert(name.to_owned(), Value::Null);
+            let schema = self.build_message(desc);
+            self.components.insert(name.to_owned(), schema);
+        }
+        reference(name)
+    }
+
+    /// The schema of a field's JSON value: repeated as an array, a map as
+    /// an object.
+    pub fn field(&mut self, field: &FieldDescriptor) -> Value {
+        let kind = field.kind();
+        if field.is_map() {
+            if let Kind::Message(entry) = &kind {
+                let key = entry.map_entry_key_field().kind();
+                let value = self.value(&entry.map_entry_value_field().kind());
+                let mut schema = json!({"type": "object", "additionalProperties": value});
+                if let Some(names) = map_key_names(&key, self.options) {
+                    schema["propertyNames"] = names;
+                }
+                return schema;
+            }
+        }
+        let value = self.value(&kind);
+        if field.is_list() {
+            return json!({"type": "array", "items": value});
+        }
+        // Unset message fields print as `null` when defaults are emitted.
+        if self.options.emit_unpopulated && matches!(kind, Kind::Message(_)) && value.get("$ref").is_some() {
+            return json!({"anyOf": [value, {"type": "null"}]});
+        }
+        value
+    }
+
+    /// The schema of one value of `kind`.
+    pub fn value(&mut self, kind: &Kind) -> Value {
+        match kind {
+            Kind::Message(desc) => self.message(desc),
+            Kind::Enum(desc) => self.enumeration(desc),
+            scalar => scalar_schema(scalar, self.options),
+        }
+    }
+
+    /// The schema of a path or query parameter that sets `field` from text:
+    /// numbers as numbers (the text is parsed), enums by name, wrappers as
+    /// their value, Timestamp, Duration and FieldMask as their strings.
+    pub fn parameter(&mut self, field: &FieldDescriptor) -> Value {
+        let kind = field.kind();
+        let one = self.text_value(&kind);
+        if field.is_list() {
+            return json!({"type": "array", "items": one});
+        }
+        one
+    }
+
+    /// A map field with scalar values set from the query (`m[key]=v`).
+    pub fn map_parameter(&mut self, field: &FieldDescriptor) -> Value {
+        let Kind::Message(entry) = field.kind() else {
+            return json!({"type": "object"});
+        };
+        let value = self.text_value(&entry.map_entry_value_field().kind());
+        json!({"type": "object", "additionalProperties": value})
+    }
+
+    fn text_value(&mut self, kind: &Kind) -> Value {
+        match kind {
+            Kind::Message(desc) => match desc.full_name() {
+                name if name.starts_with("google.protobuf.") && name.ends_with("Value") => {
+                    match desc.get_field_by_name("value") {
+                        Some(inner) => self.text_value(&inner.kind()),
+                        None => json!({"type": "string"}),
+                    }
+                }
+                _ => well_known(desc, self.options).unwrap_or_else(|| json!({"type": "string"})),
+            },
+            Kind::Enum(desc) => enum_names(desc),
+            Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => json!({"type": "integer", "format": "int64"}),
+            Kind::Uint64 | Kind::Fixed64 => {
+                json!({"type": "integer", "format": "int64", "minimum": 0, "maximum": u64::MAX})
+            }
+            scalar => scalar_schema(scalar, self.options),
+        }
+    }
+
+    fn enumeration(&mut self, desc: &EnumDescriptor) -> Value {
+        if desc.full_name() == "google.protobuf.NullValue" {
+            return json!({"type": "null"});
+        }
+        let name = desc.full_name();
+        if !self.components.contains_key(name) {
+            let mut schema = if self.options.enums_as_ints {
+                let numbers: Vec<i32> = desc.values().map(|v| v.number()).collect();
+                json!({"type": "integer", "format": "int32", "enum": numbers})
+            } else {
+                enum_names(desc)
+            };
+            let mut text = self.comments.of(&desc.parent_file(), desc.path()).unwrap_or_default();
+            let values: Vec<String> = desc
+                .values()
+                .filter_map(|v| {
+                    let comment = self.comments.of(&desc.parent_file(), v.path())?;
+                    Some(format!("- `{}` ({}): {}", v.name(), v.number(), comment.replace('\n', " ")))
+                })
+                .collect();
+            if !values.is_empty() {
+                if !text.is_empty() {
+                    text.push_str("\n\n");
+                }
+                text.push_str(&values.join("\n"));
+            }
+            if !text.is_empty() {
+                schema["description"] = Value::String(text);
+            }
+            self.components.insert(name.to_owned(), schema);
+        }
+        reference(name)
+    }
+
+    fn build_message(&mut self, desc: &MessageDescriptor) -> Value {
+        if desc.full_name() == STATUS {
+            return status_schema();
+        }
+        let file = desc.parent_file();
+        let mut properties = Map::new();
+        for field in desc.fields() {
+            let mut schema = self.field(&field);
+            let mut notes = Vec::new();
+            if let Some(comment) = self.comments.of(&file, field.path()) {
+                notes.push(comment);
+            }
+            if let Some(oneof) = field.containing_oneof().filter(|o| !o.is_synthetic()) {
+                let members: Vec<String> = oneof.fields().map(|f| format!("`{}`", self.name_of(&f))).collect();
+                notes.push(format!(
+                    "Member of oneof `{}`: at most one of {} is set.",
+                    oneof.name(),
+                    members.join(", ")
+                ));
+            }
+            if !notes.is_empty() {
+                schema = described(schema, notes.join("\n\n"));
+            }
+            properties.insert(self.name_of(&field), schema);
+        }
+        let mut schema = json!({"type": "object", "properties": properties});
+        let oneofs: Map<String, Value> = desc
+            .oneofs()
+            .filter(|o| !o.is_synthetic())
+            .map(|o| {
+                let members: Vec<Value> = o.fields().map(|f| Value::String(self.name_of(&f))).collect();
+                (o.name().to_owned(), Value::Array(members))
+            })
+            .collect();
+        if !oneofs.is_empty() {
+            schema["x-protogate-oneofs"] = Value::Object(oneofs);
+        }
+        if let Some(comment) = self.comments.of(&file, desc.path()) {
+            schema["description"] = Value::String(comment);
+        }
+        schema
+    }
+
+    /// A field's JSON name under the settings.
+    pub fn name_of(&self, field: &FieldDescriptor) -> String {
+        match self.options.use_proto_names {
+            true => field.name().to_owned(),
+            false => field.json_name().to_owned(),
+        }
+    }
+
+    /// The comment of the element at `path` in `file`, when the descriptor
+    /// set kept source info.
+    pub fn comment(&mut self, file: &FileDescriptor, path: &[i32]) -> Option<String> {
+        self.comments.of(file, path)
+    }
+}
+
+fn reference(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+/// `schema` with a description; a `$ref` keeps its siblings in OpenAPI 3.1.
+pub fn described(mut schema: Value, text: String) -> Value {
+    if let Some(object) = schema.as_object_mut() {
+        object.insert("description".into(), Value::String(text));
+    }
+    schema
+}
+
+fn enum_names(desc: &EnumDescriptor) -> Value {
+    let names: Vec<String> = desc.values().map(|v| v.name().to_owned()).collect();
+    json!({"type": "string", "enum": names})
+}
+
+fn scalar_schema(kind: &Kind, options: &JsonOptions) -> Value {
+    let wide = |format: &str, pattern: &str, minimum: Value, maximum: Value| {
+        if options.int64_as_numbers {
+            json!({"type": "integer", "format": "int64", "minimum": minimum, "maximum": maximum})
+        } else {
+            json!({"type": "string", "format": format, "pattern": pattern})
+        }
+    };
+    match kind {
+        Kind::Double => json!({"type": "number", "format": "double"}),
+        Kind::Float => json!({"type": "number", "format": "float"}),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+            json!({"type": "integer", "format": "int32", "minimum": i32::MIN, "maximum": i32::MAX})
+        }
+        Kind::Uint32 | Kind::Fixed32 => {
+            json!({"type": "integer", "format": "int64", "minimum": 0, "maximum": u32::MAX})
+        }
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => wide("int64", "^-?[0-9]+$", json!(i64::MIN), json!(i64::MAX)),
+        Kind::Uint64 | Kind::Fixed64 => wide("uint64", "^[0-9]+$", json!(0), json!(u64::MAX)),
+        Kind::Bool => json!({"type": "boolean"}),
+        Kind::String => json!({"type": "string"}),
+        Kind::Bytes => json!({"type": "string", "format": "byte", "contentEncoding": "base64"}),
+        Kind::Enum(_) | Kind::Message(_) => json!({}),
+    }
+}
+
+/// Map keys are JSON object keys: strings, holding numbers or booleans for
+/// those key types.
+fn map_key_names(kind: &Kind, options: &JsonOptions) -> Option<Value> {
+    let _ = options;
+    match kind {
+        Kind::Bool => Some(json!({"enum": ["true", "false"]})),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 | Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
+            Some(json!({"pattern": "^-?[0-9]+$"}))
+        }
+        Kind::Uint32 | Kind::Fixed32 | Kind::Uint64 | Kind::Fixed64 => Some(json!({"pattern": "^[0-9]+$"})),
+        _ => None,
+    }
+}
+
+/// The JSON form of a well-known type, `None` for other messages.
+fn well_known(desc: &MessageDescriptor, options: &JsonOptions) -> Option<Value> {
+    let nullable = |mut inner: Value| {
+        if let Some(ty) = inner.get("type").and_then(Value::as_str).map(str::to_owned) {
+            inner["type"] = json!([ty, "null"]);
+        }
+        inner
+    };
+    Some(match desc.full_name() {
+        "google.protobuf.Timestamp" => json!({
+            "type": "string",
+            "format": "date-time",
+            "description": "RFC 3339 timestamp in UTC, e.g. `2024-01-31T12:00:00Z` (google.protobuf.Timestamp)."
+        }),
+        "google.protobuf.Duration" => json!({
+            "type": "string",
+            "pattern": "^-?[0-9]+(\\.[0-9]{1,9})?s$",
+            "description": "Seconds with an `s` suffix, e.g. `1.5s` (google.protobuf.Duration)."
+        }),
+        "google.protobuf.FieldMask" => json!({
+            "type": "string",
+            "description": "Comma-separated field paths in lowerCamelCase (google.protobuf.FieldMask)."
+        }),
+        "google.protobuf.Struct" => json!({"type": "object", "additionalProperties": true}),
+        "google.protobuf.Value" => json!({"description": "Any JSON value (google.protobuf.Value)."}),
+        "google.protobuf.ListValue" => json!({"type": "array", "items": {}}),
+        "google.protobuf.Empty" => json!({"type": "object"}),
+        "google.protobuf.Any" => any_schema(),
+        "google.protobuf.DoubleValue" => nullable(scalar_schema(&Kind::Double, options)),
+        "google.protobuf.FloatValue" => nullable(scalar_schema(&Kind::Float, options)),
+        "google.protobuf.Int64Value" => nullable(scalar_schema(&Kind::Int64, options)),
+        "google.protobuf.UInt64Value" => nullable(scalar_schema(&Kind::Uint64, options)),
+        "google.protobuf.Int32Value" => nullable(scalar_schema(&Kind::Int32, options)),
+        "google.protobuf.UInt32Value" => nullable(scalar_schema(&Kind::Uint32, options)),
+        "google.protobuf.BoolValue" => nullable(scalar_schema(&Kind::Bool, options)),
+        "google.protobuf.StringValue" => nullable(scalar_schema(&Kind::String, options)),
+        "google.protobuf.BytesValue" => nullable(scalar_schema(&Kind::Bytes, options)),
+        _ => return None,
+    })
+}
+
+fn any_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {"@type": {"type": "string", "description": "The type URL, e.g. `type.googleapis.com/google.rpc.ErrorInfo`."}},
+        "required": ["@type"],
+        "additionalProperties": true,
+        "description": "A message of the type named by `@type`, in its JSON form (google.protobuf.Any)."
+    })
+}
+
+/// The envelope of every error (DESIGN §5, `transcode::status`): its keys
+/// are fixed, whatever the naming settings.
+fn status_schema() -> Value {
+    json!({
+        "type": "object",
+        "description": "The error envelope (google.rpc.Status) of every error the gateway returns, its own or the backend's.",
+        "properties": {
+            "code": {"type": "integer", "format": "int32", "description": "The gRPC status code (google.rpc.Code)."},
+            "message": {"type": "string"},
+            "details": {"type": "array", "items": any_schema()}
+        },
+        "required": ["code", "message", "details"]
+    })
+}
+
+/// Source comments by file and element path, read once per file.
+#[derive(Default)]
+struct Comments {
+    files: HashMap<String, HashMap<Vec<i32>, String>>,
+}
+
+impl Comments {
+    fn of(&mut self, file: &FileDescriptor, path: &[i32]) -> Option<String> {
+        let index = self.files.entry(file.name().to_owned()).or_insert_with(|| {
+            let mut index = HashMap::new();
+            if let Some(info) = &file.file_descriptor_proto().source_code_info {
+                for location in &info.location {
+                    let text = location.leading_comments.as_deref().or(location.trailing_comments.as_deref());
+                    if let Some(text) = text.map(tidy).filter(|t| !t.is_empty()) {
+                        index.insert(location.path.clone(), text);
+                    }
+                }
+            }
+            index
+        });
+        index.get(path).cloned()
+    }
+}
+
+/// A comment's lines without the one space after `//`, trimmed as a block.
+fn tidy(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().map(|l| l.strip_prefix(' ').unwrap_or(l).trim_end()).collect();
+    lines.join("\n").trim().to_owned()
+}
