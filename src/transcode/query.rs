@@ -435,7 +435,9 @@ impl QueryPlan {
                         // forms, not objects of their fields, to a reader.
                         let seen = *inner == self.root
                             || inner.full_name().starts_with("google.protobuf.")
-                            || path[..path.len() - 1].iter().any(|f| matches!(f.kind(), Kind::Message(m) if m == *inner));
+                            || path[..path.len() - 1]
+                                .iter()
+                                .any(|f| matches!(f.kind(), Kind::Message(m) if m == *inner));
                         if !field.is_list() && !under_variable && !seen {
                             self.collect(inner, path, out);
                         }
