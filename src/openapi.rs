@@ -92,6 +92,7 @@ fn build(catalog: &Catalog, auth: &AuthConfig) -> Value {
     let mut bindings: BTreeMap<String, usize> = BTreeMap::new();
     let mut services = BTreeMap::new();
     let mut compositions = false;
+    let mut shapes: BTreeMap<String, Vec<String>> = BTreeMap::new();
 
     for route in &catalog.routes {
         let template = route.template.to_string();
@@ -108,7 +109,15 @@ fn build(catalog: &Catalog, auth: &AuthConfig) -> Value {
             omitted.push(omit("OpenAPI has no operation for this HTTP method"));
             continue;
         }
-        let path = openapi_path(&route.template);
+        let mut path = openapi_path(&route.template);
+        // `/v1/users/{id}` and `/v1/users/{user.id}` are one OpenAPI path:
+        // the first route's parameter names win.
+        match shapes.get(&path.shape()) {
+            Some(names) => path.rename(names),
+            None => {
+                shapes.insert(path.shape(), path.names());
+            }
+        }
         let method = route.http_method.as_str().to_ascii_lowercase();
         if paths.get(&path.path).is_some_and(|item| item.contains_key(&method)) {
             omitted.push(omit("another route has the same OpenAPI path and method"));

@@ -39,8 +39,13 @@ service Legacy {
   rpc Lookup(Key) returns (Purged) {
     option (google.api.http) = { get: "/cache/{key}" };
   }
+  // The same OpenAPI path as Lookup's, under another variable name.
+  rpc Store(Entry) returns (Purged) {
+    option (google.api.http) = { put: "/cache/{entry.key}" body: "value" };
+  }
 }
 message Key { string key = 1; }
+message Entry { Key entry = 1; string value = 2; }
 message Purged { int64 purged = 1; }
 "#;
 
@@ -295,6 +300,8 @@ async fn schemas_follow_the_proto3_json_mapping() {
     assert_eq!(all["x-protogate-oneofs"]["choice"], json!(["text", "number", "item"]));
     assert!(p["text"]["description"].as_str().is_some_and(|d| d.contains("oneof `choice`")), "{}", p["text"]);
     assert!(all.get("required").is_none());
+    // Unknown fields are refused (json.unknown_fields: reject, the default).
+    assert_eq!(all["additionalProperties"], false);
     // A proto3 `optional` field is no oneof.
     assert!(all["x-protogate-oneofs"].get("_optional_int32").is_none());
     // Recursion through $ref.
@@ -310,9 +317,14 @@ async fn schemas_follow_the_proto3_json_mapping() {
 
 #[tokio::test]
 async fn names_and_integers_follow_the_json_settings() {
-    let env = start("json: { use_proto_names: true, int64_as_numbers: true, enums_as_ints: true }\n").await;
+    let env =
+        start("json: { use_proto_names: true, int64_as_numbers: true, enums_as_ints: true, unknown_fields: ignore }\n")
+            .await;
     let doc = env.document().await;
-    let p = &schema(&doc, "protogate.test.v1.AllTypes")["properties"];
+    let all = schema(&doc, "protogate.test.v1.AllTypes");
+    // Unknown fields ignored: any other property is fine.
+    assert!(all.get("additionalProperties").is_none(), "{all:#}");
+    let p = &all["properties"];
     assert!(p.get("int64_value").is_some() && p.get("int64Value").is_none());
     assert!(p.get("renamed").is_some());
     assert_eq!(p["int64_value"]["type"], "integer");
@@ -329,10 +341,13 @@ async fn parameters_and_bodies_follow_the_bindings() {
     let env = start("").await;
     let doc = env.document().await;
     // Path variables: typed by their field; `{x=pattern}` keeps its literals.
-    let path = "/test/path/{string_value}/{int64_value}/{nested.name}/{color}";
+    let path = "/test/path/{string_value}/{int64_value}/{nested_name}/{color}";
     assert_eq!(parameter(&doc, path, "get", "int64_value")["schema"]["type"], "integer");
     assert_eq!(parameter(&doc, path, "get", "color")["schema"]["enum"], json!(["COLOR_UNSPECIFIED", "RED", "GREEN"]));
-    assert_eq!(parameter(&doc, path, "get", "nested.name")["in"], "path");
+    // A dotted field path names its parameter with underscores.
+    let nested = parameter(&doc, path, "get", "nested_name");
+    assert_eq!(nested["in"], "path");
+    assert_eq!(nested["description"], "The field `nested.name`.");
     // The path's own fields are no query parameters; their siblings are.
     let op = at(&doc, &operation_pointer(path, "get"));
     let query_names = |op: &Value| -> Vec<String> {
@@ -437,6 +452,10 @@ async fn errors_security_versions_streams_and_compositions() {
     assert_eq!(legacy["deprecated"], true);
     assert!(legacy["responses"]["200"]["headers"].get("sunset").is_some(), "{legacy:#}");
     assert!(at(&doc, &operation_pointer("/test/echo", "post")).get("deprecated").is_none());
+    // One OpenAPI path for `/v1/cache/{key}` and `/v1/cache/{entry.key}`.
+    let store = parameter(&doc, "/v1/cache/{key}", "put", "key");
+    assert_eq!(store["description"], "The field `entry.key`.");
+    assert!(doc["paths"].as_object().expect("paths").keys().all(|k| !k.contains("entry")));
 
     // Streams: the framings a server stream answers in, and what a client
     // stream takes.

@@ -28,6 +28,8 @@ pub struct PathParameter {
     /// The variable captures exactly this one segment: the parameter is the
     /// field's whole value.
     pub whole: bool,
+    /// The variable's field path (`user.id`).
+    pub field: Option<String>,
     pub description: Option<String>,
 }
 
@@ -47,13 +49,14 @@ pub fn openapi_path(template: &PathTemplate) -> OpenApiPath {
             match &template.segments[i] {
                 Segment::Literal(text) => path.push_str(text),
                 wildcard => {
-                    let name = format!("segment{}", i + 1);
+                    let name = unique(format!("segment{}", i + 1), &parameters);
                     path.push_str(&format!("{{{name}}}"));
                     let multi = matches!(wildcard, Segment::Multi);
                     parameters.push(PathParameter {
                         name,
                         variable: None,
                         whole: false,
+                        field: None,
                         description: multi.then(|| MULTI.to_owned()),
                     });
                 }
@@ -62,6 +65,9 @@ pub fn openapi_path(template: &PathTemplate) -> OpenApiPath {
             continue;
         };
         let field = variable.field_path.join(".");
+        // `{user.id}` would be a field lookup to tools that fill paths with
+        // format strings: parameters are named `user_id`.
+        let base = variable.field_path.join("_");
         let covered = &template.segments[i..variable.end.min(template.segments.len())];
         let wildcards = covered.iter().filter(|s| !matches!(s, Segment::Literal(_))).count();
         let mut shown = Vec::with_capacity(covered.len());
@@ -71,9 +77,10 @@ pub fn openapi_path(template: &PathTemplate) -> OpenApiPath {
                 Segment::Literal(text) => shown.push(text.clone()),
                 wildcard => {
                     let name = match wildcards {
-                        1 => field.clone(),
-                        _ => format!("{field}_{}", names.len() + 1),
+                        1 => base.clone(),
+                        _ => format!("{base}_{}", names.len() + 1),
                     };
+                    let name = unique(name, &parameters);
                     shown.push(format!("{{{name}}}"));
                     names.push((name, matches!(wildcard, Segment::Multi)));
                 }
@@ -90,7 +97,13 @@ pub fn openapi_path(template: &PathTemplate) -> OpenApiPath {
                 notes.push(MULTI.to_owned());
             }
             let description = (!notes.is_empty()).then(|| notes.join(" "));
-            parameters.push(PathParameter { name, variable: Some(index), whole, description });
+            parameters.push(PathParameter {
+                name,
+                variable: Some(index),
+                whole,
+                field: Some(field.clone()),
+                description,
+            });
         }
         path.push('/');
         path.push_str(&full);
@@ -104,6 +117,58 @@ pub fn openapi_path(template: &PathTemplate) -> OpenApiPath {
         path.push_str(verb);
     }
     OpenApiPath { path, parameters }
+}
+
+impl OpenApiPath {
+    /// The path with its parameters' names left out: two paths of one shape
+    /// are one path to OpenAPI.
+    pub fn shape(&self) -> String {
+        let mut shape = String::with_capacity(self.path.len());
+        let mut inside = false;
+        for c in self.path.chars() {
+            match c {
+                '{' => {
+                    inside = true;
+                    shape.push(c);
+                }
+                '}' => {
+                    inside = false;
+                    shape.push(c);
+                }
+                _ if inside => {}
+                _ => shape.push(c),
+            }
+        }
+        shape
+    }
+
+    /// Its parameters renamed, in order, to `names` (those of an earlier
+    /// path of the same shape).
+    pub fn rename(&mut self, names: &[String]) {
+        let mut path = self.path.clone();
+        // Through placeholders, so that swapped names cannot clash.
+        for (k, parameter) in self.parameters.iter().enumerate() {
+            path = path.replacen(&format!("{{{}}}", parameter.name), &format!("{{\u{0}{k}}}"), 1);
+        }
+        for (k, (parameter, name)) in self.parameters.iter_mut().zip(names).enumerate() {
+            path = path.replacen(&format!("{{\u{0}{k}}}"), &format!("{{{name}}}"), 1);
+            parameter.name = name.clone();
+        }
+        self.path = path;
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.parameters.iter().map(|p| p.name.clone()).collect()
+    }
+}
+
+/// `name`, or `name_2`, `name_3`… when a parameter has it already.
+fn unique(name: String, taken: &[PathParameter]) -> String {
+    let free = |candidate: &str| !taken.iter().any(|p| p.name == candidate);
+    if free(&name) {
+        return name;
+    }
+    (2..).map(|n| format!("{name}_{n}")).find(|candidate| free(candidate)).unwrap_or(name)
 }
 
 const MULTI: &str =
@@ -405,8 +470,13 @@ fn path_parameter(parameter: &PathParameter, mut schema: Value) -> Value {
         schema["minLength"] = json!(1);
     }
     let mut out = json!({"name": parameter.name, "in": "path", "required": true, "schema": schema});
-    if let Some(text) = &parameter.description {
-        out["description"] = Value::String(text.clone());
+    let mut notes = Vec::new();
+    if let Some(field) = parameter.field.as_ref().filter(|f| parameter.whole && **f != parameter.name) {
+        notes.push(format!("The field `{field}`."));
+    }
+    notes.extend(parameter.description.clone());
+    if !notes.is_empty() {
+        out["description"] = Value::String(notes.join(" "));
     }
     out
 }

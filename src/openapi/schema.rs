@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use prost_reflect::{EnumDescriptor, FieldDescriptor, FileDescriptor, Kind, MessageDescriptor};
 use serde_json::{json, Map, Value};
 
-use crate::config::JsonOptions;
+use crate::config::{JsonOptions, Strictness};
 
 /// The error envelope every operation answers with by default.
 pub const STATUS: &str = "google.rpc.Status";
@@ -187,6 +187,11 @@ impl<'a> Schemas<'a> {
             properties.insert(self.name_of(&field), schema);
         }
         let mut schema = json!({"type": "object", "properties": properties});
+        // The gateway refuses unknown fields (the proto field names are
+        // accepted too, but only the printed ones are documented).
+        if self.options.unknown_fields == Strictness::Reject {
+            schema["additionalProperties"] = Value::Bool(false);
+        }
         let oneofs: Map<String, Value> = desc
             .oneofs()
             .filter(|o| !o.is_synthetic())
