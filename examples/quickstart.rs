@@ -112,7 +112,10 @@ async fn run() -> Result<(), BoxError> {
     println!("orders v1 backend grpc://{orders_addr}");
     println!("users v2 backend  grpc://{users_v2_addr}");
     println!("gateway           {base}   (Ctrl-C to stop)");
-    println!("admin             http://{}   (/healthz /readyz /routes /descriptors /openapi.json)\n", admin_listener.local_addr()?);
+    println!(
+        "admin             http://{}   (/healthz /readyz /routes /descriptors /openapi.json)\n",
+        admin_listener.local_addr()?
+    );
     let catalog = gateway.catalog();
     println!("{}", protogate::cli::route_table(&catalog));
     // Read from the catalog rather than written down: whether the v1/ folder
