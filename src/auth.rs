@@ -35,7 +35,9 @@ use self::policy::{Denial, RoutePolicy};
 use crate::config::auth::{check_realm, AuthConfig};
 use crate::error::{Fault, GatewayError};
 use crate::http::identity::{Identity, IdentityForwarding};
+use crate::http::observe::Exchange;
 use crate::http::{Body, MatchedRoute, ResponseFuture};
+use crate::metrics::{AuthOutcome, Metrics};
 
 /// A configuration the authenticator cannot work with.
 #[derive(Debug, thiserror::Error)]
@@ -399,11 +401,12 @@ pub(crate) fn single_query_param<'a>(query: &'a str, name: &str) -> Result<Optio
 #[derive(Clone)]
 pub struct AuthLayer {
     auth: Arc<Authenticator>,
+    metrics: Arc<Metrics>,
 }
 
 impl AuthLayer {
-    pub fn new(auth: Arc<Authenticator>) -> Self {
-        Self { auth }
+    pub fn new(auth: Arc<Authenticator>, metrics: Arc<Metrics>) -> Self {
+        Self { auth, metrics }
     }
 }
 
@@ -411,15 +414,20 @@ impl<S> Layer<S> for AuthLayer {
     type Service = Auth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Auth { auth: self.auth.clone(), inner }
+        Auth { auth: self.auth.clone(), metrics: self.metrics.clone(), inner }
     }
 }
 
 #[derive(Clone)]
 pub struct Auth<S> {
     auth: Arc<Authenticator>,
+    metrics: Arc<Metrics>,
     inner: S,
 }
+
+/// The provider label of a refusal that no provider judged (no
+/// credential, or several).
+const NO_PROVIDER: &str = "none";
 
 impl<S, B> Service<Request<B>> for Auth<S>
 where
@@ -459,6 +467,7 @@ where
             // counts is never guessed.
             Err(Several) => {
                 tracing::info!(route = matched_route.name(), outcome = "several", "auth: denied");
+                self.metrics.auth_decision(NO_PROVIDER, AuthOutcome::Unauthenticated);
                 return Box::pin(std::future::ready(Err(auth.several())));
             }
         };
@@ -470,10 +479,12 @@ where
                 return Box::pin(self.inner.call(req));
             }
             tracing::info!(route = matched_route.name(), outcome = "missing", "auth: denied");
+            self.metrics.auth_decision(NO_PROVIDER, AuthOutcome::Unauthenticated);
             return Box::pin(std::future::ready(Err(auth.unauthenticated(Rejection::Missing))));
         };
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let metrics = self.metrics.clone();
         Box::pin(async move {
             let route = matched_route.name();
             let (provider, verified) = auth.verify(&credential).await;
@@ -492,14 +503,20 @@ where
                 }
                 Err(rejection) => {
                     tracing::info!(route, provider, outcome = rejection.outcome(), "auth: denied");
+                    metrics.auth_decision(&provider, AuthOutcome::Unauthenticated);
                     return Err(auth.unauthenticated(rejection));
                 }
             };
             if let Err(denial) = policy.check(&identity) {
                 tracing::info!(route, provider, consumer = %identity.consumer, policy = %policy.source, outcome = "forbidden", "auth: denied");
+                metrics.auth_decision(&provider, AuthOutcome::Forbidden);
                 return Err(auth.forbidden(&denial));
             }
             tracing::debug!(route, provider, consumer = %identity.consumer, policy = %policy.source, outcome = "allowed", "auth: allowed");
+            metrics.auth_decision(&provider, AuthOutcome::Allowed);
+            if let Some(exchange) = req.extensions().get::<Arc<Exchange>>() {
+                exchange.set_consumer(&identity.consumer);
+            }
             req.extensions_mut().insert(identity);
             inner.call(req).await
         })

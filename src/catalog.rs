@@ -99,6 +99,9 @@ pub struct Route {
     pub http_method: Method,
     pub kind: CallKind,
     pub template: PathTemplate,
+    /// The template as `protogate routes` prints it: the route's label in
+    /// metrics and logs.
+    pub label: Arc<str>,
     /// What serves the route: one gRPC method, or a composition of several.
     pub target: Target,
     /// The deadline of a unary call or of a whole composition.
@@ -129,6 +132,8 @@ pub struct MethodCall {
     pub method: MethodDescriptor,
     /// `/package.Service/Method`, the gRPC request path.
     pub grpc_path: PathAndQuery,
+    /// `package.Service/Method`: the method's label in metrics and logs.
+    pub label: Arc<str>,
     pub request: RequestPlan,
     /// A streaming binding without a body: how a WebSocket frame becomes
     /// the request message (the frame is the body). Otherwise `request`
@@ -543,11 +548,13 @@ impl Binding {
             http_method: self.http_method,
             kind: CallKind::of(&self.method),
             timeout: deadline.unwrap_or(config.routes.timeout),
+            label: Arc::from(template_text),
             template,
             max_body,
             target: Target::Method(Arc::new(MethodCall {
                 stream,
                 codec: DynamicCodec::new(self.method.output()),
+                label: Arc::from(&grpc_path.as_str()[1..]),
                 grpc_path,
                 request,
                 frames,
@@ -623,6 +630,7 @@ fn composition_route(
     Route {
         http_method: composition.http_method.clone(),
         kind: CallKind::Composition,
+        label: Arc::from(text),
         template,
         target: Target::Composition(Arc::new(plan)),
         timeout,

@@ -1,4 +1,4 @@
-//! The `protogate` command line: `serve`, `routes`, `check`.
+//! The `protogate` command line: `serve`, `routes`, `openapi`, `check`.
 //!
 //! Exit codes: 0 ok, 1 invalid input (config or descriptors), 2 usage.
 
@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::auth::policy::RoutePolicy;
 use crate::catalog::{Catalog, LoadError, Target};
-use crate::config::{self, Config, ConfigArgs, LogFormat};
+use crate::config::{self, Config, ConfigArgs};
 use crate::gateway::load::Loader;
 use crate::gateway::Gateway;
 
@@ -28,6 +28,8 @@ enum Command {
     Serve(ConfigArgs),
     /// Print the route table and exit.
     Routes(ConfigArgs),
+    /// Print the OpenAPI 3.1 document of the routes and exit.
+    Openapi(ConfigArgs),
     /// Validate config and descriptors; exit 1 with the errors.
     Check(ConfigArgs),
 }
@@ -41,7 +43,7 @@ pub fn run() -> ExitCode {
             return if err.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
-    let (Command::Serve(args) | Command::Routes(args) | Command::Check(args)) = &cli.command;
+    let (Command::Serve(args) | Command::Routes(args) | Command::Openapi(args) | Command::Check(args)) = &cli.command;
     let config = match config::load(args) {
         Ok(config) => config,
         Err(err) => {
@@ -62,13 +64,14 @@ pub fn run() -> ExitCode {
         match cli.command {
             Command::Serve(_) => serve(config).await,
             Command::Routes(_) => routes(&config).await,
+            Command::Openapi(_) => openapi(&config).await,
             Command::Check(_) => check(&config).await,
         }
     })
 }
 
 async fn serve(config: Config) -> ExitCode {
-    init_logging(&config);
+    let exporter = crate::logging::init(&config);
     let gateway = match Gateway::load(config.clone()) {
         Ok(gateway) => gateway,
         Err(err) => {
@@ -114,6 +117,10 @@ async fn serve(config: Config) -> ExitCode {
     let admin = tokio::spawn(crate::gateway::admin::serve(gateway.clone(), admin_listener, wait(stopped.clone())));
     let result = gateway.serve(listener, wait(stopped)).await;
     let _ = admin.await;
+    // The spans still queued reach the collector before the process ends.
+    if let Some(exporter) = exporter {
+        exporter.shutdown().await;
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -131,6 +138,20 @@ async fn routes(config: &Config) -> ExitCode {
     match load_catalog(config).await {
         Ok(catalog) => {
             let _ = std::io::stdout().write_all(route_table(&catalog).as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("protogate: {err}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The document admin `/openapi.json` serves for the same inputs.
+async fn openapi(config: &Config) -> ExitCode {
+    match load_catalog(config).await {
+        Ok(catalog) => {
+            let _ = std::io::stdout().write_all(&crate::openapi::document(&catalog, &config.auth));
             ExitCode::SUCCESS
         }
         Err(err) => {
@@ -208,17 +229,6 @@ pub fn route_table(catalog: &Catalog) -> String {
         }
     }
     out
-}
-
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.logging.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match config.logging.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Pretty => builder.try_init(),
-    };
 }
 
 async fn shutdown_signal() {

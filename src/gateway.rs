@@ -7,6 +7,7 @@ pub mod admin;
 pub mod connection;
 pub mod listener;
 pub mod load;
+pub mod readiness;
 pub mod reload;
 
 use std::convert::Infallible;
@@ -22,14 +23,17 @@ use tower::{Service, ServiceBuilder};
 use self::connection::Timeouts;
 use self::listener::{accept_loop, Drain};
 use self::load::Loader;
+use self::readiness::Readiness;
 use self::reload::Reloader;
 use crate::auth::{AuthLayer, Authenticator};
 use crate::catalog::{Catalog, LoadError};
 use crate::config::Config;
 use crate::http::request_id::RequestIdLayer;
-use crate::http::respond::RespondLayer;
+use crate::http::respond::{Observer, RespondLayer};
 use crate::http::route_match::RouteMatchLayer;
+use crate::http::trace::TraceLayer;
 use crate::http::Body;
+use crate::metrics::Metrics;
 use crate::proxy::metadata::MetadataRules;
 use crate::proxy::{Ending, Handler};
 use crate::ratelimit::{RateLimitLayer, RateLimiter};
@@ -48,6 +52,14 @@ pub struct Gateway {
     timeouts: Timeouts,
     /// How the public listener winds down; its signal ends open streams.
     drain: Drain,
+    /// The live catalog's OpenAPI document, made once per catalog.
+    openapi: Arc<crate::openapi::Documents>,
+    /// Every metric of the gateway, served at admin `/metrics`.
+    metrics: Arc<Metrics>,
+    /// `logging.access`.
+    access_log: bool,
+    /// Which upstreams answer, probed in the background for `/readyz`.
+    readiness: Arc<Readiness>,
 }
 
 impl Gateway {
@@ -60,12 +72,38 @@ impl Gateway {
         let config = loader.config.clone();
         let auth = loader.features.auth.clone();
         let metadata = MetadataRules::new(&config.forward_headers).with_identity(auth.forwarding().clone());
-        let ratelimit = Arc::new(RateLimiter::new(&config.rate_limits));
-        let reloader = Arc::new(Reloader::start(loader)?);
+        let metrics = Arc::new(Metrics::new());
+        let ratelimit = Arc::new(RateLimiter::new(&config.rate_limits).with_metrics(metrics.clone()));
+        let reloader = Arc::new(Reloader::start(loader, metrics.clone())?);
         auth.start();
         let timeouts = Timeouts::from_limits(&config.limits);
         let drain = Drain::new(config.shutdown_timeout);
-        Ok(Self { reloader, metadata: Arc::new(metadata), auth, ratelimit, timeouts, drain })
+        let openapi = Arc::new(crate::openapi::Documents::new(config.auth.clone()));
+        // Probes until the reloader (and with it the gateway) is gone.
+        let readiness = Arc::new(Readiness::default());
+        tokio::spawn(readiness.clone().probe(Arc::downgrade(reloader.catalog())));
+        Ok(Self {
+            reloader,
+            metadata: Arc::new(metadata),
+            auth,
+            ratelimit,
+            timeouts,
+            drain,
+            openapi,
+            metrics,
+            access_log: config.logging.access,
+            readiness,
+        })
+    }
+
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// What the last background probe of the upstreams found.
+    pub fn readiness(&self) -> &Arc<Readiness> {
+        &self.readiness
     }
 
     /// The rate limiter's state (sizes and counters for metrics).
@@ -76,6 +114,11 @@ impl Gateway {
     /// The catalog currently serving.
     pub fn catalog(&self) -> Arc<Catalog> {
         self.reloader.catalog().load_full()
+    }
+
+    /// The OpenAPI document of the catalog currently serving (DESIGN §9).
+    pub fn openapi(&self) -> bytes::Bytes {
+        self.openapi.get(&self.catalog())
     }
 
     /// The connection deadlines both listeners keep.
@@ -126,20 +169,31 @@ impl Gateway {
         ServiceBuilder::new()
             // First, so that every response, errors included, carries the id.
             .layer(RequestIdLayer)
+            // The W3C trace context (the client's, or a new trace) for the
+            // upstream calls; the request's span while spans are exported.
+            .layer(TraceLayer)
             // Every layer below refuses by returning an error; this one
             // renders it (the one envelope), logs it once and takes the
             // catalog snapshot the request finishes on.
-            .layer(RespondLayer::new(self.reloader.catalog().clone()))
+            .layer(RespondLayer::new(
+                self.reloader.catalog().clone(),
+                Observer { metrics: self.metrics.clone(), access: self.access_log, peer },
+            ))
             // 404 and 405 end here, before any body is read.
             .layer(RouteMatchLayer)
             // After the match (policies are per route), before any body is
             // read: 401/403 cost no JSON parsing.
-            .layer(AuthLayer::new(self.auth.clone()))
+            .layer(AuthLayer::new(self.auth.clone(), self.metrics.clone()))
             // After authentication (key `consumer`), before any body is read:
             // a refused request costs no JSON parsing and no upstream call.
             .layer(RateLimitLayer::new(self.ratelimit.clone(), peer))
             // Innermost: body, transcoding, the upstream call (unary, a
             // stream over HTTP or a WebSocket session).
-            .service(Handler::new(self.metadata.clone(), peer.ip(), Ending::new(self.drain.streams.subscribe())))
+            .service(Handler::new(
+                self.metadata.clone(),
+                peer.ip(),
+                Ending::new(self.drain.streams.subscribe()),
+                self.metrics.clone(),
+            ))
     }
 }

@@ -7,9 +7,11 @@
 
 pub mod body;
 pub mod identity;
+pub mod observe;
 pub mod request_id;
 pub mod respond;
 pub mod route_match;
+pub mod trace;
 
 use std::future::Future;
 use std::pin::Pin;

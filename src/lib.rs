@@ -4,9 +4,11 @@
 //! Data flows one way, and modules import only downward in this list
 //! (docs/architecture.md):
 //! [`error`], [`config`], [`descriptors`], [`routing`] → [`transcode`] →
-//! [`upstream`] → [`catalog`] → [`http`] (what every layer shares, and the
+//! [`telemetry`] (trace context, spans, OTLP export) → [`upstream`] →
+//! [`catalog`] → [`http`] (what every layer shares, and the
 //! one respond layer) → the features ([`auth`], [`ratelimit`]) → [`proxy`]
-//! (the innermost handlers) → [`gateway`] (load, the layer stack, reload,
+//! (the innermost handlers) → [`openapi`] (the catalog's OpenAPI document)
+//! → [`gateway`] (load, the layer stack, reload,
 //! listeners, admin) → [`cli`].
 
 pub mod auth;
@@ -19,9 +21,13 @@ pub mod error;
 pub mod fuzzing;
 pub mod gateway;
 pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod openapi;
 pub mod proxy;
 pub mod ratelimit;
 pub mod routing;
+pub mod telemetry;
 pub mod transcode;
 pub mod upstream;
 

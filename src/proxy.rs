@@ -24,6 +24,7 @@ use crate::catalog::{CallKind, Target};
 use crate::error::GatewayError;
 use crate::http::route_match::is_websocket_upgrade;
 use crate::http::{Body, MatchedRoute, ResponseFuture};
+use crate::metrics::Metrics;
 
 /// The handler of one connection: what every call on it shares.
 #[derive(Clone)]
@@ -32,8 +33,8 @@ pub struct Handler(Arc<request::Handler>);
 impl Handler {
     /// The handler of one connection from `peer`; streams still open when
     /// `ending` fires end with an in-band UNAVAILABLE.
-    pub fn new(metadata: Arc<MetadataRules>, peer: IpAddr, ending: Ending) -> Self {
-        Self(Arc::new(request::Handler { metadata, peer: metadata::peer_value(peer), ending }))
+    pub fn new(metadata: Arc<MetadataRules>, peer: IpAddr, ending: Ending, metrics: Arc<Metrics>) -> Self {
+        Self(Arc::new(request::Handler { metadata, peer: metadata::peer_value(peer), ending, metrics }))
     }
 }
 

@@ -35,6 +35,7 @@ use self::redis::RedisBackend;
 use self::rule::{ResolvedLimit, RouteLimits, Rule};
 use crate::config::rate_limits::{Backend, OnRedisError, RateLimitsConfig};
 use crate::error::{Fault, GatewayError};
+use crate::metrics::{Metrics, RateLimitOutcome};
 
 pub use self::layer::{RateLimit, RateLimitLayer};
 
@@ -52,6 +53,7 @@ pub struct RateLimiter {
     trusted: TrustedProxies,
     on_redis_error: OnRedisError,
     denied: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -80,7 +82,22 @@ impl RateLimiter {
             trusted: TrustedProxies::new(config.trusted_proxies.clone(), config.client_ip_header),
             on_redis_error: config.on_redis_error,
             denied: AtomicU64::new(0),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Decisions are counted in `metrics` (else in a registry of their own).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    fn count(&self, rule: &Rule, decision: &Decision) {
+        let outcome = match decision.allowed {
+            true => RateLimitOutcome::Allowed,
+            false => RateLimitOutcome::Limited,
+        };
+        self.metrics.ratelimit_decision(&rule.name, outcome);
     }
 
     /// The local store (for its size and cap).
@@ -108,6 +125,7 @@ impl RateLimiter {
                 Backend::Local => {
                     let key = keys.hash(&limit.rule, self.local.key_hasher());
                     let decision = self.local.decide(key, &limit.rule.gcra, limit.cost);
+                    self.count(&limit.rule, &decision);
                     if let Err(err) = verdict.add(&limit.rule, decision) {
                         self.denied.fetch_add(1, Ordering::Relaxed);
                         return Check::Done(Err(err));
@@ -159,6 +177,12 @@ impl Pending {
                 Some(redis) => redis.decide(&p.key, &rule.gcra, p.limit.cost).await.ok(),
                 None => None,
             };
+            // A decision Redis could not make counts as `error`, whether
+            // the local fallback then allows it or the request is refused.
+            match &outcome {
+                Some(decision) => limiter.count(rule, decision),
+                None => limiter.metrics.ratelimit_decision(&rule.name, RateLimitOutcome::Error),
+            }
             let decision = match (outcome, limiter.on_redis_error) {
                 (Some(decision), _) => decision,
                 (None, OnRedisError::Allow) => limiter.local.decide(p.local_key, &rule.gcra, p.limit.cost),

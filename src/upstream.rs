@@ -24,12 +24,16 @@ use tonic::Code;
 
 use crate::config::Config;
 use crate::error::{Fault, GatewayError};
+use crate::telemetry::CallSpan;
 use crate::transcode::DynamicCodec;
 
 /// One backend address with its connection pool.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub url: Uri,
+    /// `url` as configured (no `/` path added): the upstream's label in
+    /// metrics and logs.
+    pub label: Arc<str>,
     channel: Channel,
 }
 
@@ -63,7 +67,11 @@ impl Upstream {
             endpoint =
                 endpoint.tls_config(ClientTlsConfig::new().with_webpki_roots()).map_err(|e| error(e.to_string()))?;
         }
-        Ok(Self { url: url.clone(), channel: endpoint.connect_lazy() })
+        Ok(Self {
+            url: url.clone(),
+            label: Arc::from(url.to_string().trim_end_matches('/')),
+            channel: endpoint.connect_lazy(),
+        })
     }
 
     /// Sends one request message and reads one response message.
@@ -72,10 +80,11 @@ impl Upstream {
         path: PathAndQuery,
         codec: DynamicCodec,
         message: DynamicMessage,
-        metadata: MetadataMap,
+        mut metadata: MetadataMap,
         timeout: Duration,
     ) -> Result<UnaryReply, GatewayError> {
         let deadline = Instant::now() + timeout;
+        let mut span = CallSpan::start(&mut metadata, &self.url, path.as_str());
         let mut request = tonic::Request::from_parts(metadata, Default::default(), message);
         request.set_timeout(timeout);
         let call = async {
@@ -88,11 +97,13 @@ impl Upstream {
             Ok::<_, tonic::Status>(UnaryReply { headers, message, trailers })
         };
         let deadline = Deadline { at: deadline, timeout };
-        match tokio::time::timeout_at(deadline.at, call).await {
+        let reply = match tokio::time::timeout_at(deadline.at, call).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(status)) => Err(self.call_error(&status, Some(deadline))),
             Err(_) => Err(deadline.exceeded()),
-        }
+        };
+        span.finish(reply.as_ref().map_or_else(|err| err.code, |_| Code::Ok));
+        reply
     }
 
     /// Opens a streaming call (any kind: a unary side is a stream of one)
@@ -104,12 +115,13 @@ impl Upstream {
         path: PathAndQuery,
         codec: DynamicCodec,
         requests: S,
-        metadata: MetadataMap,
+        mut metadata: MetadataMap,
         deadline: Option<Deadline>,
     ) -> Result<StreamReply, GatewayError>
     where
         S: futures_util::Stream<Item = DynamicMessage> + Send + 'static,
     {
+        let mut span = CallSpan::start(&mut metadata, &self.url, path.as_str());
         let mut request = tonic::Request::from_parts(metadata, Default::default(), requests);
         if let Some(deadline) = deadline {
             request.set_timeout(deadline.timeout);
@@ -129,15 +141,25 @@ impl Upstream {
             grpc.streaming(request, path, codec).await
         };
         let opened = match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline.at, call).await.map_err(|_| deadline.exceeded())?,
+            Some(deadline) => match tokio::time::timeout_at(deadline.at, call).await {
+                Ok(opened) => opened,
+                Err(_) => {
+                    span.finish(Code::DeadlineExceeded);
+                    return Err(deadline.exceeded());
+                }
+            },
             None => call.await,
         };
         match opened {
             Ok(response) => {
                 let (headers, messages, _) = response.into_parts();
-                Ok(StreamReply { headers, messages: ResponseStream { messages, kill, _cancel: cancel } })
+                Ok(StreamReply { headers, messages: ResponseStream { messages, kill, span, _cancel: cancel } })
             }
-            Err(status) => Err(self.call_error(&status, deadline)),
+            Err(status) => {
+                let err = self.call_error(&status, deadline);
+                span.finish(err.code);
+                Err(err)
+            }
         }
     }
 
@@ -192,18 +214,27 @@ pub struct StreamReply {
 pub struct ResponseStream {
     messages: tonic::codec::Streaming<DynamicMessage>,
     kill: KillSwitch,
+    /// Ended with the call's status (CANCELLED if the stream is dropped
+    /// first).
+    span: CallSpan,
     _cancel: CancelOnDrop,
 }
 
 impl ResponseStream {
     /// The next message; `None` once the backend has sent its last.
     pub async fn message(&mut self) -> Result<Option<DynamicMessage>, tonic::Status> {
-        self.messages.message().await
+        let message = self.messages.message().await;
+        if let Err(status) = &message {
+            self.span.finish(status.code());
+        }
+        message
     }
 
     /// The trailers, after the last message.
     pub async fn trailers(&mut self) -> Result<Option<MetadataMap>, tonic::Status> {
-        self.messages.trailers().await
+        let trailers = self.messages.trailers().await;
+        self.span.finish(trailers.as_ref().map_or_else(tonic::Status::code, |_| Code::Ok));
+        trailers
     }
 
     /// A handle that ends the call from elsewhere (a watchdog), even while

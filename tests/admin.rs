@@ -30,12 +30,26 @@ async fn get_json(admin: &TestGateway, path: &str, status: u16) -> Value {
     reply.json()
 }
 
+/// `/readyz` once the background probe has reached the backend.
+async fn ready_json(admin: &TestGateway) -> Value {
+    eventually("/readyz 200", Duration::from_secs(10), || async {
+        let reply = call(admin, Method::GET, "/readyz").await;
+        if reply.status == 200 {
+            Ok(())
+        } else {
+            Err(reply.text())
+        }
+    })
+    .await;
+    get_json(admin, "/readyz", 200).await
+}
+
 #[tokio::test]
 async fn health_and_readiness() {
     let admin = start().await;
     let health = get_json(&admin, "/healthz", 200).await;
     assert_eq!(health["status"], "ok", "{health}");
-    let ready = get_json(&admin, "/readyz", 200).await;
+    let ready = ready_json(&admin).await;
     assert_eq!(ready["status"], "ready", "{ready}");
     assert_eq!(ready["generation"], 1, "{ready}");
     assert!(ready["routes"].as_u64().is_some_and(|n| n > 0), "{ready}");
@@ -71,7 +85,7 @@ async fn routes_lists_the_route_table() {
     // The table is the one the public listener serves.
     let reply = admin.get("/test/metadata").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    let readyz = get_json(&admin, "/readyz", 200).await;
+    let readyz = ready_json(&admin).await;
     assert_eq!(readyz["routes"].as_u64(), Some(routes.len() as u64), "{readyz}");
     admin.shutdown().await;
 }

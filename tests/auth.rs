@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use common::api::Config;
 use common::jwt::{b64, fixture, jwks, now, rs256, rsa_key, sha256_hex, sign};
-use common::{config_for, Backend, Descriptors, Reply, TestGateway};
+use common::{config_for, metrics, Backend, Descriptors, Reply, TestGateway};
 use http_body_util::Full;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
@@ -479,6 +479,16 @@ async fn api_keys_right_wrong_absent() {
     assert!(wrong.challenge().contains("error=\"invalid_token\""));
     h.get("/v1/items/3", &[]).await.assert_error(401, 16);
     assert_eq!(h.backend_calls(), calls);
+
+    // Every decision is counted by provider and outcome.
+    let samples = metrics::samples(&h.gw.gateway);
+    let decisions = |provider: &str, outcome: &str| {
+        let series = format!(r#"protogate_auth_decisions_total{{provider="{provider}",outcome="{outcome}"}}"#);
+        metrics::sample(&samples, &series)
+    };
+    assert_eq!(decisions("api_key", "allowed"), 2.0, "{samples:?}");
+    assert_eq!(decisions("api_key", "unauthenticated"), 1.0, "{samples:?}");
+    assert_eq!(decisions("none", "unauthenticated"), 1.0, "{samples:?}");
     h.shutdown().await;
 }
 

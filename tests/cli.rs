@@ -40,6 +40,16 @@ impl Workspace {
         command
     }
 
+    /// `protogate serve` of the folder on `listen` and `admin`, every
+    /// service routed to `backend`, one worker thread, then `extra`.
+    fn serve(&self, listen: SocketAddr, admin: SocketAddr, backend: &Backend, extra: &[&str]) -> Command {
+        let (listen, admin, upstream) = (listen.to_string(), admin.to_string(), format!("*={}", backend.url()));
+        let mut args = vec!["serve", "--descriptors", self.dir(), "--listen", &listen, "--admin-listen", &admin];
+        args.extend(["--upstream", &upstream, "--threads", "1"]);
+        args.extend(extra);
+        self.command(&args)
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("run protogate")
     }
@@ -243,23 +253,11 @@ async fn serve_answers_and_exits_cleanly_on_sigterm() {
     let ws = Workspace::new();
     let (listen, admin) = free_ports();
     let mut child = Served(
-        ws.command(&[
-            "serve",
-            "--descriptors",
-            ws.dir(),
-            "--listen",
-            &listen.to_string(),
-            "--admin-listen",
-            &admin.to_string(),
-            "--upstream",
-            &format!("*={}", backend.url()),
-            "--threads",
-            "1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn protogate serve"),
+        ws.serve(listen, admin, &backend, &[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn protogate serve"),
     );
     let client = common::http_client();
 
@@ -321,4 +319,106 @@ fn check_finds_a_collision_without_any_upstream() {
     for needle in ["/test/metadata", "protogate.test.v1.TestService/Metadata", "clash.v1.Clash/Get", "clash.proto"] {
         assert!(errors.contains(needle), "collision error does not name {needle}: {errors}");
     }
+}
+
+/// Serves with `yaml` as the config, sends `requests` (path, headers) to
+/// the public listener, stops with SIGTERM and returns stderr's lines.
+async fn serve_and_log(yaml: &str, requests: &[(&str, &[(&str, &str)])]) -> Vec<String> {
+    let backend = Backend::test_service().await;
+    let ws = Workspace::new();
+    let (listen, admin) = free_ports();
+    let config = ws.cwd.path().join("gateway.yaml");
+    std::fs::write(&config, yaml).expect("write config");
+    let mut child = Served(
+        ws.serve(listen, admin, &backend, &["--config", config.to_str().expect("UTF-8")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn protogate serve"),
+    );
+    let client = common::http_client();
+    get_when_up(&client, &format!("http://{admin}/healthz"), &mut child, Duration::from_secs(30)).await;
+    for (path, headers) in requests {
+        let mut request = client.get(format!("http://{listen}{path}"));
+        for (name, value) in *headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("request");
+    }
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("run kill").success());
+    let mut stderr = child.0.stderr.take().expect("stderr");
+    let mut text = String::new();
+    let read = tokio::task::spawn_blocking(move || {
+        use std::io::Read as _;
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let text = tokio::time::timeout(Duration::from_secs(30), read).await.expect("protogate exits").expect("read");
+    backend.shutdown().await;
+    text.lines().map(str::to_owned).collect()
+}
+
+/// The JSON access events among `lines`.
+fn access_events(lines: &[String]) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["target"] == "protogate::access")
+        .collect()
+}
+
+#[tokio::test]
+async fn the_access_log_has_one_json_event_per_request_and_no_secret() {
+    let secret = "Bearer s3cr3t-t0ken-never-logged";
+    let lines = serve_and_log(
+        "logging:\n  format: json\n",
+        &[
+            ("/test/path/a/7/n/RED", &[("x-request-id", "req-1"), ("authorization", secret)]),
+            ("/no/such/route", &[("x-request-id", "req-2")]),
+        ],
+    )
+    .await;
+    let events = access_events(&lines);
+    assert_eq!(events.len(), 2, "one event per request: {lines:#?}");
+    let ok = &events[0];
+    for field in [
+        "timestamp",
+        "request_id",
+        "peer",
+        "method",
+        "route",
+        "grpc_method",
+        "status",
+        "grpc_code",
+        "latency_ms",
+        "upstream",
+        "consumer",
+        "bytes_in",
+        "bytes_out",
+    ] {
+        assert!(ok.get(field).is_some(), "access event lacks {field}: {ok}");
+    }
+    assert_eq!(ok["request_id"], "req-1", "{ok}");
+    assert_eq!(ok["method"], "GET", "{ok}");
+    assert_eq!(ok["route"], "/test/path/{string_value}/{int64_value}/{nested.name}/{color}", "{ok}");
+    assert_eq!(ok["grpc_method"], "protogate.test.v1.TestService/EchoPath", "{ok}");
+    assert_eq!(ok["status"], 200, "{ok}");
+    assert_eq!(ok["grpc_code"], "OK", "{ok}");
+    assert!(ok["latency_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{ok}");
+    assert!(ok["bytes_out"].as_u64().is_some_and(|n| n > 0), "{ok}");
+    assert!(ok["peer"].as_str().is_some_and(|peer| peer.starts_with("127.0.0.1:")), "{ok}");
+    assert!(ok["upstream"].as_str().is_some_and(|url| url.starts_with("http://127.0.0.1:")), "{ok}");
+    let missing = &events[1];
+    assert_eq!(missing["route"], "unmatched", "{missing}");
+    assert_eq!(missing["status"], 404, "{missing}");
+    assert_eq!(missing["request_id"], "req-2", "{missing}");
+    assert!(!lines.iter().any(|line| line.contains("s3cr3t")), "a credential reached the log");
+}
+
+#[tokio::test]
+async fn logging_access_false_turns_the_access_log_off() {
+    let lines = serve_and_log("logging:\n  format: json\n  access: false\n", &[("/test/path/a/7/n/RED", &[])]).await;
+    assert!(!lines.is_empty(), "the gateway logs its start");
+    assert!(access_events(&lines).is_empty(), "{lines:#?}");
 }

@@ -32,7 +32,7 @@ use common::code::{
 use common::fixtures::{compile_source, test_service_descriptor_set, OTHER_PROTO};
 use common::jwt::sha256_hex;
 use common::pb::protogate::test::v1::DelayStatsResponse;
-use common::{assert_error, violation_fields, Backend, Descriptors, Reply, TestGateway};
+use common::{assert_error, metrics, violation_fields, Backend, Descriptors, Reply, TestGateway};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -651,6 +651,18 @@ async fn an_optional_failure_makes_a_partial_answer() {
         assert!(skipped["details"].is_array(), "{answer}");
         // The skipped call was never made: one Fail, no Echo.
         assert_eq!(gw.backend_calls(), 2 + 3, "{answer}");
+
+        // Each call of both requests counted by its outcome.
+        let samples = metrics::samples(&gw.gateway);
+        let calls = |call: &str, outcome: &str| {
+            let series = format!(
+                r#"protogate_composition_calls_total{{composition="partial",call="{call}",outcome="{outcome}"}}"#
+            );
+            metrics::sample(&samples, &series)
+        };
+        assert_eq!((calls("fine", "ok"), calls("fine", "error")), (2.0, 0.0), "{samples:?}");
+        assert_eq!((calls("broken", "ok"), calls("broken", "error")), (1.0, 1.0), "{samples:?}");
+        assert_eq!((calls("after_broken", "ok"), calls("after_broken", "skipped")), (1.0, 1.0), "{samples:?}");
         gw.shutdown().await;
     })
     .await;

@@ -15,7 +15,7 @@ use common::api::ratelimit::{
 };
 use common::api::{Config, GatewayError};
 use common::redis::RedisServer;
-use common::{config_for, Backend, Descriptors, TestGateway};
+use common::{config_for, metrics, Backend, Descriptors, TestGateway};
 use http::{HeaderMap, StatusCode};
 use tonic::service::Routes;
 
@@ -153,6 +153,12 @@ async fn two_replicas_share_one_global_limit() {
         assert_eq!(headers["ratelimit-policy"], "1;w=60;burst=10");
     }
     assert_eq!((ok, limited), (10, 30));
+    // Each replica counts its own decisions; together, every request once.
+    let decided = |outcome: &str| {
+        let series = format!(r#"protogate_ratelimit_decisions_total{{rule="things",outcome="{outcome}"}}"#);
+        [&a, &b].iter().map(|replica| metrics::sample(&metrics::samples(&replica.gateway), &series)).sum::<f64>()
+    };
+    assert_eq!((decided("allowed"), decided("limited")), (10.0, 30.0));
 
     // A route no rule selects carries no rate-limit headers.
     let free = get(&client, format!("{}/v1/free/1", a.base), &[]).await;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::api::ReloadStatus;
 use common::fixtures::{compile_source, test_service_descriptor_set, CLASH_PROTO, CORRUPT_SET, OTHER_PROTO};
-use common::{assert_error, config_for, eventually, Backend, Descriptors, Reply, TestGateway};
+use common::{assert_error, config_for, eventually, metrics, Backend, Descriptors, Reply, TestGateway};
 
 /// How long a change may take to go live (or be refused).
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -82,6 +82,10 @@ async fn a_corrupt_file_is_refused_and_the_old_routes_keep_serving() {
     assert_eq!(refused.generation, before.generation, "a refused reload went live: {refused:?}");
     assert_eq!(refused.digest, before.digest);
     assert!(refused.reloads_failed > before.reloads_failed);
+    let samples = metrics::samples(&live.gateway);
+    assert!(metrics::sample(&samples, r#"protogate_reloads_total{result="refused"}"#) >= 1.0, "{samples:?}");
+    let routes = metrics::sample(&samples, "protogate_catalog_routes");
+    assert_eq!(routes, live.gateway.catalog().routes.len() as f64, "the refused reload changed the route count");
     let reply = live.get("/test/metadata").await;
     assert_eq!(reply.status, 200, "the old catalog must keep serving: {}", reply.text());
 
@@ -98,6 +102,10 @@ async fn a_corrupt_file_is_refused_and_the_old_routes_keep_serving() {
     assert_ne!(fixed.digest, before.digest);
     let methods = live.grpc_methods();
     assert!(methods.iter().any(|m| m == "other.v1.Other/Ping"), "{methods:?}");
+    let samples = metrics::samples(&live.gateway);
+    assert!(metrics::sample(&samples, r#"protogate_reloads_total{result="ok"}"#) >= 1.0, "{samples:?}");
+    let routes = metrics::sample(&samples, "protogate_catalog_routes");
+    assert_eq!(routes, live.gateway.catalog().routes.len() as f64, "{samples:?}");
     assert_eq!(live.get("/test/metadata").await.status, 200);
     assert_ne!(live.get("/other/ping/x").await.status, 404, "the new route is not served");
     live.shutdown().await;

@@ -17,7 +17,7 @@ use crate::upstream::Upstream;
 /// One composition, ready to run.
 #[derive(Debug)]
 pub struct CompositionPlan {
-    pub name: String,
+    pub name: Arc<str>,
     /// In the order written; `needs` point backwards or forwards, never in
     /// a circle.
     pub calls: Vec<CallPlan>,
@@ -30,8 +30,10 @@ pub struct CompositionPlan {
 /// One call of a composition.
 #[derive(Debug)]
 pub struct CallPlan {
-    pub name: String,
+    pub name: Arc<str>,
     pub grpc_path: PathAndQuery,
+    /// `package.Service/Method`: the call's label in metrics.
+    pub label: Arc<str>,
     pub codec: DynamicCodec,
     pub upstream: Arc<Upstream>,
     /// The request with every literal set; cloned for each call.
@@ -143,7 +145,7 @@ impl CompositionPlan {
             }
         }
         if let Some(cycle) = find_cycle(&calls).filter(|_| calls.len() == composition.calls.len()) {
-            let names: Vec<&str> = cycle.iter().map(|&i| calls[i].name.as_str()).collect();
+            let names: Vec<&str> = cycle.iter().map(|&i| &*calls[i].name).collect();
             problems.push(format!(
                 "composition {}: the calls {} need each other in a circle",
                 composition.name,
@@ -161,14 +163,14 @@ impl CompositionPlan {
         if !problems.is_empty() {
             return Err(problems);
         }
-        Ok(Self { name: composition.name.clone(), calls, answer, path_variables })
+        Ok(Self { name: Arc::from(composition.name.as_str()), calls, answer, path_variables })
     }
 }
 
 impl CompositionPlan {
     /// `user-overview: user, orders, details` — the name and its calls.
     pub fn summary(&self) -> String {
-        let calls: Vec<&str> = self.calls.iter().map(|c| c.name.as_str()).collect();
+        let calls: Vec<&str> = self.calls.iter().map(|c| &*c.name).collect();
         format!("{}: {}", self.name, calls.join(", "))
     }
 
@@ -305,7 +307,8 @@ impl Compiler<'_> {
         needs.dedup();
         let optional = call.optional && self.composition.on_error != OnError::Fail;
         Ok(CallPlan {
-            name: call.name.clone(),
+            name: Arc::from(call.name.as_str()),
+            label: Arc::from(&grpc_path(method).as_str()[1..]),
             grpc_path: grpc_path(method),
             codec: DynamicCodec::new(method.output()),
             upstream,

@@ -158,7 +158,10 @@ fn every_key_is_read() {
         c.forward_headers,
         vec![http::HeaderName::from_static("x-tenant-id"), http::HeaderName::from_static("x-request-source"),]
     );
-    assert_eq!(c.logging, Logging { format: LogFormat::Json, level: "protogate=debug,hyper=warn".into(), access: true });
+    assert_eq!(
+        c.logging,
+        Logging { format: LogFormat::Json, level: "protogate=debug,hyper=warn".into(), access: true }
+    );
 }
 
 #[test]

@@ -6,10 +6,11 @@ use std::future::Future;
 
 use axum::extract::State;
 use axum::http::Uri;
+use axum::response::IntoResponse as _;
 use axum::routing::get;
 use axum::{Json, Router};
-use http::header::ALLOW;
-use http::{HeaderValue, StatusCode};
+use http::header::{ACCEPT, ALLOW};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tonic::Code;
@@ -46,19 +47,57 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/readyz", get(readyz))
         .route("/routes", get(|State(gateway): State<Gateway>| async move { Json(routes_json(&gateway)) }))
         .route("/descriptors", get(descriptors))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(read_only)
         .with_state(gateway)
 }
 
-async fn readyz(State(gateway): State<Gateway>) -> Json<serde_json::Value> {
+/// Ready when the catalog is loaded (it is, or the gateway would not
+/// serve) and the last background probe reached every routed upstream;
+/// otherwise 503 naming each upstream that did not answer.
+async fn readyz(State(gateway): State<Gateway>) -> Reply {
     let status = gateway.reloader().status();
-    Json(json!({"status": "ready", "generation": status.generation, "routes": status.routes}))
+    match gateway.readiness().check() {
+        Ok(()) => {
+            Json(json!({"status": "ready", "generation": status.generation, "routes": status.routes})).into_response()
+        }
+        Err(reasons) => {
+            let err =
+                GatewayError::new(Code::Unavailable, Fault::Upstream, format!("not ready: {}", reasons.join("; ")))
+                    .with_status(StatusCode::SERVICE_UNAVAILABLE);
+            envelope(&gateway, &err)
+        }
+    }
+}
+
+/// Prometheus text, or OpenMetrics when the scraper asks for it.
+async fn metrics(State(gateway): State<Gateway>, headers: HeaderMap) -> Reply {
+    let openmetrics = headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|accept| accept.contains("application/openmetrics-text"));
+    let content_type = match openmetrics {
+        true => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        false => "text/plain; version=0.0.4; charset=utf-8",
+    };
+    let mut reply = Reply::new(axum::body::Body::from(gateway.metrics().render(openmetrics)));
+    reply.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    reply
 }
 
 async fn descriptors(State(gateway): State<Gateway>) -> Json<serde_json::Value> {
     let status = gateway.reloader().status();
     Json(serde_json::to_value(&*status).unwrap_or_default())
+}
+
+/// Byte for byte what `protogate openapi` prints for the same inputs.
+async fn openapi(State(gateway): State<Gateway>) -> Reply {
+    let mut reply = Reply::new(axum::body::Body::from(gateway.openapi()));
+    reply.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    reply
 }
 
 async fn not_found(State(gateway): State<Gateway>, uri: Uri) -> Reply {
@@ -115,14 +154,14 @@ fn composition_json(route: &crate::catalog::Route) -> serde_json::Value {
         .iter()
         .map(|call| {
             json!({
-                "name": call.name,
+                "name": &*call.name,
                 "method": call.grpc_method(),
                 "upstream": call.upstream.url.to_string(),
                 "optional": call.optional,
                 "for_each": call.for_each.is_some(),
-                "needs": call.needs.iter().map(|&i| plan.calls[i].name.as_str()).collect::<Vec<_>>(),
+                "needs": call.needs.iter().map(|&i| &*plan.calls[i].name).collect::<Vec<_>>(),
             })
         })
         .collect();
-    json!({"name": plan.name, "calls": calls})
+    json!({"name": &*plan.name, "calls": calls})
 }

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, Mutex};
 use super::load::Loader;
 use crate::catalog::{Catalog, LoadError, Reflected};
 use crate::descriptors;
+use crate::metrics::{Metrics, ReloadResult};
 
 /// Quiet time after the last file event before a reload: editors and `cp`
 /// write in several steps.
@@ -68,6 +69,7 @@ pub struct Reloader {
     reflected: ArcSwap<Vec<Reflected>>,
     ok: AtomicU64,
     failed: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 fn unix_now() -> u64 {
@@ -77,10 +79,11 @@ fn unix_now() -> u64 {
 impl Reloader {
     /// The first load; an invalid folder at start-up is an error (exit 1),
     /// a missing or empty one is not.
-    pub fn start(loader: Loader) -> Result<Self, LoadError> {
+    pub fn start(loader: Loader, metrics: Arc<Metrics>) -> Result<Self, LoadError> {
         let fingerprint = descriptors::fingerprint(&loader.config.descriptors);
         let catalog = loader.build(&[])?;
         let status = live_status(&catalog, 1, 1, 0, None);
+        metrics.catalog_routes(catalog.routes.len());
         Ok(Self {
             reflected: ArcSwap::from_pointee(Vec::new()),
             catalog: Arc::new(ArcSwap::from_pointee(catalog)),
@@ -89,6 +92,7 @@ impl Reloader {
             ok: AtomicU64::new(1),
             failed: AtomicU64::new(0),
             loader,
+            metrics,
         })
     }
 
@@ -129,12 +133,15 @@ impl Reloader {
                     digest = %status.digest,
                     "descriptor reload: new catalog live"
                 );
+                self.metrics.reload(ReloadResult::Ok);
+                self.metrics.catalog_routes(catalog.routes.len());
                 self.catalog.store(Arc::new(catalog));
                 self.status.store(Arc::new(status));
                 Ok(true)
             }
             Err(err) => {
                 let failed = self.failed.fetch_add(1, Ordering::Relaxed) + 1;
+                self.metrics.reload(ReloadResult::Refused);
                 tracing::error!(
                     error = %err,
                     live_digest = %previous.digest,

@@ -3,7 +3,9 @@
 //! the JSON of `google.rpc.Status` with its HTTP status and the headers the
 //! error carries (`WWW-Authenticate`, `Retry-After`, `Allow`,
 //! `RateLimit-*`), and logs it once, at a level chosen by whose fault it
-//! is. Metrics and the access log hook in here.
+//! is. Metrics and the access log are recorded here too ([`observe`]).
+//!
+//! [`observe`]: super::observe
 //!
 //! It also takes the catalog snapshot the request will finish on, so that a
 //! backend's error details are rendered through the same descriptor pool
@@ -11,9 +13,11 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
@@ -22,23 +26,36 @@ use http_body::Frame;
 use http_body_util::StreamBody;
 use tower::{Layer, Service};
 
+use super::observe::{AccessRecord, Exchange, Observed};
+use super::request_id::X_REQUEST_ID;
 use super::Body;
 use crate::catalog::Catalog;
 use crate::error::{Fault, GatewayError};
+use crate::metrics::Metrics;
 use crate::transcode::status::{render_error, status_trailers};
 
 /// The catalog a request started on, in its extensions for the route match.
 #[derive(Debug, Clone)]
 pub struct Snapshot(pub Arc<Catalog>);
 
+/// What the respond layer of one connection records requests into.
+#[derive(Clone)]
+pub struct Observer {
+    pub metrics: Arc<Metrics>,
+    /// `logging.access`.
+    pub access: bool,
+    pub peer: SocketAddr,
+}
+
 #[derive(Clone)]
 pub struct RespondLayer {
     catalog: Arc<ArcSwap<Catalog>>,
+    observer: Observer,
 }
 
 impl RespondLayer {
-    pub fn new(catalog: Arc<ArcSwap<Catalog>>) -> Self {
-        Self { catalog }
+    pub fn new(catalog: Arc<ArcSwap<Catalog>>, observer: Observer) -> Self {
+        Self { catalog, observer }
     }
 }
 
@@ -46,13 +63,14 @@ impl<S> Layer<S> for RespondLayer {
     type Service = Respond<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Respond { catalog: self.catalog.clone(), inner }
+        Respond { catalog: self.catalog.clone(), observer: self.observer.clone(), inner }
     }
 }
 
 #[derive(Clone)]
 pub struct Respond<S> {
     catalog: Arc<ArcSwap<Catalog>>,
+    observer: Observer,
     inner: S,
 }
 
@@ -76,17 +94,24 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let start = Instant::now();
+        let in_flight = self.observer.metrics.in_flight();
         let catalog = self.catalog.load_full();
         let method = req.method().clone();
         let uri = req.uri().clone();
         let may_leave_body = req.version() <= Version::HTTP_11 && has_body(req.headers());
+        let exchange = Arc::new(Exchange::default());
+        let request_id = self.observer.access.then(|| req.headers().get(X_REQUEST_ID).cloned()).flatten();
         req.extensions_mut().insert(Snapshot(catalog.clone()));
+        req.extensions_mut().insert(exchange.clone());
         let call = self.inner.call(req);
+        let observer = self.observer.clone();
         Box::pin(async move {
-            match call.await {
-                Ok(response) => Ok(response),
+            let response = match call.await {
+                Ok(response) => response,
                 Err(err) => {
                     log(&method, &uri, &err);
+                    exchange.set_code(err.code);
                     let mut response = error_response(&catalog, &err);
                     if may_leave_body {
                         // A refusal may come before the body is read (413,
@@ -95,9 +120,38 @@ where
                         // rather than find out on its next one.
                         response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
                     }
-                    Ok(response)
+                    response
                 }
-            }
+            };
+            let status = response.status();
+            observer.metrics.request(
+                &method,
+                exchange.route().map(|route| &route.label),
+                status.as_u16(),
+                start.elapsed(),
+            );
+            let record = observer.access.then(|| AccessRecord {
+                exchange,
+                start,
+                request_id,
+                peer: observer.peer,
+                method,
+                status,
+            });
+            // A whole answer is done: record it now. A stream is recorded
+            // when its body ends.
+            let (parts, body) = response.into_parts();
+            let body = match body {
+                Body::Full(full) => {
+                    if let Some(record) = record {
+                        record.write(http_body::Body::size_hint(&full).exact().unwrap_or(0));
+                    }
+                    drop(in_flight);
+                    Body::Full(full)
+                }
+                stream => Body::stream(Observed::new(stream, record, in_flight)),
+            };
+            Ok(Response::from_parts(parts, body))
         })
     }
 }

@@ -7,6 +7,7 @@
 //! deprecated version's) are added here to whatever the layers below answer,
 //! errors included.
 
+use std::fmt::Display;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -15,11 +16,13 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use tonic::Code;
 use tower::{Layer, Service};
 
+use super::observe::Exchange;
 use super::respond::Snapshot;
 use super::{Body, ResponseFuture};
 use crate::catalog::{Catalog, Route};
 use crate::error::{Fault, GatewayError};
 use crate::routing::Match;
+use crate::telemetry::{self, TraceContext};
 
 /// The route a request matched, with the catalog it belongs to.
 #[derive(Debug, Clone)]
@@ -84,11 +87,21 @@ where
                 Match::Invalid { reason } => Err(GatewayError::bad_field("", reason)),
             },
         };
+        // While spans are exported, the request's is named after its route.
+        if telemetry::exporting() {
+            if let Some(trace) = req.extensions().get::<TraceContext>() {
+                let route = found.as_ref().ok().map(|(route, _)| route);
+                trace.record_route(req.method(), route.map(|r| (&r.template as &dyn Display, r.grpc_method())));
+            }
+        }
         match found {
             Ok((route, captures)) => {
                 // Added here, around every layer that may answer for the
                 // route: a version's `Deprecation` and `Sunset` belong on its
                 // 401, 403 and 429 as much as on the backend's answers.
+                if let Some(exchange) = req.extensions().get::<Arc<Exchange>>() {
+                    exchange.set_route(&route);
+                }
                 let headers = (!route.response_headers.is_empty()).then(|| route.clone());
                 req.extensions_mut().insert(MatchedRoute { catalog, route, captures });
                 let call = self.inner.call(req);

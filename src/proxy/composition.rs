@@ -8,6 +8,7 @@
 //! optional call that fails, or cannot run because a call it needs failed,
 //! leaves its key out and adds `errors` (`x-protogate-partial: true`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
@@ -25,7 +26,10 @@ use super::request::{call_metadata, call_timeout, read_whole_body, Handler};
 use crate::catalog::composition::{AnswerPart, CallPlan, Input, SetField, TextPart};
 use crate::catalog::CompositionPlan;
 use crate::error::{Fault, GatewayError};
+use crate::http::observe::Exchange;
 use crate::http::{Body, MatchedRoute};
+use crate::metrics::{CallOutcome, Metrics};
+use crate::telemetry::span::with_own_span_id;
 use crate::transcode::fields::text_of;
 use crate::transcode::query::decode_component;
 use crate::transcode::request::syntax_error;
@@ -45,6 +49,9 @@ pub async fn call(
     let route = &matched.route;
     let (parts, body) = req.into_parts();
     let body = read_whole_body(body, &parts.headers, route.max_body, route.timeout).await?;
+    if let Some(exchange) = parts.extensions.get::<Arc<Exchange>>() {
+        exchange.add_bytes_in(body.len());
+    }
     let body = match body.is_empty() {
         true => None,
         false => Some(serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| syntax_error(&e))?),
@@ -55,7 +62,7 @@ pub async fn call(
     let deadline = Instant::now() + timeout;
 
     let inputs = Inputs { captures: &matched.captures, query, body };
-    let run = Run { plan, inputs: &inputs, metadata, deadline, timeout };
+    let run = Run { plan, inputs: &inputs, metadata, deadline, timeout, metrics: &handler.metrics };
     let outcomes = tokio::time::timeout_at(deadline, run.all()).await.map_err(|_| run.deadline_exceeded())??;
 
     let catalog = &matched.catalog;
@@ -64,7 +71,7 @@ pub async fn call(
         .iter()
         .zip(&outcomes)
         .filter_map(|(call, outcome)| match outcome {
-            Outcome::Failed(err) => Some((call.name.as_str(), err)),
+            Outcome::Failed(err) => Some((&*call.name, err)),
             _ => None,
         })
         .filter_map(|(name, err)| {
@@ -82,6 +89,9 @@ pub async fn call(
     };
     written.map_err(|e| GatewayError::internal(format!("cannot render the composition's answer: {e}")))?;
 
+    if let Some(exchange) = parts.extensions.get::<Arc<Exchange>>() {
+        exchange.set_code(Code::Ok);
+    }
     let mut response = Response::new(Body::full(out));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -116,6 +126,7 @@ struct Run<'a> {
     /// The route's, and its length (for the error).
     deadline: Instant,
     timeout: Duration,
+    metrics: &'a Metrics,
 }
 
 /// How one call ended: its index, and its outcome or error.
@@ -150,12 +161,14 @@ impl Run<'_> {
                     moved = true;
                     if let Some(&failed) = call.needs.iter().find(|&&n| matches!(outcomes[n], Outcome::Failed(_))) {
                         if call.optional {
+                            self.count(call, CallOutcome::Skipped);
                             outcomes[i] = Outcome::Failed(skipped(call, &calls[failed]));
                             continue;
                         }
                         // A required call that cannot run fails the route
                         // with the status that stopped it.
                         if let Outcome::Failed(err) = &outcomes[failed] {
+                            self.count(call, CallOutcome::Skipped);
                             return Err(err.clone());
                         }
                     }
@@ -163,12 +176,19 @@ impl Run<'_> {
                         Ok(requests) => running.push(self.invoke(i, call, requests)),
                         // What the client sent is wrong: a 400, even for an
                         // optional call.
-                        Err(err) if call.optional && err.fault != Fault::Client => outcomes[i] = Outcome::Failed(err),
-                        Err(err) => return Err(err),
+                        Err(err) if call.optional && err.fault != Fault::Client => {
+                            self.count(call, CallOutcome::Error);
+                            outcomes[i] = Outcome::Failed(err);
+                        }
+                        Err(err) => {
+                            self.count(call, CallOutcome::Error);
+                            return Err(err);
+                        }
                     }
                 }
             }
             let Some(Ended { index: i, outcome, route_deadline }) = running.next().await else { break };
+            self.count(&calls[i], if outcome.is_ok() { CallOutcome::Ok } else { CallOutcome::Error });
             outcomes[i] = match outcome {
                 Ok(outcome) => outcome,
                 Err(_) if route_deadline => return Err(self.deadline_exceeded()),
@@ -177,6 +197,10 @@ impl Run<'_> {
             };
         }
         Ok(outcomes)
+    }
+
+    fn count(&self, call: &CallPlan, outcome: CallOutcome) {
+        self.metrics.composition_call(&self.plan.name, &call.name, outcome);
     }
 
     /// The route's deadline has passed.
@@ -310,10 +334,14 @@ impl Run<'_> {
         let route_bound = call.timeout.is_none_or(|t| t >= left);
         let timeout = call.timeout.map_or(left, |t| t.min(left)).max(Duration::from_millis(1));
         let one = |message: DynamicMessage| async move {
-            let reply = call
-                .upstream
-                .unary(call.grpc_path.clone(), call.codec.clone(), message, self.metadata.clone(), timeout)
-                .await?;
+            let started = std::time::Instant::now();
+            // One request, several calls: each its own span id.
+            let metadata = with_own_span_id(self.metadata.clone());
+            let reply =
+                call.upstream.unary(call.grpc_path.clone(), call.codec.clone(), message, metadata, timeout).await;
+            let code = reply.as_ref().map_or_else(|err| err.code, |_| Code::Ok);
+            self.metrics.upstream_call(&call.upstream.label, &call.label, code, started.elapsed());
+            let reply = reply?;
             reply.message.ok_or_else(|| {
                 GatewayError::new(
                     Code::Internal,

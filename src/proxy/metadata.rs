@@ -3,12 +3,17 @@
 //! To the backend go: `authorization` (unless `auth.forward_token` is off),
 //! the authenticated identity (`x-consumer-id`, `x-auth-provider`, the
 //! `auth.forward_claims`; client copies of these never pass), `grpc-metadata-X` as `X`, the
-//! configured `forward_headers`, `x-request-id`, W3C trace context, and
+//! configured `forward_headers`, `x-request-id`, and
 //! `x-forwarded-for`/`x-forwarded-host`. Never hop-by-hop headers (the
 //! fixed set and whatever the client names in `Connection`), never
 //! reserved gRPC headers. From the backend come response metadata as
 //! `grpc-metadata-X` and trailers as `grpc-trailer-X`. Binary (`-bin`)
 //! values travel base64-encoded both ways, as on the gRPC wire.
+//!
+//! The W3C trace context is the gateway's to send (the request's
+//! [`TraceContext`](crate::telemetry::TraceContext), added by
+//! `request::call_metadata`): the client's `traceparent` and `tracestate`
+//! never pass as they are, under any name.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -19,11 +24,10 @@ use tonic::metadata::MetadataMap;
 
 use crate::http::identity::{Identity, IdentityForwarding, X_AUTH_PROVIDER, X_CONSUMER_ID};
 use crate::http::request_id::X_REQUEST_ID;
+use crate::telemetry::context::{TRACEPARENT, TRACESTATE};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 const GRPC_METADATA: &str = "grpc-metadata-";
 
 /// Headers that describe one hop, or that gRPC itself owns: never copied
@@ -96,13 +100,20 @@ impl MetadataRules {
                 if self.identity.forward_token && !self.identity.verifies {
                     out.append(name.clone(), value.clone());
                 }
-            } else if *name == TRACEPARENT || *name == TRACESTATE || self.forward.contains(name) {
+            } else if *name == TRACEPARENT || *name == TRACESTATE {
+                continue;
+            } else if self.forward.contains(name) {
                 // Identity comes from authentication alone.
                 if !self.identity.is_identity_header(key) {
                     out.append(name.clone(), value.clone());
                 }
             } else if let Some(rest) = key.strip_prefix(GRPC_METADATA) {
-                if rest.is_empty() || reserved(rest) || self.identity.is_auth_owned(rest) {
+                if rest.is_empty()
+                    || reserved(rest)
+                    || self.identity.is_auth_owned(rest)
+                    || rest == TRACEPARENT.as_str()
+                    || rest == TRACESTATE.as_str()
+                {
                     continue;
                 }
                 if let Ok(name) = HeaderName::from_bytes(rest.as_bytes()) {
@@ -245,7 +256,7 @@ mod tests {
         assert_eq!(md.get("user").map(|v| v.as_bytes()), Some(&b"alice"[..]));
         assert_eq!(md.get("blob-bin").map(|v| v.as_bytes()), Some(&b"AQI="[..]));
         assert_eq!(md.get("x-tenant").map(|v| v.as_bytes()), Some(&b"acme"[..]));
-        assert!(md.get("traceparent").is_some());
+        assert!(md.get("traceparent").is_none(), "the trace context is added from the request's, not copied");
         assert_eq!(md.get("x-request-id").map(|v| v.as_bytes()), Some(&b"rid-1"[..]));
         assert_eq!(md.get("x-forwarded-for").map(|v| v.as_bytes()), Some(&b"10.0.0.1, 127.0.0.9"[..]));
         assert_eq!(md.get("x-forwarded-host").map(|v| v.as_bytes()), Some(&b"api.example.com"[..]));

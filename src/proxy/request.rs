@@ -5,7 +5,7 @@
 use std::future::Future as _;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
@@ -19,9 +19,13 @@ use tonic::metadata::MetadataMap;
 use tonic::Code;
 
 use super::metadata::MetadataRules;
+use crate::catalog::MethodCall;
 use crate::error::{Fault, GatewayError};
+use crate::http::observe::Exchange;
 use crate::http::request_id::{new_request_id, X_REQUEST_ID};
 use crate::http::Identity;
+use crate::metrics::Metrics;
+use crate::telemetry::TraceContext;
 
 const GRPC_TIMEOUT: &str = "grpc-timeout";
 
@@ -33,6 +37,7 @@ pub struct Handler {
     pub peer: HeaderValue,
     /// Fires when the drain deadline has passed: open streams must end.
     pub ending: Ending,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The signal that the gateway's drain deadline has passed.
@@ -53,16 +58,26 @@ impl Ending {
     }
 }
 
-/// The upstream call's metadata for the request `parts` from `peer`.
+/// The upstream call's metadata for the request `parts` from `peer`, with
+/// the request's trace context (each call then names its own span in it:
+/// `telemetry::CallSpan`).
 pub fn call_metadata(rules: &MetadataRules, parts: &Parts, peer: &HeaderValue) -> MetadataMap {
     let request_id = parts.headers.get(X_REQUEST_ID).cloned().unwrap_or_else(new_request_id);
-    rules.request_metadata(
+    let metadata = rules.request_metadata(
         &parts.headers,
         parts.uri.authority().map(|a| a.as_str()),
         peer,
         &request_id,
         parts.extensions.get::<Identity>(),
-    )
+    );
+    match parts.extensions.get::<TraceContext>() {
+        Some(trace) => {
+            let mut headers = metadata.into_headers();
+            trace.propagate(&mut headers);
+            MetadataMap::from_headers(headers)
+        }
+        None => metadata,
+    }
 }
 
 /// The call's timeout: the route's `limit`, shortened (never lengthened)
@@ -163,6 +178,56 @@ fn parse_grpc_timeout(value: &HeaderValue) -> Result<Duration, GatewayError> {
         "n" => Duration::from_nanos(n),
         _ => return Err(invalid()),
     })
+}
+
+/// The metrics of one upstream call of a route: recorded once, when it
+/// ends. A call dropped unfinished (its client went away) counts as
+/// CANCELLED. The route's exchange learns the code the call ended with.
+pub struct CallRecord {
+    metrics: Arc<Metrics>,
+    call: Arc<MethodCall>,
+    exchange: Option<Arc<Exchange>>,
+    /// Set while the call is open.
+    started: Option<Instant>,
+}
+
+impl CallRecord {
+    pub fn new(metrics: &Arc<Metrics>, call: &Arc<MethodCall>, exchange: Option<&Arc<Exchange>>) -> Self {
+        Self { metrics: metrics.clone(), call: call.clone(), exchange: exchange.cloned(), started: None }
+    }
+
+    /// The call goes upstream now.
+    pub fn begin(&mut self) {
+        self.started = Some(Instant::now());
+    }
+
+    /// The call is over with `code` (nothing happens if it never began or
+    /// already ended).
+    pub fn end(&mut self, code: Code) {
+        if let Some(started) = self.started.take() {
+            self.metrics.upstream_call(&self.call.upstream.label, &self.call.label, code, started.elapsed());
+            if let Some(exchange) = &self.exchange {
+                exchange.set_code(code);
+            }
+        }
+    }
+
+    /// Moves the open call's record out (to the response body that ends
+    /// it), leaving one that records nothing.
+    pub fn take(&mut self) -> Self {
+        Self {
+            metrics: self.metrics.clone(),
+            call: self.call.clone(),
+            exchange: self.exchange.clone(),
+            started: self.started.take(),
+        }
+    }
+}
+
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        self.end(Code::Cancelled);
+    }
 }
 
 #[cfg(test)]

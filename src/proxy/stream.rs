@@ -35,17 +35,21 @@ use tonic::Code;
 
 use super::metadata;
 use super::request::{
-    announced_too_large, body_error, call_metadata, call_timeout, read_whole_body, too_large, Ending, Handler,
+    announced_too_large, body_error, call_metadata, call_timeout, read_whole_body, too_large, CallRecord, Ending,
+    Handler,
 };
 use crate::catalog::MethodCall;
 use crate::error::{Fault, GatewayError};
 use crate::http::body::BoxError;
+use crate::http::observe::Exchange;
 use crate::http::{Body, MatchedRoute};
+use crate::metrics::Direction;
 use crate::transcode::framing::{Framer, Framing};
 use crate::transcode::split::{Delimiting, SplitError, Splitter};
 use crate::transcode::status::{render_error, status_trailers};
 use crate::transcode::{JsonSettings, RequestInput};
 use crate::upstream::{Deadline, KillSwitch, ResponseStream, StreamReply};
+use prometheus_client::metrics::counter::Counter;
 
 const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
@@ -59,7 +63,11 @@ pub async fn call(
     // A server stream over HTTP/2 always ends with its status as trailers,
     // an ordinary error answer (before the first message) included.
     let trailers = req.version() == Version::HTTP_2 && matched.route.kind.server_streams();
-    let answer = answer(handler, matched, call, req).await;
+    let exchange = req.extensions().get::<Arc<Exchange>>().cloned();
+    let mut record = CallRecord::new(&handler.metrics, call, exchange.as_ref());
+    let answer = answer(handler, matched, call, req, exchange, &mut record).await;
+    // A stream's body ends its record; an answer or an error here ends it.
+    record.end(answer.as_ref().map_or_else(|err| err.code, |_| Code::Ok));
     answer.map_err(|err| if trailers { err.with_trailers() } else { err })
 }
 
@@ -68,9 +76,12 @@ async fn answer(
     matched: &MatchedRoute,
     call: &Arc<MethodCall>,
     req: Request<Incoming>,
+    exchange: Option<Arc<Exchange>>,
+    record: &mut CallRecord,
 ) -> Result<Response<Body>, GatewayError> {
     let route = &matched.route;
     let (parts, body) = req.into_parts();
+    let sent = handler.metrics.stream_messages(&route.label, Direction::Out);
     let activity = Activity::new();
     let (fail, failed) = oneshot::channel();
     let requests = if route.kind.client_streams() {
@@ -79,9 +90,13 @@ async fn answer(
         }
         let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
         let input = RequestStream::new(matched.clone(), call.clone(), content_type, parts.uri.query(), body);
-        input.with(activity.clone(), fail).boxed()
+        let received = handler.metrics.stream_messages(&route.label, Direction::In);
+        input.with(activity.clone(), fail).observed(received, exchange).boxed()
     } else {
         let body = read_whole_body(body, &parts.headers, route.max_body, route.timeout).await?;
+        if let Some(exchange) = &exchange {
+            exchange.add_bytes_in(body.len());
+        }
         let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
         let message = call.request.build(
             &matched.catalog.json,
@@ -93,6 +108,7 @@ async fn answer(
     let deadline = call_timeout(&parts.headers, call.stream.deadline)?.map(Deadline::after);
     let mut watch = Watch::new(activity, call.stream.idle, Some(failed), handler.ending.clone(), deadline);
 
+    record.begin();
     let open = call.upstream.open_stream(call.grpc_path.clone(), call.codec.clone(), requests, metadata, deadline);
     let StreamReply { headers: upstream_headers, mut messages } = watch.race(open).await??;
     let error = |status: tonic::Status| call.upstream.call_error(&status, deadline);
@@ -151,6 +167,8 @@ async fn answer(
         deadline,
         finished: None,
         held: None,
+        record: record.take(),
+        sent,
     };
     // A raw (`HttpBody`) stream takes its first message's content type.
     let mut content_type =
@@ -160,6 +178,7 @@ async fn answer(
         None => pump.pending = pump.framer.keep_alive(),
         Some(Some(message)) => {
             pump.watch.activity.touch();
+            pump.sent.inc();
             let rendered = call.response.render(&pump.settings, &message)?;
             if raw {
                 content_type = rendered.content_type;
@@ -217,6 +236,10 @@ struct Pump {
     held: Option<Event>,
     /// Dropped with the stream: the watchdog then stops.
     _watchdog: oneshot::Sender<()>,
+    /// Ends with the call; dropped early (the client left), CANCELLED.
+    record: CallRecord,
+    /// `protogate_stream_messages_total{direction="out"}` of the route.
+    sent: Counter,
 }
 
 fn idle_message(idle: Duration) -> String {
@@ -288,6 +311,7 @@ impl Pump {
                 if let Some(timer) = &mut self.keep_alive {
                     timer.as_mut().reset(Instant::now() + self.call.stream.keep_alive);
                 }
+                self.sent.inc();
                 if self.raw {
                     return match self.call.response.render(&self.settings, &message) {
                         Ok(rendered) => Some(Ok(Frame::data(rendered.body))),
@@ -305,6 +329,7 @@ impl Pump {
                     let Some(messages) = &mut self.messages else { break };
                     match messages.message().now_or_never() {
                         Some(Ok(Some(message))) => {
+                            self.sent.inc();
                             if let Err(err) = self.write(&mut out, &message) {
                                 self.held = Some(Event::Interrupted(err));
                                 break;
@@ -377,6 +402,7 @@ impl Pump {
             Ok(trailers) => (Code::Ok, "", Some(trailers)),
             Err(err) => (err.code, err.message.as_str(), None),
         };
+        self.record.end(code);
         let trailers = self.trailers.then(|| grpc_trailers(code, message, backend));
         let bytes = match &outcome {
             Err(_) | Ok(_) if self.raw => Bytes::new(),
@@ -545,6 +571,9 @@ struct RequestStream {
     ended: bool,
     activity: Activity,
     fail: Option<oneshot::Sender<GatewayError>>,
+    /// `protogate_stream_messages_total{direction="in"}` of the route.
+    received: Option<Counter>,
+    exchange: Option<Arc<Exchange>>,
 }
 
 impl RequestStream {
@@ -568,7 +597,16 @@ impl RequestStream {
             ended: false,
             activity: Activity::new(),
             fail: None,
+            received: None,
+            exchange: None,
         }
+    }
+
+    /// Counts messages and bytes read.
+    fn observed(mut self, received: Counter, exchange: Option<Arc<Exchange>>) -> Self {
+        self.received = Some(received);
+        self.exchange = exchange;
+        self
     }
 
     /// Touches `activity` as bytes arrive and reports a problem on `fail`.
@@ -581,7 +619,12 @@ impl RequestStream {
     fn boxed(self) -> BoxStream<'static, DynamicMessage> {
         futures_util::stream::unfold(self, |mut this| async move {
             match this.next().await {
-                Ok(Some(message)) => Some((message, this)),
+                Ok(Some(message)) => {
+                    if let Some(received) = &this.received {
+                        received.inc();
+                    }
+                    Some((message, this))
+                }
                 Ok(None) => None,
                 Err(err) => {
                     if let Some(fail) = this.fail.take() {
@@ -613,6 +656,9 @@ impl RequestStream {
                 Some(Ok(frame)) => {
                     let Ok(data) = frame.into_data() else { continue };
                     self.read += data.len();
+                    if let Some(exchange) = &self.exchange {
+                        exchange.add_bytes_in(data.len());
+                    }
                     let limit = self.matched.route.max_body;
                     if self.read > limit {
                         return Err(too_large(limit));

@@ -35,15 +35,17 @@ use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tonic::Code;
 
-use super::request::{call_metadata, call_timeout, Handler};
+use super::request::{call_metadata, call_timeout, CallRecord, Handler};
 use super::stream::{at_index, Activity, Watch};
 use crate::catalog::MethodCall;
 use crate::error::{Fault, GatewayError};
 use crate::http::route_match::has_token;
 use crate::http::{Body, MatchedRoute};
+use crate::metrics::Direction;
 use crate::transcode::status::render_error;
 use crate::transcode::RequestInput;
 use crate::upstream::{Deadline, StreamReply};
+use prometheus_client::metrics::counter::Counter;
 
 /// The longest close reason the protocol allows (125 bytes of payload less
 /// the 2-byte code).
@@ -132,6 +134,7 @@ impl Session {
                 obliged: obliged_tx,
                 requests: Some(requests_tx),
                 fail: Some(fail),
+                received: self.handler.metrics.stream_messages(&self.matched.route.label, Direction::In),
             }
             .run(read),
         );
@@ -140,6 +143,11 @@ impl Session {
         let metadata = call_metadata(&self.handler.metadata, &self.parts, &self.handler.peer);
         let mut watch =
             Watch::new(activity.clone(), call.stream.idle, Some(failed), self.handler.ending.clone(), self.deadline);
+        let sent = self.handler.metrics.stream_messages(&self.matched.route.label, Direction::Out);
+        // The session's access event was the 101; the call's own metrics
+        // are recorded when it ends.
+        let mut record = CallRecord::new(&self.handler.metrics, &call, None);
+        record.begin();
         let open =
             call.upstream.open_stream(call.grpc_path.clone(), call.codec.clone(), requests, metadata, self.deadline);
 
@@ -163,6 +171,7 @@ impl Session {
                         match next?.map_err(|s| call.upstream.call_error(&s, self.deadline))? {
                             Some(message) => {
                                 activity.touch();
+                                sent.inc();
                                 let rendered = call.response.render(&self.matched.catalog.json, &message)?;
                                 let frame = if raw {
                                     Frame::binary(Payload::Owned(rendered.body.to_vec()))
@@ -188,6 +197,12 @@ impl Session {
         // the reader has nothing more to feed. Only now may it drop the
         // request stream it holds open after a failure.
         reader.abort();
+        match &outcome {
+            Ok(()) => record.end(Code::Ok),
+            Err(Ending::Failed(err)) => record.end(err.code),
+            // Dropped: CANCELLED.
+            Err(Ending::Gone) => {}
+        }
         let catalog = &self.matched.catalog;
         // The last frames go to a client that may not be reading: bounded.
         let farewell = async {
@@ -269,6 +284,8 @@ struct Reader {
     /// half-closed.
     requests: Option<mpsc::Sender<DynamicMessage>>,
     fail: Option<oneshot::Sender<GatewayError>>,
+    /// `protogate_stream_messages_total{direction="in"}` of the route.
+    received: Counter,
 }
 
 impl Reader {
@@ -354,6 +371,7 @@ impl Reader {
                 _ => return Err(protocol(index, "binary frames carry only raw bytes (google.api.HttpBody) methods")),
             };
             let message = self.build(index, body, content_type)?;
+            self.received.inc();
             index += 1;
             // A method that takes one request message has it now: later
             // frames are read (pings, the close) but not sent.

@@ -27,6 +27,7 @@ mod backend;
 pub mod fixtures;
 mod gateway;
 pub mod jwt;
+pub mod metrics;
 pub mod redis;
 mod reply;
 pub mod rpc;

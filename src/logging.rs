@@ -1,0 +1,278 @@
+//! Logging set-up ([`init`]) and the access log's writer: a `tracing`
+//! layer that turns each access event (target [`ACCESS_TARGET`]) into one
+//! line on stderr, JSON or key=value.
+//!
+//! The general-purpose formatter of `tracing-subscriber` costs about as
+//! much per event as the rest of a request's work (it formats strings
+//! through `Debug` and builds its line through `fmt::Write`); this writer
+//! knows the access event's shape — strings, integers, one float — and
+//! appends them to one buffer, so the access log costs a small share of a
+//! request. Every other event still goes through the ordinary formatter.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::{Context, SubscriberExt as _};
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::{Config, LogFormat};
+pub use crate::http::observe::ACCESS_TARGET;
+use crate::telemetry::{self, Exporter};
+
+/// Installs the process's subscriber: log events on stderr under
+/// `logging.level` (`RUST_LOG` wins), the access log under
+/// `logging.access` whatever the level, and with `tracing.otlp_endpoint`
+/// the span exporter, returned so that `serve` can flush it before exiting.
+/// Each output has a filter of its own: spans never reach the log lines,
+/// and the log level never hides them from the collector.
+pub fn init(config: &Config) -> Option<Exporter> {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.logging.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    // The access log and the spans have their own outputs.
+    let filter = [ACCESS_TARGET, telemetry::SPAN_TARGET]
+        .iter()
+        .filter_map(|target| format!("{target}=off").parse().ok())
+        .fold(filter, EnvFilter::add_directive);
+    let exporter = match config.tracing.otlp_endpoint {
+        None => None,
+        Some(_) => Exporter::start(&config.tracing).unwrap_or_else(|err| {
+            eprintln!("protogate: {err}; no spans are exported");
+            None
+        }),
+    };
+    // A terminal gets colours; a file or a pipe plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+    let fmt = match config.logging.format {
+        // Fields at the top level: one flat JSON object per line.
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Pretty => fmt.boxed(),
+    };
+    let access = config.logging.access.then(|| {
+        AccessLayer::new(config.logging.format == LogFormat::Json)
+            .with_filter(tracing_subscriber::filter::filter_fn(|metadata| metadata.target() == ACCESS_TARGET))
+    });
+    let otel = exporter.as_ref().map(Exporter::layer);
+    let installed = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(access).with(otel).try_init();
+    if installed.is_ok() && exporter.is_some() {
+        telemetry::start_exporting();
+    }
+    exporter
+}
+
+/// Writes access events; ignores every other event.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessLayer {
+    json: bool,
+}
+
+impl AccessLayer {
+    /// One JSON object per line when `json`, else `key=value` pairs.
+    pub fn new(json: bool) -> Self {
+        Self { json }
+    }
+}
+
+impl<S: Subscriber> Layer<S> for AccessLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        if event.metadata().target() != ACCESS_TARGET {
+            return;
+        }
+        let mut line = Line { out: String::with_capacity(384), json: self.json };
+        line.start(event.metadata().level().as_str());
+        event.record(&mut line);
+        line.end();
+        // One write per line: lines of concurrent requests never interleave.
+        let _ = std::io::stderr().lock().write_all(line.out.as_bytes());
+    }
+}
+
+/// One access line being written.
+struct Line {
+    out: String,
+    json: bool,
+}
+
+impl Line {
+    fn start(&mut self, level: &str) {
+        match self.json {
+            true => {
+                self.out.push_str("{\"timestamp\":\"");
+                timestamp(&mut self.out);
+                self.out.push_str("\",\"level\":\"");
+                self.out.push_str(level);
+                self.out.push_str("\",\"target\":\"");
+                self.out.push_str(ACCESS_TARGET);
+                self.out.push('"');
+            }
+            false => {
+                timestamp(&mut self.out);
+                self.out.push_str("  ");
+                self.out.push_str(level);
+                self.out.push(' ');
+                self.out.push_str(ACCESS_TARGET);
+                self.out.push(':');
+            }
+        }
+    }
+
+    fn key(&mut self, field: &Field) {
+        match self.json {
+            true => {
+                self.out.push_str(",\"");
+                self.out.push_str(field.name());
+                self.out.push_str("\":");
+            }
+            false => {
+                self.out.push(' ');
+                self.out.push_str(field.name());
+                self.out.push('=');
+            }
+        }
+    }
+
+    fn end(&mut self) {
+        if self.json {
+            self.out.push('}');
+        }
+        self.out.push('\n');
+    }
+}
+
+impl Visit for Line {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.key(field);
+        match self.json {
+            true => json_string(&mut self.out, value),
+            false if value.is_empty() || value.contains([' ', '"', '=']) => {
+                let _ = write!(self.out, "{value:?}");
+            }
+            false => self.out.push_str(value),
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.key(field);
+        self.out.push_str(itoa::Buffer::new().format(value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.key(field);
+        self.out.push_str(itoa::Buffer::new().format(value));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.key(field);
+        match value.is_finite() {
+            // Milliseconds to the microsecond are plenty.
+            true => {
+                let _ = write!(self.out, "{value:.3}");
+            }
+            false => self.out.push('0'),
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.key(field);
+        self.out.push_str(if value { "true" } else { "false" });
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let text = format!("{value:?}");
+        self.record_str(field, &text);
+    }
+}
+
+/// `value` as a JSON string, quotes included.
+fn json_string(out: &mut String, value: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (at, byte) in value.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&value[start..at]);
+        match escape {
+            "" => {
+                let _ = write!(out, "\\u{byte:04x}");
+            }
+            escape => out.push_str(escape),
+        }
+        start = at + 1;
+    }
+    out.push_str(&value[start..]);
+    out.push('"');
+}
+
+/// Now as RFC 3339 UTC with microseconds: `2026-12-07T12:00:00.123456Z`.
+fn timestamp(out: &mut String) {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    write_timestamp(out, now.as_secs(), now.subsec_micros());
+}
+
+fn write_timestamp(out: &mut String, secs: u64, micros: u32) {
+    let days = (secs / 86_400) as i64;
+    let of_day = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60
+    );
+}
+
+/// Days since 1970-01-01 as a proleptic Gregorian date (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let mut out = String::new();
+        write_timestamp(&mut out, 0, 0);
+        assert_eq!(out, "1970-01-01T00:00:00.000000Z");
+        out.clear();
+        // 2026-12-07T12:34:56Z, and a leap day.
+        write_timestamp(&mut out, 1_796_646_896, 42);
+        assert_eq!(out, "2026-12-07T12:34:56.000042Z");
+        out.clear();
+        write_timestamp(&mut out, 951_782_400, 0);
+        assert_eq!(out, "2000-02-29T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut out = String::new();
+        json_string(&mut out, "a\"b\\c\nd\u{1}é");
+        assert_eq!(out, r#""a\"b\\c\nd\u0001é""#);
+        let parsed: String = serde_json::from_str(&out).expect("valid JSON");
+        assert_eq!(parsed, "a\"b\\c\nd\u{1}é");
+    }
+}
