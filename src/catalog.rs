@@ -25,6 +25,7 @@ use crate::config::compositions::Composition;
 use crate::config::values::is_version;
 use crate::config::{Config, Deprecation, RouteFacts, RouteOverride};
 use crate::descriptors::{DescriptorError, Descriptors, Origin, SourceFile};
+use crate::metrics::Series;
 use crate::routing::{PathTemplate, RouteTable, RouteTableBuilder};
 use crate::transcode::{DynamicCodec, JsonSettings, RequestPlan, ResponsePlan};
 use crate::upstream::{Upstream, UpstreamError, Upstreams};
@@ -102,6 +103,8 @@ pub struct Route {
     /// The template as `protogate routes` prints it: the route's label in
     /// metrics and logs.
     pub label: Arc<str>,
+    /// The route's usual metric series, cached at first use.
+    pub series: Series,
     /// What serves the route: one gRPC method, or a composition of several.
     pub target: Target,
     /// The deadline of a unary call or of a whole composition.
@@ -134,6 +137,8 @@ pub struct MethodCall {
     pub grpc_path: PathAndQuery,
     /// `package.Service/Method`: the method's label in metrics and logs.
     pub label: Arc<str>,
+    /// The call's usual metric series, cached at first use.
+    pub series: Series,
     pub request: RequestPlan,
     /// A streaming binding without a body: how a WebSocket frame becomes
     /// the request message (the frame is the body). Otherwise `request`
@@ -549,12 +554,14 @@ impl Binding {
             kind: CallKind::of(&self.method),
             timeout: deadline.unwrap_or(config.routes.timeout),
             label: Arc::from(template_text),
+            series: Series::default(),
             template,
             max_body,
             target: Target::Method(Arc::new(MethodCall {
                 stream,
                 codec: DynamicCodec::new(self.method.output()),
                 label: Arc::from(&grpc_path.as_str()[1..]),
+                series: Series::default(),
                 grpc_path,
                 request,
                 frames,
@@ -631,6 +638,7 @@ fn composition_route(
         http_method: composition.http_method.clone(),
         kind: CallKind::Composition,
         label: Arc::from(text),
+        series: Series::default(),
         template,
         target: Target::Composition(Arc::new(plan)),
         timeout,

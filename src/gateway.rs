@@ -177,7 +177,7 @@ impl Gateway {
             // catalog snapshot the request finishes on.
             .layer(RespondLayer::new(
                 self.reloader.catalog().clone(),
-                Observer { metrics: self.metrics.clone(), access: self.access_log, peer },
+                Observer { metrics: self.metrics.clone(), access: self.access_log, peer: Arc::from(peer.to_string()) },
             ))
             // 404 and 405 end here, before any body is read.
             .layer(RouteMatchLayer)

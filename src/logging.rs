@@ -15,7 +15,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::{Context, SubscriberExt as _};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -30,14 +33,6 @@ use crate::telemetry::{self, Exporter};
 /// Each output has a filter of its own: spans never reach the log lines,
 /// and the log level never hides them from the collector.
 pub fn init(config: &Config) -> Option<Exporter> {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.logging.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    // The access log and the spans have their own outputs.
-    let filter = [ACCESS_TARGET, telemetry::SPAN_TARGET]
-        .iter()
-        .filter_map(|target| format!("{target}=off").parse().ok())
-        .fold(filter, EnvFilter::add_directive);
     let exporter = match config.tracing.otlp_endpoint {
         None => None,
         Some(_) => Exporter::start(&config.tracing).unwrap_or_else(|err| {
@@ -45,24 +40,60 @@ pub fn init(config: &Config) -> Option<Exporter> {
             None
         }),
     };
+    // One global filter, so that whatever it turns off (hyper's and h2's
+    // spans and events among them) costs a cached callsite check. With
+    // per-layer filters instead, the registry tracks every span for the
+    // layer that might want it: that doubled the instructions per request.
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.logging.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let access = if config.logging.access { "info" } else { "off" };
+    let spans = if exporter.is_some() { "trace" } else { "off" };
+    let filter = [format!("{ACCESS_TARGET}={access}"), format!("{}={spans}", telemetry::SPAN_TARGET)]
+        .iter()
+        .filter_map(|directive| directive.parse().ok())
+        .fold(filter, EnvFilter::add_directive);
     // A terminal gets colours; a file or a pipe plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
     let fmt = match config.logging.format {
-        // Fields at the top level: one flat JSON object per line.
-        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
-        LogFormat::Pretty => fmt.boxed(),
+        // Fields at the top level: one flat JSON object per line; the
+        // exported spans stay out of it.
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .map_event_format(SkipAccess)
+            .boxed(),
+        LogFormat::Pretty => fmt.map_event_format(SkipAccess).boxed(),
     };
-    let access = config.logging.access.then(|| {
-        AccessLayer::new(config.logging.format == LogFormat::Json)
-            .with_filter(tracing_subscriber::filter::filter_fn(|metadata| metadata.target() == ACCESS_TARGET))
-    });
+    let access = config.logging.access.then(|| AccessLayer::new(config.logging.format == LogFormat::Json));
     let otel = exporter.as_ref().map(Exporter::layer);
-    let installed = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(access).with(otel).try_init();
+    let installed = tracing_subscriber::registry().with(filter).with(fmt).with(access).with(otel).try_init();
     if installed.is_ok() && exporter.is_some() {
         telemetry::start_exporting();
     }
     exporter
+}
+
+/// The ordinary formatter, minus access events: [`AccessLayer`] writes
+/// those.
+struct SkipAccess<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for SkipAccess<F>
+where
+    F: FormatEvent<S, N>,
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, writer: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
+        match event.metadata().target() == ACCESS_TARGET {
+            // Nothing formatted, nothing written.
+            true => Ok(()),
+            false => self.0.format_event(ctx, writer, event),
+        }
+    }
 }
 
 /// Writes access events; ignores every other event.
@@ -168,12 +199,18 @@ impl Visit for Line {
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         self.key(field);
-        match value.is_finite() {
-            // Milliseconds to the microsecond are plenty.
+        // Three decimals (milliseconds to the microsecond), without the
+        // float formatter.
+        match (0.0..1e15).contains(&value) {
             true => {
-                let _ = write!(self.out, "{value:.3}");
+                let thousandths = (value * 1000.0).round() as u64;
+                self.out.push_str(itoa::Buffer::new().format(thousandths / 1000));
+                self.out.push('.');
+                push_digits(&mut self.out, thousandths % 1000, 3);
             }
-            false => self.out.push('0'),
+            false => {
+                let _ = write!(self.out, "{value}");
+            }
         }
     }
 
@@ -221,17 +258,40 @@ fn timestamp(out: &mut String) {
     write_timestamp(out, now.as_secs(), now.subsec_micros());
 }
 
+thread_local! {
+    /// The date and time to the second of the last timestamp written on
+    /// this thread: it changes once a second, lines come far more often.
+    static SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+}
+
 fn write_timestamp(out: &mut String, secs: u64, micros: u32) {
-    let days = (secs / 86_400) as i64;
-    let of_day = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60
-    );
+    SECOND.with_borrow_mut(|(cached, text)| {
+        if *cached != secs {
+            text.clear();
+            let days = (secs / 86_400) as i64;
+            let of_day = secs % 86_400;
+            let (year, month, day) = civil_from_days(days);
+            let _ = write!(
+                text,
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.",
+                of_day / 3600,
+                of_day / 60 % 60,
+                of_day % 60
+            );
+            *cached = secs;
+        }
+        out.push_str(text);
+    });
+    push_digits(out, u64::from(micros), 6);
+    out.push('Z');
+}
+
+/// `value`'s last `width` decimal digits, zero-padded.
+fn push_digits(out: &mut String, value: u64, width: u32) {
+    for place in (0..width).rev() {
+        let digit = (value / 10u64.pow(place) % 10) as u8;
+        out.push(char::from(b'0' + digit));
+    }
 }
 
 /// Days since 1970-01-01 as a proleptic Gregorian date (Howard Hinnant's

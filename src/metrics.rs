@@ -9,7 +9,7 @@
 //! unmatched request is counted as route `unmatched` with its method folded
 //! into `OTHER` unless it is a standard one.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::Method;
@@ -38,6 +38,8 @@ pub struct Metrics {
     registry: Registry,
     /// The registered names (counters without their `_total`).
     families: Vec<&'static str>,
+    /// The route label of requests no route matched.
+    unmatched: Arc<str>,
     http_requests: Family<HttpLabels, Counter>,
     http_duration: Histograms<RouteLabels>,
     upstream_requests: Family<UpstreamCodeLabels, Counter>,
@@ -131,6 +133,7 @@ impl Metrics {
         Self {
             registry,
             families,
+            unmatched: Arc::from(UNMATCHED),
             http_requests,
             http_duration,
             upstream_requests,
@@ -146,19 +149,58 @@ impl Metrics {
         }
     }
 
-    /// One answered request.
-    pub fn request(&self, method: &Method, route: Option<&Arc<str>>, status: u16, elapsed: Duration) {
-        let method = MethodLabel::of(method, route.is_some());
-        let route = route.cloned().unwrap_or_else(|| Arc::from(UNMATCHED));
-        self.http_requests.get_or_create(&HttpLabels { method: method.clone(), route: route.clone(), status }).inc();
-        self.http_duration.get_or_create(&RouteLabels { method, route }).observe(elapsed.as_secs_f64());
+    /// One answered request. `series` is the matched route's cache (for
+    /// requests with the route's own method).
+    pub fn request(
+        &self,
+        method: &Method,
+        route: Option<&Arc<str>>,
+        series: Option<&Series>,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        let seconds = elapsed.as_secs_f64();
+        let route_labels =
+            |route: &Arc<str>| RouteLabels { method: MethodLabel::of(method, true), route: route.clone() };
+        let Some(route) = route else {
+            let labels = RouteLabels { method: MethodLabel::of(method, false), route: self.unmatched.clone() };
+            self.http_duration.get_or_create(&labels).observe(seconds);
+            self.http_requests.get_or_create(&HttpLabels { labels, status }).inc();
+            return;
+        };
+        match series {
+            Some(series) => {
+                let duration =
+                    series.duration.get_or_init(|| self.http_duration.get_or_create_owned(&route_labels(route)));
+                duration.observe(seconds);
+                if status == 200 {
+                    let labels = || HttpLabels { labels: route_labels(route), status };
+                    series.ok.get_or_init(|| self.http_requests.get_or_create_owned(&labels())).inc();
+                    return;
+                }
+            }
+            None => self.http_duration.get_or_create(&route_labels(route)).observe(seconds),
+        }
+        self.http_requests.get_or_create(&HttpLabels { labels: route_labels(route), status }).inc();
     }
 
-    /// One finished call to an upstream.
-    pub fn upstream_call(&self, upstream: &Arc<str>, grpc_method: &Arc<str>, code: Code, elapsed: Duration) {
-        let labels = UpstreamLabels { upstream: upstream.clone(), grpc_method: grpc_method.clone() };
-        self.upstream_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
-        self.upstream_requests.get_or_create(&UpstreamCodeLabels { call: labels, grpc_code: CodeLabel(code) }).inc();
+    /// One finished call to an upstream. `series` is the call's cache.
+    pub fn upstream_call(
+        &self,
+        upstream: &Arc<str>,
+        grpc_method: &Arc<str>,
+        series: &Series,
+        code: Code,
+        elapsed: Duration,
+    ) {
+        let labels = || UpstreamLabels { upstream: upstream.clone(), grpc_method: grpc_method.clone() };
+        let duration = series.duration.get_or_init(|| self.upstream_duration.get_or_create_owned(&labels()));
+        duration.observe(elapsed.as_secs_f64());
+        let coded = || UpstreamCodeLabels { call: labels(), grpc_code: CodeLabel(code) };
+        match code {
+            Code::Ok => series.ok.get_or_init(|| self.upstream_requests.get_or_create_owned(&coded())).inc(),
+            _ => self.upstream_requests.get_or_create(&coded()).inc(),
+        };
     }
 
     pub fn phase(&self, phase: Phase, elapsed: Duration) {
@@ -246,6 +288,16 @@ fn prometheus_text(openmetrics: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The handles of one route's (or one upstream call's) usual series — its
+/// duration and its success count — taken at first use, so that the
+/// common case records without hashing its labels. Lives beside the route
+/// in the catalog; a reload starts new ones.
+#[derive(Debug, Default)]
+pub struct Series {
+    duration: OnceLock<Histogram>,
+    ok: OnceLock<Counter>,
 }
 
 /// Keeps `protogate_inflight_requests` up while a request is served.
@@ -428,8 +480,8 @@ impl EncodeLabelValue for MethodLabel {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct HttpLabels {
-    method: MethodLabel,
-    route: Arc<str>,
+    #[prometheus(flatten)]
+    labels: RouteLabels,
     status: u16,
 }
 
@@ -495,7 +547,7 @@ mod tests {
     fn counters_are_typed_by_their_sample_name_in_prometheus_text() {
         let metrics = Metrics::new();
         let route: Arc<str> = Arc::from("/v1/items/{id}");
-        metrics.request(&Method::GET, Some(&route), 200, Duration::from_millis(3));
+        metrics.request(&Method::GET, Some(&route), None, 200, Duration::from_millis(3));
         let text = metrics.render(false);
         assert!(text.contains("# TYPE protogate_http_requests_total counter\n"), "{text}");
         assert!(
@@ -509,10 +561,38 @@ mod tests {
     }
 
     #[test]
+    fn cached_and_looked_up_series_are_the_same_series() {
+        let metrics = Metrics::new();
+        let route: Arc<str> = Arc::from("/v1/items/{id}");
+        let series = Series::default();
+        metrics.request(&Method::GET, Some(&route), Some(&series), 200, Duration::from_millis(1));
+        metrics.request(&Method::GET, Some(&route), Some(&series), 200, Duration::from_millis(1));
+        metrics.request(&Method::GET, Some(&route), None, 200, Duration::from_millis(1));
+        metrics.request(&Method::GET, Some(&route), Some(&series), 404, Duration::from_millis(1));
+        let upstream: Arc<str> = Arc::from("http://127.0.0.1:1");
+        let method: Arc<str> = Arc::from("a.B/C");
+        let call = Series::default();
+        metrics.upstream_call(&upstream, &method, &call, Code::Ok, Duration::ZERO);
+        metrics.upstream_call(&upstream, &method, &call, Code::NotFound, Duration::ZERO);
+        metrics.upstream_call(&upstream, &method, &call, Code::Ok, Duration::ZERO);
+        let text = metrics.render(false);
+        let line = |series: &str| text.lines().filter(|l| l.starts_with(series)).collect::<Vec<_>>();
+        let ok = r#"protogate_http_requests_total{method="GET",route="/v1/items/{id}",status="200"}"#;
+        assert_eq!(line(ok), [format!("{ok} 3")], "{text}");
+        let missing = r#"protogate_http_requests_total{method="GET",route="/v1/items/{id}",status="404"}"#;
+        assert_eq!(line(missing), [format!("{missing} 1")], "{text}");
+        let count = r#"protogate_http_request_duration_seconds_count{method="GET",route="/v1/items/{id}"}"#;
+        assert_eq!(line(count), [format!("{count} 4")], "{text}");
+        let calls =
+            r#"protogate_upstream_requests_total{upstream="http://127.0.0.1:1",grpc_method="a.B/C",grpc_code="OK"}"#;
+        assert_eq!(line(calls), [format!("{calls} 2")], "{text}");
+    }
+
+    #[test]
     fn unmatched_requests_cannot_mint_method_labels() {
         let metrics = Metrics::new();
         let odd = Method::from_bytes(b"BREW").expect("method");
-        metrics.request(&odd, None, 404, Duration::ZERO);
+        metrics.request(&odd, None, None, 404, Duration::ZERO);
         let text = metrics.render(false);
         assert!(text.contains("method=\"OTHER\",route=\"unmatched\",status=\"404\"} 1"), "{text}");
         assert!(!text.contains("BREW"));

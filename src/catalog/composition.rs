@@ -10,6 +10,7 @@ use http::uri::PathAndQuery;
 use prost_reflect::{DescriptorPool, DynamicMessage, Kind, MessageDescriptor, MethodDescriptor};
 
 use crate::config::compositions::{parse_for_each, parse_template, Call, Composition, OnError, Piece, Reference, Root};
+use crate::metrics::Series;
 use crate::transcode::fields::{kind_name, Conversion, FieldPath, Source};
 use crate::transcode::{DynamicCodec, JsonSettings};
 use crate::upstream::Upstream;
@@ -34,6 +35,8 @@ pub struct CallPlan {
     pub grpc_path: PathAndQuery,
     /// `package.Service/Method`: the call's label in metrics.
     pub label: Arc<str>,
+    /// The call's usual metric series, cached at first use.
+    pub series: Series,
     pub codec: DynamicCodec,
     pub upstream: Arc<Upstream>,
     /// The request with every literal set; cloned for each call.
@@ -309,6 +312,7 @@ impl Compiler<'_> {
         Ok(CallPlan {
             name: Arc::from(call.name.as_str()),
             label: Arc::from(&grpc_path(method).as_str()[1..]),
+            series: Series::default(),
             grpc_path: grpc_path(method),
             codec: DynamicCodec::new(method.output()),
             upstream,

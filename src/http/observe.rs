@@ -9,7 +9,6 @@
 //! one is logged when its body ends, so the log has its bytes and its
 //! final gRPC code.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -88,7 +87,8 @@ pub struct AccessRecord {
     pub exchange: Arc<Exchange>,
     pub start: Instant,
     pub request_id: Option<HeaderValue>,
-    pub peer: SocketAddr,
+    /// The connection's peer, `ip:port`, formatted once per connection.
+    pub peer: Arc<str>,
     pub method: Method,
     pub status: StatusCode,
 }
@@ -107,7 +107,7 @@ impl AccessRecord {
         tracing::info!(
             target: ACCESS_TARGET,
             request_id = self.request_id.as_ref().and_then(|id| id.to_str().ok()).unwrap_or(""),
-            peer = %self.peer,
+            peer = &*self.peer,
             method = self.method.as_str(),
             route = route.map_or(UNMATCHED, |route| &*route.label),
             grpc_method,

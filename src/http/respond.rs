@@ -13,7 +13,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -44,7 +43,8 @@ pub struct Observer {
     pub metrics: Arc<Metrics>,
     /// `logging.access`.
     pub access: bool,
-    pub peer: SocketAddr,
+    /// The connection's peer as the access log prints it.
+    pub peer: Arc<str>,
 }
 
 #[derive(Clone)]
@@ -124,9 +124,14 @@ where
                 }
             };
             let status = response.status();
+            let route = exchange.route();
+            // The route's cached series are those of its own method (a
+            // HEAD served by a GET route is counted apart).
+            let series = route.filter(|route| route.http_method == method).map(|route| &route.series);
             observer.metrics.request(
                 &method,
-                exchange.route().map(|route| &route.label),
+                route.map(|route| &route.label),
+                series,
                 status.as_u16(),
                 start.elapsed(),
             );
@@ -134,7 +139,7 @@ where
                 exchange,
                 start,
                 request_id,
-                peer: observer.peer,
+                peer: observer.peer.clone(),
                 method,
                 status,
             });

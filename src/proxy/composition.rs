@@ -340,7 +340,7 @@ impl Run<'_> {
             let reply =
                 call.upstream.unary(call.grpc_path.clone(), call.codec.clone(), message, metadata, timeout).await;
             let code = reply.as_ref().map_or_else(|err| err.code, |_| Code::Ok);
-            self.metrics.upstream_call(&call.upstream.label, &call.label, code, started.elapsed());
+            self.metrics.upstream_call(&call.upstream.label, &call.label, &call.series, code, started.elapsed());
             let reply = reply?;
             reply.message.ok_or_else(|| {
                 GatewayError::new(

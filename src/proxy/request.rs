@@ -205,7 +205,13 @@ impl CallRecord {
     /// already ended).
     pub fn end(&mut self, code: Code) {
         if let Some(started) = self.started.take() {
-            self.metrics.upstream_call(&self.call.upstream.label, &self.call.label, code, started.elapsed());
+            self.metrics.upstream_call(
+                &self.call.upstream.label,
+                &self.call.label,
+                &self.call.series,
+                code,
+                started.elapsed(),
+            );
             if let Some(exchange) = &self.exchange {
                 exchange.set_code(code);
             }

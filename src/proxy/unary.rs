@@ -52,7 +52,7 @@ pub async fn call(
     let encoding = Instant::now();
     metrics.phase(Phase::Upstream, encoding - calling);
     let code = reply.as_ref().map_or_else(|err| err.code, |_| Code::Ok);
-    metrics.upstream_call(&call.upstream.label, &call.label, code, encoding - calling);
+    metrics.upstream_call(&call.upstream.label, &call.label, &call.series, code, encoding - calling);
     let reply = reply?;
     let message = reply.message.ok_or_else(|| {
         GatewayError::new(Code::Internal, Fault::Upstream, "upstream ended the call without a response message")
