@@ -134,36 +134,6 @@ impl TraceContext {
     pub fn tracestate(&self) -> Option<&HeaderValue> {
         self.state.as_ref()
     }
-
-    /// The trace and the gateway's span of this request, as its upstream
-    /// calls name their parent.
-    pub fn current(&self) -> Traceparent {
-        self.span.as_ref().and_then(super::span::ids_of).unwrap_or(self.own)
-    }
-
-    /// The trace id, 32 lowercase hex digits (for logs).
-    pub fn trace_id_hex(&self) -> String {
-        let mut out = [0u8; 32];
-        write_hex(&mut out, &self.current().trace_id);
-        out.iter().map(|&b| b as char).collect()
-    }
-
-    /// Puts `traceparent` and the client's `tracestate` into an upstream
-    /// call's metadata (which holds neither: the client's never pass).
-    ///
-    /// The traceparent names the gateway's span of the request. While
-    /// exporting, each call then puts its own span there
-    /// ([`super::CallSpan`]); otherwise, that id is the call's (no span
-    /// exists), and a request making several calls gives each a copy with
-    /// an id of its own ([`super::span::with_own_span_id`]).
-    pub fn propagate(&self, metadata: &mut HeaderMap) {
-        if let Some(value) = self.current().to_header() {
-            metadata.insert(TRACEPARENT, value);
-        }
-        if let Some(state) = &self.state {
-            metadata.insert(TRACESTATE, state.clone());
-        }
-    }
 }
 
 /// A random, non-zero trace id.

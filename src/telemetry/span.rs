@@ -11,14 +11,14 @@
 
 use std::fmt;
 
-use http::{HeaderValue, Method, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::Code;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use super::context::{random_span_id, write_hex, TraceContext, Traceparent, SAMPLED};
+use super::context::{random_span_id, write_hex, TraceContext, Traceparent, SAMPLED, TRACEPARENT, TRACESTATE};
 use super::{exporting, SPAN_TARGET};
 
 /// `traceparent` as a metadata key.
@@ -65,6 +65,36 @@ impl TraceContext {
         }
         self.span = Some(span.clone());
         Some(RequestSpan(span))
+    }
+
+    /// The trace and the gateway's span of this request, as its upstream
+    /// calls name their parent.
+    pub fn current(&self) -> Traceparent {
+        self.span.as_ref().and_then(ids_of).unwrap_or(self.own)
+    }
+
+    /// The trace id, 32 lowercase hex digits (for logs).
+    pub fn trace_id_hex(&self) -> String {
+        let mut out = [0u8; 32];
+        write_hex(&mut out, &self.current().trace_id);
+        out.iter().map(|&b| b as char).collect()
+    }
+
+    /// Puts `traceparent` and the client's `tracestate` into an upstream
+    /// call's metadata (which holds neither: the client's never pass).
+    ///
+    /// The traceparent names the gateway's span of the request. While
+    /// exporting, each call then puts its own span there
+    /// ([`CallSpan`]); otherwise, that id is the call's (no span
+    /// exists), and a request making several calls gives each a copy with
+    /// an id of its own ([`with_own_span_id`]).
+    pub fn propagate(&self, metadata: &mut HeaderMap) {
+        if let Some(value) = self.current().to_header() {
+            metadata.insert(TRACEPARENT, value);
+        }
+        if let Some(state) = &self.state {
+            metadata.insert(TRACESTATE, state.clone());
+        }
     }
 
     /// Names the request's span after the route it matched (`route` the
