@@ -24,12 +24,31 @@ then
     exit 0
 fi
 
-PYTHON="$(command -v python3 || true)"
-if [ -z "$PYTHON" ]; then
-    echo "python3 is missing; install python3 (>= 3.9) with venv and pip" >&2
-    exit 1
+# python3 with venv (Debian splits venv out as python3-venv): installed with
+# apt when missing, as scripts/redis.sh does for redis-server.
+apt_install() {
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "python3 with venv is missing and apt-get is not available; install python3 (>= 3.9) and venv by hand" >&2
+        exit 1
+    fi
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    if ! $sudo apt-get install -y --no-install-recommends "$@"; then
+        $sudo apt-get update
+        $sudo apt-get install -y --no-install-recommends "$@"
+    fi
+}
+
+if ! command -v python3 >/dev/null 2>&1; then
+    apt_install python3 python3-venv
 fi
 echo "== creating $VENV with ${PINS[*]}"
-"$PYTHON" -m venv "$VENV"
+rm -rf "$VENV"
+if ! python3 -m venv "$VENV"; then
+    rm -rf "$VENV"
+    apt_install python3-venv
+    python3 -m venv "$VENV"
+fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${PINS[@]}"
 echo "python tools: $VENV (${PINS[*]})"
