@@ -6,6 +6,7 @@
 //! [`GatewayError`](crate::error::GatewayError); none of them renders one.
 
 pub mod body;
+pub mod cors;
 pub mod identity;
 pub mod observe;
 pub mod request_id;

@@ -1459,3 +1459,36 @@ fn templates_split_into_text_and_references() {
     assert!(parse_response_value("{path.id}").is_err());
     assert!(parse_response_value("n={a.n}").is_err());
 }
+
+/// The example's `cors` block is commented out (CORS is off by default);
+/// uncommented it must be valid, and a route entry inherits what it leaves
+/// out.
+#[test]
+fn the_shipped_examples_cors_is_valid() {
+    use super::cors::{OriginPattern, DEFAULT_MAX_AGE};
+    let text = include_str!("../../protogate.example.yaml");
+    let start = text.find("# cors:").expect("a cors block in the example");
+    let uncommented: String = text[start..]
+        .lines()
+        .take_while(|line| line.starts_with('#'))
+        .filter_map(|line| line.strip_prefix("# "))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let cors = parse_ok(&uncommented).cors.expect("cors on");
+    assert_eq!(cors.settings.allow_origins[0], OriginPattern::Exact("https://app.example.com".into()));
+    assert_eq!(cors.settings.max_age, Duration::from_secs(600));
+    assert!(!cors.settings.allow_credentials);
+    let route = &cors.routes[0];
+    assert_eq!(route.selector.path_prefix.as_deref(), Some("/v1/reports"));
+    assert!(route.settings.allow_credentials);
+    assert_eq!(route.settings.allow_headers, cors.settings.allow_headers);
+    assert!(route.settings.allows("https://reports.example.net"));
+    assert!(!route.settings.allows("https://app.example.com"));
+
+    assert_eq!(parse_ok("listen: 127.0.0.1:8080\n").cors, None);
+    let defaults = parse_ok("cors:\n  max_age: 30\n").cors.expect("cors on").settings;
+    assert_eq!(defaults.max_age, Duration::from_secs(30));
+    assert!(defaults.allow_origins.is_empty());
+    assert_eq!(defaults.allow_headers, None);
+    assert_ne!(DEFAULT_MAX_AGE, defaults.max_age);
+}

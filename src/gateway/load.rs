@@ -12,6 +12,7 @@ use crate::auth::Authenticator;
 use crate::catalog::{self, Catalog, LoadError, Reflected, RouteResolver};
 use crate::config::Config;
 use crate::descriptors::reflection;
+use crate::http::cors::CorsRules;
 use crate::ratelimit::rule::{self, RuleSet};
 use crate::upstream::Upstreams;
 
@@ -24,10 +25,12 @@ pub struct Features {
     pub auth: Arc<Authenticator>,
     pub policies: PolicySet,
     pub limits: RuleSet,
+    /// `None` when `cors` is not configured.
+    pub cors: Option<Arc<CorsRules>>,
 }
 
 impl Features {
-    /// Every problem of `auth`, `policies` and `rate_limits` at once.
+    /// Every problem of `auth`, `policies`, `rate_limits` and `cors` at once.
     pub fn compile(config: &Config) -> Result<Self, LoadError> {
         let mut problems = Vec::new();
         // Secrets and JWKS files are read here (URLs are fetched later, by
@@ -36,16 +39,26 @@ impl Features {
         let policies =
             PolicySet::new(&config.policies, &config.auth).map_err(|err| problems.push(err.to_string())).ok();
         let limits = rule::compile(&config.rate_limits).map_err(|errors| problems.extend(errors)).ok();
-        match (auth, policies, limits) {
-            (Some(auth), Some(policies), Some(limits)) if problems.is_empty() => {
-                Ok(Self { auth: Arc::new(auth), policies, limits: RuleSet(limits) })
+        let cors = match &config.cors {
+            None => Some(None),
+            Some(cors) => {
+                CorsRules::compile(cors).map(|rules| Some(Arc::new(rules))).map_err(|e| problems.extend(e)).ok()
+            }
+        };
+        match (auth, policies, limits, cors) {
+            (Some(auth), Some(policies), Some(limits), Some(cors)) if problems.is_empty() => {
+                Ok(Self { auth: Arc::new(auth), policies, limits: RuleSet(limits), cors })
             }
             _ => Err(LoadError { problems }),
         }
     }
 
-    fn resolvers(&self) -> [&dyn RouteResolver; 2] {
-        [&self.policies, &self.limits]
+    fn resolvers(&self) -> Vec<&dyn RouteResolver> {
+        let mut resolvers: Vec<&dyn RouteResolver> = vec![&self.policies, &self.limits];
+        if let Some(cors) = &self.cors {
+            resolvers.push(&**cors);
+        }
+        resolvers
     }
 }
 
