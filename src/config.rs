@@ -12,6 +12,7 @@
 pub mod auth;
 mod check;
 pub mod compositions;
+pub mod cors;
 pub mod rate_limits;
 mod schema;
 pub mod secret;
@@ -68,6 +69,8 @@ pub struct Config {
     /// Checked as far as possible without descriptors; the catalog
     /// compiles them against the descriptors.
     pub compositions: Vec<compositions::Composition>,
+    /// `cors:` — which browser origins may call; `None`: CORS is off.
+    pub cors: Option<cors::CorsConfig>,
 }
 
 /// Settings of one URL version (`versions.v2`).
@@ -153,6 +156,9 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// How long a connection with no request in flight is kept open.
     pub idle_timeout: Duration,
+    /// Requests served at once (streams until they end); more are shed
+    /// with a 503 before any work. `None`: no limit.
+    pub max_concurrent_requests: Option<std::num::NonZeroUsize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -207,6 +213,7 @@ impl Default for Config {
             limits: Limits {
                 max_body: 4 << 20,
                 max_message: 1 << 20,
+                max_concurrent_requests: None,
                 header_read_timeout: Duration::from_secs(30),
                 idle_timeout: Duration::from_secs(60),
             },
@@ -220,6 +227,7 @@ impl Default for Config {
             policies: Default::default(),
             rate_limits: Default::default(),
             compositions: Vec::new(),
+            cors: None,
         }
     }
 }

@@ -28,6 +28,7 @@ use self::reload::Reloader;
 use crate::auth::{AuthLayer, Authenticator};
 use crate::catalog::{Catalog, LoadError};
 use crate::config::Config;
+use crate::http::cors::{CorsLayer, CorsRules};
 use crate::http::request_id::RequestIdLayer;
 use crate::http::respond::{Observer, RespondLayer};
 use crate::http::route_match::RouteMatchLayer;
@@ -58,8 +59,12 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     /// `logging.access`.
     access_log: bool,
+    /// `limits.max_concurrent_requests`.
+    max_in_flight: Option<std::num::NonZeroUsize>,
     /// Which upstreams answer, probed in the background for `/readyz`.
     readiness: Arc<Readiness>,
+    /// `cors`, compiled; `None`: CORS is off.
+    cors: Option<Arc<CorsRules>>,
 }
 
 impl Gateway {
@@ -71,6 +76,7 @@ impl Gateway {
         let loader = Loader::new(Arc::new(config))?;
         let config = loader.config.clone();
         let auth = loader.features.auth.clone();
+        let cors = loader.features.cors.clone();
         let metadata = MetadataRules::new(&config.forward_headers).with_identity(auth.forwarding().clone());
         let metrics = Arc::new(Metrics::new());
         let ratelimit = Arc::new(RateLimiter::new(&config.rate_limits).with_metrics(metrics.clone()));
@@ -92,7 +98,9 @@ impl Gateway {
             openapi,
             metrics,
             access_log: config.logging.access,
+            max_in_flight: config.limits.max_concurrent_requests,
             readiness,
+            cors,
         })
     }
 
@@ -177,8 +185,17 @@ impl Gateway {
             // catalog snapshot the request finishes on.
             .layer(RespondLayer::new(
                 self.reloader.catalog().clone(),
-                Observer { metrics: self.metrics.clone(), access: self.access_log, peer: Arc::from(peer.to_string()) },
+                Observer {
+                    metrics: self.metrics.clone(),
+                    access: self.access_log,
+                    max_in_flight: self.max_in_flight,
+                    peer: Arc::from(peer.to_string()),
+                },
             ))
+            // Before the route match, so a preflight is answered before its
+            // 404 or 405; below the respond layer, so error envelopes get
+            // the headers that let a page read them.
+            .layer(CorsLayer::new(self.cors.clone()))
             // 404 and 405 end here, before any body is read.
             .layer(RouteMatchLayer)
             // After the match (policies are per route), before any body is

@@ -9,6 +9,7 @@
 //! unmatched request is counted as route `unmatched` with its method folded
 //! into `OTHER` unless it is a standard one.
 
+use std::num::NonZeroUsize;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -207,10 +208,15 @@ impl Metrics {
         self.phases[phase as usize].observe(elapsed.as_secs_f64());
     }
 
-    /// Counts a request as in flight until the guard drops.
-    pub fn in_flight(self: &Arc<Self>) -> InFlight {
-        self.inflight.inc();
-        InFlight(self.clone())
+    /// Counts a request as in flight until the guard drops; `None` (and
+    /// nothing counted) when `limit` requests already are.
+    pub fn in_flight(self: &Arc<Self>, limit: Option<NonZeroUsize>) -> Option<InFlight> {
+        let before = self.inflight.inc();
+        let guard = InFlight(self.clone());
+        match limit {
+            Some(limit) if usize::try_from(before).is_ok_and(|n| n >= limit.get()) => None,
+            _ => Some(guard),
+        }
     }
 
     /// The counter of one route's messages in one direction; taken once

@@ -50,6 +50,7 @@ pub(super) struct FileConfig {
     policies: Option<super::auth::PoliciesConfig>,
     rate_limits: Option<super::rate_limits::RateLimitsConfig>,
     compositions: Option<CompositionsSection>,
+    cors: Option<super::cors::CorsSection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,7 +163,7 @@ impl Check for OverrideRaw {
     deny_unknown_fields,
     expecting = "a mapping with path_prefix, service, method, http_method, version, composition"
 )]
-struct SelectorRaw {
+pub(super) struct SelectorRaw {
     path_prefix: Option<PathPrefix>,
     service: Option<ServiceName>,
     method: Option<MethodName>,
@@ -194,10 +195,14 @@ impl Check for SelectorRaw {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with max_body, max_message, header_read_timeout, idle_timeout")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with max_body, max_message, max_concurrent_requests, header_read_timeout, idle_timeout"
+)]
 struct LimitsSection {
     max_body: Option<SizeValue>,
     max_message: Option<SizeValue>,
+    max_concurrent_requests: Option<std::num::NonZeroUsize>,
     header_read_timeout: Option<DurationValue>,
     idle_timeout: Option<DurationValue>,
 }
@@ -382,6 +387,9 @@ impl FileConfig {
                 return Some(problem.under("rate_limits"));
             }
         }
+        if let Some(problem) = self.cors.as_ref().and_then(|cors| cors.problem()) {
+            return Some(problem.under("cors"));
+        }
         let compositions = self.compositions.as_ref().map_or(&[][..], |c| c.0.as_slice());
         if let Some(problem) = compositions::problem(compositions) {
             return Some(problem.under("compositions"));
@@ -414,6 +422,12 @@ impl FileConfig {
                 if let Some(message) = unknown(&cost.selector.composition) {
                     return Some(at().key("route_costs").index(k).key("match").key("composition").problem(message));
                 }
+            }
+        }
+        for (index, selector) in self.cors.iter().flat_map(|c| c.selectors().enumerate()) {
+            if let Some(message) = unknown(&selector.composition) {
+                let at = KeyPath::new().key("cors").key("routes").index(index);
+                return Some(at.key("match").key("composition").problem(message));
             }
         }
         None
@@ -473,6 +487,9 @@ impl FileConfig {
             if let Some(SizeValue(max_message)) = limits.max_message {
                 config.limits.max_message = max_message;
             }
+            if let Some(max) = limits.max_concurrent_requests {
+                config.limits.max_concurrent_requests = Some(max);
+            }
             if let Some(DurationValue(timeout)) = limits.header_read_timeout {
                 config.limits.header_read_timeout = timeout;
             }
@@ -495,6 +512,7 @@ impl FileConfig {
         if let Some(CompositionsSection(compositions)) = self.compositions {
             config.compositions = compositions;
         }
+        config.cors = self.cors.map(super::cors::CorsSection::resolve);
         for (VersionName(name), version) in self.versions.unwrap_or_default() {
             let deprecated = version
                 .deprecated
@@ -540,18 +558,23 @@ impl JsonSection {
     }
 }
 
+impl SelectorRaw {
+    pub(super) fn resolve(self) -> RouteSelector {
+        RouteSelector {
+            path_prefix: self.path_prefix.map(|v| v.0),
+            service: self.service.map(|v| v.0),
+            method: self.method.map(|v| v.0),
+            http_method: self.http_method.map(|v| v.0),
+            version: self.version,
+            composition: self.composition,
+        }
+    }
+}
+
 impl OverrideRaw {
     fn resolve(self) -> RouteOverride {
-        let Checked(s) = self.selector;
         RouteOverride {
-            selector: RouteSelector {
-                path_prefix: s.path_prefix.map(|v| v.0),
-                service: s.service.map(|v| v.0),
-                method: s.method.map(|v| v.0),
-                http_method: s.http_method.map(|v| v.0),
-                version: s.version,
-                composition: s.composition,
-            },
+            selector: self.selector.0.resolve(),
             timeout: self.timeout.map(|v| v.0),
             max_body: self.max_body.map(|v| v.0),
             stream_idle_timeout: self.stream_idle_timeout.map(|v| v.0),

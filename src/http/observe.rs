@@ -130,11 +130,11 @@ pub struct Observed {
     inner: Body,
     bytes_out: u64,
     record: Option<AccessRecord>,
-    _in_flight: InFlight,
+    _in_flight: Option<InFlight>,
 }
 
 impl Observed {
-    pub fn new(inner: Body, record: Option<AccessRecord>, in_flight: InFlight) -> Self {
+    pub fn new(inner: Body, record: Option<AccessRecord>, in_flight: Option<InFlight>) -> Self {
         Self { inner, bytes_out: 0, record, _in_flight: in_flight }
     }
 

@@ -13,16 +13,18 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Frame;
 use http_body_util::StreamBody;
+use tonic::Code;
 use tower::{Layer, Service};
 
 use super::observe::{AccessRecord, Exchange, Observed};
@@ -43,8 +45,24 @@ pub struct Observer {
     pub metrics: Arc<Metrics>,
     /// `logging.access`.
     pub access: bool,
+    /// `limits.max_concurrent_requests`.
+    pub max_in_flight: Option<NonZeroUsize>,
     /// The connection's peer as the access log prints it.
     pub peer: Arc<str>,
+}
+
+impl Observer {
+    /// 503 for a request over `limits.max_concurrent_requests`.
+    fn shed(&self) -> GatewayError {
+        let limit = self.max_in_flight.map_or(0, NonZeroUsize::get);
+        GatewayError::new(
+            Code::Unavailable,
+            Fault::Upstream,
+            format!("the gateway is serving its limit of {limit} concurrent requests; retry later"),
+        )
+        .with_status(StatusCode::SERVICE_UNAVAILABLE)
+        .with_header(RETRY_AFTER, HeaderValue::from_static("1"))
+    }
 }
 
 #[derive(Clone)]
@@ -95,7 +113,8 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let start = Instant::now();
-        let in_flight = self.observer.metrics.in_flight();
+        // Load shedding, before any work: the request is not even read.
+        let in_flight = self.observer.metrics.in_flight(self.observer.max_in_flight);
         let catalog = self.catalog.load_full();
         let method = req.method().clone();
         let uri = req.uri().clone();
@@ -104,10 +123,17 @@ where
         let request_id = self.observer.access.then(|| req.headers().get(X_REQUEST_ID).cloned()).flatten();
         req.extensions_mut().insert(Snapshot(catalog.clone()));
         req.extensions_mut().insert(exchange.clone());
-        let call = self.inner.call(req);
+        let call = match in_flight {
+            Some(_) => Ok(self.inner.call(req)),
+            None => Err(self.observer.shed()),
+        };
         let observer = self.observer.clone();
         Box::pin(async move {
-            let response = match call.await {
+            let answer = match call {
+                Ok(call) => call.await,
+                Err(shed) => Err(shed),
+            };
+            let response = match answer {
                 Ok(response) => response,
                 Err(err) => {
                     log(&method, &uri, &err);

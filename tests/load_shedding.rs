@@ -1,0 +1,35 @@
+//! `limits.max_concurrent_requests` (DESIGN §10): requests over the limit
+//! are shed before any work with a 503 envelope, code 14 and
+//! `Retry-After`; the limit frees up as requests end.
+
+mod common;
+
+use std::num::NonZeroUsize;
+
+use common::{assert_error, metrics, start_test_service_with};
+
+#[tokio::test]
+async fn requests_over_the_limit_are_shed_and_the_rest_served() {
+    let gateway = start_test_service_with(|config| {
+        config.limits.max_concurrent_requests = NonZeroUsize::new(2);
+    })
+    .await;
+    // Six at once, each held by the backend far longer than it takes to
+    // send the others: two are served, four shed.
+    let replies = futures_util::future::join_all((0..6).map(|_| gateway.get("/test/sleep/1500"))).await;
+    let served = replies.iter().filter(|reply| reply.status == 200).count();
+    let shed: Vec<_> = replies.iter().filter(|reply| reply.status == 503).collect();
+    assert_eq!((served, shed.len()), (2, 4), "{:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
+    for reply in shed {
+        let envelope = assert_error(reply, 503, 14);
+        assert!(envelope["message"].as_str().is_some_and(|m| m.contains("2 concurrent")), "{envelope}");
+        assert_eq!(reply.header("retry-after"), Some("1"));
+    }
+    // The two backend calls were the only ones made.
+    assert_eq!(gateway.backend_calls(), 2);
+    // Nothing is held once they have ended.
+    let samples = metrics::samples(&gateway.gateway);
+    assert_eq!(metrics::sample(&samples, "protogate_inflight_requests"), 0.0);
+    assert_eq!(gateway.get("/test/metadata").await.status, 200);
+    gateway.shutdown().await;
+}
