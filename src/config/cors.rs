@@ -14,7 +14,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use super::check::{Check, Checked, KeyPath, Problem};
-use super::schema::SelectorRaw;
+use super::selector::SelectorRaw;
 use super::values::{DurationValue, HttpMethod};
 use super::RouteSelector;
 

@@ -19,16 +19,14 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::check::{self, Check, Checked, KeyPath, Problem};
+use super::check::{Check, Checked, KeyPath, Problem};
 use super::compositions::{self, CompositionsSection};
-use super::selector::{check_composition, check_method_in_service};
+use super::selector::SelectorRaw;
 use super::values::{
-    parse_forward_header, parse_upstream_pattern, Addr, DateValue, DurationValue, HttpMethod, LogLevel, MethodName,
-    PathPrefix, PathText, ServiceName, SizeValue, Threads, UpstreamUrl, VersionName,
+    parse_forward_header, parse_upstream_pattern, Addr, DateValue, DurationValue, LogLevel, PathText, SizeValue,
+    Threads, UpstreamUrl, VersionName,
 };
-use super::{
-    Config, Deprecation, JsonOptions, LogFormat, RouteOverride, RouteSelector, Strictness, UpstreamRule, VersionConfig,
-};
+use super::{Config, Deprecation, JsonOptions, LogFormat, RouteOverride, Strictness, UpstreamRule, VersionConfig};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a mapping of config keys such as listen, upstreams, json")]
@@ -155,42 +153,6 @@ impl Check for OverrideRaw {
             return Err("this override changes nothing: give `timeout`, `max_body` or `stream_idle_timeout`".into());
         }
         Ok(())
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with path_prefix, service, method, http_method, version, composition"
-)]
-pub(super) struct SelectorRaw {
-    path_prefix: Option<PathPrefix>,
-    service: Option<ServiceName>,
-    method: Option<MethodName>,
-    http_method: Option<HttpMethod>,
-    version: Option<String>,
-    #[serde(default, deserialize_with = "composition")]
-    composition: Option<String>,
-}
-
-fn composition<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    check::opt_str_rule(d, check_composition)
-}
-
-impl Check for SelectorRaw {
-    fn check(&self) -> Result<(), String> {
-        if self.path_prefix.is_none()
-            && self.service.is_none()
-            && self.method.is_none()
-            && self.http_method.is_none()
-            && self.version.is_none()
-            && self.composition.is_none()
-        {
-            return Err(
-                "needs at least one of path_prefix, service, method, http_method, version or composition".into()
-            );
-        }
-        check_method_in_service(self.service.as_ref().map(|s| s.0.as_str()), self.method.as_ref().map(|m| m.0.as_str()))
     }
 }
 
@@ -554,19 +516,6 @@ impl JsonSection {
             unknown_fields: self.unknown_fields.unwrap_or(d.unknown_fields),
             unknown_query_params: self.unknown_query_params.unwrap_or(d.unknown_query_params),
             pretty: self.pretty.unwrap_or(d.pretty),
-        }
-    }
-}
-
-impl SelectorRaw {
-    pub(super) fn resolve(self) -> RouteSelector {
-        RouteSelector {
-            path_prefix: self.path_prefix.map(|v| v.0),
-            service: self.service.map(|v| v.0),
-            method: self.method.map(|v| v.0),
-            http_method: self.http_method.map(|v| v.0),
-            version: self.version,
-            composition: self.composition,
         }
     }
 }

@@ -4,6 +4,10 @@
 //! against each route once, at load; a request never matches one.
 
 use http::Method;
+use serde::{Deserialize, Deserializer};
+
+use super::check::{self, Check};
+use super::values::{HttpMethod, MethodName, PathPrefix, ServiceName};
 
 /// Selects routes; every field that is set must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -169,5 +173,56 @@ mod tests {
         // Selectors without the key select compositions like any route.
         let prefix = RouteSelector { path_prefix: Some("/v1/users".into()), ..RouteSelector::default() };
         assert!(prefix.selects(&route));
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with path_prefix, service, method, http_method, version, composition"
+)]
+/// A selector as written in the config (`match`, `routes.overrides[]`):
+/// checked, then [`SelectorRaw::resolve`]d.
+pub(super) struct SelectorRaw {
+    path_prefix: Option<PathPrefix>,
+    service: Option<ServiceName>,
+    method: Option<MethodName>,
+    http_method: Option<HttpMethod>,
+    version: Option<String>,
+    #[serde(default, deserialize_with = "composition")]
+    pub(super) composition: Option<String>,
+}
+
+fn composition<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    check::opt_str_rule(d, check_composition)
+}
+
+impl Check for SelectorRaw {
+    fn check(&self) -> Result<(), String> {
+        if self.path_prefix.is_none()
+            && self.service.is_none()
+            && self.method.is_none()
+            && self.http_method.is_none()
+            && self.version.is_none()
+            && self.composition.is_none()
+        {
+            return Err(
+                "needs at least one of path_prefix, service, method, http_method, version or composition".into()
+            );
+        }
+        check_method_in_service(self.service.as_ref().map(|s| s.0.as_str()), self.method.as_ref().map(|m| m.0.as_str()))
+    }
+}
+
+impl SelectorRaw {
+    pub(super) fn resolve(self) -> RouteSelector {
+        RouteSelector {
+            path_prefix: self.path_prefix.map(|v| v.0),
+            service: self.service.map(|v| v.0),
+            method: self.method.map(|v| v.0),
+            http_method: self.http_method.map(|v| v.0),
+            version: self.version,
+            composition: self.composition,
+        }
     }
 }
