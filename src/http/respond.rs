@@ -35,6 +35,11 @@ use crate::error::{Fault, GatewayError};
 use crate::metrics::Metrics;
 use crate::transcode::status::{render_error, status_trailers};
 
+/// A request over `limits.max_concurrent_requests`: the route match
+/// refuses it with this error before any work.
+#[derive(Debug, Clone)]
+pub struct Overloaded(pub GatewayError);
+
 /// The catalog a request started on, in its extensions for the route match.
 #[derive(Debug, Clone)]
 pub struct Snapshot(pub Arc<Catalog>);
@@ -113,7 +118,8 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let start = Instant::now();
-        // Load shedding, before any work: the request is not even read.
+        // Load shedding: decided here, exactly (one atomic add), and
+        // answered before any work (see `Overloaded`).
         let in_flight = self.observer.metrics.in_flight(self.observer.max_in_flight);
         let catalog = self.catalog.load_full();
         let method = req.method().clone();
@@ -123,17 +129,16 @@ where
         let request_id = self.observer.access.then(|| req.headers().get(X_REQUEST_ID).cloned()).flatten();
         req.extensions_mut().insert(Snapshot(catalog.clone()));
         req.extensions_mut().insert(exchange.clone());
-        let call = match in_flight {
-            Some(_) => Ok(self.inner.call(req)),
-            None => Err(self.observer.shed()),
-        };
+        if in_flight.is_none() {
+            // Refused by the route match, the first layer that may answer
+            // for a route: the CORS layer above it then lets a page read
+            // the 503.
+            req.extensions_mut().insert(Overloaded(self.observer.shed()));
+        }
+        let call = self.inner.call(req);
         let observer = self.observer.clone();
         Box::pin(async move {
-            let answer = match call {
-                Ok(call) => call.await,
-                Err(shed) => Err(shed),
-            };
-            let response = match answer {
+            let response = match call.await {
                 Ok(response) => response,
                 Err(err) => {
                     log(&method, &uri, &err);
