@@ -238,8 +238,8 @@ impl Metrics {
         self.auth_decisions.get_or_create(&labels).inc();
     }
 
-    pub fn ratelimit_decision(&self, rule: &str, outcome: RateLimitOutcome) {
-        let labels = RateLimitLabels { rule: Arc::from(rule), outcome: outcome.as_str() };
+    pub fn ratelimit_decision(&self, rule: &Arc<str>, outcome: RateLimitOutcome) {
+        let labels = RateLimitLabels { rule: rule.clone(), outcome: outcome.as_str() };
         self.ratelimit_decisions.get_or_create(&labels).inc();
     }
 

@@ -19,7 +19,8 @@ pub struct Rule {
     /// Position in the file; separates the buckets of different rules in
     /// the local store.
     pub id: u64,
-    pub name: String,
+    /// Shared: it is the rule's label in metrics too.
+    pub name: Arc<str>,
     selector: RouteSelector,
     pub parts: Box<[KeyPart]>,
     pub rate: Rate,
@@ -114,7 +115,7 @@ pub fn compile(config: &RateLimitsConfig) -> Result<Rules, Vec<String>> {
             policy,
             limit_header: HeaderValue::from(burst),
             redis_prefix,
-            name,
+            name: Arc::from(name),
         }));
     }
     if problems.is_empty() {
