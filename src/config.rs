@@ -159,6 +159,8 @@ pub struct Limits {
     /// Requests served at once (streams until they end); more are shed
     /// with a 503 before any work. `None`: no limit.
     pub max_concurrent_requests: Option<std::num::NonZeroUsize>,
+    /// A request's header fields, names and values together; more is a 431.
+    pub max_header_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -214,6 +216,7 @@ impl Default for Config {
                 max_body: 4 << 20,
                 max_message: 1 << 20,
                 max_concurrent_requests: None,
+                max_header_bytes: 16 << 10,
                 header_read_timeout: Duration::from_secs(30),
                 idle_timeout: Duration::from_secs(60),
             },

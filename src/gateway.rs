@@ -189,6 +189,7 @@ impl Gateway {
                     metrics: self.metrics.clone(),
                     access: self.access_log,
                     max_in_flight: self.max_in_flight,
+                    max_header_bytes: self.timeouts.max_header_bytes,
                     peer: Arc::from(peer.to_string()),
                 },
             ))

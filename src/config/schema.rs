@@ -159,12 +159,13 @@ impl Check for OverrideRaw {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with max_body, max_message, max_concurrent_requests, header_read_timeout, idle_timeout"
+    expecting = "a mapping with max_body, max_message, max_concurrent_requests, max_header_bytes, header_read_timeout, idle_timeout"
 )]
 struct LimitsSection {
     max_body: Option<SizeValue>,
     max_message: Option<SizeValue>,
     max_concurrent_requests: Option<std::num::NonZeroUsize>,
+    max_header_bytes: Option<SizeValue>,
     header_read_timeout: Option<DurationValue>,
     idle_timeout: Option<DurationValue>,
 }
@@ -451,6 +452,9 @@ impl FileConfig {
             }
             if let Some(max) = limits.max_concurrent_requests {
                 config.limits.max_concurrent_requests = Some(max);
+            }
+            if let Some(SizeValue(max)) = limits.max_header_bytes {
+                config.limits.max_header_bytes = max;
             }
             if let Some(DurationValue(timeout)) = limits.header_read_timeout {
                 config.limits.header_read_timeout = timeout;

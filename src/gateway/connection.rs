@@ -37,11 +37,19 @@ use crate::config::Limits;
 pub struct Timeouts {
     pub header_read: Duration,
     pub idle: Duration,
+    /// `limits.max_header_bytes`: hyper's own buffers are sized above it,
+    /// so that the gateway, not hyper, refuses what exceeds it (431, in
+    /// the envelope).
+    pub max_header_bytes: usize,
 }
 
 impl Timeouts {
     pub fn from_limits(limits: &Limits) -> Self {
-        Self { header_read: limits.header_read_timeout, idle: limits.idle_timeout }
+        Self {
+            header_read: limits.header_read_timeout,
+            idle: limits.idle_timeout,
+            max_header_bytes: limits.max_header_bytes,
+        }
     }
 }
 

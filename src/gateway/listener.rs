@@ -18,6 +18,7 @@ use tower::Service;
 
 use super::connection::{self, Closed, Sniff, State, Timeouts, Tracked};
 use crate::http::body::BoxError;
+use crate::http::respond::MAX_TARGET;
 
 /// How long streams still open when the drain deadline passes get to write
 /// their last record before their connections are dropped.
@@ -63,10 +64,15 @@ where
     // connection waits, so it would cut idle connections short: the
     // connection watcher keeps both deadlines instead. An HTTP/2 peer that
     // stops answering pings is let go.
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
+    // Room for twice the header limit plus the longest request target:
+    // the respond layer then answers an oversized request with the
+    // envelope; only a grossly larger one meets hyper's bare refusal.
+    let header_room = timeouts.max_header_bytes.saturating_mul(2).saturating_add(MAX_TARGET);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(None).max_buf_size(header_room.max(16 << 10));
     builder
         .http2()
         .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(header_room).unwrap_or(u32::MAX))
         .max_concurrent_streams(256)
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20));

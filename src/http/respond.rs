@@ -35,10 +35,15 @@ use crate::error::{Fault, GatewayError};
 use crate::metrics::Metrics;
 use crate::transcode::status::{render_error, status_trailers};
 
-/// A request over `limits.max_concurrent_requests`: the route match
-/// refuses it with this error before any work.
+/// A request refused before any work — over `limits.max_concurrent_requests`,
+/// or its target or headers too large: the route match, the first layer
+/// that may answer for a route, returns this error (the CORS layer above
+/// it then lets a page read it).
 #[derive(Debug, Clone)]
-pub struct Overloaded(pub GatewayError);
+pub struct Refused(pub GatewayError);
+
+/// The longest request target (path and query) served; longer is a 414.
+pub const MAX_TARGET: usize = 8 << 10;
 
 /// The catalog a request started on, in its extensions for the route match.
 #[derive(Debug, Clone)]
@@ -52,11 +57,36 @@ pub struct Observer {
     pub access: bool,
     /// `limits.max_concurrent_requests`.
     pub max_in_flight: Option<NonZeroUsize>,
+    /// `limits.max_header_bytes`.
+    pub max_header_bytes: usize,
     /// The connection's peer as the access log prints it.
     pub peer: Arc<str>,
 }
 
 impl Observer {
+    /// 414 or 431 for a request whose target or header fields are larger
+    /// than the gateway serves.
+    fn oversized<B>(&self, req: &Request<B>) -> Option<GatewayError> {
+        let target = req.uri().path_and_query().map_or(0, |target| target.as_str().len());
+        if target > MAX_TARGET {
+            let message = format!("the request target is {target} bytes; the limit is {MAX_TARGET}");
+            return Some(
+                GatewayError::new(Code::ResourceExhausted, Fault::Client, message)
+                    .with_status(StatusCode::URI_TOO_LONG),
+            );
+        }
+        // As on the HTTP/1 wire: `name: value` and a line end per field.
+        let bytes: usize = req.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+        (bytes > self.max_header_bytes).then(|| {
+            let message = format!(
+                "the request's header fields are {bytes} bytes; the limit is {} (limits.max_header_bytes)",
+                self.max_header_bytes
+            );
+            GatewayError::new(Code::ResourceExhausted, Fault::Client, message)
+                .with_status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        })
+    }
+
     /// 503 for a request over `limits.max_concurrent_requests`.
     fn shed(&self) -> GatewayError {
         let limit = self.max_in_flight.map_or(0, NonZeroUsize::get);
@@ -119,7 +149,7 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let start = Instant::now();
         // Load shedding: decided here, exactly (one atomic add), and
-        // answered before any work (see `Overloaded`).
+        // answered before any work (see `Refused`).
         let in_flight = self.observer.metrics.in_flight(self.observer.max_in_flight);
         let catalog = self.catalog.load_full();
         let method = req.method().clone();
@@ -129,11 +159,12 @@ where
         let request_id = self.observer.access.then(|| req.headers().get(X_REQUEST_ID).cloned()).flatten();
         req.extensions_mut().insert(Snapshot(catalog.clone()));
         req.extensions_mut().insert(exchange.clone());
-        if in_flight.is_none() {
-            // Refused by the route match, the first layer that may answer
-            // for a route: the CORS layer above it then lets a page read
-            // the 503.
-            req.extensions_mut().insert(Overloaded(self.observer.shed()));
+        let refused = match in_flight {
+            None => Some(self.observer.shed()),
+            Some(_) => self.observer.oversized(&req),
+        };
+        if let Some(refused) = refused {
+            req.extensions_mut().insert(Refused(refused));
         }
         let call = self.inner.call(req);
         let observer = self.observer.clone();

@@ -17,7 +17,7 @@ use tonic::Code;
 use tower::{Layer, Service};
 
 use super::observe::Exchange;
-use super::respond::{Overloaded, Snapshot};
+use super::respond::{Refused, Snapshot};
 use super::{Body, ResponseFuture};
 use crate::catalog::{Catalog, Route};
 use crate::error::{Fault, GatewayError};
@@ -63,8 +63,8 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        if let Some(Overloaded(shed)) = req.extensions_mut().remove::<Overloaded>() {
-            return Box::pin(std::future::ready(Err(shed)));
+        if let Some(Refused(err)) = req.extensions_mut().remove::<Refused>() {
+            return Box::pin(std::future::ready(Err(err)));
         }
         let Some(Snapshot(catalog)) = req.extensions_mut().remove::<Snapshot>() else {
             return Box::pin(std::future::ready(Err(GatewayError::internal("no catalog snapshot was taken"))));
