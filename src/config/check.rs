@@ -82,6 +82,32 @@ pub(super) fn str_rule<'de, D: Deserializer<'de>>(d: D, rule: StrRule) -> Result
     d.deserialize_str(StrVisitor(rule))
 }
 
+/// A string parsed into `T` by `parse`, whose error becomes the config
+/// error at the value's line; `expecting` names what was wanted.
+pub(super) fn parsed<'de, D, T>(
+    d: D,
+    expecting: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct V<T> {
+        expecting: &'static str,
+        parse: fn(&str) -> Result<T, String>,
+    }
+    impl<T> Visitor<'_> for V<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            (self.parse)(v).map_err(E::custom)
+        }
+    }
+    d.deserialize_str(V { expecting, parse })
+}
+
 /// [`str_rule`] for an optional value (`key: ~` is `None`).
 pub(super) fn opt_str_rule<'de, D: Deserializer<'de>>(d: D, rule: StrRule) -> Result<Option<String>, D::Error> {
     struct V(StrRule);

@@ -10,10 +10,10 @@ use std::fmt;
 use std::time::Duration;
 
 use http::{HeaderName, Method};
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::Deserializer;
 use serde::Deserialize;
 
-use super::check::{Check, Checked, KeyPath, Problem};
+use super::check::{self, Check, Checked, KeyPath, Problem};
 use super::selector::SelectorRaw;
 use super::values::{DurationValue, HttpMethod};
 use super::RouteSelector;
@@ -249,17 +249,8 @@ struct Origin(OriginPattern);
 
 impl<'de> Deserialize<'de> for Origin {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Origin;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an origin such as https://app.example.com, https://*.example.com or *")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Origin, E> {
-                parse_origin(v).map(Origin).map_err(E::custom)
-            }
-        }
-        d.deserialize_str(V)
+        let expecting = "an origin such as https://app.example.com, https://*.example.com or *";
+        check::parsed(d, expecting, |v| parse_origin(v).map(Origin))
     }
 }
 
@@ -269,19 +260,9 @@ struct Header(HeaderName);
 
 impl<'de> Deserialize<'de> for Header {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Header;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a header name")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Header, E> {
-                HeaderName::try_from(v.trim())
-                    .map(Header)
-                    .map_err(|_| E::custom(format!("`{v}` is not a valid header name")))
-            }
-        }
-        d.deserialize_str(V)
+        check::parsed(d, "a header name", |v| {
+            HeaderName::try_from(v.trim()).map(Header).map_err(|_| format!("`{v}` is not a valid header name"))
+        })
     }
 }
 

@@ -73,13 +73,6 @@ impl TraceContext {
         self.span.as_ref().and_then(ids_of).unwrap_or(self.own)
     }
 
-    /// The trace id, 32 lowercase hex digits (for logs).
-    pub fn trace_id_hex(&self) -> String {
-        let mut out = [0u8; 32];
-        write_hex(&mut out, &self.current().trace_id);
-        out.iter().map(|&b| b as char).collect()
-    }
-
     /// Puts `traceparent` and the client's `tracestate` into an upstream
     /// call's metadata (which holds neither: the client's never pass).
     ///
