@@ -21,6 +21,7 @@ echo "== python tools (the OpenAPI tests validate with them)"
 ./scripts/python-tools.sh
 # Missing tools then fail the OpenAPI tests instead of skipping them.
 export PROTOGATE_REQUIRE_PYTHON_TOOLS=1
+echo "== deploy checks (Dockerfile, deploy/kubernetes: docs/deployment.md)" && ./scripts/check-deploy.sh
 
 echo "== cargo test"
 cargo test --locked --all-targets
