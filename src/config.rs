@@ -161,6 +161,13 @@ pub struct Limits {
     pub max_concurrent_requests: Option<std::num::NonZeroUsize>,
     /// A request's header fields, names and values together; more is a 431.
     pub max_header_bytes: usize,
+    /// Streams one HTTP/2 connection may have open at once, at least 1
+    /// (advertised in the server's SETTINGS).
+    pub http2_max_concurrent_streams: u32,
+    /// How often an HTTP/2 connection is pinged; `None` (`off`): never.
+    pub http2_keep_alive_interval: Option<Duration>,
+    /// How long a ping may go unanswered before the connection is closed.
+    pub http2_keep_alive_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -219,6 +226,9 @@ impl Default for Config {
                 max_header_bytes: 16 << 10,
                 header_read_timeout: Duration::from_secs(30),
                 idle_timeout: Duration::from_secs(60),
+                http2_max_concurrent_streams: 256,
+                http2_keep_alive_interval: Some(Duration::from_secs(30)),
+                http2_keep_alive_timeout: Duration::from_secs(20),
             },
             forward_headers: Vec::new(),
             logging: Logging { format: LogFormat::Pretty, level: "info".into(), access: true },

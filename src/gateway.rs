@@ -8,6 +8,7 @@ pub mod connection;
 pub mod listener;
 pub mod load;
 pub mod readiness;
+pub mod refusal;
 pub mod reload;
 
 use std::convert::Infallible;

@@ -23,8 +23,8 @@ use super::check::{Check, Checked, KeyPath, Problem};
 use super::compositions::{self, CompositionsSection};
 use super::selector::SelectorRaw;
 use super::values::{
-    parse_forward_header, parse_upstream_pattern, Addr, DateValue, DurationValue, LogLevel, PathText, SizeValue,
-    Threads, UpstreamUrl, VersionName,
+    parse_forward_header, parse_upstream_pattern, Addr, DateValue, DurationValue, LogLevel, PathText, PeriodValue,
+    SizeValue, Threads, UpstreamUrl, VersionName,
 };
 use super::{Config, Deprecation, JsonOptions, LogFormat, RouteOverride, Strictness, UpstreamRule, VersionConfig};
 
@@ -159,7 +159,8 @@ impl Check for OverrideRaw {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with max_body, max_message, max_concurrent_requests, max_header_bytes, header_read_timeout, idle_timeout"
+    expecting = "a mapping with max_body, max_message, max_concurrent_requests, max_header_bytes, header_read_timeout, \
+                 idle_timeout, http2_max_concurrent_streams, http2_keep_alive_interval, http2_keep_alive_timeout"
 )]
 struct LimitsSection {
     max_body: Option<SizeValue>,
@@ -168,6 +169,9 @@ struct LimitsSection {
     max_header_bytes: Option<SizeValue>,
     header_read_timeout: Option<DurationValue>,
     idle_timeout: Option<DurationValue>,
+    http2_max_concurrent_streams: Option<u32>,
+    http2_keep_alive_interval: Option<PeriodValue>,
+    http2_keep_alive_timeout: Option<DurationValue>,
 }
 
 impl Check for LimitsSection {
@@ -176,6 +180,11 @@ impl Check for LimitsSection {
             if value.is_some_and(|DurationValue(d)| d.is_zero()) {
                 return Err(format!("`{key}` must be greater than zero: a connection needs some time"));
             }
+        }
+        if self.http2_max_concurrent_streams == Some(0) {
+            return Err("`http2_max_concurrent_streams` must be at least 1: a connection without streams serves \
+                        nothing"
+                .into());
         }
         Ok(())
     }
@@ -461,6 +470,15 @@ impl FileConfig {
             }
             if let Some(DurationValue(timeout)) = limits.idle_timeout {
                 config.limits.idle_timeout = timeout;
+            }
+            if let Some(streams) = limits.http2_max_concurrent_streams {
+                config.limits.http2_max_concurrent_streams = streams;
+            }
+            if let Some(PeriodValue(interval)) = limits.http2_keep_alive_interval {
+                config.limits.http2_keep_alive_interval = interval;
+            }
+            if let Some(DurationValue(timeout)) = limits.http2_keep_alive_timeout {
+                config.limits.http2_keep_alive_timeout = timeout;
             }
         }
         if let Some(ForwardHeaders(names)) = self.forward_headers {

@@ -1492,3 +1492,48 @@ fn the_shipped_examples_cors_is_valid() {
     assert_eq!(defaults.allow_headers, None);
     assert_ne!(DEFAULT_MAX_AGE, defaults.max_age);
 }
+
+#[test]
+fn http2_limits_are_read_checked_and_default() {
+    let c = parse_ok(
+        "limits:\n  http2_max_concurrent_streams: 2\n  http2_keep_alive_interval: 10s\n  \
+         http2_keep_alive_timeout: 500ms\n",
+    );
+    assert_eq!(c.limits.http2_max_concurrent_streams, 2);
+    assert_eq!(c.limits.http2_keep_alive_interval, Some(Duration::from_secs(10)));
+    assert_eq!(c.limits.http2_keep_alive_timeout, Duration::from_millis(500));
+    assert_eq!(parse_ok("limits:\n  http2_keep_alive_interval: off\n").limits.http2_keep_alive_interval, None);
+    assert_eq!(
+        parse_ok("limits:\n  http2_keep_alive_interval: 45\n").limits.http2_keep_alive_interval,
+        Some(Duration::from_secs(45))
+    );
+
+    let defaults = parse_ok("limits:\n  max_body: 1MiB\n").limits;
+    assert_eq!(defaults.http2_max_concurrent_streams, 256);
+    assert_eq!(defaults.http2_keep_alive_interval, Some(Duration::from_secs(30)));
+    assert_eq!(defaults.http2_keep_alive_timeout, Duration::from_secs(20));
+
+    let example = from_yaml(include_str!("../../protogate.example.yaml"), Path::new("protogate.example.yaml")).unwrap();
+    let shown = &example.limits;
+    assert_eq!(
+        (shown.http2_max_concurrent_streams, shown.http2_keep_alive_interval, shown.http2_keep_alive_timeout),
+        (defaults.http2_max_concurrent_streams, defaults.http2_keep_alive_interval, defaults.http2_keep_alive_timeout),
+        "the example shows the defaults"
+    );
+
+    let cases: &[(&str, &str, &str, usize)] = &[
+        ("limits:\n  http2_max_concurrent_streams: 0\n", "limits", "at least 1", 2),
+        ("limits:\n  max_body: 1\n  http2_max_concurrent_streams: -1\n", "limits.http2_max_concurrent_streams", "", 3),
+        ("limits:\n  http2_max_concurrent_streams: lots\n", "limits.http2_max_concurrent_streams", "", 2),
+        ("limits:\n  http2_max_concurrent_streams: 5000000000\n", "limits.http2_max_concurrent_streams", "", 2),
+        ("limits:\n  http2_keep_alive_interval: 0\n", "limits.http2_keep_alive_interval", "greater than zero", 2),
+        ("limits:\n  http2_keep_alive_interval: never\n", "limits.http2_keep_alive_interval", "invalid duration", 2),
+        ("limits:\n  http2_keep_alive_interval: 1.5\n", "limits.http2_keep_alive_interval", "needs a unit", 2),
+        ("limits:\n  http2_keep_alive_timeout: off\n", "limits.http2_keep_alive_timeout", "invalid duration", 2),
+        ("limits:\n  http2_keep_alive_timeout: 0s\n", "limits.http2_keep_alive_timeout", "greater than zero", 2),
+        ("limits:\n  http2_max_streams: 2\n", "limits: unknown field `http2_max_streams`", "", 2),
+    ];
+    for (text, key, problem, line) in cases {
+        assert_rejected(text, key, problem, *line);
+    }
+}

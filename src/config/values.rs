@@ -448,6 +448,22 @@ impl<'de> Deserialize<'de> for DurationValue {
     }
 }
 
+/// A period that can be turned off: a duration, or `off` (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeriodValue(pub Option<Duration>);
+
+impl<'de> Deserialize<'de> for PeriodValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        fn parse(text: &str) -> Result<Option<Duration>, String> {
+            match text.trim() {
+                "off" => Ok(None),
+                text => parse_duration(text).map(Some),
+            }
+        }
+        d.deserialize_any(Quantity { expecting: "a duration such as 30s, or off", parse, unit: "s" }).map(PeriodValue)
+    }
+}
+
 /// Body limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SizeValue(pub usize);

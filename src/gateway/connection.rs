@@ -32,7 +32,7 @@ use tower::Service;
 
 use crate::config::Limits;
 
-/// The connection deadlines, from config `limits`.
+/// The connection deadlines and HTTP/2 limits, from config `limits`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     pub header_read: Duration,
@@ -41,6 +41,12 @@ pub struct Timeouts {
     /// so that the gateway, not hyper, refuses what exceeds it (431, in
     /// the envelope).
     pub max_header_bytes: usize,
+    /// `limits.http2_max_concurrent_streams`.
+    pub http2_max_concurrent_streams: u32,
+    /// `limits.http2_keep_alive_interval`; `None`: no pings.
+    pub http2_keep_alive_interval: Option<Duration>,
+    /// `limits.http2_keep_alive_timeout`.
+    pub http2_keep_alive_timeout: Duration,
 }
 
 impl Timeouts {
@@ -49,6 +55,9 @@ impl Timeouts {
             header_read: limits.header_read_timeout,
             idle: limits.idle_timeout,
             max_header_bytes: limits.max_header_bytes,
+            http2_max_concurrent_streams: limits.http2_max_concurrent_streams,
+            http2_keep_alive_interval: limits.http2_keep_alive_interval,
+            http2_keep_alive_timeout: limits.http2_keep_alive_timeout,
         }
     }
 }

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tower::Service;
 
 use super::connection::{self, Closed, Sniff, State, Timeouts, Tracked};
+use super::refusal::Refusals;
 use crate::http::body::BoxError;
 use crate::http::respond::MAX_TARGET;
 
@@ -66,16 +67,17 @@ where
     // stops answering pings is let go.
     // Room for twice the header limit plus the longest request target:
     // the respond layer then answers an oversized request with the
-    // envelope; only a grossly larger one meets hyper's bare refusal.
+    // envelope; only a grossly larger one meets hyper's own refusal,
+    // which `Refusals` rewrites into the envelope on its way out.
     let header_room = timeouts.max_header_bytes.saturating_mul(2).saturating_add(MAX_TARGET);
     builder.http1().timer(TokioTimer::new()).header_read_timeout(None).max_buf_size(header_room.max(16 << 10));
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(header_room).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20));
+        .max_concurrent_streams(timeouts.http2_max_concurrent_streams)
+        .keep_alive_interval(timeouts.http2_keep_alive_interval)
+        .keep_alive_timeout(timeouts.http2_keep_alive_timeout);
     // Every connection holds a receiver; the drain ends when all are gone.
     let (shutting_down, shutdown_seen) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
@@ -95,7 +97,8 @@ where
         };
         let _ = stream.set_nodelay(true);
         let state = State::new();
-        let io = TokioIo::new(Sniff::new(stream, state.clone()));
+        // hyper's own bare HTTP/1 refusals (400, 414, 431) leave in the envelope.
+        let io = TokioIo::new(Sniff::new(Refusals::new(stream), state.clone()));
         let service = TowerToHyperService::new(Tracked::new(make(peer), state.clone()));
         let conn = builder.serve_connection_with_upgrades(io, service).into_owned();
         let mut shutdown_seen = shutdown_seen.clone();
