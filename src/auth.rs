@@ -38,6 +38,7 @@ use crate::http::identity::{Identity, IdentityForwarding};
 use crate::http::observe::Exchange;
 use crate::http::{Body, MatchedRoute, ResponseFuture};
 use crate::metrics::{AuthOutcome, Metrics};
+use crate::tls::ClientCert;
 
 /// A configuration the authenticator cannot work with.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +114,8 @@ impl Rejection {
 pub struct Authenticator {
     jwt: Vec<JwtProvider>,
     api_keys: Option<ApiKeys>,
+    /// `auth.mtls`: the provider name of verified client certificates.
+    mtls: Option<String>,
     forwarding: IdentityForwarding,
     /// Client-sent identity headers to remove, plain and `grpc-metadata-`.
     strip: Vec<HeaderName>,
@@ -165,8 +168,10 @@ impl Authenticator {
                     .map_err(|reason| AuthError::Provider { at: format!("auth.api_keys ({})", keys.name), reason })
             })
             .transpose()?;
+        let mtls = config.mtls.as_ref().map(|m| m.name.clone());
         let mut names: Vec<&str> = jwt.iter().map(|p| p.name.as_str()).collect();
         names.extend(api_keys.iter().map(|k| k.name.as_str()));
+        names.extend(mtls.as_deref());
         for (i, name) in names.iter().enumerate() {
             if names[..i].contains(name) {
                 return Err(AuthError::DuplicateProvider((*name).to_string()));
@@ -188,7 +193,7 @@ impl Authenticator {
             })
             .collect();
         credential_params.extend(api_keys.iter().filter_map(|k| k.query.clone()));
-        Ok(Self { jwt, api_keys, forwarding, strip, credential_params, challenge, realm })
+        Ok(Self { jwt, api_keys, mtls, forwarding, strip, credential_params, challenge, realm })
     }
 
     /// Starts the JWKS refreshers; needs a tokio runtime.
@@ -208,13 +213,19 @@ impl Authenticator {
 
     /// Whether any credential can be accepted at all.
     pub fn is_enabled(&self) -> bool {
-        !self.jwt.is_empty() || self.api_keys.is_some()
+        !self.jwt.is_empty() || self.api_keys.is_some() || self.mtls.is_some()
     }
 
     /// The one credential the request carries, with the provider that will
-    /// judge it. Every place a provider reads is looked at: two credentials
-    /// (of one kind or of two) are [`Several`], whatever their order.
-    fn credential<'a>(&self, headers: &'a HeaderMap, uri: &'a Uri) -> Result<Option<Credential<'a>>, Several> {
+    /// judge it. Every place a provider reads is looked at, the connection's
+    /// client certificate included (with `auth.mtls`): two credentials (of
+    /// one kind or of two) are [`Several`], whatever their order.
+    fn credential<'a>(
+        &self,
+        headers: &'a HeaderMap,
+        uri: &'a Uri,
+        client_cert: Option<&Arc<ClientCert>>,
+    ) -> Result<Option<Credential<'a>>, Several> {
         let mut found: Option<Credential<'a>> = None;
         for (index, provider) in self.jwt.iter().enumerate() {
             // Several providers may read the same place: read it once.
@@ -249,6 +260,12 @@ impl Authenticator {
                 found = Some(Credential::ApiKey(key));
             }
         }
+        if let (Some(_), Some(cert)) = (&self.mtls, client_cert) {
+            if found.is_some() {
+                return Err(Several);
+            }
+            found = Some(Credential::Certificate(cert.clone()));
+        }
         Ok(found)
     }
 
@@ -270,6 +287,11 @@ impl Authenticator {
                 Some(keys) => (keys.name.clone(), keys.verify(key)),
                 None => (String::new(), Err(Rejection::BadApiKey)),
             },
+            // Verified by the TLS handshake against `tls.client_ca`.
+            Credential::Certificate(cert) => {
+                let provider = self.mtls.clone().unwrap_or_default();
+                (provider.clone(), Ok(certificate_identity(cert, provider)))
+            }
         }
     }
 
@@ -350,6 +372,7 @@ impl Authenticator {
 enum Credential<'a> {
     Jwt { provider: usize, token: Cow<'a, str> },
     ApiKey(Cow<'a, str>),
+    Certificate(Arc<ClientCert>),
 }
 
 impl Credential<'_> {
@@ -357,8 +380,22 @@ impl Credential<'_> {
         match self {
             Self::Jwt { provider, token } => Credential::Jwt { provider, token: Cow::Owned(token.into_owned()) },
             Self::ApiKey(key) => Credential::ApiKey(Cow::Owned(key.into_owned())),
+            Self::Certificate(cert) => Credential::Certificate(cert),
         }
     }
+}
+
+/// A verified client certificate as a caller: its common name (else its
+/// subject) is the consumer; `subject`, `cn` and `alt_names` are claims
+/// policies can require.
+fn certificate_identity(cert: &ClientCert, provider: String) -> Identity {
+    let mut claims = serde_json::Map::new();
+    claims.insert("subject".into(), cert.subject.clone().into());
+    if let Some(cn) = &cert.common_name {
+        claims.insert("cn".into(), cn.clone().into());
+    }
+    claims.insert("alt_names".into(), cert.alt_names.clone().into());
+    Identity { consumer: cert.consumer().to_owned(), provider, scopes: Vec::new(), claims, token: None }
 }
 
 /// More than one credential where one is expected: refused, never resolved
@@ -398,15 +435,18 @@ pub(crate) fn single_query_param<'a>(query: &'a str, name: &str) -> Result<Optio
     Ok(Some(Cow::Owned(decoded)))
 }
 
+/// One connection's authentication layer: `client_cert` is the
+/// certificate its TLS handshake verified, if any.
 #[derive(Clone)]
 pub struct AuthLayer {
     auth: Arc<Authenticator>,
     metrics: Arc<Metrics>,
+    client_cert: Option<Arc<ClientCert>>,
 }
 
 impl AuthLayer {
-    pub fn new(auth: Arc<Authenticator>, metrics: Arc<Metrics>) -> Self {
-        Self { auth, metrics }
+    pub fn new(auth: Arc<Authenticator>, metrics: Arc<Metrics>, client_cert: Option<Arc<ClientCert>>) -> Self {
+        Self { auth, metrics, client_cert }
     }
 }
 
@@ -414,7 +454,7 @@ impl<S> Layer<S> for AuthLayer {
     type Service = Auth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Auth { auth: self.auth.clone(), metrics: self.metrics.clone(), inner }
+        Auth { auth: self.auth.clone(), metrics: self.metrics.clone(), client_cert: self.client_cert.clone(), inner }
     }
 }
 
@@ -422,6 +462,7 @@ impl<S> Layer<S> for AuthLayer {
 pub struct Auth<S> {
     auth: Arc<Authenticator>,
     metrics: Arc<Metrics>,
+    client_cert: Option<Arc<ClientCert>>,
     inner: S,
 }
 
@@ -461,7 +502,7 @@ where
         };
         // For log fields: the route's name without copying it.
         let matched_route = matched.route.clone();
-        let credential = match auth.credential(req.headers(), req.uri()) {
+        let credential = match auth.credential(req.headers(), req.uri(), self.client_cert.as_ref()) {
             Ok(credential) => credential.map(Credential::into_owned),
             // Refused on public routes too: which of two credentials
             // counts is never guessed.

@@ -19,6 +19,7 @@ pub mod secret;
 pub mod selector;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 pub mod values;
 
 pub use self::selector::{RouteFacts, RouteSelector};
@@ -71,6 +72,11 @@ pub struct Config {
     pub compositions: Vec<compositions::Composition>,
     /// `cors:` — which browser origins may call; `None`: CORS is off.
     pub cors: Option<cors::CorsConfig>,
+    /// `tls:` — the public listener speaks TLS; `None`: h2c and HTTP/1.1.
+    pub tls: Option<tls::TlsConfig>,
+    /// `upstream_tls:` — private CAs and client certificates for `https://`
+    /// upstreams.
+    pub upstream_tls: Vec<tls::UpstreamTlsConfig>,
 }
 
 /// Settings of one URL version (`versions.v2`).
@@ -241,6 +247,8 @@ impl Default for Config {
             rate_limits: Default::default(),
             compositions: Vec::new(),
             cors: None,
+            tls: None,
+            upstream_tls: Vec::new(),
         }
     }
 }

@@ -13,7 +13,6 @@ pub mod reload;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{Request, Response};
@@ -22,7 +21,7 @@ use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder};
 
 use self::connection::Timeouts;
-use self::listener::{accept_loop, Drain};
+use self::listener::{accept_loop, Drain, Peer};
 use self::load::Loader;
 use self::readiness::Readiness;
 use self::reload::Reloader;
@@ -39,6 +38,8 @@ use crate::metrics::Metrics;
 use crate::proxy::metadata::MetadataRules;
 use crate::proxy::{Ending, Handler};
 use crate::ratelimit::{RateLimitLayer, RateLimiter};
+use crate::tls::ServerTls;
+use crate::upstream::Upstreams;
 
 /// A loaded gateway: config, upstream channels and the live catalog.
 #[derive(Clone)]
@@ -66,6 +67,9 @@ pub struct Gateway {
     readiness: Arc<Readiness>,
     /// `cors`, compiled; `None`: CORS is off.
     cors: Option<Arc<CorsRules>>,
+    /// `tls`: the listener's certificate, re-read when its files change;
+    /// `None`: h2c and HTTP/1.1 in clear.
+    tls: Option<Arc<ServerTls>>,
 }
 
 impl Gateway {
@@ -76,6 +80,7 @@ impl Gateway {
     pub fn load(config: Config) -> Result<Self, LoadError> {
         let loader = Loader::new(Arc::new(config))?;
         let config = loader.config.clone();
+        let tls = loader.tls.clone();
         let auth = loader.features.auth.clone();
         let cors = loader.features.cors.clone();
         let metadata = MetadataRules::new(&config.forward_headers).with_identity(auth.forwarding().clone());
@@ -102,6 +107,7 @@ impl Gateway {
             max_in_flight: config.limits.max_concurrent_requests,
             readiness,
             cors,
+            tls,
         })
     }
 
@@ -157,18 +163,26 @@ impl Gateway {
         let watcher = tokio::spawn(self.reloader.clone().watch(async move {
             let _ = watching.await;
         }));
+        let (stop_polling, polling) = tokio::sync::oneshot::channel::<()>();
+        let poller = tokio::spawn(watch_tls(self.tls.clone(), self.reloader.upstreams().clone(), async move {
+            let _ = polling.await;
+        }));
         let this = self.clone();
         let result =
-            accept_loop(listener, self.timeouts, self.drain.clone(), shutdown, move |peer| this.pipeline(peer)).await;
+            accept_loop(listener, self.tls.clone(), self.timeouts, self.drain.clone(), shutdown, move |peer| {
+                this.pipeline(peer)
+            })
+            .await;
         let _ = stop_watching.send(());
-        let _ = watcher.await;
+        let _ = stop_polling.send(());
+        let _ = tokio::join!(watcher, poller);
         result
     }
 
     /// The request path of one connection, outermost layer first.
     pub fn pipeline(
         &self,
-        peer: SocketAddr,
+        peer: Peer,
     ) -> impl Service<
         Request<Incoming>,
         Response = Response<Body>,
@@ -191,7 +205,7 @@ impl Gateway {
                     access: self.access_log,
                     max_in_flight: self.max_in_flight,
                     max_header_bytes: self.timeouts.max_header_bytes,
-                    peer: Arc::from(peer.to_string()),
+                    peer: Arc::from(peer.addr.to_string()),
                 },
             ))
             // Before the route match, so a preflight is answered before its
@@ -202,17 +216,43 @@ impl Gateway {
             .layer(RouteMatchLayer)
             // After the match (policies are per route), before any body is
             // read: 401/403 cost no JSON parsing.
-            .layer(AuthLayer::new(self.auth.clone(), self.metrics.clone()))
+            .layer(AuthLayer::new(self.auth.clone(), self.metrics.clone(), peer.client_cert))
             // After authentication (key `consumer`), before any body is read:
             // a refused request costs no JSON parsing and no upstream call.
-            .layer(RateLimitLayer::new(self.ratelimit.clone(), peer))
+            .layer(RateLimitLayer::new(self.ratelimit.clone(), peer.addr))
             // Innermost: body, transcoding, the upstream call (unary, a
             // stream over HTTP or a WebSocket session).
             .service(Handler::new(
                 self.metadata.clone(),
-                peer.ip(),
+                peer.addr.ip(),
                 Ending::new(self.drain.streams.subscribe()),
                 self.metrics.clone(),
             ))
+    }
+}
+
+/// Re-reads the listener's and the upstreams' TLS files every
+/// [`crate::tls::POLL`] until `shutdown`; a bad change is logged by the
+/// files' watcher and changes nothing.
+async fn watch_tls(server: Option<Arc<ServerTls>>, upstreams: Upstreams, shutdown: impl Future<Output = ()>) {
+    if server.is_none() && !upstreams.has_tls_files() {
+        return shutdown.await;
+    }
+    let mut poll = tokio::time::interval(crate::tls::POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = poll.tick() => {}
+        }
+        let (server, upstreams) = (server.clone(), upstreams.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(server) = &server {
+                server.refresh();
+            }
+            upstreams.refresh_tls();
+        })
+        .await;
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Data flows one way, and modules import only downward in this list
 //! (docs/architecture.md):
-//! [`error`], [`config`], [`descriptors`], [`routing`] → [`transcode`] →
+//! [`error`], [`config`], [`descriptors`], [`routing`], [`tls`] → [`transcode`] →
 //! [`telemetry`] (trace context, spans, OTLP export) → [`upstream`] →
 //! [`catalog`] → [`http`] (what every layer shares, and the
 //! one respond layer) → the features ([`auth`], [`ratelimit`]) → [`proxy`]
@@ -28,6 +28,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod routing;
 pub mod telemetry;
+pub mod tls;
 pub mod transcode;
 pub mod upstream;
 

@@ -8,6 +8,7 @@
 //! `grpc-trailer-*`) and what streaming routes will need later.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -19,12 +20,14 @@ use prost_reflect::DynamicMessage;
 use tokio::time::Instant;
 use tonic::body::Body;
 use tonic::metadata::MetadataMap;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
 
+use crate::config::tls::UpstreamTlsConfig;
 use crate::config::Config;
 use crate::error::{Fault, GatewayError};
 use crate::telemetry::CallSpan;
+use crate::tls::{TlsError, Watched};
 use crate::transcode::DynamicCodec;
 
 /// One backend address with its connection pool.
@@ -34,13 +37,24 @@ pub struct Upstream {
     /// `url` as configured (no `/` path added): the upstream's label in
     /// metrics and logs.
     pub label: Arc<str>,
-    channel: Channel,
+    channel: Transport,
+}
+
+/// The channel, fixed, or rebuilt when its `upstream_tls` files change
+/// (calls in flight finish on the channel they started on).
+#[derive(Debug, Clone)]
+enum Transport {
+    Fixed(Channel),
+    Watched(Arc<Watched<Channel>>),
 }
 
 impl Upstream {
     /// The pooled channel, for calls other than transcoded ones (reflection).
     pub fn channel(&self) -> Channel {
-        self.channel.clone()
+        match &self.channel {
+            Transport::Fixed(channel) => channel.clone(),
+            Transport::Watched(watched) => Channel::clone(&watched.current()),
+        }
     }
 }
 
@@ -53,25 +67,42 @@ pub struct UpstreamError {
 
 impl Upstream {
     /// Creates the channel; it connects lazily, so an upstream that is down at
-    /// load time only fails the requests sent to it (503).
-    pub fn new(url: &Uri) -> Result<Self, UpstreamError> {
+    /// load time only fails the requests sent to it (503). An `https://`
+    /// upstream verifies its backend with the web PKI roots, or as `tls`
+    /// says (its files are read now, and again by [`Upstreams::refresh_tls`]).
+    pub fn new(url: &Uri, tls: Option<&UpstreamTlsConfig>) -> Result<Self, UpstreamError> {
         let error = |reason: String| UpstreamError { url: url.to_string(), reason };
-        let mut endpoint = Endpoint::from(url.clone())
+        let endpoint = Endpoint::from(url.clone())
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(false)
             .initial_stream_window_size(Some(1 << 20))
             .initial_connection_window_size(Some(8 << 20))
             .connect_timeout(Duration::from_secs(5));
-        if url.scheme_str() == Some("https") {
-            endpoint =
-                endpoint.tls_config(ClientTlsConfig::new().with_webpki_roots()).map_err(|e| error(e.to_string()))?;
-        }
-        Ok(Self {
-            url: url.clone(),
-            label: Arc::from(url.to_string().trim_end_matches('/')),
-            channel: endpoint.connect_lazy(),
-        })
+        let channel = match (url.scheme_str(), tls) {
+            (Some("https"), Some(tls)) => {
+                let tls = tls.clone();
+                let paths = tls.files().map(Path::to_path_buf).collect();
+                let watched = Watched::new("upstream TLS", paths, move |contents| {
+                    let config = client_tls(&tls, contents)?;
+                    let endpoint = endpoint.clone().tls_config(config).map_err(|err| TlsError {
+                        path: tls.files().next().map(|p| p.display().to_string()).unwrap_or_default(),
+                        reason: err.to_string(),
+                    })?;
+                    Ok(endpoint.connect_lazy())
+                })
+                .map_err(|err| error(err.to_string()))?;
+                Transport::Watched(Arc::new(watched))
+            }
+            (Some("https"), None) => Transport::Fixed(
+                endpoint
+                    .tls_config(ClientTlsConfig::new().with_webpki_roots())
+                    .map_err(|e| error(e.to_string()))?
+                    .connect_lazy(),
+            ),
+            _ => Transport::Fixed(endpoint.connect_lazy()),
+        };
+        Ok(Self { url: url.clone(), label: Arc::from(url.to_string().trim_end_matches('/')), channel })
     }
 
     /// Sends one request message and reads one response message.
@@ -88,7 +119,7 @@ impl Upstream {
         let mut request = tonic::Request::from_parts(metadata, Default::default(), message);
         request.set_timeout(timeout);
         let call = async {
-            let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+            let mut grpc = tonic::client::Grpc::new(self.channel());
             grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
             let response = grpc.server_streaming(request, path, codec).await?;
             let (headers, mut stream, _) = response.into_parts();
@@ -132,10 +163,9 @@ impl Upstream {
             // The backend's response body goes into the kill switch's slot,
             // so that it can be dropped from outside the call.
             let slot = kill.clone();
-            let channel =
-                tower::ServiceExt::map_response(self.channel.clone(), move |response: http::Response<Body>| {
-                    response.map(|body| slot.hold(body))
-                });
+            let channel = tower::ServiceExt::map_response(self.channel(), move |response: http::Response<Body>| {
+                response.map(|body| slot.hold(body))
+            });
             let mut grpc = tonic::client::Grpc::new(channel);
             grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
             grpc.streaming(request, path, codec).await
@@ -317,43 +347,61 @@ pub struct UnaryReply {
     pub trailers: MetadataMap,
 }
 
-/// The `--upstream` rules and version upstreams with their channels; one
-/// channel per distinct URL.
+/// The `--upstream` rules and version upstreams with their channels: one
+/// channel per distinct URL and, for an `https://` URL, per `upstream_tls`
+/// entry that may apply to it.
 #[derive(Debug, Clone, Default)]
 pub struct Upstreams {
-    rules: Vec<(String, Arc<Upstream>)>,
-    versions: HashMap<String, Arc<Upstream>>,
+    /// Pattern → URL (as a channel key).
+    rules: Vec<(String, String)>,
+    /// Version → URL.
+    versions: HashMap<String, String>,
     /// `descriptors.reflection` sources by URL: they serve what they list.
     reflection: Vec<(String, Arc<Upstream>)>,
+    /// The `upstream_tls` patterns, in config order.
+    tls: Vec<String>,
+    /// (URL, `upstream_tls` entry) → channel.
+    channels: HashMap<(String, Option<usize>), Arc<Upstream>>,
 }
 
 impl Upstreams {
     pub fn new(config: &Config) -> Result<Self, UpstreamError> {
-        let mut by_url: HashMap<String, Arc<Upstream>> = HashMap::new();
-        let mut channel = |url: &Uri| -> Result<Arc<Upstream>, UpstreamError> {
+        let tls: Vec<String> = config.upstream_tls.iter().map(|entry| entry.pattern.clone()).collect();
+        let mut channels = HashMap::new();
+        let mut add = |url: &Uri| -> Result<String, UpstreamError> {
             let key = url.to_string();
-            if let Some(upstream) = by_url.get(&key) {
-                return Ok(upstream.clone());
+            if channels.contains_key(&(key.clone(), None)) {
+                return Ok(key);
             }
-            let upstream = Arc::new(Upstream::new(url)?);
-            by_url.insert(key, upstream.clone());
-            Ok(upstream)
+            channels.insert((key.clone(), None), Arc::new(Upstream::new(url, None)?));
+            if url.scheme_str() == Some("https") {
+                for (index, entry) in config.upstream_tls.iter().enumerate() {
+                    channels.insert((key.clone(), Some(index)), Arc::new(Upstream::new(url, Some(entry))?));
+                }
+            }
+            Ok(key)
         };
         let mut rules = Vec::with_capacity(config.upstreams.len());
         for rule in &config.upstreams {
-            rules.push((rule.pattern.clone(), channel(&rule.url)?));
+            rules.push((rule.pattern.clone(), add(&rule.url)?));
         }
         let mut versions = HashMap::new();
         for (name, version) in &config.versions {
             if let Some(url) = &version.upstream {
-                versions.insert(name.clone(), channel(url)?);
+                versions.insert(name.clone(), add(url)?);
             }
         }
-        let mut reflection = Vec::with_capacity(config.reflection.len());
+        let mut reflection_urls = Vec::with_capacity(config.reflection.len());
         for url in &config.reflection {
-            reflection.push((url.to_string(), channel(url)?));
+            reflection_urls.push(add(url)?);
         }
-        Ok(Self { rules, versions, reflection })
+        let mut this = Self { rules, versions, reflection: Vec::new(), tls, channels };
+        // A reflection source serves services not known yet: the `*` entry.
+        this.reflection = reflection_urls
+            .into_iter()
+            .filter_map(|url| Some((url.clone(), this.channel(&url, "*")?.clone())))
+            .collect();
+        Ok(this)
     }
 
     /// The reflection sources: (URL, upstream).
@@ -369,18 +417,73 @@ impl Upstreams {
     /// The upstream of a service mounted under `version`: the version's own
     /// upstream if configured, else the service's pattern match.
     pub fn resolve_versioned(&self, service: &str, version: Option<&str>) -> Option<&Arc<Upstream>> {
-        version.and_then(|v| self.versions.get(v)).or_else(|| self.resolve(service))
+        match version.and_then(|v| self.versions.get(v)) {
+            Some(url) => self.channel(url, service),
+            None => self.resolve(service),
+        }
     }
 
     /// The upstream of a fully-qualified service: an exact service pattern
     /// beats the longest matching package prefix, which beats `*`.
     pub fn resolve(&self, service: &str) -> Option<&Arc<Upstream>> {
-        self.rules
-            .iter()
-            .filter_map(|(pattern, upstream)| specificity(pattern, service).map(|s| (s, upstream)))
-            .max_by_key(|(s, _)| *s)
-            .map(|(_, upstream)| upstream)
+        let (_, url) = most_specific(self.rules.iter().map(|(pattern, url)| (pattern.as_str(), url)), service)?;
+        self.channel(url, service)
     }
+
+    /// The channel to `url` for `service`, with the most specific
+    /// `upstream_tls` entry naming it.
+    fn channel(&self, url: &str, service: &str) -> Option<&Arc<Upstream>> {
+        let entry = most_specific(self.tls.iter().enumerate().map(|(i, p)| (p.as_str(), i)), service).map(|(_, i)| i);
+        self.channels.get(&(url.to_owned(), entry)).or_else(|| self.channels.get(&(url.to_owned(), None)))
+    }
+
+    /// Whether any upstream reads TLS files that may change.
+    pub fn has_tls_files(&self) -> bool {
+        self.channels.values().any(|u| matches!(u.channel, Transport::Watched(_)))
+    }
+
+    /// Reads every upstream's TLS files again and rebuilds the channels
+    /// whose files changed (blocking reads: off the request path).
+    pub fn refresh_tls(&self) {
+        for upstream in self.channels.values() {
+            if let Transport::Watched(watched) = &upstream.channel {
+                watched.refresh();
+            }
+        }
+    }
+}
+
+/// The item of the most specific pattern naming `service`.
+fn most_specific<'a, T>(items: impl Iterator<Item = (&'a str, T)>, service: &str) -> Option<(usize, T)> {
+    items.filter_map(|(pattern, item)| specificity(pattern, service).map(|s| (s, item))).max_by_key(|(s, _)| *s)
+}
+
+/// The client side of an `upstream_tls` entry, from its files' contents
+/// (in [`UpstreamTlsConfig::files`] order), checked here so that a bad file
+/// is named.
+fn client_tls(tls: &UpstreamTlsConfig, contents: &[Vec<u8>]) -> Result<ClientTlsConfig, TlsError> {
+    let mut contents = contents.iter();
+    let mut config = ClientTlsConfig::new();
+    match tls.ca.as_deref().zip(contents.next()) {
+        Some((path, pem)) => {
+            crate::tls::roots(path, pem)?;
+            config = config.ca_certificate(Certificate::from_pem(pem));
+        }
+        None => config = config.with_webpki_roots(),
+    }
+    if let (Some(cert), Some(key)) = (tls.cert.as_deref(), tls.key.as_deref()) {
+        let (cert_pem, key_pem) = (contents.next(), contents.next());
+        let (Some(cert_pem), Some(key_pem)) = (cert_pem, key_pem) else {
+            return Err(TlsError { path: cert.display().to_string(), reason: "not read".into() });
+        };
+        crate::tls::certificates(cert, cert_pem)?;
+        crate::tls::private_key(key, key_pem)?;
+        config = config.identity(Identity::from_pem(cert_pem, key_pem));
+    }
+    if let Some(name) = &tls.server_name {
+        config = config.domain_name(name.clone());
+    }
+    Ok(config)
 }
 
 /// How specifically `pattern` names `service`, or `None` if it does not.
@@ -445,5 +548,43 @@ mod tests {
         assert_eq!(port(Some("v2")), Some(2));
         assert_eq!(port(Some("v1")), Some(1));
         assert_eq!(port(None), Some(1));
+    }
+
+    #[tokio::test]
+    async fn the_most_specific_upstream_tls_entry_picks_the_channel() {
+        use crate::config::tls::UpstreamTlsConfig;
+        let dir = tempfile::tempdir().expect("dir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, params.self_signed(&key).expect("ca").pem()).expect("write");
+        let entry = |pattern: &str| UpstreamTlsConfig {
+            pattern: pattern.into(),
+            ca: Some(ca.clone()),
+            cert: None,
+            key: None,
+            server_name: None,
+        };
+        let config = Config {
+            upstreams: vec![rule("*", "https://127.0.0.1:1"), rule("plain", "http://127.0.0.1:2")],
+            upstream_tls: vec![entry("*"), entry("acme.users")],
+            ..Config::default()
+        };
+        let upstreams = Upstreams::new(&config).expect("upstreams");
+        assert!(upstreams.has_tls_files());
+        let users = upstreams.resolve("acme.users.v1.S").expect("users");
+        let orders = upstreams.resolve("acme.orders.v1.S").expect("orders");
+        let other = upstreams.resolve("other.S").expect("other");
+        assert!(!Arc::ptr_eq(users, orders), "acme.users has its own entry");
+        assert!(Arc::ptr_eq(orders, other), "both take the `*` entry");
+        assert_eq!(users.url, orders.url);
+        // A plain-text upstream takes no TLS entry.
+        let plain = upstreams.resolve("plain.S").expect("plain");
+        assert!(matches!(plain.channel, Transport::Fixed(_)));
+        // A bad CA at start names the file.
+        std::fs::write(&ca, "garbage").expect("write");
+        let err = Upstreams::new(&config).expect_err("refused").to_string();
+        assert!(err.contains("ca.pem"), "{err}");
     }
 }

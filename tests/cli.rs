@@ -200,6 +200,18 @@ fn check_names_a_bad_rate_limit_rule_with_its_key_and_line() {
 }
 
 #[test]
+fn check_reads_the_tls_files_and_names_a_bad_one() {
+    let ws = Workspace::new();
+    std::fs::write(ws.cwd.path().join("gw.pem"), "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n").expect("write");
+    std::fs::write(ws.cwd.path().join("gw-key.pem"), "no key here").expect("write");
+    let output = ws.check_config("tls: { cert: gw.pem, key: gw-key.pem }\n");
+    assert_exit(&output, 1);
+    let errors = stderr(&output);
+    assert!(errors.contains("gw.pem") && errors.contains("tls"), "the file is not named: {errors}");
+    assert!(!errors.contains("bm90IGEgY2VydA"), "file contents leaked: {errors}");
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let ws = Workspace::new();
     for args in [&["frobnicate"][..], &["routes", "--no-such-flag"], &["serve", "--listen", "not-an-address"], &[]] {

@@ -49,7 +49,7 @@ fn providers_sharing_a_header_are_picked_by_issuer() {
     let pick = |iss: &str| {
         let mut headers = HeaderMap::new();
         headers.insert("authorization", format!("Bearer {}", token_from(iss)).parse().expect("value"));
-        match auth.credential(&headers, &uri) {
+        match auth.credential(&headers, &uri, None) {
             Ok(Some(Credential::Jwt { provider, .. })) => auth.jwt[provider].name.clone(),
             _ => String::new(),
         }
@@ -70,17 +70,17 @@ fn two_credentials_are_refused_whatever_their_places() {
     ));
     let headers = HeaderMap::new();
     let both: Uri = "/x?key=k1&access_token=t.t.t&page=2".parse().expect("uri");
-    assert!(matches!(auth.credential(&headers, &both), Err(Several)));
+    assert!(matches!(auth.credential(&headers, &both, None), Err(Several)));
     let key_only: Uri = "/x?key=k1".parse().expect("uri");
     assert!(matches!(
-        auth.credential(&headers, &key_only),
+        auth.credential(&headers, &key_only, None),
         Ok(Some(Credential::ApiKey(k))) if k == "k1"
     ));
     let token_only: Uri = "/x?access_token=t.t.t".parse().expect("uri");
-    assert!(matches!(auth.credential(&headers, &token_only), Ok(Some(Credential::Jwt { .. }))));
+    assert!(matches!(auth.credential(&headers, &token_only, None), Ok(Some(Credential::Jwt { .. }))));
     for twice in ["/x?key=k1&key=k1", "/x?access_token=a.b.c&access_token=a.b.c", "/x?key=k1&key="] {
         let uri: Uri = twice.parse().expect("uri");
-        assert!(matches!(auth.credential(&headers, &uri), Err(Several)), "{twice}");
+        assert!(matches!(auth.credential(&headers, &uri, None), Err(Several)), "{twice}");
     }
     assert_eq!(auth.strip_credential_params(&both).map(|u| u.to_string()), Some("/x?page=2".to_string()));
     assert_eq!(auth.strip_credential_params(&key_only).map(|u| u.to_string()), Some("/x".to_string()));
@@ -202,10 +202,11 @@ fn repeated_or_comma_joined_headers_are_several() {
         for (name, value) in pairs {
             headers.append(HeaderName::from_static(name), value.parse().expect("value"));
         }
-        match auth.credential(&headers, &uri) {
+        match auth.credential(&headers, &uri, None) {
             Ok(None) => "none",
             Ok(Some(Credential::Jwt { .. })) => "jwt",
             Ok(Some(Credential::ApiKey(_))) => "key",
+            Ok(Some(Credential::Certificate(_))) => "certificate",
             Err(Several) => "several",
         }
     };
@@ -231,4 +232,40 @@ fn query_params_are_decoded() {
     assert_eq!(one("a=1&k", "k").as_deref(), Some(""));
     assert_eq!(one("ka=1", "k"), None);
     assert_eq!(single_query_param("k=1&k=1", "k"), Err(Several));
+}
+
+#[test]
+fn a_client_certificate_is_a_credential_only_with_auth_mtls_and_never_a_second_one() {
+    let cert = Arc::new(ClientCert {
+        subject: "CN=alice, O=Acme".into(),
+        common_name: Some("alice".into()),
+        alt_names: vec!["alice.acme.test".into()],
+    });
+    let uri: Uri = "/x".parse().expect("uri");
+    let key = |auth: &Authenticator, with_key: bool| {
+        let mut headers = HeaderMap::new();
+        if with_key {
+            headers.insert("x-api-key", "k1".parse().expect("value"));
+        }
+        match auth.credential(&headers, &uri, Some(&cert)) {
+            Ok(None) => "none",
+            Ok(Some(Credential::Certificate(_))) => "certificate",
+            Ok(Some(_)) => "other",
+            Err(Several) => "several",
+        }
+    };
+    let keys = format!("api_keys:\n  keys: [{{ id: svc, sha256: {} }}]\n", hex_sha256("k1"));
+    let without = authenticator(&keys);
+    assert_eq!(key(&without, false), "none");
+    assert_eq!(key(&without, true), "other");
+    let with = authenticator(&format!("mtls: {{ name: corp-ca }}\n{keys}"));
+    assert_eq!(key(&with, false), "certificate");
+    assert_eq!(key(&with, true), "several");
+
+    let identity = certificate_identity(&cert, "corp-ca".into());
+    assert_eq!((identity.consumer.as_str(), identity.provider.as_str()), ("alice", "corp-ca"));
+    assert_eq!(identity.claims["subject"], "CN=alice, O=Acme");
+    assert_eq!(identity.claims["alt_names"][0], "alice.acme.test");
+    let anonymous = ClientCert { subject: "O=Acme, OU=Robots".into(), common_name: None, alt_names: Vec::new() };
+    assert_eq!(certificate_identity(&anonymous, "corp-ca".into()).consumer, "O=Acme, OU=Robots");
 }

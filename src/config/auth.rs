@@ -33,6 +33,9 @@ pub struct AuthConfig {
     /// API keys, looked for after every JWT provider.
     #[serde(default)]
     pub api_keys: Option<ApiKeysConfig>,
+    /// Verified client certificates (`tls.client_ca`) as credentials.
+    #[serde(default)]
+    pub mtls: Option<MtlsConfig>,
     /// Claims sent to the backend as metadata.
     #[serde(default)]
     pub forward_claims: Vec<ForwardClaim>,
@@ -49,7 +52,7 @@ pub struct AuthConfig {
 impl AuthConfig {
     /// Whether any credential can be accepted at all.
     pub fn has_providers(&self) -> bool {
-        !self.jwt.is_empty() || self.api_keys.is_some()
+        !self.jwt.is_empty() || self.api_keys.is_some() || self.mtls.is_some()
     }
 
     pub fn forwards_token(&self) -> bool {
@@ -57,10 +60,11 @@ impl AuthConfig {
     }
 
     /// The names policies may list: every JWT provider's, then the API
-    /// keys'.
+    /// keys', then the client certificates'.
     pub fn provider_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.jwt.iter().map(|p| p.name.as_str()).collect();
         names.extend(self.api_keys.iter().map(|k| k.name.as_str()));
+        names.extend(self.mtls.iter().map(|m| m.name.as_str()));
         names
     }
 }
@@ -155,6 +159,21 @@ fn default_api_key_name() -> String {
 
 fn default_api_key_header() -> String {
     "x-api-key".into()
+}
+
+/// `auth.mtls:` — the verified client certificate of the connection is the
+/// credential: its subject's common name (or, without one, the whole
+/// subject) is the consumer.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsConfig {
+    /// Provider name for `x-auth-provider` and policies (default `mtls`).
+    #[serde(default = "default_mtls_name", deserialize_with = "provider_name")]
+    pub name: String,
+}
+
+fn default_mtls_name() -> String {
+    "mtls".into()
 }
 
 /// One API key: its id and the hex SHA-256 digest of the key itself.
@@ -382,6 +401,18 @@ impl AuthConfig {
                         .index(index)
                         .key("name")
                         .problem(format!("provider name {:?} is used by auth.jwt[{first}] too", provider.name)),
+                );
+            }
+        }
+        if let Some(mtls) = &self.mtls {
+            let others: Vec<&str> =
+                self.jwt.iter().map(|p| p.name.as_str()).chain(self.api_keys.iter().map(|k| k.name.as_str())).collect();
+            if others.contains(&mtls.name.as_str()) {
+                return Some(
+                    KeyPath::new()
+                        .key("mtls")
+                        .key("name")
+                        .problem(format!("provider name {:?} is used by another provider too", mtls.name)),
                 );
             }
         }

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 use http::HeaderName;
 use serde::de::value::MapAccessDeserializer;
@@ -23,8 +23,8 @@ use super::check::{Check, Checked, KeyPath, Problem};
 use super::compositions::{self, CompositionsSection};
 use super::selector::SelectorRaw;
 use super::values::{
-    parse_forward_header, parse_upstream_pattern, Addr, DateValue, DurationValue, LogLevel, PathText, PeriodValue,
-    SizeValue, Threads, UpstreamUrl, VersionName,
+    parse_forward_header, parse_upstream_pattern, relative_to, Addr, DateValue, DurationValue, LogLevel, PathText,
+    PeriodValue, SizeValue, Threads, UpstreamUrl, VersionName,
 };
 use super::{Config, Deprecation, JsonOptions, LogFormat, RouteOverride, Strictness, UpstreamRule, VersionConfig};
 
@@ -49,6 +49,8 @@ pub(super) struct FileConfig {
     rate_limits: Option<super::rate_limits::RateLimitsConfig>,
     compositions: Option<CompositionsSection>,
     cors: Option<super::cors::CorsSection>,
+    tls: Option<Checked<super::tls::TlsSection>>,
+    upstream_tls: Option<Vec<Checked<super::tls::UpstreamTlsRaw>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -362,11 +364,31 @@ impl FileConfig {
         if let Some(problem) = self.cors.as_ref().and_then(|cors| cors.problem()) {
             return Some(problem.under("cors"));
         }
+        if let Some(problem) = self.tls_problem() {
+            return Some(problem);
+        }
         let compositions = self.compositions.as_ref().map_or(&[][..], |c| c.0.as_slice());
         if let Some(problem) = compositions::problem(compositions) {
             return Some(problem.under("compositions"));
         }
         self.composition_selector_problem(compositions)
+    }
+
+    /// A duplicate `upstream_tls` pattern, or `auth.mtls` without client
+    /// certificates to read identities from.
+    fn tls_problem(&self) -> Option<Problem> {
+        let entries: Vec<_> = self.upstream_tls.iter().flatten().map(|Checked(e)| e).collect();
+        if let Some(problem) = super::tls::duplicate_pattern(&entries) {
+            return Some(problem.under("upstream_tls"));
+        }
+        let mtls = self.auth.as_ref().is_some_and(|auth| auth.mtls.is_some());
+        let client_ca = self.tls.as_ref().is_some_and(|Checked(tls)| tls.asks_clients());
+        (mtls && !client_ca).then(|| {
+            KeyPath::new()
+                .key("auth")
+                .key("mtls")
+                .problem("needs `tls.client_ca`: identities come from verified client certificates")
+        })
     }
 
     /// The first selector whose `composition` names none of the file's.
@@ -497,6 +519,9 @@ impl FileConfig {
             config.compositions = compositions;
         }
         config.cors = self.cors.map(super::cors::CorsSection::resolve);
+        config.tls = self.tls.map(|Checked(tls)| tls.resolve(base));
+        config.upstream_tls =
+            self.upstream_tls.unwrap_or_default().into_iter().map(|Checked(entry)| entry.resolve(base)).collect();
         for (VersionName(name), version) in self.versions.unwrap_or_default() {
             let deprecated = version
                 .deprecated
@@ -550,24 +575,5 @@ impl OverrideRaw {
             max_body: self.max_body.map(|v| v.0),
             stream_idle_timeout: self.stream_idle_timeout.map(|v| v.0),
         }
-    }
-}
-
-/// `base/path` for a relative `path`, without the `./` noise that a plain
-/// `join` would keep (`/etc/pg/./descriptors`).
-pub(super) fn relative_to(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        return path.to_path_buf();
-    }
-    let mut out = base.to_path_buf();
-    for component in path.components() {
-        if component != Component::CurDir {
-            out.push(component);
-        }
-    }
-    if out.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        out
     }
 }

@@ -1537,3 +1537,62 @@ fn http2_limits_are_read_checked_and_default() {
         assert_rejected(text, key, problem, *line);
     }
 }
+
+#[test]
+fn tls_sections_are_read_with_paths_from_the_file_folder() {
+    let config = parse_ok(
+        "tls: { cert: certs/gw.pem, key: /secrets/gw.key, client_ca: ca.pem, client_auth: optional }
+upstream_tls:
+  - { match: \"*\", ca: ca.pem }
+  - { match: acme.users.v1, cert: u.pem, key: u.key, server_name: users.internal }
+auth: { mtls: {} }
+",
+    );
+    let tls = config.tls.expect("tls");
+    assert_eq!(tls.cert, Path::new("conf/certs/gw.pem"));
+    assert_eq!(tls.key, Path::new("/secrets/gw.key"));
+    assert_eq!(tls.client_ca.as_deref(), Some(Path::new("conf/ca.pem")));
+    assert_eq!(tls.client_auth, tls::ClientAuth::Optional);
+    assert_eq!(config.upstream_tls.len(), 2);
+    let users = &config.upstream_tls[1];
+    assert_eq!(users.pattern, "acme.users.v1");
+    assert_eq!(users.files().collect::<Vec<_>>(), [Path::new("conf/u.pem"), Path::new("conf/u.key")]);
+    assert_eq!(users.server_name.as_deref(), Some("users.internal"));
+    assert_eq!(config.auth.mtls.expect("mtls").name, "mtls");
+    let required = parse_ok("tls: { cert: a.pem, key: a.key, client_ca: ca.pem }\n").tls.expect("tls");
+    assert_eq!(required.client_auth, tls::ClientAuth::Required);
+}
+
+#[test]
+fn tls_sections_are_checked() {
+    assert_rejected("tls:\n  cert: a.pem\n", "tls", "both `cert` and `key`", 2);
+    assert_rejected("tls:\n  cert: a.pem\n  key: a.key\n  client_auth: optional\n", "tls", "needs `client_ca`", 2);
+    assert_rejected("tls: { cert: a, key: b, client_auth: sometimes }\n", "tls.client_auth", "sometimes", 1);
+    assert_rejected("upstream_tls:\n  - { match: \"acme users\", ca: a.pem }\n", "upstream_tls[0].match", "pattern", 2);
+    assert_rejected(
+        "upstream_tls:\n  - { match: \"*\", cert: a.pem }\n",
+        "upstream_tls[0]",
+        "both `cert` and `key`",
+        2,
+    );
+    assert_rejected("upstream_tls:\n  - { match: \"*\" }\n", "upstream_tls[0]", "changes nothing", 2);
+    assert_rejected(
+        "upstream_tls:\n  - { match: \"*\", server_name: \"bad name!\" }\n",
+        "upstream_tls[0].server_name",
+        "neither a DNS name",
+        2,
+    );
+    assert_rejected(
+        "upstream_tls:\n  - { match: acme, ca: a.pem }\n  - { match: acme, ca: b.pem }\n",
+        "upstream_tls[1].match",
+        "one entry per pattern",
+        3,
+    );
+    assert_rejected("auth:\n  mtls: {}\n", "auth.mtls", "tls.client_ca", 2);
+    assert_rejected(
+        "tls: { cert: a, key: b, client_ca: c }\nauth:\n  api_keys: { name: corp, keys: [] }\n  mtls: { name: corp }\n",
+        "auth.mtls.name",
+        "used by another provider",
+        4,
+    );
+}

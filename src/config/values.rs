@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use http::uri::{Scheme, Uri};
@@ -570,4 +571,23 @@ pub fn parse_date(text: &str) -> Result<std::time::SystemTime, String> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     Ok(std::time::UNIX_EPOCH + std::time::Duration::from_secs(days as u64 * 86_400))
+}
+
+/// `base/path` for a relative `path`, without the `./` noise that a plain
+/// `join` would keep (`/etc/pg/./descriptors`).
+pub(super) fn relative_to(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    let mut out = base.to_path_buf();
+    for component in path.components() {
+        if component != Component::CurDir {
+            out.push(component);
+        }
+    }
+    if out.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        out
+    }
 }

@@ -36,7 +36,7 @@ pub async fn serve(
     let timeouts = gateway.timeouts();
     let drain = Drain::new(gateway.shutdown_timeout());
     let router = router(gateway);
-    accept_loop(listener, timeouts, drain, shutdown, move |_peer| router.clone()).await
+    accept_loop(listener, None, timeouts, drain, shutdown, move |_peer| router.clone()).await
 }
 
 /// The admin endpoints, apart from any socket so tests can drive them

@@ -1,5 +1,6 @@
 //! The listeners: accept connections, serve each over HTTP/1.1 or HTTP/2
-//! (h2c), drain on shutdown. Knows nothing of what it serves.
+//! (h2c, or TLS with ALPN), drain on shutdown. Knows nothing of what it
+//! serves.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,6 +13,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::Service;
@@ -20,6 +22,7 @@ use super::connection::{self, Closed, Sniff, State, Timeouts, Tracked};
 use super::refusal::Refusals;
 use crate::http::body::BoxError;
 use crate::http::respond::MAX_TARGET;
+use crate::tls::{ClientCert, ServerTls};
 
 /// How long streams still open when the drain deadline passes get to write
 /// their last record before their connections are dropped.
@@ -43,17 +46,28 @@ impl Drain {
     }
 }
 
+/// Who is at the other end of a connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The certificate the client presented and `tls.client_ca` verified.
+    pub client_cert: Option<Arc<ClientCert>>,
+}
+
 /// Accepts connections on `listener` until `shutdown`, serving each with the
-/// service `make(peer)` over HTTP/1.1 or HTTP/2 (h2c), then drains. Every
-/// connection is held to `timeouts` (see [`connection`]).
-pub async fn accept_loop<S, B>(
+/// service `make(peer)` over HTTP/1.1 or HTTP/2 (h2c, or ALPN over `tls`),
+/// then drains. Every connection is held to `timeouts` (see
+/// [`connection`]).
+pub async fn accept_loop<M, S, B>(
     listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
     timeouts: Timeouts,
     drain: Drain,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    make: impl Fn(SocketAddr) -> S,
+    make: M,
 ) -> std::io::Result<()>
 where
+    M: Fn(Peer) -> S + Send + Sync + 'static,
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: http_body::Body + Send + 'static,
@@ -78,11 +92,13 @@ where
         .max_concurrent_streams(timeouts.http2_max_concurrent_streams)
         .keep_alive_interval(timeouts.http2_keep_alive_interval)
         .keep_alive_timeout(timeouts.http2_keep_alive_timeout);
+    let builder = Arc::new(builder);
+    let make = Arc::new(make);
     // Every connection holds a receiver; the drain ends when all are gone.
     let (shutting_down, shutdown_seen) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
@@ -96,26 +112,29 @@ where
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let state = State::new();
-        // hyper's own bare HTTP/1 refusals (400, 414, 431) leave in the envelope.
-        let io = TokioIo::new(Sniff::new(Refusals::new(stream), state.clone()));
-        let service = TowerToHyperService::new(Tracked::new(make(peer), state.clone()));
-        let conn = builder.serve_connection_with_upgrades(io, service).into_owned();
-        let mut shutdown_seen = shutdown_seen.clone();
+        // The header-read deadline runs from here: a TLS handshake counts.
+        let conn = Connection {
+            builder: builder.clone(),
+            make: make.clone(),
+            state: State::new(),
+            timeouts,
+            shutdown_seen: shutdown_seen.clone(),
+        };
+        let Some(tls) = tls.clone() else {
+            tokio::spawn(conn.serve(stream, Peer { addr, client_cert: None }));
+            continue;
+        };
         tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = shutdown_seen.wait_for(|stop| *stop).await;
-            };
-            let graceful = |conn: std::pin::Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(conn);
-            match connection::watch(conn, graceful, &state, timeouts, shutdown).await {
-                (Closed::Ended, Some(Err(err))) => {
-                    tracing::debug!(error = %err, %peer, "connection ended with an error")
+            match tokio::time::timeout(timeouts.header_read, crate::tls::acceptor(&tls).accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let client_cert = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first());
+                    let client_cert = client_cert.and_then(|leaf| ClientCert::parse(leaf)).map(Arc::new);
+                    conn.serve(stream, Peer { addr, client_cert }).await;
                 }
-                (Closed::Ended, _) => {}
-                (Closed::Silent, _) => {
-                    tracing::debug!(%peer, "connection closed: no request within the header-read timeout")
+                Ok(Err(err)) => tracing::debug!(error = %err, peer = %addr, "TLS handshake failed"),
+                Err(_) => {
+                    tracing::debug!(peer = %addr, "connection closed: no TLS handshake within the header-read timeout")
                 }
-                (Closed::Forced, _) => tracing::debug!(%peer, "connection closed: it did not finish closing in time"),
             }
         });
     }
@@ -137,4 +156,49 @@ where
         let _ = tokio::time::timeout(LAST_WORDS, drained).await;
     }
     Ok(())
+}
+
+/// One accepted connection, ready to be served once its transport is.
+struct Connection<M> {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    make: Arc<M>,
+    state: Arc<State>,
+    timeouts: Timeouts,
+    shutdown_seen: watch::Receiver<bool>,
+}
+
+impl<M> Connection<M> {
+    async fn serve<I, S, B>(self, io: I, peer: Peer)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        M: Fn(Peer) -> S,
+        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let Self { builder, make, state, timeouts, mut shutdown_seen } = self;
+        let addr = peer.addr;
+        // hyper's own bare HTTP/1 refusals (400, 414, 431) leave in the envelope.
+        let io = TokioIo::new(Sniff::new(Refusals::new(io), state.clone()));
+        let service = TowerToHyperService::new(Tracked::new(make(peer), state.clone()));
+        let conn = builder.serve_connection_with_upgrades(io, service);
+        let shutdown = async move {
+            let _ = shutdown_seen.wait_for(|stop| *stop).await;
+        };
+        let graceful = |conn: std::pin::Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(conn);
+        match connection::watch(conn, graceful, &state, timeouts, shutdown).await {
+            (Closed::Ended, Some(Err(err))) => {
+                tracing::debug!(error = %err, peer = %addr, "connection ended with an error")
+            }
+            (Closed::Ended, _) => {}
+            (Closed::Silent, _) => {
+                tracing::debug!(peer = %addr, "connection closed: no request within the header-read timeout")
+            }
+            (Closed::Forced, _) => {
+                tracing::debug!(peer = %addr, "connection closed: it did not finish closing in time")
+            }
+        }
+    }
 }

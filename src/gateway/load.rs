@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::descriptors::reflection;
 use crate::http::cors::CorsRules;
 use crate::ratelimit::rule::{self, RuleSet};
+use crate::tls::ServerTls;
 use crate::upstream::Upstreams;
 
 /// How long one round of reflection calls may take.
@@ -68,15 +69,23 @@ pub struct Loader {
     pub config: Arc<Config>,
     pub upstreams: Upstreams,
     pub features: Arc<Features>,
+    /// The listener's TLS (`tls`), its files read and checked.
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 impl Loader {
     /// Checks what the config alone can be wrong about. Must run inside a
     /// tokio runtime (upstream channels spawn their workers).
     pub fn new(config: Arc<Config>) -> Result<Self, LoadError> {
+        let tls = config
+            .tls
+            .as_ref()
+            .map(crate::tls::server)
+            .transpose()
+            .map_err(|err| LoadError { problems: vec![format!("tls: {err}")] })?;
         let upstreams = Upstreams::new(&config)?;
         let features = Arc::new(Features::compile(&config)?);
-        Ok(Self { config, upstreams, features })
+        Ok(Self { config, upstreams, features, tls: tls.map(Arc::new) })
     }
 
     /// The catalog of the descriptor folder plus `reflected`.

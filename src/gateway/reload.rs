@@ -96,6 +96,11 @@ impl Reloader {
         })
     }
 
+    /// The upstream channels (made once, at start).
+    pub fn upstreams(&self) -> &crate::upstream::Upstreams {
+        &self.loader.upstreams
+    }
+
     pub fn catalog(&self) -> &Arc<ArcSwap<Catalog>> {
         &self.catalog
     }

@@ -53,15 +53,34 @@ impl Backend {
         Self::serve(bind().await, routes, observe)
     }
 
+    /// [`Backend::test_service`] over TLS: `tls` holds its certificate,
+    /// and the CA of client certificates when it asks for them.
+    pub async fn test_service_tls(tls: tonic::transport::ServerTlsConfig) -> Backend {
+        let (routes, observe) = super::test_service::routes(Arc::new(AtomicU64::new(0)));
+        Self::serve_with(bind().await, routes, observe, Some(tls))
+    }
+
     fn serve(listener: TcpListener, routes: Routes, observe: Observe) -> Backend {
+        Self::serve_with(listener, routes, observe, None)
+    }
+
+    fn serve_with(
+        listener: TcpListener,
+        routes: Routes,
+        observe: Observe,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+    ) -> Backend {
         let addr = listener.local_addr().expect("backend local addr");
         let calls = observe.calls.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let server =
-            Server::builder().layer(observe).add_routes(routes).serve_with_incoming_shutdown(incoming, async {
-                let _ = rx.await;
-            });
+        let mut builder = Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).expect("backend TLS config");
+        }
+        let server = builder.layer(observe).add_routes(routes).serve_with_incoming_shutdown(incoming, async {
+            let _ = rx.await;
+        });
         let task = tokio::spawn(server);
         Backend { addr, calls, shutdown: Some(tx), task: Some(task) }
     }
