@@ -129,8 +129,20 @@ impl fmt::Display for PathTemplate {
     }
 }
 
+// Every reason quotes the rule of google/api/http.proto's template grammar
+// it breaks, so that a user can fix the binding without reading the spec:
+//
+//     Template = "/" Segments [ Verb ] ;
+//     Segments = Segment { "/" Segment } ;
+//     Segment  = "*" | "**" | LITERAL | Variable ;
+//     Variable = "{" FieldPath [ "=" Segments ] "}" ;
+//     FieldPath = IDENT { "." IDENT } ;
+//     Verb     = ":" LITERAL ;
+
 fn parse(src: &str) -> Result<PathTemplate, String> {
-    let body = src.strip_prefix('/').ok_or("must start with `/`")?;
+    let body = src.strip_prefix('/').ok_or_else(|| {
+        format!("a path template must start with `/` (http.proto: Template = \"/\" Segments [ Verb ]); write `/{src}`")
+    })?;
     let mut template = PathTemplate { segments: Vec::new(), variables: Vec::new(), verb: None };
     // The grammar wants at least one segment, but `/` alone is a common
     // binding for a root endpoint (Envoy's transcoder accepts it too).
@@ -141,14 +153,21 @@ fn parse(src: &str) -> Result<PathTemplate, String> {
     template.verb = verb;
     loop {
         if let Some(after_brace) = rest.strip_prefix('{') {
-            let close = after_brace.find(['{', '}']).ok_or("unclosed `{`")?;
+            let close = after_brace.find(['{', '}']).ok_or(
+                "unclosed `{`: a variable is `{field}` or `{field=pattern}` (http.proto: Variable = \"{\" FieldPath \
+                 [ \"=\" Segments ] \"}\")",
+            )?;
             if after_brace[close..].starts_with('{') {
-                return Err("variables cannot be nested".into());
+                return Err("variables cannot be nested: after `=` a variable holds only literals, `*` and `**` \
+                            (http.proto: Variable = \"{\" FieldPath [ \"=\" Segments ] \"}\")"
+                    .into());
             }
-            parse_variable(&after_brace[..close], &mut template)?;
+            let inner = &after_brace[..close];
+            parse_variable(inner, &mut template)?;
             rest = &after_brace[close + 1..];
             if !rest.is_empty() && !rest.starts_with('/') {
-                return Err("a variable must be a whole segment".into());
+                let after = rest.split('/').next().unwrap_or(rest);
+                return Err(variable_not_whole(&format!("{{{inner}}}{after}"), after.starts_with(':')));
             }
         } else {
             let end = rest.find('/').unwrap_or(rest.len());
@@ -162,7 +181,9 @@ fn parse(src: &str) -> Result<PathTemplate, String> {
     }
     let last = template.segments.len() - 1;
     if template.segments[..last].contains(&Segment::Multi) {
-        return Err("`**` must be the last segment".into());
+        return Err("`**` must be the last segment: it matches the rest of the path, so nothing can follow it \
+                    (http.proto)"
+            .into());
     }
     Ok(template)
 }
@@ -178,7 +199,9 @@ fn split_verb(body: &str) -> Result<(&str, Option<String>), String> {
     }
     let verb = &body[colon + 1..];
     if verb.is_empty() {
-        return Err("empty verb after `:`".into());
+        return Err("empty verb after `:`: a custom verb is a literal, such as `:cancel` (http.proto: Verb = \":\" \
+                    LITERAL)"
+            .into());
     }
     check_literal(verb, "verb")?;
     Ok((&body[..colon], Some(verb.to_owned())))
@@ -190,14 +213,19 @@ fn parse_variable(inner: &str, template: &mut PathTemplate) -> Result<(), String
         None => (inner, None),
     };
     if path.is_empty() {
-        return Err("variable without a field path".into());
+        return Err("variable without a field path: a variable names the request field it sets, `{field}` or \
+                    `{field=pattern}` (http.proto: Variable = \"{\" FieldPath [ \"=\" Segments ] \"}\")"
+            .into());
     }
     if !path.split('.').all(is_ident) {
-        return Err(format!("invalid field path `{path}`"));
+        return Err(format!(
+            "invalid field path `{path}`: proto field names joined by dots, such as `book.name` (http.proto: \
+             FieldPath = IDENT {{ \".\" IDENT }})"
+        ));
     }
     let field_path: Vec<String> = path.split('.').map(str::to_owned).collect();
     if template.variables.iter().any(|v| v.field_path == field_path) {
-        return Err(format!("variable `{path}` appears twice"));
+        return Err(format!("variable `{path}` appears twice: a field can be bound by one path variable only"));
     }
     let start = template.segments.len();
     match pattern {
@@ -214,11 +242,15 @@ fn parse_variable(inner: &str, template: &mut PathTemplate) -> Result<(), String
 
 fn parse_segment(text: &str) -> Result<Segment, String> {
     match text {
-        "" => Err("empty segment".into()),
+        "" => Err("empty segment (`//`, or `/` at the end): every segment has text (http.proto: Segments = \
+                   Segment { \"/\" Segment })"
+            .into()),
         "*" => Ok(Segment::Single),
         "**" => Ok(Segment::Multi),
-        _ if text.contains('{') => Err("a variable must be a whole segment".into()),
-        _ if text.contains('}') => Err("`}` without `{`".into()),
+        _ if text.contains('{') => Err(variable_not_whole(text, false)),
+        _ if text.contains('}') => Err(format!(
+            "`}}` without `{{` in `{text}` (http.proto: Variable = \"{{\" FieldPath [ \"=\" Segments ] \"}}\")"
+        )),
         _ => {
             check_literal(text, "literal")?;
             Ok(Segment::Literal(text.to_owned()))
@@ -226,11 +258,32 @@ fn parse_segment(text: &str) -> Result<Segment, String> {
     }
 }
 
+/// `segment` holds a variable and more: http.proto's segments are a
+/// variable or a literal, never both. `verb`: what follows the variable is
+/// a `:`, as in grpc-gateway's `{uuid}:custom:custom`.
+fn variable_not_whole(segment: &str, verb: bool) -> String {
+    let rule = "a variable must be a whole segment (http.proto: Segment = \"*\" | \"**\" | LITERAL | Variable)";
+    match verb {
+        true => format!(
+            "{rule}, but `{segment}` follows a variable with `:` in the same segment; only the template's end \
+             may carry one custom verb (Verb = \":\" LITERAL). grpc-gateway accepts this, protogate does not: \
+             give the method a template with a single verb"
+        ),
+        false => format!(
+            "{rule}, but `{segment}` mixes a variable with other text: put the variable in a segment of its own"
+        ),
+    }
+}
+
 /// Literals exclude the grammar's own characters, and `%`: a template names
 /// segments by their decoded text.
 fn check_literal(text: &str, what: &str) -> Result<(), String> {
     match text.chars().find(|&c| c.is_control() || c.is_whitespace() || "/{}*=:?#%".contains(c)) {
-        Some(c) => Err(format!("invalid character {c:?} in {what} `{text}`")),
+        Some(c) => Err(format!(
+            "invalid character {c:?} in {what} `{text}`: a literal has no spaces, controls or any of `/{{}}*=:?#%`, \
+             and names its segment decoded, so no percent-escapes either (http.proto LITERAL; only the template's \
+             end may carry a `:verb`)"
+        )),
         None => Ok(()),
     }
 }

@@ -244,3 +244,21 @@ proptest! {
         let _ = PathTemplate::parse(&shaped);
     }
 }
+
+#[test]
+fn rejections_quote_the_rule_of_http_proto() {
+    for text in
+        ["v1/x", "/v1//x", "/v1/**/x", "/v1/{a={b}}", "/v1/{a", "/v1/{1a}", "/v1/x:", "/v1/{}", "/v1/x{a}", "/v1/a b"]
+    {
+        let reason = reason(text);
+        assert!(reason.contains("(http.proto"), "{text}: {reason}");
+    }
+}
+
+#[test]
+fn a_second_verb_after_a_variable_is_explained() {
+    // grpc-gateway's a_bit_of_everything binds this; http.proto does not.
+    let reason = reason("/v1/example/a_bit_of_everything/{uuid}:custom:custom");
+    assert!(reason.starts_with("a variable must be a whole segment (http.proto"), "{reason}");
+    assert!(reason.contains("`{uuid}:custom`") && reason.contains("grpc-gateway accepts this"), "{reason}");
+}
