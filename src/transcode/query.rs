@@ -61,14 +61,47 @@ impl Leaf {
                 boxed.try_set_field(value, inner).map_err(|e| e.to_string())?;
                 Ok(Value::Message(boxed))
             }
-            Leaf::Text(message) => {
-                let de = serde::de::value::StrDeserializer::<serde::de::value::Error>::new(text);
-                DynamicMessage::deserialize(message.clone(), de)
-                    .map(Value::Message)
-                    .map_err(|e| format!("invalid {} {text:?}: {e}", short_name(message)))
+            Leaf::Text(message) if text.contains('_') && message.full_name() == "google.protobuf.FieldMask" => {
+                field_mask_of_proto_names(message, text)
             }
+            Leaf::Text(message) => json_string(message, text).map(Value::Message),
         }
     }
+}
+
+/// A well-known type read from text as the JSON mapping reads its string.
+fn json_string(message: &MessageDescriptor, text: &str) -> Result<DynamicMessage, String> {
+    let de = serde::de::value::StrDeserializer::<serde::de::value::Error>::new(text);
+    DynamicMessage::deserialize(message.clone(), de)
+        .map_err(|e| format!("invalid {} {text:?}: {e}", short_name(message)))
+}
+
+/// A FieldMask in text whose paths are in proto names (`display_name`), as
+/// grpc-gateway takes `?update_mask=` and clients of it send it: the JSON
+/// form (lowerCamel) cannot hold a `_`, so such a path is taken as written;
+/// the others are read as the JSON form reads them.
+fn field_mask_of_proto_names(message: &MessageDescriptor, text: &str) -> Result<Value, String> {
+    let invalid = || format!("invalid FieldMask {text:?}: a path must be field names joined by '.'");
+    let field = message.get_field_by_name("paths").ok_or_else(invalid)?;
+    let mut paths = Vec::new();
+    for path in text.split(',') {
+        let named = path.split('.').all(|name| {
+            let mut chars = name.chars();
+            chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+        if !named {
+            return Err(invalid());
+        }
+        if path.contains('_') {
+            paths.push(Value::String(path.to_owned()));
+        } else if let Some(list) = json_string(message, path)?.get_field(&field).as_list() {
+            paths.extend(list.iter().cloned());
+        }
+    }
+    let mut mask = DynamicMessage::new(message.clone());
+    mask.set_field(&field, Value::List(paths));
+    Ok(Value::Message(mask))
 }
 
 fn short_name(message: &MessageDescriptor) -> &str {

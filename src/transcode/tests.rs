@@ -453,6 +453,21 @@ fn query_well_known_types() {
 }
 
 #[test]
+fn query_field_mask_paths_in_proto_names_are_taken_as_written() {
+    // grpc-gateway's clients write `?update_mask=display_name`, which the
+    // JSON form (lowerCamel, no `_`) cannot hold; other paths still read as
+    // the JSON form.
+    let m = query("mask=f_int32,inner.deep.id,fString").unwrap();
+    let mask = m.get_field_by_name("mask").unwrap();
+    let paths = mask.as_message().unwrap().get_field_by_name("paths").unwrap();
+    let paths: Vec<&str> = paths.as_list().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    assert_eq!(paths, ["f_int32", "inner.deep.id", "f_string"]);
+    assert_bad(query("mask=f_int32,a-b"), "mask");
+    assert_bad(query("mask=f_int32,"), "mask");
+    assert_bad(query("mask=f_int32..id"), "mask");
+}
+
+#[test]
 fn query_parse_errors_name_the_parameter() {
     for (q, name) in [
         ("fInt32=2147483648", "fInt32"),
