@@ -521,7 +521,12 @@ impl Binding {
     }
 
     fn into_route(self, plans: Plans, upstream: Arc<Upstream>, config: &Config) -> Route {
-        let Plans { template, request, frames, response, grpc_path } = plans;
+        let Plans { template, mut request, frames, response, grpc_path } = plans;
+        // AIP-134: a PATCH without a mask updates the fields its body names
+        // (grpc-gateway's rule: PATCH only; PUT replaces the resource).
+        if self.http_method == Method::PATCH && config.routes.autofill_update_mask {
+            request.autofill_update_mask();
+        }
         let template_text = template.to_string();
         let facts = RouteFacts {
             http_method: &self.http_method,

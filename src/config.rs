@@ -137,6 +137,9 @@ pub struct RoutesConfig {
     pub stream_idle_timeout: Duration,
     /// An SSE stream sends a comment line after this much silence.
     pub sse_keep_alive: Duration,
+    /// A PATCH that sends no `update_mask` gets one made of its body's
+    /// fields (AIP-134, as grpc-gateway does).
+    pub autofill_update_mask: bool,
     pub overrides: Vec<RouteOverride>,
 }
 
@@ -223,6 +226,7 @@ impl Default for Config {
                 timeout: Duration::from_secs(30),
                 stream_idle_timeout: Duration::from_secs(300),
                 sse_keep_alive: Duration::from_secs(15),
+                autofill_update_mask: true,
                 overrides: Vec::new(),
             },
             limits: Limits {

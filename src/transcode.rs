@@ -16,6 +16,7 @@ pub mod request;
 pub mod response;
 pub mod split;
 pub mod status;
+mod update_mask;
 
 #[cfg(test)]
 mod tests;

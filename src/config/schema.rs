@@ -129,13 +129,15 @@ struct JsonSection {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with auto_map, timeout, stream_idle_timeout, sse_keep_alive, overrides"
+    expecting = "a mapping with auto_map, invalid_bindings, timeout, stream_idle_timeout, sse_keep_alive, \
+                 autofill_update_mask, overrides"
 )]
 struct RoutesSection {
     auto_map: Option<bool>,
     timeout: Option<DurationValue>,
     stream_idle_timeout: Option<DurationValue>,
     sse_keep_alive: Option<DurationValue>,
+    autofill_update_mask: Option<bool>,
     overrides: Option<Vec<Checked<OverrideRaw>>>,
 }
 
@@ -470,6 +472,9 @@ impl FileConfig {
             }
             if let Some(DurationValue(interval)) = routes.sse_keep_alive {
                 config.routes.sse_keep_alive = interval;
+            }
+            if let Some(autofill) = routes.autofill_update_mask {
+                config.routes.autofill_update_mask = autofill;
             }
             config.routes.overrides =
                 routes.overrides.unwrap_or_default().into_iter().map(|Checked(raw)| raw.resolve()).collect();

@@ -18,6 +18,7 @@ use tonic::Code;
 use super::names::{kind_name, push_key};
 use super::numbers;
 use super::query::{self, BodyCover, BoundPath, Leaf, QueryPlan};
+use super::update_mask::MaskAutofill;
 use super::JsonSettings;
 use crate::error::{Fault, GatewayError};
 
@@ -90,6 +91,9 @@ pub struct RequestPlan {
     body: BodyPlan,
     variables: Vec<Variable>,
     query: QueryPlan,
+    /// Fills an unsent `update_mask` from the body (AIP-134), if asked and
+    /// the binding qualifies.
+    mask_autofill: Option<MaskAutofill>,
 }
 
 impl RequestPlan {
@@ -131,7 +135,20 @@ impl RequestPlan {
             body: body_plan,
             variables: resolved,
             query: QueryPlan::new(input.clone(), cover, bound),
+            mask_autofill: None,
         })
+    }
+
+    /// Asks the plan to fill `update_mask` from the JSON keys of the body
+    /// when a request sends no mask (AIP-134, as grpc-gateway does for
+    /// PATCH: the caller picks the HTTP methods). Only a binding whose body
+    /// is one message field of a request with a `google.protobuf.FieldMask
+    /// update_mask` qualifies; returns whether this one does.
+    pub fn autofill_update_mask(&mut self) -> bool {
+        if let BodyPlan::Message(field) = &self.body {
+            self.mask_autofill = MaskAutofill::plan(&self.input, field);
+        }
+        self.mask_autofill.is_some()
     }
 
     pub fn has_body(&self) -> bool {
@@ -185,6 +202,10 @@ impl RequestPlan {
             let value = variable.leaf.parse(text).map_err(|e| GatewayError::bad_field(&variable.display, e))?;
             query::set_at(&mut msg, &variable.fields, value)
                 .map_err(|e| GatewayError::bad_field(&variable.display, e))?;
+        }
+        // Last, so that a mask from the query or the path counts as sent.
+        if let Some(autofill) = &self.mask_autofill {
+            autofill.fill(&mut msg, json_of(&input.body)).map_err(|err| syntax_error(&err))?;
         }
         Ok(msg)
     }
