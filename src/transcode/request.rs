@@ -272,9 +272,7 @@ fn plan_body(input: &MessageDescriptor, body: &str) -> Result<(BodyPlan, BodyCov
             Ok((plan, BodyCover::Everything))
         }
         name => {
-            let field = input
-                .get_field_by_name(name)
-                .ok_or_else(|| PlanError(format!("body field '{name}' not found in {}", input.full_name())))?;
+            let field = input.get_field_by_name(name).ok_or_else(|| PlanError(body_not_found(input, name)))?;
             let cover = BodyCover::Field { number: field.number(), name: name.to_owned() };
             let plan = match field.kind() {
                 Kind::Message(desc) if !field.is_list() && !field.is_map() => match http_body_fields(&desc) {
@@ -288,6 +286,29 @@ fn plan_body(input: &MessageDescriptor, body: &str) -> Result<(BodyPlan, BodyCov
     }
 }
 
+/// Why `body: "{name}"` names no field, with the rule it breaks and what
+/// to write instead.
+fn body_not_found(input: &MessageDescriptor, name: &str) -> String {
+    let rule = "body must name a top-level field of the request message, or be \"*\" (http.proto)";
+    match name.split_once('.') {
+        Some((first, _)) if input.get_field_by_name(first).is_some() => format!(
+            "body: \"{name}\": {rule}; grpc-gateway accepts nested paths, protogate does not: \
+             use body: \"{first}\" and send the rest of `{first}` with it"
+        ),
+        _ => format!("body: \"{name}\": {rule}; {} has {}", input.full_name(), field_names(input)),
+    }
+}
+
+/// `fields a, b and c` (or `no fields`): what a user may name instead.
+pub(super) fn field_names(desc: &MessageDescriptor) -> String {
+    let names: Vec<String> = desc.fields().map(|f| format!("`{}`", f.name())).collect();
+    match names.as_slice() {
+        [] => "no fields".to_owned(),
+        [one] => format!("one field, {one}"),
+        [rest @ .., last] => format!("fields {} and {last}", rest.join(", ")),
+    }
+}
+
 fn http_body_fields(desc: &MessageDescriptor) -> Option<(FieldDescriptor, FieldDescriptor)> {
     if desc.full_name() != HTTP_BODY {
         return None;
@@ -297,29 +318,68 @@ fn http_body_fields(desc: &MessageDescriptor) -> Option<(FieldDescriptor, FieldD
 
 fn resolve_variable(input: &MessageDescriptor, path: &[String]) -> Result<Variable, PlanError> {
     let display = path.join(".");
-    let fail = |why: String| PlanError(format!("path variable '{display}' of {}: {why}", input.full_name()));
+    let fail = |why: String| PlanError(format!("path variable `{display}`: {why}"));
     let (leaf_name, parents) = path.split_last().ok_or_else(|| fail("empty field path".to_owned()))?;
     let mut desc = input.clone();
     let mut fields = Vec::with_capacity(path.len());
     for name in parents {
-        let field =
-            desc.get_field_by_name(name).ok_or_else(|| fail(format!("no field '{name}' in {}", desc.full_name())))?;
+        let field = desc.get_field_by_name(name).ok_or_else(|| fail(no_such_field(&desc, name)))?;
         match field.kind() {
             Kind::Message(inner) if !field.is_list() && !field.is_map() => desc = inner,
-            _ => return Err(fail(format!("field '{name}' is not a singular message"))),
+            _ => {
+                return Err(fail(format!(
+                    "`{name}` is {}, but every name of a field path but the last must be a singular message \
+                     field (http.proto: path variables must not refer to any repeated or mapped field)",
+                    shape(&field)
+                )))
+            }
         }
         fields.push(field);
     }
-    let field = desc
-        .get_field_by_name(leaf_name)
-        .ok_or_else(|| fail(format!("no field '{leaf_name}' in {}", desc.full_name())))?;
+    let field = desc.get_field_by_name(leaf_name).ok_or_else(|| fail(no_such_field(&desc, leaf_name)))?;
     if field.is_list() || field.is_map() {
-        return Err(fail(format!("field '{leaf_name}' is repeated")));
+        return Err(fail(format!(
+            "`{leaf_name}` is {}; http.proto: path variables must not refer to any repeated or mapped field. \
+             grpc-gateway accepts repeated path variables (comma-separated), protogate does not: bind the \
+             field with a query parameter (`?{display}=a&{display}=b`) or the body instead",
+            shape(&field)
+        )));
     }
-    let leaf = Leaf::of(&field.kind())
-        .ok_or_else(|| fail(format!("field '{leaf_name}' is a message without a string form")))?;
+    let leaf = Leaf::of(&field.kind()).ok_or_else(|| {
+        fail(format!(
+            "`{leaf_name}` is a message ({}) without a string form; a path segment can only carry a scalar, \
+             an enum or a well-known type with a JSON string form (Timestamp, Duration, FieldMask, wrappers): \
+             bind one of its fields instead, such as `{display}.id` (http.proto)",
+            field.kind().as_message().map_or_else(String::new, |m| m.full_name().to_owned())
+        ))
+    })?;
     fields.push(field);
     Ok(Variable { fields, leaf, display })
+}
+
+/// `a repeated field`, `a map field`, `a string field`: a field's shape for messages.
+fn shape(field: &FieldDescriptor) -> String {
+    if field.is_map() {
+        return "a map field".to_owned();
+    }
+    let kind = match field.kind() {
+        Kind::Message(desc) => format!("message ({})", desc.full_name()),
+        Kind::Enum(desc) => format!("enum ({})", desc.full_name()),
+        other => format!("{other:?}").to_lowercase(),
+    };
+    match field.is_list() {
+        true => format!("a repeated {kind} field"),
+        false => format!("a {kind} field"),
+    }
+}
+
+/// `acme.v1.Book has no field `nmae`; it has fields ...`.
+fn no_such_field(desc: &MessageDescriptor, name: &str) -> String {
+    format!(
+        "{} has no field `{name}` (it has {}); a field path names proto fields",
+        desc.full_name(),
+        field_names(desc)
+    )
 }
 
 fn set_raw(msg: &mut DynamicMessage, data: &FieldDescriptor, content_type: &FieldDescriptor, input: &RequestInput<'_>) {

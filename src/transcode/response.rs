@@ -52,7 +52,15 @@ impl ResponsePlan {
             }
         } else {
             let field = output.get_field_by_name(response_body).ok_or_else(|| {
-                PlanError(format!("response_body field '{response_body}' not found in {}", output.full_name()))
+                let rule = "response_body must name a top-level field of the response message (http.proto)";
+                PlanError(match response_body.contains('.') {
+                    true => format!("response_body: \"{response_body}\": {rule}; nested paths are not allowed"),
+                    false => format!(
+                        "response_body: \"{response_body}\": {rule}; {} has {}",
+                        output.full_name(),
+                        super::request::field_names(output)
+                    ),
+                })
             })?;
             match field.kind() {
                 Kind::Message(desc) if !field.is_list() && !field.is_map() => match http_body_fields(&desc) {
