@@ -12,6 +12,7 @@
 //! [`RouteResolver`]; the feature's layer reads it back.
 
 pub mod composition;
+mod rules;
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,11 +20,11 @@ use std::time::Duration;
 
 use http::uri::PathAndQuery;
 use http::{Extensions, HeaderName, HeaderValue, Method};
-use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, ServiceDescriptor, Value};
+use prost_reflect::{DescriptorPool, MethodDescriptor, ServiceDescriptor};
 
 use crate::config::compositions::Composition;
 use crate::config::values::is_version;
-use crate::config::{Config, Deprecation, RouteFacts, RouteOverride};
+use crate::config::{Config, Deprecation, InvalidBindings, RouteFacts, RouteOverride};
 use crate::descriptors::{DescriptorError, Descriptors, Origin, SourceFile};
 use crate::metrics::Series;
 use crate::routing::{PathTemplate, RouteTable, RouteTableBuilder};
@@ -31,6 +32,7 @@ use crate::transcode::{DynamicCodec, JsonSettings, RequestPlan, ResponsePlan};
 use crate::upstream::{Upstream, UpstreamError, Upstreams};
 
 pub use self::composition::CompositionPlan;
+use self::rules::{ConfigRules, Declared, Rule, Unreadable};
 
 /// The files one upstream listed through gRPC reflection: (URL, files).
 pub type Reflected = (String, Vec<(String, bytes::Bytes)>);
@@ -221,6 +223,27 @@ pub struct Unrouted {
     pub reason: String,
 }
 
+/// A binding left out because it breaks http.proto, under
+/// `routes.invalid_bindings: skip`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SkippedBinding {
+    /// `package.Service/Method`.
+    pub method: String,
+    /// `GET /v1/things/{id}:custom:custom`, as written.
+    pub binding: String,
+    /// Where it is written: the descriptor file, or `api.yaml:12` for a
+    /// service config's rule.
+    pub source: String,
+    /// The http.proto rule it breaks.
+    pub reason: String,
+}
+
+impl fmt::Display for SkippedBinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} {}: {}", self.source, self.method, self.binding, self.reason)
+    }
+}
+
 /// Everything a request needs, built once per load.
 pub struct Catalog {
     pub pool: DescriptorPool,
@@ -230,6 +253,8 @@ pub struct Catalog {
     /// (`GET`, whatever method the binding names).
     pub websockets: RouteTable<Arc<Route>>,
     pub unrouted: Vec<Unrouted>,
+    /// Bindings left out under `routes.invalid_bindings: skip`.
+    pub skipped: Vec<SkippedBinding>,
     pub sources: Vec<SourceFile>,
     /// SHA-256 of the descriptor files this catalog was built from.
     pub digest: String,
@@ -241,6 +266,7 @@ impl fmt::Debug for Catalog {
         f.debug_struct("Catalog")
             .field("routes", &self.routes.len())
             .field("unrouted", &self.unrouted)
+            .field("skipped", &self.skipped)
             .field("sources", &self.sources)
             .finish_non_exhaustive()
     }
@@ -281,6 +307,23 @@ impl From<UpstreamError> for LoadError {
 }
 
 impl Catalog {
+    /// Every upstream a route calls, once each, in route order.
+    pub fn upstreams(&self) -> Vec<Arc<Upstream>> {
+        let mut seen: Vec<Arc<Upstream>> = Vec::new();
+        let mut add = |upstream: &Arc<Upstream>| {
+            if !seen.iter().any(|u| Arc::ptr_eq(u, upstream)) {
+                seen.push(upstream.clone());
+            }
+        };
+        for route in &self.routes {
+            match &route.target {
+                Target::Method(call) => add(&call.upstream),
+                Target::Composition(plan) => plan.calls.iter().for_each(|call| add(&call.upstream)),
+            }
+        }
+        seen
+    }
+
     /// Builds the catalog of `descriptors` under `config`, letting each of
     /// `resolvers` attach its data to every route.
     ///
@@ -296,8 +339,13 @@ impl Catalog {
     ) -> Result<Self, LoadError> {
         let mut problems = Vec::new();
         let mut unrouted = Vec::new();
-        let mut bindings = Vec::new();
+        let mut skipped = Vec::new();
+        let mut planned = Vec::new();
         let http_ext = descriptors.pool.get_extension_by_name("google.api.http");
+        let skip = config.routes.invalid_bindings == InvalidBindings::Skip;
+        let mut config_rules = ConfigRules::new(&descriptors.service_configs);
+        // Every method with its version, to explain a selector that misses.
+        let mut methods = Vec::new();
 
         for service in descriptors.pool.services() {
             let (origin, version, upstream) = service_upstream(&descriptors, upstreams, &service);
@@ -311,68 +359,76 @@ impl Catalog {
                 });
             }
             for method in service.methods() {
-                let rules = match &http_ext {
-                    Some(ext) if method.options().has_extension(ext) => {
-                        match method.options().get_extension(ext).as_message() {
-                            Some(rule) => http_rules(rule),
-                            None => Vec::new(),
+                methods.push((method.full_name().to_owned(), version.clone()));
+                // A service config's rule replaces the annotation.
+                let reads = config_rules
+                    .bindings_for(version.as_deref(), &method)
+                    .unwrap_or_else(|| rules::annotation(http_ext.as_ref(), &method));
+                let written = reads.len();
+                let mut kept = 0;
+                for read in reads {
+                    let (binding, declared) = match read {
+                        Ok((rule, declared)) => {
+                            (Binding::of(rule, &method, upstream, &origin, version.clone(), declared.clone()), declared)
+                        }
+                        Err(Unreadable { binding, reason }) => {
+                            let invalid = Invalid { binding, reason, place: origin.to_string() };
+                            invalid.report(&method, skip, &mut problems, &mut skipped);
+                            continue;
+                        }
+                    };
+                    match binding.plan() {
+                        Ok(plans) => {
+                            kept += 1;
+                            planned.push((binding, plans));
+                        }
+                        Err(reason) => {
+                            let invalid = Invalid {
+                                binding: format!("{} {}", binding.http_method, binding.path),
+                                reason,
+                                place: declared.place(&origin),
+                            };
+                            invalid.report(&method, skip, &mut problems, &mut skipped);
                         }
                     }
-                    _ => Vec::new(),
-                };
-                if rules.is_empty() {
-                    if config.routes.auto_map {
-                        let mut binding = auto_binding(&service, &method, upstream, &origin);
-                        binding.version = version.clone();
-                        bindings.push(binding);
-                    } else if upstream.is_some() {
-                        unrouted.push(Unrouted {
-                            name: format!("{}/{}", service.full_name(), method.name()),
-                            reason: "no google.api.http option and routes.auto_map is off".into(),
-                        });
-                    }
+                }
+                if kept > 0 {
                     continue;
                 }
-                for rule in rules {
-                    match rule {
-                        Ok(rule) => bindings.push(Binding {
-                            method: method.clone(),
-                            http_method: rule.http_method,
-                            path: rule.path,
-                            body: rule.body,
-                            response_body: rule.response_body,
-                            upstream: upstream.cloned(),
-                            origin: origin.clone(),
-                            auto_mapped: false,
-                            version: version.clone(),
-                        }),
-                        Err(reason) => {
-                            problems.push(format!("{origin}: {}: google.api.http: {reason}", method.full_name()))
-                        }
+                if config.routes.auto_map {
+                    let mut binding = auto_binding(&service, &method, upstream, &origin);
+                    binding.version = version.clone();
+                    match binding.plan() {
+                        Ok(plans) => planned.push((binding, plans)),
+                        Err(reason) => problems.push(format!("{origin}: {}: {reason}", method.full_name())),
                     }
+                } else if upstream.is_some() {
+                    let reason = match written {
+                        0 => "no google.api.http option and routes.auto_map is off".into(),
+                        _ => "every binding was skipped (routes.invalid_bindings: skip) and routes.auto_map is off"
+                            .into(),
+                    };
+                    unrouted.push(Unrouted { name: format!("{}/{}", service.full_name(), method.name()), reason });
                 }
             }
         }
+        problems.extend(config_rules.unmatched(&methods));
 
         let json = JsonSettings::new(&config.json);
-        let mut routes = Vec::with_capacity(bindings.len());
+        let mut routes = Vec::with_capacity(planned.len());
         // Every binding, served or not, claims its method and template.
         let mut claims = RouteTableBuilder::new();
-        for binding in bindings {
-            let plans = match binding.plan() {
-                Ok(plans) => plans,
-                Err(problem) => {
-                    problems.push(problem);
-                    continue;
-                }
-            };
+        for (binding, plans) in planned {
             let grpc_method = plans.grpc_path.as_str()[1..].to_owned();
-            let claimant = (grpc_method.clone(), binding.origin.to_string());
+            let claimant = (grpc_method.clone(), binding.declared.place(&binding.origin));
             if let Err(collision) = claims.insert(binding.http_method.clone(), plans.template.clone(), claimant) {
                 let (existing, existing_origin) = collision.existing;
                 problems.push(format!(
                     "route collision: {} {} is bound by both {existing} ({existing_origin}) and {} ({})",
-                    binding.http_method, plans.template, grpc_method, binding.origin
+                    binding.http_method,
+                    plans.template,
+                    grpc_method,
+                    binding.declared.place(&binding.origin)
                 ));
                 continue;
             }
@@ -441,6 +497,7 @@ impl Catalog {
             table: table.build(),
             websockets: websockets.build(),
             unrouted,
+            skipped,
             sources: descriptors.sources,
             digest: descriptors.digest,
             json,
@@ -460,6 +517,37 @@ struct Binding {
     origin: Origin,
     auto_mapped: bool,
     version: Option<String>,
+    /// Where the binding is written, for messages.
+    declared: Declared,
+}
+
+/// A binding that breaks http.proto: a load error, or skipped.
+struct Invalid {
+    binding: String,
+    reason: String,
+    place: String,
+}
+
+impl Invalid {
+    fn report(
+        self,
+        method: &MethodDescriptor,
+        skip: bool,
+        problems: &mut Vec<String>,
+        skipped: &mut Vec<SkippedBinding>,
+    ) {
+        let Invalid { binding, reason, place } = self;
+        if skip {
+            let method = format!("{}/{}", method.parent_service().full_name(), method.name());
+            skipped.push(SkippedBinding { method, binding, source: place, reason });
+        } else {
+            problems.push(format!(
+                "{place}: {}: {binding}: {reason} (routes.invalid_bindings: skip leaves this binding out and \
+                 serves the rest)",
+                method.full_name()
+            ));
+        }
+    }
 }
 
 /// What a binding compiles to before it has an upstream.
@@ -487,36 +575,52 @@ fn auto_binding(
         origin: origin.clone(),
         auto_mapped: true,
         version: None,
+        declared: Declared::Auto,
     }
 }
 
 impl Binding {
+    fn of(
+        rule: Rule,
+        method: &MethodDescriptor,
+        upstream: Option<&Arc<Upstream>>,
+        origin: &Origin,
+        version: Option<String>,
+        declared: Declared,
+    ) -> Self {
+        Binding {
+            method: method.clone(),
+            http_method: rule.http_method,
+            path: rule.path,
+            body: rule.body,
+            response_body: rule.response_body,
+            upstream: upstream.cloned(),
+            origin: origin.clone(),
+            auto_mapped: false,
+            version,
+            declared,
+        }
+    }
+
     /// Parses the template and resolves every field path: all that can be
-    /// wrong with a binding.
+    /// wrong with a binding. The error is the rule it breaks.
     fn plan(&self) -> Result<Plans, String> {
-        let name = self.method.full_name();
-        let at = |what: String| format!("{}: {name}: {what}", self.origin);
-        let mut template = PathTemplate::parse(&self.path).map_err(|e| at(e.to_string()))?;
+        let mut template = PathTemplate::parse(&self.path).map_err(|e| e.reason)?;
         // Auto-mapped routes keep DESIGN's `/{package}.{Service}/{Method}`:
         // the package already names the version.
         if let (Some(version), false) = (&self.version, self.auto_mapped) {
             template = template.with_prefix(&format!("/{version}"));
         }
         let variables: Vec<Vec<String>> = template.variables.iter().map(|v| v.field_path.clone()).collect();
-        let request = RequestPlan::new(&self.method.input(), &self.body, &variables)
-            .map_err(|e| at(format!("{} {}: {e}", self.http_method, self.path)))?;
+        let request = RequestPlan::new(&self.method.input(), &self.body, &variables).map_err(|e| e.to_string())?;
         let streams = self.method.is_client_streaming() || self.method.is_server_streaming();
         let frames = match streams && !request.has_body() {
-            true => Some(
-                RequestPlan::frames(&self.method.input(), &variables)
-                    .map_err(|e| at(format!("{} {}: {e}", self.http_method, self.path)))?,
-            ),
+            true => Some(RequestPlan::frames(&self.method.input(), &variables).map_err(|e| e.to_string())?),
             false => None,
         };
-        let response = ResponsePlan::new(&self.method.output(), &self.response_body)
-            .map_err(|e| at(format!("{} {}: response_body: {e}", self.http_method, self.path)))?;
+        let response = ResponsePlan::new(&self.method.output(), &self.response_body).map_err(|e| e.to_string())?;
         let grpc_path = format!("/{}/{}", self.method.parent_service().full_name(), self.method.name());
-        let grpc_path = PathAndQuery::try_from(grpc_path).map_err(|e| at(e.to_string()))?;
+        let grpc_path = PathAndQuery::try_from(grpc_path).map_err(|e| e.to_string())?;
         Ok(Plans { template, request, frames, response, grpc_path })
     }
 
@@ -694,52 +798,6 @@ fn deprecation_headers(deprecated: &Deprecation) -> Vec<(HeaderName, HeaderValue
         }
     }
     headers
-}
-
-/// A binding read from an `HttpRule`.
-struct Rule {
-    http_method: Method,
-    path: String,
-    body: String,
-    response_body: String,
-}
-
-/// The rule and its `additional_bindings` (whose own nested bindings are
-/// ignored, as http.proto says).
-fn http_rules(rule: &DynamicMessage) -> Vec<Result<Rule, String>> {
-    let mut out = vec![read_rule(rule)];
-    if let Some(Value::List(extra)) = rule.get_field_by_name("additional_bindings").as_deref() {
-        out.extend(extra.iter().filter_map(Value::as_message).map(read_rule));
-    }
-    out
-}
-
-fn read_rule(rule: &DynamicMessage) -> Result<Rule, String> {
-    let text =
-        |name: &str| rule.get_field_by_name(name).and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-    let mut pattern = None;
-    for (field, method) in [
-        ("get", Method::GET),
-        ("put", Method::PUT),
-        ("post", Method::POST),
-        ("delete", Method::DELETE),
-        ("patch", Method::PATCH),
-    ] {
-        if rule.has_field_by_name(field) {
-            pattern = Some((method, text(field)));
-        }
-    }
-    if rule.has_field_by_name("custom") {
-        if let Some(Value::Message(custom)) = rule.get_field_by_name("custom").as_deref() {
-            let kind = custom.get_field_by_name("kind").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-            let path = custom.get_field_by_name("path").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-            let method =
-                Method::from_bytes(kind.as_bytes()).map_err(|_| format!("invalid custom method kind {kind:?}"))?;
-            pattern = Some((method, path));
-        }
-    }
-    let (http_method, path) = pattern.ok_or("no HTTP method and path (get, put, post, delete, patch or custom)")?;
-    Ok(Rule { http_method, path, body: text("body"), response_body: text("response_body") })
 }
 
 /// Loads the descriptor folder, merges files discovered by reflection

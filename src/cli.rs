@@ -31,7 +31,16 @@ enum Command {
     /// Print the OpenAPI 3.1 document of the routes and exit.
     Openapi(ConfigArgs),
     /// Validate config and descriptors; exit 1 with the errors.
-    Check(ConfigArgs),
+    Check(CheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Exit 1 on warnings too (unrouted services, skipped bindings, an empty folder).
+    #[arg(long)]
+    strict: bool,
 }
 
 /// Entry point of the binary.
@@ -43,7 +52,10 @@ pub fn run() -> ExitCode {
             return if err.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
-    let (Command::Serve(args) | Command::Routes(args) | Command::Openapi(args) | Command::Check(args)) = &cli.command;
+    let args = match &cli.command {
+        Command::Serve(args) | Command::Routes(args) | Command::Openapi(args) => args,
+        Command::Check(check) => &check.config,
+    };
     let config = match config::load(args) {
         Ok(config) => config,
         Err(err) => {
@@ -65,7 +77,7 @@ pub fn run() -> ExitCode {
             Command::Serve(_) => serve(config).await,
             Command::Routes(_) => routes(&config).await,
             Command::Openapi(_) => openapi(&config).await,
-            Command::Check(_) => check(&config).await,
+            Command::Check(CheckArgs { strict, .. }) => check(&config, strict).await,
         }
     })
 }
@@ -161,14 +173,26 @@ async fn openapi(config: &Config) -> ExitCode {
     }
 }
 
-async fn check(config: &Config) -> ExitCode {
+/// Exit 0 with warnings on stderr, unless `strict` makes them fatal.
+async fn check(config: &Config, strict: bool) -> ExitCode {
     match load_catalog(config).await {
         Ok(catalog) => {
+            let mut warnings = Vec::new();
             if catalog.sources.is_empty() {
-                eprintln!("protogate: warning: no descriptor files in {}", config.descriptors.display());
+                warnings.push(format!("no descriptor files in {}", config.descriptors.display()));
             }
             for unrouted in &catalog.unrouted {
-                eprintln!("protogate: warning: {} not routed: {}", unrouted.name, unrouted.reason);
+                warnings.push(format!("{} not routed: {}", unrouted.name, unrouted.reason));
+            }
+            for skipped in &catalog.skipped {
+                warnings.push(format!("binding skipped (routes.invalid_bindings: skip): {skipped}"));
+            }
+            for warning in &warnings {
+                eprintln!("protogate: warning: {warning}");
+            }
+            if strict && !warnings.is_empty() {
+                eprintln!("error: {} warnings, and --strict makes warnings fatal", warnings.len());
+                return ExitCode::from(1);
             }
             println!(
                 "ok: {} routes from {} descriptor files in {}",
@@ -187,7 +211,8 @@ async fn check(config: &Config) -> ExitCode {
     }
 }
 
-/// The route table as aligned text columns, then the unrouted services.
+/// The route table as aligned text columns, then the unrouted services and
+/// the skipped bindings.
 pub fn route_table(catalog: &Catalog) -> String {
     let header = ["METHOD", "PATH", "VERSION", "GRPC METHOD", "UPSTREAM", "POLICY", "KIND"].map(String::from);
     let mut rows = vec![header];
@@ -226,6 +251,12 @@ pub fn route_table(catalog: &Catalog) -> String {
         out.push_str("\nunrouted:\n");
         for unrouted in &catalog.unrouted {
             let _ = writeln!(out, "  {}: {}", unrouted.name, unrouted.reason);
+        }
+    }
+    if !catalog.skipped.is_empty() {
+        out.push_str("\nskipped bindings (routes.invalid_bindings: skip):\n");
+        for skipped in &catalog.skipped {
+            let _ = writeln!(out, "  {} {} ({}): {}", skipped.method, skipped.binding, skipped.source, skipped.reason);
         }
     }
     out

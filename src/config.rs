@@ -10,7 +10,7 @@
 //! The user-facing reference is `docs/config.md`.
 
 pub mod auth;
-mod check;
+pub(crate) mod check;
 pub mod compositions;
 pub mod cors;
 pub mod rate_limits;
@@ -116,6 +116,17 @@ pub enum Strictness {
     Ignore,
 }
 
+/// `routes.invalid_bindings`: what a binding that breaks http.proto costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InvalidBindings {
+    /// The whole load is refused.
+    #[default]
+    Reject,
+    /// That binding alone is left out, and listed with its reason.
+    Skip,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JsonOptions {
     pub use_proto_names: bool,
@@ -130,6 +141,7 @@ pub struct JsonOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutesConfig {
     pub auto_map: bool,
+    pub invalid_bindings: InvalidBindings,
     /// The deadline of a unary call (a streaming call has none unless an
     /// override gives one).
     pub timeout: Duration,
@@ -223,6 +235,7 @@ impl Default for Config {
             json: JsonOptions::default(),
             routes: RoutesConfig {
                 auto_map: true,
+                invalid_bindings: InvalidBindings::Reject,
                 timeout: Duration::from_secs(30),
                 stream_idle_timeout: Duration::from_secs(300),
                 sse_keep_alive: Duration::from_secs(15),

@@ -11,10 +11,16 @@
 //! (every set made with `--include_imports` carries its imports), but two
 //! different files under one name are an error naming both sources.
 //! Files fetched from upstreams by gRPC reflection join the same merge.
+//!
+//! gRPC API Service Config files (`*.yaml`, `type: google.api.Service`)
+//! in the folder are read here too ([`service_config`]): their `http.rules`
+//! bind methods the way `google.api.http` annotations do, and the catalog
+//! applies them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message;
@@ -22,6 +28,9 @@ use prost_reflect::DescriptorPool;
 use sha2::{Digest, Sha256};
 
 pub mod reflection;
+pub mod service_config;
+
+use self::service_config::ServiceConfig;
 
 /// The built-in google/api and google/rpc files (with their imports).
 const BUILTIN_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/builtin.binpb"));
@@ -77,6 +86,8 @@ pub struct Descriptors {
     /// SHA-256 over the paths and contents of `sources`, hex: names exactly
     /// what is live.
     pub digest: String,
+    /// The folder's service configs, sorted by path.
+    pub service_configs: Vec<Arc<ServiceConfig>>,
 }
 
 impl Descriptors {
@@ -98,6 +109,10 @@ pub enum DescriptorError {
     Conflict { name: String, first: Origin, second: Origin },
     #[error("{context}{source}")]
     Pool { context: String, source: prost_reflect::DescriptorError },
+    /// A service config YAML file that cannot be read as one; the message
+    /// names the file and the line.
+    #[error("{0}")]
+    ServiceConfig(String),
 }
 
 /// A FileDescriptorSet read without decoding its files, so each file keeps
@@ -241,6 +256,7 @@ pub fn load_dir(dir: &Path) -> Result<Descriptors, DescriptorError> {
 pub fn load(dir: &Path, reflected: &[(String, Vec<(String, Bytes)>)]) -> Result<Descriptors, DescriptorError> {
     let mut protos = Vec::new();
     let mut sources = Vec::new();
+    let mut yaml = Vec::new();
     if dir.exists() {
         walk(dir, dir, &mut |relative, size| {
             let is_proto = extension(relative) == "proto";
@@ -250,8 +266,22 @@ pub fn load(dir: &Path, reflected: &[(String, Vec<(String, Bytes)>)]) -> Result<
             if is_proto || is_set(relative) {
                 sources.push(SourceFile { path: relative.to_path_buf(), size });
             }
+            if is_yaml(relative) {
+                yaml.push(SourceFile { path: relative.to_path_buf(), size });
+            }
         })?;
     }
+    // Service configs are sources like the rest; other YAML files are not.
+    let mut service_configs = Vec::new();
+    for file in yaml {
+        let full = dir.join(&file.path);
+        let text = std::fs::read_to_string(&full).map_err(|err| DescriptorError::Read { path: full, source: err })?;
+        if let Some(config) = service_config::parse(&file.path, &text).map_err(DescriptorError::ServiceConfig)? {
+            service_configs.push(Arc::new(config));
+            sources.push(file);
+        }
+    }
+    service_configs.sort_by(|a, b| a.path.cmp(&b.path));
     sources.sort_by(|a, b| a.path.cmp(&b.path));
     protos.sort();
 
@@ -312,7 +342,7 @@ pub fn load(dir: &Path, reflected: &[(String, Vec<(String, Bytes)>)]) -> Result<
             .unwrap_or_default();
         DescriptorError::Pool { context, source }
     })?;
-    Ok(Descriptors { pool, origins, sources, digest: hex::encode(digest.finalize()) })
+    Ok(Descriptors { pool, origins, sources, digest: hex::encode(digest.finalize()), service_configs })
 }
 
 fn extension(path: &Path) -> &str {
@@ -324,13 +354,19 @@ fn is_set(path: &Path) -> bool {
     SET_EXTENSIONS.contains(&extension(path))
 }
 
+/// A YAML file, which may be a service config.
+fn is_yaml(path: &Path) -> bool {
+    service_config::EXTENSIONS.contains(&extension(path))
+}
+
 /// A cheap summary of the folder (path, size, modification time of every
-/// descriptor file): when it changes, a reload is due.
+/// descriptor file and every YAML file, which may be a service config):
+/// when it changes, a reload is due.
 pub fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
     let mut out = Vec::new();
     if dir.exists() {
         let _ = walk(dir, dir, &mut |relative, size| {
-            if is_set(relative) || extension(relative) == "proto" {
+            if is_set(relative) || extension(relative) == "proto" || is_yaml(relative) {
                 let modified =
                     std::fs::metadata(dir.join(relative)).and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
                 out.push((relative.to_path_buf(), size, modified));

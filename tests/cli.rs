@@ -434,3 +434,91 @@ async fn logging_access_false_turns_the_access_log_off() {
     assert!(!lines.is_empty(), "the gateway logs its start");
     assert!(access_events(&lines).is_empty(), "{lines:#?}");
 }
+
+/// A method whose additional binding breaks http.proto (a second `:verb`
+/// after a variable, as grpc-gateway's examples write it).
+const LEGACY_PROTO: &str = r#"
+syntax = "proto3";
+package legacy.v1;
+import "google/api/annotations.proto";
+
+service Legacy {
+  rpc Get(GetRequest) returns (GetReply) {
+    option (google.api.http) = {
+      get: "/legacy/{id}"
+      additional_bindings { get: "/legacy/{id}:custom:custom" }
+    };
+  }
+}
+message GetRequest { string id = 1; }
+message GetReply {}
+"#;
+
+/// `protogate COMMAND --config` with `yaml` as the config file, then `extra`.
+fn run_with_config(ws: &Workspace, command: &str, yaml: &str, extra: &[&str]) -> Output {
+    let config = ws.cwd.path().join("gateway.yaml");
+    std::fs::write(&config, yaml).expect("write config");
+    let config = config.to_str().expect("UTF-8");
+    let mut args = vec![command, "--config", config, "--descriptors", ws.dir(), "--upstream", "*=http://127.0.0.1:1"];
+    args.extend(extra);
+    ws.run(&args)
+}
+
+#[test]
+fn check_refuses_a_binding_that_breaks_http_proto_and_quotes_the_rule() {
+    let ws = Workspace::new();
+    ws.write("legacy.proto", LEGACY_PROTO);
+    let output = run_with_config(&ws, "check", "routes: { invalid_bindings: reject }\n", &[]);
+    assert_exit(&output, 1);
+    let errors = stderr(&output);
+    assert!(
+        errors.starts_with(
+            "error: legacy.proto: legacy.v1.Legacy.Get: GET /legacy/{id}:custom:custom: a variable must be a whole \
+             segment (http.proto"
+        ),
+        "{errors}"
+    );
+}
+
+#[test]
+fn check_warns_of_skipped_bindings_and_strict_makes_warnings_fatal() {
+    let ws = Workspace::new();
+    ws.write("legacy.proto", LEGACY_PROTO);
+    let skip = "routes: { invalid_bindings: skip }\n";
+    let output = run_with_config(&ws, "check", skip, &[]);
+    assert_exit(&output, 0);
+    let warning = "protogate: warning: binding skipped (routes.invalid_bindings: skip): legacy.proto: \
+                   legacy.v1.Legacy/Get GET /legacy/{id}:custom:custom: a variable must be a whole segment";
+    assert!(stderr(&output).starts_with(warning), "{}", stderr(&output));
+    assert!(stdout(&output).starts_with("ok:"), "{}", stdout(&output));
+
+    let output = run_with_config(&ws, "check", skip, &["--strict"]);
+    assert_exit(&output, 1);
+    assert!(stderr(&output).starts_with(warning), "{}", stderr(&output));
+    assert!(stderr(&output).contains("error: 1 warnings, and --strict makes warnings fatal"), "{}", stderr(&output));
+    assert!(stdout(&output).is_empty(), "{}", stdout(&output));
+
+    // Without warnings, --strict changes nothing.
+    let ws = Workspace::new();
+    let output = run_with_config(&ws, "check", skip, &["--strict"]);
+    assert_exit(&output, 0);
+}
+
+#[test]
+fn routes_lists_skipped_bindings_with_their_reason() {
+    let ws = Workspace::new();
+    ws.write("legacy.proto", LEGACY_PROTO);
+    let output = run_with_config(&ws, "routes", "routes: { invalid_bindings: skip }\n", &[]);
+    assert_exit(&output, 0);
+    let table = stdout(&output);
+    assert_eq!(row(&table, "GET", "/legacy/{id}")[3], "legacy.v1.Legacy/Get");
+    let (_, skipped) = table
+        .split_once("skipped bindings (routes.invalid_bindings: skip):\n")
+        .unwrap_or_else(|| panic!("no skipped section:\n{table}"));
+    assert!(
+        skipped.starts_with(
+            "  legacy.v1.Legacy/Get GET /legacy/{id}:custom:custom (legacy.proto): a variable must be a whole segment"
+        ),
+        "{table}"
+    );
+}

@@ -200,7 +200,7 @@ impl Step {
 /// A problem found once the whole file is read, with the key path of the
 /// node at fault (`policies.rules[2].providers[0]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Problem {
+pub(crate) struct Problem {
     pub(super) path: Vec<Step>,
     pub(super) message: String,
 }
@@ -215,14 +215,14 @@ impl Problem {
 
 /// Builds the key path of a [`Problem`]: `KeyPath::new().key("rules").index(2)`.
 #[derive(Debug, Clone, Default)]
-pub(super) struct KeyPath(Vec<Step>);
+pub(crate) struct KeyPath(Vec<Step>);
 
 impl KeyPath {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
-    pub(super) fn key(mut self, key: &'static str) -> Self {
+    pub(crate) fn key(mut self, key: &'static str) -> Self {
         self.0.push(Step::Key(key));
         self
     }
@@ -233,12 +233,12 @@ impl KeyPath {
         self
     }
 
-    pub(super) fn index(mut self, index: usize) -> Self {
+    pub(crate) fn index(mut self, index: usize) -> Self {
         self.0.push(Step::Index(index));
         self
     }
 
-    pub(super) fn problem(self, message: impl Into<String>) -> Problem {
+    pub(crate) fn problem(self, message: impl Into<String>) -> Problem {
         Problem { path: self.0, message: message.into() }
     }
 }
@@ -268,7 +268,7 @@ impl fmt::Display for Problem {
 /// node its path names: the same key path and line as a check made while
 /// reading. A node the path names but the file leaves out (a key with a
 /// default) is reported at the closest node the file has.
-pub(super) fn locate(text: &str, problem: &Problem) -> serde_yaml_ng::Error {
+pub(crate) fn locate(text: &str, problem: &Problem) -> serde_yaml_ng::Error {
     let probe = Probe { path: &problem.path, message: &problem.message };
     match probe.deserialize(serde_yaml_ng::Deserializer::from_str(text)) {
         Err(err) => err,

@@ -26,7 +26,10 @@ use super::values::{
     parse_forward_header, parse_upstream_pattern, relative_to, Addr, DateValue, DurationValue, LogLevel, PathText,
     PeriodValue, SizeValue, Threads, UpstreamUrl, VersionName,
 };
-use super::{Config, Deprecation, JsonOptions, LogFormat, RouteOverride, Strictness, UpstreamRule, VersionConfig};
+use super::{
+    Config, Deprecation, InvalidBindings, JsonOptions, LogFormat, RouteOverride, Strictness, UpstreamRule,
+    VersionConfig,
+};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a mapping of config keys such as listen, upstreams, json")]
@@ -134,6 +137,7 @@ struct JsonSection {
 )]
 struct RoutesSection {
     auto_map: Option<bool>,
+    invalid_bindings: Option<InvalidBindings>,
     timeout: Option<DurationValue>,
     stream_idle_timeout: Option<DurationValue>,
     sse_keep_alive: Option<DurationValue>,
@@ -463,6 +467,9 @@ impl FileConfig {
         if let Some(routes) = self.routes {
             if let Some(auto_map) = routes.auto_map {
                 config.routes.auto_map = auto_map;
+            }
+            if let Some(invalid_bindings) = routes.invalid_bindings {
+                config.routes.invalid_bindings = invalid_bindings;
             }
             if let Some(DurationValue(timeout)) = routes.timeout {
                 config.routes.timeout = timeout;

@@ -68,6 +68,7 @@ json:
   pretty: true
 routes:
   auto_map: false
+  invalid_bindings: skip
   timeout: 1.5s
   stream_idle_timeout: 90s
   sse_keep_alive: 5s
@@ -120,6 +121,7 @@ fn every_key_is_read() {
         }
     );
     assert!(!c.routes.auto_map);
+    assert_eq!(c.routes.invalid_bindings, InvalidBindings::Skip);
     assert!(!c.routes.autofill_update_mask);
     assert_eq!(c.routes.timeout, Duration::from_millis(1500));
     assert_eq!(
@@ -209,6 +211,7 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.json.unknown_fields, Strictness::Reject);
     assert_eq!(c.json.unknown_query_params, Strictness::Reject);
     assert!(c.routes.auto_map);
+    assert_eq!(c.routes.invalid_bindings, InvalidBindings::Reject);
     assert!(c.routes.autofill_update_mask);
     assert_eq!(c.routes.timeout, Duration::from_secs(30));
     assert_eq!(c.limits.max_body, 4 * 1024 * 1024);
@@ -275,6 +278,7 @@ fn bad_values_are_named_with_their_line() {
         ("routes:\n  timeout: 3 days\n", "routes.timeout", "unknown unit `days`", 2),
         ("routes:\n  timeout: 1.5\n", "routes.timeout", "needs a unit", 2),
         ("routes:\n  auto_map: yes\n", "routes.auto_map", "boolean", 2),
+        ("routes:\n  invalid_bindings: ignore\n", "routes.invalid_bindings", "`reject` or `skip`", 2),
         ("routes:\n  autofill_update_mask: on\n", "routes.autofill_update_mask", "boolean", 2),
         ("limits:\n  max_body: 0\n", "limits.max_body", "at least 1 byte", 2),
         ("limits:\n  max_body: 4mb\n", "limits.max_body", "unknown unit `mb`", 2),

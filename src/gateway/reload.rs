@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, Mutex};
 
 use super::load::Loader;
-use crate::catalog::{Catalog, LoadError, Reflected};
+use crate::catalog::{Catalog, LoadError, Reflected, SkippedBinding};
 use crate::descriptors;
 use crate::metrics::{Metrics, ReloadResult};
 
@@ -43,6 +43,9 @@ pub struct ReloadStatus {
     pub reloads_failed: u64,
     /// The last refused reload, if it came after the live catalog.
     pub last_error: Option<RefusedReload>,
+    /// Bindings of the live catalog left out under
+    /// `routes.invalid_bindings: skip`.
+    pub skipped_bindings: Vec<SkippedBinding>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -82,6 +85,7 @@ impl Reloader {
     pub fn start(loader: Loader, metrics: Arc<Metrics>) -> Result<Self, LoadError> {
         let fingerprint = descriptors::fingerprint(&loader.config.descriptors);
         let catalog = loader.build(&[])?;
+        log_skipped(&catalog);
         let status = live_status(&catalog, 1, 1, 0, None);
         metrics.catalog_routes(catalog.routes.len());
         Ok(Self {
@@ -128,6 +132,7 @@ impl Reloader {
         let previous = self.status.load();
         match built {
             Ok(catalog) => {
+                log_skipped(&catalog);
                 let ok = self.ok.fetch_add(1, Ordering::Relaxed) + 1;
                 let failed = self.failed.load(Ordering::Relaxed);
                 let status = live_status(&catalog, previous.generation + 1, ok, failed, None);
@@ -242,6 +247,20 @@ fn live_status(
         reloads_ok: ok,
         reloads_failed: failed,
         last_error,
+        skipped_bindings: catalog.skipped.clone(),
+    }
+}
+
+/// Each skipped binding, once per load that goes live.
+fn log_skipped(catalog: &Catalog) {
+    for skipped in &catalog.skipped {
+        tracing::warn!(
+            method = %skipped.method,
+            binding = %skipped.binding,
+            source = %skipped.source,
+            reason = %skipped.reason,
+            "binding skipped (routes.invalid_bindings: skip)"
+        );
     }
 }
 
