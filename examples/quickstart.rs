@@ -18,7 +18,9 @@
 //! `examples/ws_client.rs`), and runs until Ctrl-C. The admin listener (`/healthz`, `/readyz`, `/routes`,
 //! `/descriptors`) runs on 127.0.0.1:9901. Override the addresses with
 //! `QUICKSTART_GATEWAY`, `QUICKSTART_ADMIN`, `QUICKSTART_USERS`,
-//! `QUICKSTART_ORDERS` and `QUICKSTART_USERS_V2` (`host:port` or just a port).
+//! `QUICKSTART_USERS_REPLICA`, `QUICKSTART_ORDERS` and `QUICKSTART_USERS_V2`
+//! (`host:port` or just a port). The users v1 backend runs as two replicas
+//! that the gateway balances (admin `/routes` lists both endpoints).
 
 mod backends;
 
@@ -26,6 +28,7 @@ use std::error::Error;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use protogate::config::upstreams::{Balance, UpstreamSettings};
 use protogate::config::values::parse_date;
 use protogate::config::{Config, Deprecation, UpstreamRule, VersionConfig};
 use tokio::net::TcpListener;
@@ -56,21 +59,31 @@ async fn run() -> Result<(), BoxError> {
     let users = bind("QUICKSTART_USERS", "127.0.0.1:50051").await?;
     let orders = bind("QUICKSTART_ORDERS", "127.0.0.1:50052").await?;
     let users_v2 = bind("QUICKSTART_USERS_V2", "127.0.0.1:50053").await?;
+    // A second replica of the users v1 backend: the gateway spreads calls
+    // over both (docs/upstreams.md).
+    let users_replica = bind("QUICKSTART_USERS_REPLICA", "127.0.0.1:50054").await?;
     let gateway_listener = bind("QUICKSTART_GATEWAY", "127.0.0.1:8080").await?;
     let admin_listener = bind("QUICKSTART_ADMIN", "127.0.0.1:9901").await?;
     let (users_addr, orders_addr, users_v2_addr) = (users.local_addr()?, orders.local_addr()?, users_v2.local_addr()?);
+    let users_replica_addr = users_replica.local_addr()?;
 
     // The backends outlive the gateway by a moment so that calls it is
     // draining on Ctrl-C still reach them.
     let (stop, stopped) = watch::channel(());
     // Each also serves gRPC reflection for its own services, which grpcurl
     // can list and `descriptors.reflection` can route without files.
-    let users_routes = Routes::new(backends::users_v1()).add_service(backends::reflection(&[backends::USERS_V1_SET])?);
+    // The two users replicas share one service, as replicas share a
+    // database: a user created through one is read through the other.
+    let users_service = backends::users_v1();
+    let users_routes = Routes::new(users_service.clone()).add_service(backends::reflection(&[backends::USERS_V1_SET])?);
+    let users_replica_routes = Routes::new(users_service);
     let orders_routes =
         Routes::new(backends::orders_v1()).add_service(backends::reflection(&[backends::ORDERS_V1_SET])?);
     let users_v2_routes =
         Routes::new(backends::users_v2()).add_service(backends::reflection(&[backends::USERS_V2_SET])?);
     let users_task = tokio::spawn(backends::serve(users, users_routes, until_closed(stopped.clone())));
+    let users_replica_task =
+        tokio::spawn(backends::serve(users_replica, users_replica_routes, until_closed(stopped.clone())));
     let orders_task = tokio::spawn(backends::serve(orders, orders_routes, until_closed(stopped.clone())));
     let users_v2_task = tokio::spawn(backends::serve(users_v2, users_v2_routes, until_closed(stopped)));
 
@@ -84,19 +97,31 @@ async fn run() -> Result<(), BoxError> {
         // rules keep every version's wiring in one list. For a version that
         // is one deployment, `versions.v2.upstream` says it in one line.
         upstreams: vec![
-            UpstreamRule { pattern: "acme.users.v1".into(), url: format!("http://{users_addr}").parse()? },
-            UpstreamRule { pattern: "acme.orders.v1".into(), url: format!("http://{orders_addr}").parse()? },
-            UpstreamRule { pattern: "acme.users.v2".into(), url: format!("http://{users_v2_addr}").parse()? },
+            // Two replicas, balanced in turn:
+            // `acme.users.v1: { endpoints: [URL, URL], balance: round_robin }`.
+            UpstreamRule {
+                settings: UpstreamSettings {
+                    endpoints: vec![
+                        format!("http://{users_addr}").parse()?,
+                        format!("http://{users_replica_addr}").parse()?,
+                    ],
+                    balance: Balance::RoundRobin,
+                    ..UpstreamSettings::default()
+                },
+                ..UpstreamRule::new("acme.users.v1", format!("http://{users_addr}").parse()?)
+            },
+            UpstreamRule::new("acme.orders.v1", format!("http://{orders_addr}").parse()?),
+            UpstreamRule::new("acme.users.v2", format!("http://{users_v2_addr}").parse()?),
         ],
         // `versions: { v1: { deprecated: { since: 2025-01-01, sunset: 2027-06-30 } } }`
         versions: [(
             "v1".to_owned(),
             VersionConfig {
-                upstream: None,
                 deprecated: Some(Deprecation {
                     since: Some(parse_date(V1_DEPRECATED_SINCE)?),
                     sunset: Some(parse_date(V1_SUNSET)?),
                 }),
+                ..VersionConfig::default()
             },
         )]
         .into(),
@@ -108,7 +133,7 @@ async fn run() -> Result<(), BoxError> {
     let gateway = protogate::gateway::Gateway::load(config)?;
 
     let base = format!("http://{}", gateway_listener.local_addr()?);
-    println!("users v1 backend  grpc://{users_addr}");
+    println!("users v1 backend  grpc://{users_addr} and grpc://{users_replica_addr} (two replicas)");
     println!("orders v1 backend grpc://{orders_addr}");
     println!("users v2 backend  grpc://{users_v2_addr}");
     println!("gateway           {base}   (Ctrl-C to stop)");
@@ -141,6 +166,7 @@ async fn run() -> Result<(), BoxError> {
 
     drop(stop);
     users_task.await??;
+    users_replica_task.await??;
     orders_task.await??;
     users_v2_task.await??;
     Ok(())

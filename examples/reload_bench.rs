@@ -69,7 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let config = Config {
         descriptors: folder.path().to_path_buf(),
-        upstreams: vec![UpstreamRule { pattern: "*".into(), url: format!("http://{backend_addr}").parse()? }],
+        upstreams: vec![UpstreamRule::new("*", format!("http://{backend_addr}").parse()?)],
         ..Config::default()
     };
     let gateway = Gateway::load(config)?;

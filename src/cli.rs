@@ -247,6 +247,16 @@ pub fn route_table(catalog: &Catalog) -> String {
         }
         let _ = writeln!(out, "{}", line.trim_end());
     }
+    let upstreams = catalog.upstreams();
+    if !upstreams.is_empty() {
+        out.push_str("\nupstreams:\n");
+        for upstream in &upstreams {
+            let endpoints: Vec<String> =
+                upstream.cluster.endpoints().iter().map(|endpoint| endpoint.addr.to_string()).collect();
+            let endpoints = if endpoints.is_empty() { "(none resolved)".to_owned() } else { endpoints.join(", ") };
+            let _ = writeln!(out, "  {}: {endpoints}", upstream.label);
+        }
+    }
     if !catalog.unrouted.is_empty() {
         out.push_str("\nunrouted:\n");
         for unrouted in &catalog.unrouted {

@@ -20,6 +20,7 @@ pub mod selector;
 #[cfg(test)]
 mod tests;
 pub mod tls;
+pub mod upstreams;
 pub mod values;
 
 pub use self::selector::{RouteFacts, RouteSelector};
@@ -85,6 +86,8 @@ pub struct VersionConfig {
     /// Backend of every service mounted under this version; wins over
     /// `--upstream` patterns.
     pub upstream: Option<http::Uri>,
+    /// Its long form's settings (DESIGN §4b).
+    pub upstream_settings: upstreams::UpstreamSettings,
     pub deprecated: Option<Deprecation>,
 }
 
@@ -104,7 +107,17 @@ pub struct Deprecation {
 pub struct UpstreamRule {
     pub pattern: String,
     /// Always `http://` or `https://`, with an explicit port and path `/`.
+    /// With a fixed `endpoints` list, the first of them (the label).
     pub url: http::Uri,
+    /// The long form's settings; defaults for `PATTERN: URL`.
+    pub settings: upstreams::UpstreamSettings,
+}
+
+impl UpstreamRule {
+    /// The short form: every address `url`'s host resolves to, defaults.
+    pub fn new(pattern: impl Into<String>, url: http::Uri) -> Self {
+        Self { pattern: pattern.into(), url, settings: upstreams::UpstreamSettings::default() }
+    }
 }
 
 /// What to do with input that names no field: refuse it with 400, or drop it.
@@ -418,7 +431,7 @@ fn parse_upstream_flags(flags: &[String]) -> Result<Vec<UpstreamRule>, ConfigErr
         if rules.iter().any(|r| r.pattern == pattern) {
             return Err(error(format!("upstream pattern `{pattern}` is given twice on the command line")));
         }
-        rules.push(UpstreamRule { pattern, url });
+        rules.push(UpstreamRule::new(pattern, url));
     }
     Ok(rules)
 }

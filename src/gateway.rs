@@ -39,6 +39,7 @@ use crate::proxy::metadata::MetadataRules;
 use crate::proxy::{Ending, Handler};
 use crate::ratelimit::{RateLimitLayer, RateLimiter};
 use crate::tls::ServerTls;
+use crate::upstream::cluster::{Resolve, SystemResolver};
 use crate::upstream::Upstreams;
 
 /// A loaded gateway: config, upstream channels and the live catalog.
@@ -78,7 +79,13 @@ impl Gateway {
     /// their workers). Reflected services join at the first reload, which
     /// [`Gateway::serve`] starts at once.
     pub fn load(config: Config) -> Result<Self, LoadError> {
-        let loader = Loader::new(Arc::new(config))?;
+        Self::load_with_resolver(config, Arc::new(SystemResolver))
+    }
+
+    /// [`Gateway::load`], with upstream names resolved by `resolver`
+    /// instead of the system's resolver.
+    pub fn load_with_resolver(config: Config, resolver: Arc<dyn Resolve>) -> Result<Self, LoadError> {
+        let loader = Loader::with_resolver(Arc::new(config), resolver)?;
         let config = loader.config.clone();
         let tls = loader.tls.clone();
         let auth = loader.features.auth.clone();

@@ -53,6 +53,24 @@ pub struct Metrics {
     auth_decisions: Family<AuthLabels, Counter>,
     ratelimit_decisions: Family<RateLimitLabels, Counter>,
     composition_calls: Family<CompositionLabels, Counter>,
+    upstream_endpoints: Family<EndpointStateLabels, Gauge>,
+    upstream_inflight: Family<UpstreamOnlyLabels, Gauge>,
+    upstream_retries: Family<UpstreamOnlyLabels, Counter>,
+    upstream_ejections: Family<UpstreamOnlyLabels, Counter>,
+    upstream_overloaded: Family<UpstreamOnlyLabels, Counter>,
+}
+
+/// One upstream's endpoint states and totals, read at scrape time.
+#[derive(Debug, Clone)]
+pub struct UpstreamSnapshot {
+    pub upstream: Arc<str>,
+    /// Endpoints by state name (`healthy`, `unhealthy`, `ejected`,
+    /// `draining`).
+    pub endpoints: Vec<(&'static str, usize)>,
+    pub in_flight: usize,
+    pub retries: u64,
+    pub ejections: u64,
+    pub overloaded: u64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -92,6 +110,11 @@ impl Metrics {
         let auth_decisions = Family::default();
         let ratelimit_decisions = Family::default();
         let composition_calls = Family::default();
+        let upstream_endpoints = Family::default();
+        let upstream_inflight = Family::default();
+        let upstream_retries = Family::default();
+        let upstream_ejections = Family::default();
+        let upstream_overloaded = Family::default();
 
         // Counters are registered without `_total`: the encoder adds it.
         register!(
@@ -126,6 +149,19 @@ impl Metrics {
         register!("protogate_auth_decisions", "Authentication decisions", auth_decisions.clone());
         register!("protogate_ratelimit_decisions", "Rate-limit decisions", ratelimit_decisions.clone());
         register!("protogate_composition_calls", "Calls made by compositions, by outcome", composition_calls.clone(),);
+        register!(
+            "protogate_upstream_endpoints",
+            "Endpoints of each routed upstream, by state",
+            upstream_endpoints.clone(),
+        );
+        register!("protogate_upstream_inflight", "Calls in flight to each upstream", upstream_inflight.clone());
+        register!("protogate_upstream_retries", "Calls tried again on another endpoint", upstream_retries.clone());
+        register!("protogate_upstream_ejections", "Endpoints ejected by outlier detection", upstream_ejections.clone());
+        register!(
+            "protogate_upstream_overloaded",
+            "Calls refused by the upstream's circuit breaker (max_concurrent_requests)",
+            upstream_overloaded.clone(),
+        );
         // Both results are visible before the first reload, so that a
         // dashboard's rate() has a zero to start from.
         for result in [ReloadResult::Ok, ReloadResult::Refused] {
@@ -147,6 +183,32 @@ impl Metrics {
             auth_decisions,
             ratelimit_decisions,
             composition_calls,
+            upstream_endpoints,
+            upstream_inflight,
+            upstream_retries,
+            upstream_ejections,
+            upstream_overloaded,
+        }
+    }
+
+    /// Brings the upstream families up to date (at scrape time: the
+    /// upstreams keep their own counts).
+    pub fn upstreams(&self, snapshots: &[UpstreamSnapshot]) {
+        for snapshot in snapshots {
+            let upstream = UpstreamOnlyLabels { upstream: snapshot.upstream.clone() };
+            for &(state, count) in &snapshot.endpoints {
+                let labels = EndpointStateLabels { upstream: snapshot.upstream.clone(), state };
+                self.upstream_endpoints.get_or_create(&labels).set(i64::try_from(count).unwrap_or(i64::MAX));
+            }
+            self.upstream_inflight.get_or_create(&upstream).set(i64::try_from(snapshot.in_flight).unwrap_or(i64::MAX));
+            for (family, total) in [
+                (&self.upstream_retries, snapshot.retries),
+                (&self.upstream_ejections, snapshot.ejections),
+                (&self.upstream_overloaded, snapshot.overloaded),
+            ] {
+                let counter = family.get_or_create(&upstream);
+                counter.inc_by(total.saturating_sub(counter.get()));
+            }
         }
     }
 
@@ -524,6 +586,17 @@ struct StreamLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EndpointStateLabels {
+    upstream: Arc<str>,
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpstreamOnlyLabels {
+    upstream: Arc<str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]

@@ -8,6 +8,7 @@
 //! `grpc-trailer-*`) and what streaming routes will need later.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,42 +21,29 @@ use prost_reflect::DynamicMessage;
 use tokio::time::Instant;
 use tonic::body::Body;
 use tonic::metadata::MetadataMap;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::Code;
 
 use crate::config::tls::UpstreamTlsConfig;
+use crate::config::upstreams::{Retries, UpstreamSettings};
 use crate::config::Config;
 use crate::error::{Fault, GatewayError};
 use crate::telemetry::CallSpan;
 use crate::tls::{TlsError, Watched};
 use crate::transcode::DynamicCodec;
 
-/// One backend address with its connection pool.
+pub mod cluster;
+
+use self::cluster::{Admitted, Attempt, Cluster, Outcome, Resolve, SystemResolver};
+
+/// One upstream: its endpoints ([`Cluster`]) and the calls to them.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub url: Uri,
     /// `url` as configured (no `/` path added): the upstream's label in
     /// metrics and logs.
     pub label: Arc<str>,
-    channel: Transport,
-}
-
-/// The channel, fixed, or rebuilt when its `upstream_tls` files change
-/// (calls in flight finish on the channel they started on).
-#[derive(Debug, Clone)]
-enum Transport {
-    Fixed(Channel),
-    Watched(Arc<Watched<Channel>>),
-}
-
-impl Upstream {
-    /// The pooled channel, for calls other than transcoded ones (reflection).
-    pub fn channel(&self) -> Channel {
-        match &self.channel {
-            Transport::Fixed(channel) => channel.clone(),
-            Transport::Watched(watched) => Channel::clone(&watched.current()),
-        }
-    }
+    pub cluster: Arc<Cluster>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,46 +54,56 @@ pub struct UpstreamError {
 }
 
 impl Upstream {
-    /// Creates the channel; it connects lazily, so an upstream that is down at
-    /// load time only fails the requests sent to it (503). An `https://`
-    /// upstream verifies its backend with the web PKI roots, or as `tls`
-    /// says (its files are read now, and again by [`Upstreams::refresh_tls`]).
-    pub fn new(url: &Uri, tls: Option<&UpstreamTlsConfig>) -> Result<Self, UpstreamError> {
+    /// The endpoints of `url` (or `settings.endpoints`), connected lazily:
+    /// an upstream that is down at load only fails the requests sent to it
+    /// (503). An `https://` upstream verifies its backends with the web PKI
+    /// roots, or as `tls` says (its files are read now, and again by
+    /// [`Upstreams::refresh_tls`]). Discovery and health checks run in the
+    /// background for as long as the upstream lives.
+    pub fn new(
+        url: &Uri,
+        settings: UpstreamSettings,
+        tls: Option<&UpstreamTlsConfig>,
+        resolver: Arc<dyn Resolve>,
+    ) -> Result<Self, UpstreamError> {
         let error = |reason: String| UpstreamError { url: url.to_string(), reason };
-        let endpoint = Endpoint::from(url.clone())
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_while_idle(false)
-            .initial_stream_window_size(Some(1 << 20))
-            .initial_connection_window_size(Some(8 << 20))
-            .connect_timeout(Duration::from_secs(5));
-        let channel = match (url.scheme_str(), tls) {
+        let tls = match (url.scheme_str(), tls) {
             (Some("https"), Some(tls)) => {
                 let tls = tls.clone();
+                let host = url.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
                 let paths = tls.files().map(Path::to_path_buf).collect();
-                let watched = Watched::new("upstream TLS", paths, move |contents| {
-                    let config = client_tls(&tls, contents)?;
-                    let endpoint = endpoint.clone().tls_config(config).map_err(|err| TlsError {
-                        path: tls.files().next().map(|p| p.display().to_string()).unwrap_or_default(),
-                        reason: err.to_string(),
-                    })?;
-                    Ok(endpoint.connect_lazy())
-                })
-                .map_err(|err| error(err.to_string()))?;
-                Transport::Watched(Arc::new(watched))
+                let watched = Watched::new("upstream TLS", paths, move |contents| client_tls(&tls, &host, contents))
+                    .map_err(|err| error(err.to_string()))?;
+                Some(Arc::new(watched))
             }
-            (Some("https"), None) => Transport::Fixed(
-                endpoint
-                    .tls_config(ClientTlsConfig::new().with_webpki_roots())
-                    .map_err(|e| error(e.to_string()))?
-                    .connect_lazy(),
-            ),
-            _ => Transport::Fixed(endpoint.connect_lazy()),
+            _ => None,
         };
-        Ok(Self { url: url.clone(), label: Arc::from(url.to_string().trim_end_matches('/')), channel })
+        let cluster = Cluster::new(url, settings, tls, resolver).map_err(error)?;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(Cluster::run(Arc::downgrade(&cluster)));
+        }
+        Ok(Self { url: url.clone(), label: Arc::from(url.to_string().trim_end_matches('/')), cluster })
     }
 
-    /// Sends one request message and reads one response message.
+    /// A channel to one of its endpoints, for calls other than transcoded
+    /// ones (reflection); `None` while it has no endpoint.
+    pub fn channel(&self) -> Option<Channel> {
+        self.cluster.pick(&[]).map(|attempt| attempt.endpoint.channel())
+    }
+
+    /// The circuit breaker's refusal.
+    fn overloaded(&self) -> GatewayError {
+        GatewayError::new(Code::Unavailable, Fault::Upstream, "upstream overloaded: too many calls in flight")
+            .with_header(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"))
+    }
+
+    fn no_endpoint(&self) -> GatewayError {
+        GatewayError::new(Code::Unavailable, Fault::Upstream, "upstream unavailable: no endpoint")
+    }
+
+    /// Sends one request message and reads one response message. A try
+    /// that never reached a backend (see [`retryable`]) is tried again on
+    /// another endpoint, within the deadline and the retry budget.
     pub async fn unary(
         &self,
         path: PathAndQuery,
@@ -114,33 +112,93 @@ impl Upstream {
         mut metadata: MetadataMap,
         timeout: Duration,
     ) -> Result<UnaryReply, GatewayError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Deadline { at: Instant::now() + timeout, timeout };
+        let _admitted = self.cluster.admit().ok_or_else(|| self.overloaded())?;
+        self.cluster.count_request();
         let mut span = CallSpan::start(&mut metadata, &self.url, path.as_str());
-        let mut request = tonic::Request::from_parts(metadata, Default::default(), message);
-        request.set_timeout(timeout);
+        let codec = codec.shared();
+        let message = Arc::new(message);
+        let retries = self.cluster.settings.retries;
         let call = async {
-            let mut grpc = tonic::client::Grpc::new(self.channel());
-            grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-            let response = grpc.server_streaming(request, path, codec).await?;
-            let (headers, mut stream, _) = response.into_parts();
-            let message = stream.message().await?;
-            let trailers = stream.trailers().await?.unwrap_or_default();
-            Ok::<_, tonic::Status>(UnaryReply { headers, message, trailers })
+            let mut tried = Tried::default();
+            loop {
+                let (attempt, metadata, last) = self.next_try(&mut tried, &mut metadata, retries)?;
+                let mut request = tonic::Request::from_parts(metadata, Default::default(), message.clone());
+                request.set_timeout(deadline.at.saturating_duration_since(Instant::now()));
+                let mut grpc = tonic::client::Grpc::new(attempt.endpoint.channel());
+                let opened = async {
+                    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+                    grpc.server_streaming(request, path.clone(), codec.clone()).await
+                }
+                .await;
+                let response = match opened {
+                    Ok(response) => response,
+                    Err(status) => {
+                        let (outcome, safe) = retryable(&status);
+                        self.cluster.report(&attempt.endpoint, outcome);
+                        if last || !safe || !self.retry(&tried, retries, Some(deadline)).await {
+                            return Err(self.call_error(&status, Some(deadline)));
+                        }
+                        continue;
+                    }
+                };
+                self.cluster.report(&attempt.endpoint, Outcome::Answered);
+                let (headers, mut stream, _) = response.into_parts();
+                let reply = async {
+                    let message = stream.message().await?;
+                    let trailers = stream.trailers().await?.unwrap_or_default();
+                    Ok::<_, tonic::Status>(UnaryReply { headers, message, trailers })
+                };
+                return reply.await.map_err(|status| self.call_error(&status, Some(deadline)));
+            }
         };
-        let deadline = Deadline { at: deadline, timeout };
         let reply = match tokio::time::timeout_at(deadline.at, call).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(status)) => Err(self.call_error(&status, Some(deadline))),
+            Ok(reply) => reply,
             Err(_) => Err(deadline.exceeded()),
         };
         span.finish(reply.as_ref().map_or_else(|err| err.code, |_| Code::Ok));
         reply
     }
 
+    /// The endpoint of the next try, its metadata (a copy while another
+    /// try may follow) and whether it is the last.
+    fn next_try(
+        &self,
+        tried: &mut Tried,
+        metadata: &mut MetadataMap,
+        retries: Retries,
+    ) -> Result<(Attempt, MetadataMap, bool), GatewayError> {
+        let attempt = self.cluster.pick(tried.as_slice()).ok_or_else(|| self.no_endpoint())?;
+        let last = !tried.push(attempt.endpoint.addr, retries.attempts);
+        let metadata = if last { std::mem::take(metadata) } else { metadata.clone() };
+        Ok((attempt, metadata, last))
+    }
+
+    /// Whether to try again (another endpoint, the budget allowing, time
+    /// left), after the backoff.
+    async fn retry(&self, tried: &Tried, retries: Retries, deadline: Option<Deadline>) -> bool {
+        if self.cluster.endpoints().iter().all(|e| tried.as_slice().contains(&e.addr)) || !self.cluster.may_retry() {
+            return false;
+        }
+        let exponent = u32::try_from(tried.len().saturating_sub(1)).unwrap_or(u32::MAX).min(16);
+        let ceiling = retries.backoff.saturating_mul(2u32.saturating_pow(exponent)).min(retries.max_backoff);
+        // Full jitter, as gRPC's retry policy does.
+        let pause = ceiling.mul_f64(fastrand::f64());
+        if deadline.is_some_and(|d| Instant::now() + pause >= d.at) {
+            return false;
+        }
+        self.cluster.count_retry();
+        tracing::debug!(upstream = %self.label, pause_ms = pause.as_millis() as u64, "retrying on another endpoint");
+        tokio::time::sleep(pause).await;
+        true
+    }
+
     /// Opens a streaming call (any kind: a unary side is a stream of one)
     /// and waits for the backend's response headers. The request messages
     /// are sent as `requests` yields them; its end half-closes the call.
-    /// Dropping the returned stream cancels the call (RST_STREAM).
+    /// Dropping the returned stream cancels the call (RST_STREAM). A try
+    /// that never reached a backend is tried again elsewhere only while
+    /// no request message has been taken for sending.
     pub async fn open_stream<S>(
         &self,
         path: PathAndQuery,
@@ -152,23 +210,50 @@ impl Upstream {
     where
         S: futures_util::Stream<Item = DynamicMessage> + Send + 'static,
     {
+        let admitted = self.cluster.admit().ok_or_else(|| self.overloaded())?;
+        self.cluster.count_request();
         let mut span = CallSpan::start(&mut metadata, &self.url, path.as_str());
-        let mut request = tonic::Request::from_parts(metadata, Default::default(), requests);
-        if let Some(deadline) = deadline {
-            request.set_timeout(deadline.timeout);
-        }
-        let cancel = CancelOnDrop(Some(request.cancellation_handle()));
+        let requests = Handoff::new(requests);
+        let retries = self.cluster.settings.retries;
         let kill = KillSwitch::default();
         let call = async {
-            // The backend's response body goes into the kill switch's slot,
-            // so that it can be dropped from outside the call.
-            let slot = kill.clone();
-            let channel = tower::ServiceExt::map_response(self.channel(), move |response: http::Response<Body>| {
-                response.map(|body| slot.hold(body))
-            });
-            let mut grpc = tonic::client::Grpc::new(channel);
-            grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-            grpc.streaming(request, path, codec).await
+            let mut tried = Tried::default();
+            loop {
+                let (attempt, metadata, last) = self.next_try(&mut tried, &mut metadata, retries)?;
+                let mut request = tonic::Request::from_parts(metadata, Default::default(), requests.attempt());
+                if let Some(deadline) = deadline {
+                    request.set_timeout(deadline.at.saturating_duration_since(Instant::now()));
+                }
+                let cancel = CancelOnDrop(Some(request.cancellation_handle()));
+                // The backend's response body goes into the kill switch's
+                // slot, so that it can be dropped from outside the call.
+                let slot = kill.clone();
+                let channel = tower::ServiceExt::map_response(
+                    attempt.endpoint.channel(),
+                    move |response: http::Response<Body>| response.map(|body| slot.hold(body)),
+                );
+                let mut grpc = tonic::client::Grpc::new(channel);
+                let opened = async {
+                    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+                    grpc.streaming(request, path.clone(), codec.clone()).await
+                }
+                .await;
+                match opened {
+                    Ok(response) => {
+                        self.cluster.report(&attempt.endpoint, Outcome::Answered);
+                        return Ok((response, cancel, attempt));
+                    }
+                    Err(status) => {
+                        let (outcome, safe) = retryable(&status);
+                        self.cluster.report(&attempt.endpoint, outcome);
+                        let untouched = requests.untouched();
+                        let retry = !last && safe && untouched;
+                        if !retry || !self.retry(&tried, retries, deadline).await {
+                            return Err(self.call_error(&status, deadline));
+                        }
+                    }
+                }
+            }
         };
         let opened = match deadline {
             Some(deadline) => match tokio::time::timeout_at(deadline.at, call).await {
@@ -181,12 +266,13 @@ impl Upstream {
             None => call.await,
         };
         match opened {
-            Ok(response) => {
+            Ok((response, cancel, attempt)) => {
                 let (headers, messages, _) = response.into_parts();
-                Ok(StreamReply { headers, messages: ResponseStream { messages, kill, span, _cancel: cancel } })
+                let messages =
+                    ResponseStream { messages, kill, span, _cancel: cancel, _held: Some((attempt, admitted)) };
+                Ok(StreamReply { headers, messages })
             }
-            Err(status) => {
-                let err = self.call_error(&status, deadline);
+            Err(err) => {
                 span.finish(err.code);
                 Err(err)
             }
@@ -248,6 +334,9 @@ pub struct ResponseStream {
     /// first).
     span: CallSpan,
     _cancel: CancelOnDrop,
+    /// The endpoint and the circuit breaker's slot, held while the stream
+    /// lives.
+    _held: Option<(Attempt, Admitted)>,
 }
 
 impl ResponseStream {
@@ -347,60 +436,184 @@ pub struct UnaryReply {
     pub trailers: MetadataMap,
 }
 
-/// The `--upstream` rules and version upstreams with their channels: one
-/// channel per distinct URL and, for an `https://` URL, per `upstream_tls`
-/// entry that may apply to it.
+/// The most tries of one call (`retries.attempts` is checked against it).
+const MAX_ATTEMPTS: usize = 5;
+
+/// The endpoints a call has tried, in order.
+struct Tried {
+    addrs: [SocketAddr; MAX_ATTEMPTS],
+    len: usize,
+}
+
+impl Default for Tried {
+    fn default() -> Self {
+        Self { addrs: [SocketAddr::from(([0, 0, 0, 0], 0)); MAX_ATTEMPTS], len: 0 }
+    }
+}
+
+impl Tried {
+    /// Records a try; whether `attempts` allows another after it.
+    fn push(&mut self, addr: SocketAddr, attempts: u32) -> bool {
+        if self.len < MAX_ATTEMPTS {
+            self.addrs[self.len] = addr;
+            self.len += 1;
+        }
+        self.len < (attempts as usize).min(MAX_ATTEMPTS)
+    }
+
+    fn as_slice(&self) -> &[SocketAddr] {
+        &self.addrs[..self.len]
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// How a failed try went for its endpoint, and whether the call may be
+/// tried again elsewhere: only when the request cannot have been processed
+/// (DESIGN §4b) — no connection was made (connect or TLS handshake
+/// failure), the stream was refused (REFUSED_STREAM) or fell under a
+/// graceful GOAWAY, or the backend answered trailers-only UNAVAILABLE.
+fn retryable(status: &tonic::Status) -> (Outcome, bool) {
+    let Some(mut source) = std::error::Error::source(status) else {
+        // The backend's own status, before any response header.
+        return match status.code() {
+            Code::Unavailable => (Outcome::Failed, true),
+            _ => (Outcome::Answered, false),
+        };
+    };
+    loop {
+        if let Some(h2) = source.downcast_ref::<h2::Error>() {
+            let refused = h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+            let graceful = h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR);
+            return if refused || graceful { (Outcome::Answered, true) } else { (Outcome::Failed, false) };
+        }
+        if let Some(io) = source.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return (Outcome::ConnectFailed, true);
+            }
+        }
+        if source.downcast_ref::<rustls::Error>().is_some() {
+            return (Outcome::ConnectFailed, true);
+        }
+        // hyper-util's connector says so in its message; its type is private.
+        if source.to_string().starts_with("tcp connect error") {
+            return (Outcome::ConnectFailed, true);
+        }
+        match source.source() {
+            Some(next) => source = next,
+            None => return (Outcome::Failed, false),
+        }
+    }
+}
+
+/// The request stream of a streaming call, lent to one try at a time: a
+/// try that failed before taking it hands it on to the next; once taken
+/// (a message may have gone out), no other try gets it.
+struct Handoff<S> {
+    slot: Arc<Mutex<Option<Pin<Box<S>>>>>,
+}
+
+impl<S> Handoff<S> {
+    fn new(requests: S) -> Self {
+        Self { slot: Arc::new(Mutex::new(Some(Box::pin(requests)))) }
+    }
+
+    fn attempt(&self) -> Lent<S> {
+        Lent { slot: self.slot.clone(), taken: None }
+    }
+
+    /// Whether no try has taken the stream yet.
+    fn untouched(&self) -> bool {
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner).is_some()
+    }
+}
+
+struct Lent<S> {
+    slot: Arc<Mutex<Option<Pin<Box<S>>>>>,
+    taken: Option<Pin<Box<S>>>,
+}
+
+impl<S: futures_util::Stream> futures_util::Stream for Lent<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.taken.is_none() {
+            let taken = self.slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+            self.taken = taken;
+        }
+        match self.taken.as_mut() {
+            Some(requests) => requests.as_mut().poll_next(cx),
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+/// The `--upstream` rules and version upstreams with their endpoints: one
+/// [`Upstream`] per distinct URL and settings and, for an `https://` URL,
+/// per `upstream_tls` entry that may apply to it.
 #[derive(Debug, Clone, Default)]
 pub struct Upstreams {
-    /// Pattern → URL (as a channel key).
-    rules: Vec<(String, String)>,
-    /// Version → URL.
-    versions: HashMap<String, String>,
+    /// Pattern → upstream key.
+    rules: Vec<(String, usize)>,
+    /// Version → upstream key.
+    versions: HashMap<String, usize>,
     /// `descriptors.reflection` sources by URL: they serve what they list.
     reflection: Vec<(String, Arc<Upstream>)>,
     /// The `upstream_tls` patterns, in config order.
     tls: Vec<String>,
-    /// (URL, `upstream_tls` entry) → channel.
-    channels: HashMap<(String, Option<usize>), Arc<Upstream>>,
+    /// (upstream key, `upstream_tls` entry) → upstream.
+    channels: HashMap<(usize, Option<usize>), Arc<Upstream>>,
 }
 
 impl Upstreams {
     pub fn new(config: &Config) -> Result<Self, UpstreamError> {
+        Self::with_resolver(config, Arc::new(SystemResolver))
+    }
+
+    /// [`Upstreams::new`], with names resolved by `resolver`.
+    pub fn with_resolver(config: &Config, resolver: Arc<dyn Resolve>) -> Result<Self, UpstreamError> {
         let tls: Vec<String> = config.upstream_tls.iter().map(|entry| entry.pattern.clone()).collect();
+        let mut keys: Vec<(Uri, UpstreamSettings)> = Vec::new();
         let mut channels = HashMap::new();
-        let mut add = |url: &Uri| -> Result<String, UpstreamError> {
-            let key = url.to_string();
-            if channels.contains_key(&(key.clone(), None)) {
+        let default_settings = UpstreamSettings::default();
+        let mut add = |url: &Uri, settings: &UpstreamSettings| -> Result<usize, UpstreamError> {
+            if let Some(key) = keys.iter().position(|(u, s)| u == url && s == settings) {
                 return Ok(key);
             }
-            channels.insert((key.clone(), None), Arc::new(Upstream::new(url, None)?));
+            let key = keys.len();
+            keys.push((url.clone(), settings.clone()));
+            channels.insert((key, None), Arc::new(Upstream::new(url, settings.clone(), None, resolver.clone())?));
             if url.scheme_str() == Some("https") {
                 for (index, entry) in config.upstream_tls.iter().enumerate() {
-                    channels.insert((key.clone(), Some(index)), Arc::new(Upstream::new(url, Some(entry))?));
+                    let upstream = Upstream::new(url, settings.clone(), Some(entry), resolver.clone())?;
+                    channels.insert((key, Some(index)), Arc::new(upstream));
                 }
             }
             Ok(key)
         };
         let mut rules = Vec::with_capacity(config.upstreams.len());
         for rule in &config.upstreams {
-            rules.push((rule.pattern.clone(), add(&rule.url)?));
+            let key = add(&rule.url, &rule.settings)?;
+            rules.push((rule.pattern.clone(), key));
         }
         let mut versions = HashMap::new();
         for (name, version) in &config.versions {
             if let Some(url) = &version.upstream {
-                versions.insert(name.clone(), add(url)?);
+                let key = add(url, &version.upstream_settings)?;
+                versions.insert(name.clone(), key);
             }
         }
-        let mut reflection_urls = Vec::with_capacity(config.reflection.len());
+        let mut reflection_keys = Vec::with_capacity(config.reflection.len());
         for url in &config.reflection {
-            reflection_urls.push(add(url)?);
+            let key = add(url, &default_settings)?;
+            reflection_keys.push((url.to_string(), key));
         }
         let mut this = Self { rules, versions, reflection: Vec::new(), tls, channels };
         // A reflection source serves services not known yet: the `*` entry.
-        this.reflection = reflection_urls
-            .into_iter()
-            .filter_map(|url| Some((url.clone(), this.channel(&url, "*")?.clone())))
-            .collect();
+        this.reflection =
+            reflection_keys.into_iter().filter_map(|(url, key)| Some((url, this.channel(key, "*")?.clone()))).collect();
         Ok(this)
     }
 
@@ -418,7 +631,7 @@ impl Upstreams {
     /// upstream if configured, else the service's pattern match.
     pub fn resolve_versioned(&self, service: &str, version: Option<&str>) -> Option<&Arc<Upstream>> {
         match version.and_then(|v| self.versions.get(v)) {
-            Some(url) => self.channel(url, service),
+            Some(key) => self.channel(*key, service),
             None => self.resolve(service),
         }
     }
@@ -426,29 +639,32 @@ impl Upstreams {
     /// The upstream of a fully-qualified service: an exact service pattern
     /// beats the longest matching package prefix, which beats `*`.
     pub fn resolve(&self, service: &str) -> Option<&Arc<Upstream>> {
-        let (_, url) = most_specific(self.rules.iter().map(|(pattern, url)| (pattern.as_str(), url)), service)?;
-        self.channel(url, service)
+        let (_, key) = most_specific(self.rules.iter().map(|(pattern, key)| (pattern.as_str(), *key)), service)?;
+        self.channel(key, service)
     }
 
-    /// The channel to `url` for `service`, with the most specific
+    /// The upstream `key` for `service`, with the most specific
     /// `upstream_tls` entry naming it.
-    fn channel(&self, url: &str, service: &str) -> Option<&Arc<Upstream>> {
+    fn channel(&self, key: usize, service: &str) -> Option<&Arc<Upstream>> {
         let entry = most_specific(self.tls.iter().enumerate().map(|(i, p)| (p.as_str(), i)), service).map(|(_, i)| i);
-        self.channels.get(&(url.to_owned(), entry)).or_else(|| self.channels.get(&(url.to_owned(), None)))
+        self.channels.get(&(key, entry)).or_else(|| self.channels.get(&(key, None)))
+    }
+
+    /// Every upstream, once each.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.channels.values()
     }
 
     /// Whether any upstream reads TLS files that may change.
     pub fn has_tls_files(&self) -> bool {
-        self.channels.values().any(|u| matches!(u.channel, Transport::Watched(_)))
+        self.channels.values().any(|u| u.cluster.has_tls_files())
     }
 
-    /// Reads every upstream's TLS files again and rebuilds the channels
-    /// whose files changed (blocking reads: off the request path).
+    /// Reads every upstream's TLS files again and makes new connections
+    /// where they changed (blocking reads: off the request path).
     pub fn refresh_tls(&self) {
         for upstream in self.channels.values() {
-            if let Transport::Watched(watched) = &upstream.channel {
-                watched.refresh();
-            }
+            upstream.cluster.refresh_tls();
         }
     }
 }
@@ -461,7 +677,7 @@ fn most_specific<'a, T>(items: impl Iterator<Item = (&'a str, T)>, service: &str
 /// The client side of an `upstream_tls` entry, from its files' contents
 /// (in [`UpstreamTlsConfig::files`] order), checked here so that a bad file
 /// is named.
-fn client_tls(tls: &UpstreamTlsConfig, contents: &[Vec<u8>]) -> Result<ClientTlsConfig, TlsError> {
+fn client_tls(tls: &UpstreamTlsConfig, host: &str, contents: &[Vec<u8>]) -> Result<ClientTlsConfig, TlsError> {
     let mut contents = contents.iter();
     let mut config = ClientTlsConfig::new();
     match tls.ca.as_deref().zip(contents.next()) {
@@ -480,10 +696,9 @@ fn client_tls(tls: &UpstreamTlsConfig, contents: &[Vec<u8>]) -> Result<ClientTls
         crate::tls::private_key(key, key_pem)?;
         config = config.identity(Identity::from_pem(cert_pem, key_pem));
     }
-    if let Some(name) = &tls.server_name {
-        config = config.domain_name(name.clone());
-    }
-    Ok(config)
+    // Endpoints are dialled by address: the name to check is the URL's
+    // host unless the entry says otherwise.
+    Ok(config.domain_name(tls.server_name.clone().unwrap_or_else(|| host.to_owned())))
 }
 
 /// How specifically `pattern` names `service`, or `None` if it does not.
@@ -504,7 +719,7 @@ mod tests {
     use crate::config::{UpstreamRule, VersionConfig};
 
     fn rule(pattern: &str, url: &str) -> UpstreamRule {
-        UpstreamRule { pattern: pattern.into(), url: url.parse().expect("url") }
+        UpstreamRule::new(pattern, url.parse().expect("url"))
     }
 
     fn upstreams(rules: &[UpstreamRule]) -> Upstreams {
@@ -541,7 +756,7 @@ mod tests {
         let mut config = Config { upstreams: vec![rule("*", "http://127.0.0.1:1")], ..Config::default() };
         config.versions.insert(
             "v2".into(),
-            VersionConfig { upstream: Some("http://127.0.0.1:2".parse().expect("url")), deprecated: None },
+            VersionConfig { upstream: Some("http://127.0.0.1:2".parse().expect("url")), ..VersionConfig::default() },
         );
         let upstreams = Upstreams::new(&config).expect("upstreams");
         let port = |v: Option<&str>| upstreams.resolve_versioned("a.S", v).and_then(|u| u.url.port_u16());
@@ -581,7 +796,7 @@ mod tests {
         assert_eq!(users.url, orders.url);
         // A plain-text upstream takes no TLS entry.
         let plain = upstreams.resolve("plain.S").expect("plain");
-        assert!(matches!(plain.channel, Transport::Fixed(_)));
+        assert!(!plain.cluster.has_tls_files());
         // A bad CA at start names the file.
         std::fs::write(&ca, "garbage").expect("write");
         let err = Upstreams::new(&config).expect_err("refused").to_string();

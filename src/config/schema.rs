@@ -22,6 +22,7 @@ use serde::Deserialize;
 use super::check::{Check, Checked, KeyPath, Problem};
 use super::compositions::{self, CompositionsSection};
 use super::selector::SelectorRaw;
+use super::upstreams::{UpstreamMap, UpstreamSettings};
 use super::values::{
     parse_forward_header, parse_upstream_pattern, relative_to, Addr, DateValue, DurationValue, LogLevel, PathText,
     PeriodValue, SizeValue, Threads, UpstreamUrl, VersionName,
@@ -230,8 +231,8 @@ impl<'de> Deserialize<'de> for Upstreams {
                 // The key is read through a seed that knows the earlier keys,
                 // so a duplicate is reported at its own line.
                 while let Some(pattern) = map.next_key_seed(PatternKey { seen: &rules })? {
-                    let UpstreamTarget(url) = map.next_value()?;
-                    rules.push(UpstreamRule { pattern, url });
+                    let UpstreamTarget(url, settings) = map.next_value()?;
+                    rules.push(UpstreamRule { pattern, url, settings });
                 }
                 Ok(Upstreams(rules))
             }
@@ -265,16 +266,10 @@ impl Visitor<'_> for PatternKey<'_> {
     }
 }
 
-/// One upstream: `URL`, or `{ url: URL }` (the long form leaves room for
-/// per-upstream TLS settings).
+/// One upstream: `URL`, or the long form `{ url | endpoints, balance, ... }`
+/// (DESIGN §4b, checked as a whole where it is read).
 #[derive(Debug)]
-struct UpstreamTarget(http::Uri);
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with `url`")]
-struct UpstreamMap {
-    url: UpstreamUrl,
-}
+struct UpstreamTarget(http::Uri, UpstreamSettings);
 
 impl<'de> Deserialize<'de> for UpstreamTarget {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -282,13 +277,17 @@ impl<'de> Deserialize<'de> for UpstreamTarget {
         impl<'de> Visitor<'de> for V {
             type Value = UpstreamTarget;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a URL such as http://127.0.0.1:50051, or a mapping with `url`")
+                f.write_str("a URL such as http://127.0.0.1:50051, or a mapping with `url` or `endpoints`")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                UpstreamUrl::deserialize(de::value::StrDeserializer::<E>::new(v)).map(|u| UpstreamTarget(u.0))
+                UpstreamUrl::deserialize(de::value::StrDeserializer::<E>::new(v))
+                    .map(|u| UpstreamTarget(u.0, UpstreamSettings::default()))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                UpstreamMap::deserialize(MapAccessDeserializer::new(map)).map(|m| UpstreamTarget(m.url.0))
+                let raw = UpstreamMap::deserialize(MapAccessDeserializer::new(map))?;
+                raw.check().map_err(de::Error::custom)?;
+                let (url, settings) = raw.resolve();
+                Ok(UpstreamTarget(url, settings))
             }
         }
         d.deserialize_any(V)
@@ -538,8 +537,11 @@ impl FileConfig {
             let deprecated = version
                 .deprecated
                 .map(|d| Deprecation { since: d.since.map(|DateValue(t)| t), sunset: d.sunset.map(|DateValue(t)| t) });
-            let upstream = version.upstream.map(|UpstreamTarget(url)| url);
-            config.versions.insert(name, VersionConfig { upstream, deprecated });
+            let (upstream, upstream_settings) = match version.upstream {
+                Some(UpstreamTarget(url, settings)) => (Some(url), settings),
+                None => (None, UpstreamSettings::default()),
+            };
+            config.versions.insert(name, VersionConfig { upstream, upstream_settings, deprecated });
         }
         if let Some(logging) = self.logging {
             if let Some(format) = logging.format {

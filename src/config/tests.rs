@@ -43,7 +43,7 @@ fn uri(s: &str) -> http::Uri {
 }
 
 fn rule(pattern: &str, url: &str) -> UpstreamRule {
-    UpstreamRule { pattern: pattern.into(), url: uri(url) }
+    UpstreamRule::new(pattern, uri(url))
 }
 
 const FULL: &str = r#"
@@ -294,7 +294,7 @@ fn bad_values_are_named_with_their_line() {
         ("upstreams:\n  a: http://x?q=1\n", "upstreams.a", "path or query", 2),
         ("upstreams:\n  a: http://:80\n", "upstreams.a", "", 2),
         ("upstreams:\n  a: { url: ftp://x }\n", "upstreams.a.url", "http or https", 2),
-        ("upstreams:\n  a: {}\n", "upstreams.a", "missing field `url`", 2),
+        ("upstreams:\n  a: {}\n", "upstreams.a", "give `url`", 2),
         ("upstreams:\n  acme.*: http://x\n", "upstreams", "invalid upstream pattern", 2),
         ("upstreams:\n  acme..v1: http://x\n", "upstreams", "invalid upstream pattern", 2),
         ("upstreams:\n  1acme: http://x\n", "upstreams", "invalid upstream pattern", 2),
@@ -1603,4 +1603,97 @@ fn tls_sections_are_checked() {
         "used by another provider",
         4,
     );
+}
+
+#[test]
+fn the_upstream_long_form_is_read_with_its_defaults() {
+    use super::upstreams::{Balance, HealthCheck, Outlier, Retries};
+    let config = parse_ok(
+        "upstreams:
+  acme.users.v1: http://users:50051
+  acme.orders.v1:
+    url: http://orders:50051
+    dns_refresh: 2s
+    balance: round_robin
+    connections: 3
+    health_check: { interval: 2s, timeout: 500ms, unhealthy: 4, healthy: 1 }
+    outlier: { consecutive_failures: 2, ejection: 10s, max_ejected: \"25%\" }
+    retries: { attempts: 3, backoff: 10ms, max_backoff: 1s, budget: \"100%\" }
+    max_concurrent_requests: 100
+  acme.billing.v1: { endpoints: [\"http://10.0.0.5:50051\", \"http://10.0.0.6:50051\"] }
+versions:
+  v2: { upstream: { url: http://users-v2:50051, balance: round_robin } }
+",
+    );
+    let short = &config.upstreams[0].settings;
+    assert_eq!(*short, super::upstreams::UpstreamSettings::default());
+    assert_eq!((short.balance, short.connections, short.retries.attempts), (Balance::LeastRequest, 1, 2));
+    let orders = &config.upstreams[1].settings;
+    assert_eq!(config.upstreams[1].url, uri("http://orders:50051/"));
+    assert_eq!(orders.dns_refresh, Duration::from_secs(2));
+    assert_eq!((orders.balance, orders.connections), (Balance::RoundRobin, 3));
+    let health =
+        HealthCheck { interval: Duration::from_secs(2), timeout: Duration::from_millis(500), unhealthy: 4, healthy: 1 };
+    assert_eq!(orders.health_check, Some(health));
+    let outlier = Outlier { consecutive_failures: 2, ejection: Duration::from_secs(10), max_ejected_percent: 25 };
+    assert_eq!(orders.outlier, Some(outlier));
+    let retries = Retries {
+        attempts: 3,
+        backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_secs(1),
+        budget_percent: 100,
+    };
+    assert_eq!(orders.retries, retries);
+    assert_eq!(orders.max_concurrent_requests.map(|n| n.get()), Some(100));
+    let billing = &config.upstreams[2];
+    assert_eq!(billing.url, uri("http://10.0.0.5:50051/"), "the first endpoint labels the upstream");
+    assert_eq!(billing.settings.endpoints.len(), 2);
+    assert_eq!(config.versions["v2"].upstream_settings.balance, Balance::RoundRobin);
+}
+
+#[test]
+fn the_upstream_long_form_is_checked() {
+    let at = |yaml: &str| format!("upstreams:\n  \"*\":\n{yaml}");
+    assert_rejected(&at("    balance: fastest\n"), "upstreams.*", "fastest", 3);
+    assert_rejected(&at("    dns_refresh: 5s\n"), "upstreams.*", "give `url`", 3);
+    assert_rejected(&at("    url: http://a:1\n    endpoints: [\"http://b:1\"]\n"), "upstreams.*", "not both", 3);
+    assert_rejected(&at("    endpoints: [\"http://a:1\", \"https://b:1\"]\n"), "upstreams.*", "same scheme", 3);
+    assert_rejected(&at("    endpoints: [\"http://a:1\", \"http://a:1\"]\n"), "upstreams.*", "listed twice", 3);
+    assert_rejected(
+        &at("    url: http://a:1\n    outlier: { max_ejected: half }\n"),
+        "max_ejected",
+        "not a percentage",
+        4,
+    );
+    assert_rejected(
+        &at("    url: http://a:1\n    retries: { backoff: 1s, max_backoff: 10ms }\n"),
+        "retries",
+        "`max_backoff` must not be shorter",
+        4,
+    );
+    assert_rejected(&at("    url: http://a:1\n    retries: { attempts: 9 }\n"), "retries", "at most 5", 4);
+    assert_rejected(
+        &at("    url: http://a:1\n    health_check: { interval: 1s, timeout: 2s }\n"),
+        "health_check",
+        "`timeout` must not be longer",
+        4,
+    );
+    assert_rejected(&at("    url: http://a:1\n    connections: 0\n"), "connections", "", 4);
+}
+
+/// The example's commented long form of an upstream is valid.
+#[test]
+fn the_shipped_examples_upstream_long_form_is_valid() {
+    let text = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/protogate.example.yaml")).expect("example");
+    let start = text.find("  # acme.billing.v1:").expect("a long-form block in the example");
+    // `  # key: value` → `  key: value`, under `upstreams:`.
+    let block: String = text[start..]
+        .lines()
+        .take_while(|line| line.starts_with("  # "))
+        .map(|line| format!("  {}\n", &line[4..]))
+        .collect();
+    let config = parse_ok(&format!("upstreams:\n{block}"));
+    let billing = &config.upstreams[0].settings;
+    assert!(billing.health_check.is_some() && billing.outlier.is_some());
+    assert_eq!(billing.max_concurrent_requests.map(|n| n.get()), Some(1000));
 }

@@ -20,6 +20,8 @@ use super::Gateway;
 use crate::catalog::Target;
 use crate::error::{Fault, GatewayError};
 use crate::http::respond::error_response;
+use crate::metrics::UpstreamSnapshot;
+use crate::upstream::cluster::EndpointState;
 
 type Reply = axum::response::Response;
 
@@ -83,6 +85,7 @@ async fn metrics(State(gateway): State<Gateway>, headers: HeaderMap) -> Reply {
         true => "application/openmetrics-text; version=1.0.0; charset=utf-8",
         false => "text/plain; version=0.0.4; charset=utf-8",
     };
+    gateway.metrics().upstreams(&upstream_snapshots(&gateway.catalog()));
     let mut reply = Reply::new(axum::body::Body::from(gateway.metrics().render(openmetrics)));
     reply.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     reply
@@ -141,7 +144,61 @@ pub fn routes_json(gateway: &Gateway) -> serde_json::Value {
         })
         .collect();
     let unrouted: Vec<_> = catalog.unrouted.iter().map(|u| json!({"name": u.name, "reason": u.reason})).collect();
-    json!({"routes": routes, "unrouted": unrouted})
+    json!({"routes": routes, "unrouted": unrouted, "upstreams": upstreams_json(&catalog)})
+}
+
+/// Each routed upstream's endpoint states and totals, for `/metrics`.
+fn upstream_snapshots(catalog: &crate::catalog::Catalog) -> Vec<UpstreamSnapshot> {
+    use std::sync::atomic::Ordering::Relaxed;
+    catalog
+        .upstreams()
+        .iter()
+        .map(|upstream| {
+            let cluster = &upstream.cluster;
+            let states = cluster.endpoint_states();
+            let endpoints = EndpointState::ALL
+                .iter()
+                .map(|state| (state.as_str(), states.iter().filter(|(_, s)| s == state).count()))
+                .collect();
+            UpstreamSnapshot {
+                upstream: upstream.label.clone(),
+                endpoints,
+                in_flight: cluster.in_flight(),
+                retries: cluster.retries.load(Relaxed),
+                ejections: cluster.ejections.load(Relaxed),
+                overloaded: cluster.shed.load(Relaxed),
+            }
+        })
+        .collect()
+}
+
+/// Each routed upstream with its endpoints, their states and calls in
+/// flight (DESIGN §4b).
+fn upstreams_json(catalog: &crate::catalog::Catalog) -> Vec<serde_json::Value> {
+    catalog
+        .upstreams()
+        .iter()
+        .map(|upstream| {
+            let cluster = &upstream.cluster;
+            let endpoints: Vec<_> = cluster
+                .endpoint_states()
+                .iter()
+                .map(|(endpoint, state)| {
+                    json!({
+                        "address": endpoint.addr.to_string(),
+                        "state": state.as_str(),
+                        "in_flight": endpoint.in_flight(),
+                    })
+                })
+                .collect();
+            json!({
+                "upstream": &*upstream.label,
+                "balance": cluster.settings.balance.as_str(),
+                "in_flight": cluster.in_flight(),
+                "endpoints": endpoints,
+            })
+        })
+        .collect()
 }
 
 /// A composition route's name and calls, for `/routes`.

@@ -15,6 +15,7 @@ use crate::descriptors::reflection;
 use crate::http::cors::CorsRules;
 use crate::ratelimit::rule::{self, RuleSet};
 use crate::tls::ServerTls;
+use crate::upstream::cluster::{Resolve, SystemResolver};
 use crate::upstream::Upstreams;
 
 /// How long one round of reflection calls may take.
@@ -77,13 +78,18 @@ impl Loader {
     /// Checks what the config alone can be wrong about. Must run inside a
     /// tokio runtime (upstream channels spawn their workers).
     pub fn new(config: Arc<Config>) -> Result<Self, LoadError> {
+        Self::with_resolver(config, Arc::new(SystemResolver))
+    }
+
+    /// [`Loader::new`], with upstream names resolved by `resolver`.
+    pub fn with_resolver(config: Arc<Config>, resolver: Arc<dyn Resolve>) -> Result<Self, LoadError> {
         let tls = config
             .tls
             .as_ref()
             .map(crate::tls::server)
             .transpose()
             .map_err(|err| LoadError { problems: vec![format!("tls: {err}")] })?;
-        let upstreams = Upstreams::new(&config)?;
+        let upstreams = Upstreams::with_resolver(&config, resolver)?;
         let features = Arc::new(Features::compile(&config)?);
         Ok(Self { config, upstreams, features, tls: tls.map(Arc::new) })
     }
@@ -97,7 +103,14 @@ impl Loader {
     /// of those that answered, and what went wrong with the others.
     pub async fn reflect(&self) -> (Vec<Reflected>, Vec<String>) {
         let calls = self.upstreams.reflection_sources().iter().map(|(url, upstream)| async move {
-            (url.clone(), reflection::fetch(url, upstream.channel(), REFLECTION_TIMEOUT).await)
+            let fetched = match upstream.channel() {
+                Some(channel) => reflection::fetch(url, channel, REFLECTION_TIMEOUT).await,
+                None => Err(reflection::ReflectionError {
+                    upstream: url.clone(),
+                    problem: reflection::Problem::Call("no endpoint (its name did not resolve)".into()),
+                }),
+            };
+            (url.clone(), fetched)
         });
         let mut files = Vec::new();
         let mut problems = Vec::new();

@@ -1,18 +1,20 @@
-//! Readiness (DESIGN §1, §9): whether every upstream that serves a route
-//! answers. Probed in the background, never per `/readyz` call: a TCP
-//! connect to each distinct upstream of the live catalog every
-//! [`INTERVAL`], with a deadline of [`TIMEOUT`]. A connect is what the
-//! gateway's own channel needs first, costs the backend nothing, and works
-//! for every backend whether or not it serves `grpc.health.v1`.
+//! Readiness (DESIGN §1, §4b, §9): whether every upstream that serves a
+//! route has an endpoint in the rotation that answers. Probed in the
+//! background, never per `/readyz` call: a TCP connect to each endpoint of
+//! each distinct upstream of the live catalog every [`INTERVAL`], with a
+//! deadline of [`TIMEOUT`]. A connect is what the gateway's own channel
+//! needs first, costs the backend nothing, and works for every backend
+//! whether or not it serves `grpc.health.v1`; an upstream with health
+//! checks is judged by them instead.
 
-use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::Uri;
 
-use crate::catalog::{Catalog, Target};
+use crate::catalog::Catalog;
+use crate::upstream::Upstream;
 
 /// How often the upstreams are probed.
 pub const INTERVAL: Duration = Duration::from_secs(2);
@@ -51,13 +53,13 @@ impl Readiness {
     pub async fn probe(self: Arc<Self>, catalog: Weak<ArcSwap<Catalog>>) {
         loop {
             let Some(live) = catalog.upgrade() else { return };
-            let urls = upstream_urls(&live.load());
+            let upstreams = live.load().upstreams();
             drop(live);
-            let results = futures_util::future::join_all(urls.iter().map(reach)).await;
-            let unreachable = urls
-                .into_iter()
+            let results = futures_util::future::join_all(upstreams.iter().map(|u| probe(u))).await;
+            let unreachable = upstreams
+                .iter()
                 .zip(results)
-                .filter_map(|(url, result)| result.err().map(|reason| (url.to_string(), reason)))
+                .filter_map(|(upstream, result)| result.err().map(|reason| (upstream.label.to_string(), reason)))
                 .collect();
             self.state.store(Arc::new(Probed { done: true, unreachable }));
             tokio::time::sleep(INTERVAL).await;
@@ -65,26 +67,34 @@ impl Readiness {
     }
 }
 
-/// Every upstream a route of `catalog` calls, once each.
-fn upstream_urls(catalog: &Catalog) -> Vec<Uri> {
-    let mut urls = BTreeSet::new();
-    for route in &catalog.routes {
-        match &route.target {
-            Target::Method(call) => {
-                urls.insert(call.upstream.url.to_string());
+/// Ready when an endpoint in the rotation is reachable: connected to now
+/// (each endpoint is probed), or passing its health checks when the
+/// upstream has them.
+async fn probe(upstream: &Upstream) -> Result<(), String> {
+    let cluster = &upstream.cluster;
+    let endpoints = cluster.endpoints();
+    if endpoints.is_empty() {
+        return Err("no endpoint: its name did not resolve".to_owned());
+    }
+    let mut first_error = None;
+    if !cluster.health_checked() {
+        let probes = endpoints.iter().map(|endpoint| reach(endpoint.addr));
+        for (endpoint, result) in endpoints.iter().zip(futures_util::future::join_all(probes).await) {
+            endpoint.set_reachable(result.is_ok());
+            if let Err(err) = result {
+                first_error.get_or_insert(err);
             }
-            Target::Composition(plan) => urls.extend(plan.calls.iter().map(|call| call.upstream.url.to_string())),
         }
     }
-    urls.into_iter().filter_map(|url| url.parse().ok()).collect()
+    if cluster.has_ready_endpoint() {
+        return Ok(());
+    }
+    Err(first_error.unwrap_or_else(|| "no endpoint in the rotation is reachable or passing its health checks".into()))
 }
 
-/// Connects to `url`'s host and port.
-async fn reach(url: &Uri) -> Result<(), String> {
-    let host = url.host().ok_or("the URL has no host")?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = url.port_u16().unwrap_or(if url.scheme_str() == Some("https") { 443 } else { 80 });
-    match tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect((host, port))).await {
+/// Connects to `addr`.
+async fn reach(addr: SocketAddr) -> Result<(), String> {
+    match tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(err)) => Err(format!("unreachable: {err}")),
         Err(_) => Err(format!("unreachable: no connection within {} ms", TIMEOUT.as_millis())),

@@ -53,6 +53,16 @@ impl Backend {
         Self::serve(bind().await, routes, observe)
     }
 
+    /// [`Backend::test_service`] on `listener` (a chosen address), also
+    /// serving `grpc.health.v1.Health`, whose status the returned reporter
+    /// sets (SERVING at first).
+    pub async fn test_service_with_health(listener: TcpListener) -> (Backend, tonic_health::server::HealthReporter) {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        let (routes, observe) = super::test_service::routes(Arc::new(AtomicU64::new(0)));
+        (Self::serve_with(listener, routes.add_service(health), observe, None), reporter)
+    }
+
     /// [`Backend::test_service`] over TLS: `tls` holds its certificate,
     /// and the CA of client certificates when it asks for them.
     pub async fn test_service_tls(tls: tonic::transport::ServerTlsConfig) -> Backend {

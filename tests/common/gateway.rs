@@ -123,10 +123,7 @@ impl Setup {
 
 /// The default config with every service routed to `backend`.
 pub fn config_for(backend: &Backend) -> Config {
-    Config {
-        upstreams: vec![UpstreamRule { pattern: "*".into(), url: backend.url().parse().expect("backend url") }],
-        ..Config::default()
-    }
+    Config { upstreams: vec![UpstreamRule::new("*", backend.url().parse().expect("backend url"))], ..Config::default() }
 }
 
 /// Starts the gateway over `descriptors` with `config`, serving its public
