@@ -140,6 +140,19 @@ pub enum InvalidBindings {
     Skip,
 }
 
+/// `json.query_path_conflict`: a query parameter naming a field a path
+/// variable binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueryPathConflict {
+    /// 400: the request says two things about one field.
+    #[default]
+    Reject,
+    /// The path's value is kept and the parameter dropped, as grpc-gateway
+    /// and Envoy's transcoder do.
+    PathWins,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JsonOptions {
     pub use_proto_names: bool,
@@ -148,6 +161,7 @@ pub struct JsonOptions {
     pub int64_as_numbers: bool,
     pub unknown_fields: Strictness,
     pub unknown_query_params: Strictness,
+    pub query_path_conflict: QueryPathConflict,
     pub pretty: bool,
 }
 

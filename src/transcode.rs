@@ -36,6 +36,8 @@ pub struct JsonSettings {
     pub deserialize: DeserializeOptions,
     pub pretty: bool,
     pub reject_unknown_query_params: bool,
+    /// `json.query_path_conflict: path_wins`.
+    pub path_wins: bool,
     pub options: JsonOptions,
 }
 
@@ -50,6 +52,7 @@ impl JsonSettings {
             deserialize: DeserializeOptions::new().deny_unknown_fields(options.unknown_fields == Strictness::Reject),
             pretty: options.pretty,
             reject_unknown_query_params: options.unknown_query_params == Strictness::Reject,
+            path_wins: options.query_path_conflict == crate::config::QueryPathConflict::PathWins,
             options: options.clone(),
         }
     }

@@ -353,6 +353,24 @@ async fn get_with_path_variables_nested_enum_and_int64_plus_query() {
 }
 
 #[tokio::test]
+async fn a_query_parameter_on_a_path_bound_field_is_refused_or_dropped_by_config() {
+    let path = "/test/path/hello/7/nm/GREEN?string_value=other&nested.name=x&int32_value=4";
+    let strict = start_test_service().await;
+    let refused = strict.get(path).await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(refused.text().contains("path_wins"), "the message names the switch: {}", refused.text());
+    let lax = start_test_service_with(|config| {
+        config.json.query_path_conflict = api::QueryPathConflict::PathWins;
+    })
+    .await;
+    let got = get_ok(&lax, path).await;
+    assert_eq!(
+        (&got["stringValue"], &got["nested"]["name"], &got["int32Value"]),
+        (&json!("hello"), &json!("nm"), &json!(4))
+    );
+}
+
+#[tokio::test]
 async fn single_segment_variables_are_fully_percent_decoded() {
     let env = start_test_service().await;
     let got = get_ok(&env, "/test/path/hello%20world%2Fx%3F/1/n%2Fm%25/RED").await;

@@ -38,6 +38,7 @@ pub fn settings(bits: u8) -> JsonSettings {
         unknown_fields: strictness(bit(4)),
         unknown_query_params: strictness(bit(5)),
         pretty: bit(6),
+        ..JsonOptions::default()
     })
 }
 

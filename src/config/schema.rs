@@ -127,6 +127,7 @@ struct JsonSection {
     int64_as_numbers: Option<bool>,
     unknown_fields: Option<Strictness>,
     unknown_query_params: Option<Strictness>,
+    query_path_conflict: Option<super::QueryPathConflict>,
     pretty: Option<bool>,
 }
 
@@ -576,6 +577,7 @@ impl JsonSection {
             int64_as_numbers: self.int64_as_numbers.unwrap_or(d.int64_as_numbers),
             unknown_fields: self.unknown_fields.unwrap_or(d.unknown_fields),
             unknown_query_params: self.unknown_query_params.unwrap_or(d.unknown_query_params),
+            query_path_conflict: self.query_path_conflict.unwrap_or(d.query_path_conflict),
             pretty: self.pretty.unwrap_or(d.pretty),
         }
     }

@@ -65,6 +65,7 @@ json:
   int64_as_numbers: true
   unknown_fields: ignore
   unknown_query_params: ignore
+  query_path_conflict: path_wins
   pretty: true
 routes:
   auto_map: false
@@ -117,6 +118,7 @@ fn every_key_is_read() {
             int64_as_numbers: true,
             unknown_fields: Strictness::Ignore,
             unknown_query_params: Strictness::Ignore,
+            query_path_conflict: QueryPathConflict::PathWins,
             pretty: true,
         }
     );

@@ -12,6 +12,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::{alphabet, DecodeError, Engine};
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, Value};
 
+use super::JsonSettings;
 use crate::error::GatewayError;
 
 /// Where a field value parsed from text ends up: a scalar or enum, a wrapper
@@ -257,18 +258,27 @@ enum Unresolved {
     Invalid(String),
 }
 
+/// A query parameter naming a field that something else sets.
+enum Collision {
+    Body(GatewayError),
+    Path(GatewayError),
+}
+
 impl QueryPlan {
     pub(crate) fn new(root: MessageDescriptor, body: BodyCover, bound: Vec<BoundPath>) -> Self {
         Self { root, body, bound }
     }
 
-    /// Applies every parameter of the raw query string to `msg`.
+    /// Applies every parameter of the raw query string to `msg`: unknown
+    /// ones refused or dropped (`json.unknown_query_params`), ones naming a
+    /// path-bound field refused or dropped (`json.query_path_conflict`).
     pub(crate) fn apply(
         &self,
         msg: &mut DynamicMessage,
         query: &str,
-        reject_unknown: bool,
+        settings: &JsonSettings,
     ) -> Result<(), GatewayError> {
+        let reject_unknown = settings.reject_unknown_query_params;
         // Singular fields (and oneofs) already set by an earlier parameter,
         // with the parameter that set them.
         let mut taken: Vec<(String, String)> = Vec::new();
@@ -291,7 +301,12 @@ impl QueryPlan {
                 }
                 Err(Unresolved::Unknown(_)) => continue,
             };
-            self.check_collision(&name, &target.numbers)?;
+            match self.check_collision(&name, &target.numbers) {
+                Ok(()) => {}
+                // The path variable, applied after the query, sets it.
+                Err(Collision::Path(_)) if settings.path_wins => continue,
+                Err(Collision::Path(err) | Collision::Body(err)) => return Err(err),
+            }
             for (oneof, member) in oneof_members(&target) {
                 match chosen.iter().find(|(o, _, _)| *o == oneof) {
                     Some((_, earlier_member, earlier)) if *earlier_member != member => {
@@ -380,25 +395,30 @@ impl QueryPlan {
         }
     }
 
-    fn check_collision(&self, name: &str, numbers: &[u32]) -> Result<(), GatewayError> {
+    fn check_collision(&self, name: &str, numbers: &[u32]) -> Result<(), Collision> {
         match &self.body {
             BodyCover::Nothing => {}
             BodyCover::Everything => {
-                return Err(GatewayError::bad_field(
+                return Err(Collision::Body(GatewayError::bad_field(
                     name,
                     "query parameters cannot set fields: the whole request comes from the body",
-                ));
+                )));
             }
             BodyCover::Field { number, name: body } => {
                 if numbers.first() == Some(number) {
-                    return Err(GatewayError::bad_field(name, format!("field '{body}' comes from the request body")));
+                    let why = format!("field '{body}' comes from the request body");
+                    return Err(Collision::Body(GatewayError::bad_field(name, why)));
                 }
             }
         }
         for bound in &self.bound {
             let n = bound.numbers.len().min(numbers.len());
             if bound.numbers[..n] == numbers[..n] {
-                return Err(GatewayError::bad_field(name, format!("conflicts with path variable '{}'", bound.display)));
+                let why = format!(
+                    "conflicts with path variable '{}' (json.query_path_conflict: path_wins keeps the path's value)",
+                    bound.display
+                );
+                return Err(Collision::Path(GatewayError::bad_field(name, why)));
             }
         }
         Ok(())

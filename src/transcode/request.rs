@@ -196,7 +196,7 @@ impl RequestPlan {
         }
         let mut msg = self.body(settings, &input)?;
         if let Some(q) = input.query.filter(|q| !q.is_empty()) {
-            self.query.apply(&mut msg, q, settings.reject_unknown_query_params)?;
+            self.query.apply(&mut msg, q, settings)?;
         }
         for (variable, text) in self.variables.iter().zip(input.captures) {
             let value = variable.leaf.parse(text).map_err(|e| GatewayError::bad_field(&variable.display, e))?;

@@ -548,6 +548,23 @@ fn query_collisions_with_path_and_body() {
 }
 
 #[test]
+fn with_path_wins_a_query_parameter_on_a_path_bound_field_is_dropped() {
+    use crate::config::QueryPathConflict;
+    let settings =
+        JsonSettings::new(&JsonOptions { query_path_conflict: QueryPathConflict::PathWins, ..Default::default() });
+    let captures = ["p".to_owned()];
+    let p = plan("", &["inner.deep.id"]);
+    let run = |q: &'static str| p.build(&settings, input("", &captures, Some(q)));
+    // The path's value stays; other fields still come from the query.
+    let m = run("inner.deep.id=q&inner.deep.n=1").unwrap();
+    assert_eq!(as_json(&m), json!({"inner":{"deep":{"id":"p","n":"1"}}}));
+    // Bodies still refuse: the switch is about the path only.
+    let field = plan("inner", &[]);
+    let lax_field = field.build(&settings, input("{}", &[], Some("inner.name=x")));
+    assert_bad(lax_field, "inner.name");
+}
+
+#[test]
 fn path_wins_over_query_order_does_not_matter() {
     let p = plan("", &["f_string"]);
     let captures = ["path".to_owned()];

@@ -5,7 +5,9 @@
 
 pub use protogate::cli::route_table;
 pub use protogate::config::values::parse_upstream_url;
-pub use protogate::config::{from_yaml, Config, RouteOverride, RouteSelector, Strictness, UpstreamRule};
+pub use protogate::config::{
+    from_yaml, Config, QueryPathConflict, RouteOverride, RouteSelector, Strictness, UpstreamRule,
+};
 pub use protogate::error::GatewayError;
 pub use protogate::gateway::admin::serve as serve_admin;
 pub use protogate::gateway::reload::ReloadStatus;
