@@ -169,7 +169,9 @@ impl Upstream {
         retries: Retries,
     ) -> Result<(Attempt, MetadataMap, bool), GatewayError> {
         let attempt = self.cluster.pick(tried.as_slice()).ok_or_else(|| self.no_endpoint())?;
-        let last = !tried.push(attempt.endpoint.addr, retries.attempts);
+        // With no other endpoint to go to, no retry can follow: the
+        // metadata need not be kept (the common case of one endpoint).
+        let last = !tried.push(attempt.endpoint.addr, retries.attempts) || self.cluster.endpoint_count() <= tried.len();
         let metadata = if last { std::mem::take(metadata) } else { metadata.clone() };
         Ok((attempt, metadata, last))
     }

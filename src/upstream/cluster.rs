@@ -338,6 +338,11 @@ impl Cluster {
         self.endpoints.load_full()
     }
 
+    /// How many endpoints are in the set.
+    pub fn endpoint_count(&self) -> usize {
+        self.endpoints.load().len()
+    }
+
     /// Every endpoint with its state, draining ones last.
     pub fn endpoint_states(&self) -> Vec<(Arc<Endpoint>, EndpointState)> {
         let now = self.now_ms();
