@@ -344,6 +344,9 @@ impl Catalog {
         let http_ext = descriptors.pool.get_extension_by_name("google.api.http");
         let skip = config.routes.invalid_bindings == InvalidBindings::Skip;
         let mut config_rules = ConfigRules::new(&descriptors.service_configs);
+        for (file, reason) in &descriptors.left_out {
+            unrouted.push(Unrouted { name: file.clone(), reason: format!("left out: {reason}") });
+        }
         // Every method with its version, to explain a selector that misses.
         let mut methods = Vec::new();
 
@@ -808,6 +811,7 @@ pub fn load(
     reflected: &[Reflected],
     resolvers: &[&dyn RouteResolver],
 ) -> Result<Catalog, LoadError> {
-    let descriptors = crate::descriptors::load(&config.descriptors, reflected)?;
+    let skip = config.routes.invalid_bindings == crate::config::InvalidBindings::Skip;
+    let descriptors = crate::descriptors::load_with(&config.descriptors, reflected, skip)?;
     Catalog::build(config, descriptors, upstreams, resolvers)
 }

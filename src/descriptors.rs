@@ -88,6 +88,9 @@ pub struct Descriptors {
     pub digest: String,
     /// The folder's service configs, sorted by path.
     pub service_configs: Vec<Arc<ServiceConfig>>,
+    /// Files left out because they cannot be used (with `skip`): proto
+    /// name and why.
+    pub left_out: Vec<(String, String)>,
 }
 
 impl Descriptors {
@@ -113,6 +116,8 @@ pub enum DescriptorError {
     /// names the file and the line.
     #[error("{0}")]
     ServiceConfig(String),
+    #[error("{origin}: {name}: {reason}")]
+    Unsupported { name: String, origin: Origin, reason: String },
 }
 
 /// A FileDescriptorSet read without decoding its files, so each file keeps
@@ -128,6 +133,33 @@ struct RawFileSet {
 struct FileName {
     #[prost(string, tag = "1")]
     name: String,
+}
+
+/// What decides whether a file can be loaded at all: its syntax, and what
+/// it imports (a file that cannot be loaded takes its importers with it).
+#[derive(Clone, PartialEq, Message)]
+struct FileHead {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(string, repeated, tag = "3")]
+    dependency: Vec<String>,
+    #[prost(string, optional, tag = "12")]
+    syntax: Option<String>,
+}
+
+/// Why a file cannot be loaded, or `None`. prost-reflect knows proto2 and
+/// proto3 only, and (0.16) panics on anything else, so other syntaxes
+/// never reach it.
+fn unsupported(head: &FileHead) -> Option<String> {
+    match head.syntax.as_deref() {
+        None | Some("proto2" | "proto3") => None,
+        Some("editions") => Some(
+            "protobuf editions (edition = \"2023\" and later) are not supported yet; \
+             compile the file as proto3, or leave it out"
+                .into(),
+        ),
+        Some(other) => Some(format!("syntax {other:?} is not supported (proto2 and proto3 are)")),
+    }
 }
 
 /// Files gathered by name before they become a pool.
@@ -168,6 +200,42 @@ impl Merger {
             Some(_) => {}
         }
         Ok(())
+    }
+
+    /// Refuses (or, with `skip`, leaves out) files that cannot be loaded,
+    /// with every file that imports them; returns what was left out.
+    fn drop_unsupported(&mut self, skip: bool) -> Result<Vec<(String, String)>, DescriptorError> {
+        let heads: Vec<FileHead> =
+            self.files.values().filter_map(|(raw, _)| FileHead::decode(raw.clone()).ok()).collect();
+        let mut out: Vec<(String, String)> =
+            heads.iter().filter_map(|head| Some((head.name.clone(), unsupported(head)?))).collect();
+        if out.is_empty() {
+            return Ok(out);
+        }
+        if !skip {
+            let (name, reason) = out.swap_remove(0);
+            let origin = self.files.get(&name).map_or(Origin::Builtin, |(_, origin)| origin.clone());
+            return Err(DescriptorError::Unsupported { name, origin, reason });
+        }
+        // Importers of a left-out file go too, until nothing changes.
+        loop {
+            let before = out.len();
+            for head in &heads {
+                if out.iter().any(|(name, _)| *name == head.name) {
+                    continue;
+                }
+                if let Some(dep) = head.dependency.iter().find(|d| out.iter().any(|(name, _)| name == *d)) {
+                    out.push((head.name.clone(), format!("imports {dep}, which is left out")));
+                }
+            }
+            if out.len() == before {
+                break;
+            }
+        }
+        for (name, _) in &out {
+            self.files.remove(name);
+        }
+        Ok(out)
     }
 
     fn into_pool(self) -> Result<(DescriptorPool, HashMap<String, Origin>), prost_reflect::DescriptorError> {
@@ -254,6 +322,18 @@ pub fn load_dir(dir: &Path) -> Result<Descriptors, DescriptorError> {
 /// come first, so a folder's copy of a common google file wins over an
 /// upstream's.
 pub fn load(dir: &Path, reflected: &[(String, Vec<(String, Bytes)>)]) -> Result<Descriptors, DescriptorError> {
+    load_with(dir, reflected, false)
+}
+
+/// [`load`]; with `skip_unsupported` (`routes.invalid_bindings: skip`), a
+/// file that cannot be loaded (protobuf editions) is left out with its
+/// importers and listed in [`Descriptors::left_out`] instead of refusing
+/// the folder.
+pub fn load_with(
+    dir: &Path,
+    reflected: &[(String, Vec<(String, Bytes)>)],
+    skip_unsupported: bool,
+) -> Result<Descriptors, DescriptorError> {
     let mut protos = Vec::new();
     let mut sources = Vec::new();
     let mut yaml = Vec::new();
@@ -332,6 +412,7 @@ pub fn load(dir: &Path, reflected: &[(String, Vec<(String, Bytes)>)]) -> Result<
         }
     }
 
+    let left_out = merger.drop_unsupported(skip_unsupported)?;
     let file_origins: HashMap<String, Origin> =
         merger.files.iter().map(|(name, (_, origin))| (name.clone(), origin.clone())).collect();
     let (pool, origins) = merger.into_pool().map_err(|source| {
@@ -342,7 +423,7 @@ pub fn load(dir: &Path, reflected: &[(String, Vec<(String, Bytes)>)]) -> Result<
             .unwrap_or_default();
         DescriptorError::Pool { context, source }
     })?;
-    Ok(Descriptors { pool, origins, sources, digest: hex::encode(digest.finalize()), service_configs })
+    Ok(Descriptors { pool, origins, sources, digest: hex::encode(digest.finalize()), service_configs, left_out })
 }
 
 fn extension(path: &Path) -> &str {
@@ -574,5 +655,37 @@ mod tests {
         std::fs::write(dir.path().join("two.binpb"), &b[0].1).expect("write");
         let err = load_dir(dir.path()).expect_err("conflict");
         assert_eq!(err.to_string(), "same.proto is defined differently in one.binpb and two.binpb");
+    }
+
+    /// A set whose file uses protobuf editions (prost-reflect 0.16 panics
+    /// on it): refused by name, or left out with its importers.
+    #[test]
+    fn editions_files_are_refused_or_left_out_never_loaded() {
+        use prost_types::{FileDescriptorProto, FileDescriptorSet};
+        let file = |name: &str, syntax: Option<&str>, deps: &[&str]| FileDescriptorProto {
+            name: Some(name.into()),
+            package: Some(name.trim_end_matches(".proto").into()),
+            dependency: deps.iter().map(|d| d.to_string()).collect(),
+            syntax: syntax.map(str::to_owned),
+            ..Default::default()
+        };
+        let set = FileDescriptorSet {
+            file: vec![
+                file("modern.proto", Some("editions"), &[]),
+                file("user.proto", Some("proto3"), &["modern.proto"]),
+                file("plain.proto", Some("proto3"), &[]),
+            ],
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("all.binpb"), set.encode_to_vec()).expect("write");
+        let Err(err) = load(dir.path(), &[]) else { panic!("a file with editions was loaded") };
+        let err = err.to_string();
+        assert!(err.contains("modern.proto") && err.contains("editions"), "{err}");
+        let loaded = load_with(dir.path(), &[], true).expect("loads without them");
+        let mut left: Vec<&str> = loaded.left_out.iter().map(|(name, _)| name.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["modern.proto", "user.proto"]);
+        assert!(loaded.pool.get_file_by_name("plain.proto").is_some());
+        assert!(loaded.pool.get_file_by_name("user.proto").is_none());
     }
 }
