@@ -66,8 +66,19 @@ where
 
 /// A fresh request id: 128 random bits as 32 hex digits.
 pub fn new_request_id() -> HeaderValue {
-    let text = format!("{:032x}", fastrand::u128(..));
-    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    HeaderValue::from_bytes(&hex_digits(fastrand::u128(..))).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// `n` as `format!("{n:032x}")` writes it, without the formatter and its
+/// string: every request without an id of its own pays for this.
+fn hex_digits(mut n: u128) -> [u8; 32] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0; 32];
+    for digit in text.iter_mut().rev() {
+        *digit = HEX[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    text
 }
 
 fn is_sane(id: &HeaderValue) -> bool {
@@ -84,5 +95,12 @@ mod tests {
         let b = new_request_id();
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
+    }
+
+    #[test]
+    fn hex_digits_are_the_formatters() {
+        for n in [0, 1, 0xabc, u128::MAX, u128::MAX / 3, fastrand::u128(..)] {
+            assert_eq!(&hex_digits(n)[..], format!("{n:032x}").as_bytes());
+        }
     }
 }

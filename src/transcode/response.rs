@@ -93,7 +93,8 @@ impl ResponsePlan {
     pub fn render(&self, settings: &JsonSettings, msg: &DynamicMessage) -> Result<Rendered, GatewayError> {
         match &self.shape {
             Shape::Whole | Shape::Field(_) => {
-                let mut buf = Vec::with_capacity(256);
+                // Most small answers fit without growing the buffer.
+                let mut buf = Vec::with_capacity(512);
                 self.render_json(settings, msg, &mut buf)?;
                 Ok(Rendered { body: Bytes::from(buf), content_type: JSON })
             }
