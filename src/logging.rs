@@ -175,16 +175,32 @@ impl Line {
     }
 }
 
-impl Visit for Line {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.key(field);
+impl Line {
+    /// A string value: JSON-quoted, or in key=value quoted only when it
+    /// must be (empty, or with a space, quote or `=`).
+    fn string(&mut self, value: &str) {
         match self.json {
             true => json_string(&mut self.out, value),
-            false if value.is_empty() || value.contains([' ', '"', '=']) => {
+            false if value.is_empty() => self.out.push_str("\"\""),
+            false if needs_quotes(value) => {
                 let _ = write!(self.out, "{value:?}");
             }
             false => self.out.push_str(value),
         }
+    }
+}
+
+/// Whether a key=value value must be quoted. Bytes, not chars: the three
+/// are ASCII, and a char pattern decodes UTF-8 for every field of every
+/// line.
+fn needs_quotes(value: &str) -> bool {
+    value.bytes().any(|b| matches!(b, b' ' | b'"' | b'='))
+}
+
+impl Visit for Line {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.key(field);
+        self.string(value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
@@ -220,8 +236,15 @@ impl Visit for Line {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        let text = format!("{value:?}");
-        self.record_str(field, &text);
+        // Formatted in place (the message of every line comes this way);
+        // moved out and written again only if it must be quoted.
+        self.key(field);
+        let start = self.out.len();
+        let _ = write!(self.out, "{value:?}");
+        if self.json || self.out.len() == start || needs_quotes(&self.out[start..]) {
+            let text = self.out.split_off(start);
+            self.string(&text);
+        }
     }
 }
 
@@ -325,6 +348,34 @@ mod tests {
         out.clear();
         write_timestamp(&mut out, 951_782_400, 0);
         assert_eq!(out, "2000-02-29T00:00:00.000000Z");
+    }
+
+    /// The line's fields as the access layer writes them for `emit`'s event.
+    fn fields(json: bool, emit: impl FnOnce()) -> String {
+        use std::sync::{Arc, Mutex};
+        struct Capture(Arc<Mutex<String>>, bool);
+        impl<S: Subscriber> Layer<S> for Capture {
+            fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+                let mut line = Line { out: String::new(), json: self.1 };
+                event.record(&mut line);
+                *self.0.lock().expect("lock") = line.out;
+            }
+        }
+        let out = Arc::new(Mutex::new(String::new()));
+        let subscriber = tracing_subscriber::registry().with(Capture(out.clone(), json));
+        tracing::subscriber::with_default(subscriber, emit);
+        let line = out.lock().expect("lock").clone();
+        line
+    }
+
+    #[test]
+    fn key_value_fields_are_quoted_only_when_they_must_be() {
+        let line = fields(false, || tracing::info!(empty = "", spaced = "a b", plain = "x", eq = "é=1", "access"));
+        assert_eq!(line, r#" message=access empty="" spaced="a b" plain=x eq="é=1""#);
+        let line = fields(false, || tracing::info!(n = 7, "two words"));
+        assert_eq!(line, r#" message="two words" n=7"#);
+        let line = fields(true, || tracing::info!(s = "q\"", "access"));
+        assert_eq!(line, r#","message":"access","s":"q\"""#);
     }
 
     #[test]
