@@ -78,7 +78,7 @@ impl Upstream {
             }
             _ => None,
         };
-        let cluster = Cluster::new(url, settings, tls, resolver).map_err(error)?;
+        let cluster = Cluster::new(url, settings, tls, resolver);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(Cluster::run(Arc::downgrade(&cluster)));
         }

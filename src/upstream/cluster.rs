@@ -259,7 +259,7 @@ impl Cluster {
         settings: UpstreamSettings,
         tls: Option<Arc<Watched<ClientTlsConfig>>>,
         resolver: Arc<dyn Resolve>,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Arc<Self> {
         let https = url.scheme_str() == Some("https");
         let host = url.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
         let port = url.port_u16().unwrap_or(if https { 443 } else { 80 });
@@ -326,7 +326,7 @@ impl Cluster {
             dns_error: Mutex::new(None),
         });
         cluster.set_addresses(initial);
-        Ok(cluster)
+        cluster
     }
 
     fn now_ms(&self) -> u64 {
