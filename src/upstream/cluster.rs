@@ -210,8 +210,8 @@ impl Drop for Admitted {
     }
 }
 
-/// Builds the connections of one address.
-type Connect = Box<dyn Fn(SocketAddr) -> Vec<Channel> + Send + Sync>;
+/// Builds the connections of one address (at least one), or says why not.
+type Connect = Box<dyn Fn(SocketAddr) -> Result<Vec<Channel>, String> + Send + Sync>;
 
 /// The endpoints of one upstream and everything that decides which one a
 /// call goes to.
@@ -269,7 +269,7 @@ impl Cluster {
         let connect: Connect = Box::new(move |addr| {
             let scheme = if https { "https" } else { "http" };
             let target = format!("{scheme}://{addr}");
-            let Ok(endpoint) = TonicEndpoint::from_shared(target) else { return Vec::new() };
+            let endpoint = TonicEndpoint::from_shared(target).map_err(|err| err.to_string())?;
             let mut endpoint = endpoint
                 .origin(origin.clone())
                 .tcp_nodelay(true)
@@ -283,15 +283,9 @@ impl Cluster {
                     Some(watched) => ClientTlsConfig::clone(&watched.current()),
                     None => ClientTlsConfig::new().with_webpki_roots().domain_name(host_name(&origin)),
                 };
-                match endpoint.tls_config(config) {
-                    Ok(with_tls) => endpoint = with_tls,
-                    Err(err) => {
-                        tracing::error!(error = %err, %addr, "upstream TLS config refused");
-                        return Vec::new();
-                    }
-                }
+                endpoint = endpoint.tls_config(config).map_err(|err| format!("TLS config refused: {err}"))?;
             }
-            (0..connections).map(|_| endpoint.connect_lazy()).collect()
+            Ok((0..connections).map(|_| endpoint.connect_lazy()).collect())
         });
         let sources: Vec<(String, u16)> = match settings.endpoints.is_empty() {
             true => vec![(host, port)],
@@ -498,9 +492,15 @@ impl Cluster {
         }
         let next: Vec<Arc<Endpoint>> = addrs
             .iter()
-            .map(|addr| match current.iter().find(|e| e.addr == *addr) {
-                Some(kept) => kept.clone(),
-                None => Arc::new(Endpoint::new(*addr, (self.connect)(*addr))),
+            .filter_map(|addr| match current.iter().find(|e| e.addr == *addr) {
+                Some(kept) => Some(kept.clone()),
+                None => match (self.connect)(*addr) {
+                    Ok(channels) => Some(Arc::new(Endpoint::new(*addr, channels))),
+                    Err(err) => {
+                        tracing::error!(endpoint = %addr, error = %err, "upstream endpoint left out");
+                        None
+                    }
+                },
             })
             .collect();
         let mut draining = self.draining.lock().unwrap_or_else(PoisonError::into_inner);
@@ -530,7 +530,10 @@ impl Cluster {
         let Some(tls) = &self.tls else { return };
         if tls.refresh() == Refresh::Reloaded {
             for endpoint in self.endpoints.load().iter() {
-                endpoint.channels.store(Arc::new((self.connect)(endpoint.addr)));
+                match (self.connect)(endpoint.addr) {
+                    Ok(channels) => endpoint.channels.store(Arc::new(channels)),
+                    Err(err) => tracing::error!(endpoint = %endpoint.addr, error = %err, "kept the old connections"),
+                }
             }
         }
     }
