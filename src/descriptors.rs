@@ -250,6 +250,45 @@ impl Merger {
     }
 }
 
+/// Refuses a map entry message without a key field 1 and a value field 2
+/// of the kinds protobuf allows. protoc never writes one, but a hand-made
+/// or reflected set can, and prost-reflect accepts it only to panic when a
+/// request first touches the map.
+fn check_map_entries(pool: &DescriptorPool, origins: &HashMap<String, Origin>) -> Result<(), DescriptorError> {
+    use prost_reflect::Kind;
+    for message in pool.all_messages().filter(|m| m.is_map_entry()) {
+        let key_ok = message.get_field(1).is_some_and(|key| {
+            !key.is_list()
+                && matches!(
+                    key.kind(),
+                    Kind::Int32
+                        | Kind::Int64
+                        | Kind::Uint32
+                        | Kind::Uint64
+                        | Kind::Sint32
+                        | Kind::Sint64
+                        | Kind::Fixed32
+                        | Kind::Fixed64
+                        | Kind::Sfixed32
+                        | Kind::Sfixed64
+                        | Kind::Bool
+                        | Kind::String
+                )
+        });
+        let value_ok = message.get_field(2).is_some_and(|value| !value.is_list());
+        if !key_ok || !value_ok {
+            let name = message.parent_file().name().to_owned();
+            let origin = origins.get(&name).cloned().unwrap_or(Origin::Builtin);
+            let reason = format!(
+                "map entry {} needs a key field 1 (an integer, bool or string) and a value field 2",
+                message.full_name()
+            );
+            return Err(DescriptorError::Unsupported { name, origin, reason });
+        }
+    }
+    Ok(())
+}
+
 /// Files every toolchain ships its own copy of (protoc and buf versions
 /// differ in options and comments): the first copy serves for all.
 fn is_common(name: &str) -> bool {
@@ -423,6 +462,7 @@ pub fn load_with(
             .unwrap_or_default();
         DescriptorError::Pool { context, source }
     })?;
+    check_map_entries(&pool, &origins)?;
     Ok(Descriptors { pool, origins, sources, digest: hex::encode(digest.finalize()), service_configs, left_out })
 }
 
@@ -687,5 +727,55 @@ mod tests {
         assert_eq!(left, ["modern.proto", "user.proto"]);
         assert!(loaded.pool.get_file_by_name("plain.proto").is_some());
         assert!(loaded.pool.get_file_by_name("user.proto").is_none());
+    }
+
+    /// A map entry without its key and value fields (or with a key of a
+    /// kind maps cannot have) would load and then panic on a request.
+    #[test]
+    fn malformed_map_entries_are_refused_at_load() {
+        use prost_types::{
+            DescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet, MessageOptions,
+        };
+        let field = |name: &str, number: i32, ty: i32, type_name: Option<&str>, label: i32| FieldDescriptorProto {
+            name: Some(name.into()),
+            number: Some(number),
+            r#type: Some(ty),
+            type_name: type_name.map(str::to_owned),
+            label: Some(label),
+            ..Default::default()
+        };
+        let set = |entry_fields: Vec<FieldDescriptorProto>| FileDescriptorSet {
+            file: vec![FileDescriptorProto {
+                name: Some("m.proto".into()),
+                package: Some("p".into()),
+                syntax: Some("proto3".into()),
+                message_type: vec![DescriptorProto {
+                    name: Some("M".into()),
+                    field: vec![field("x", 1, 11, Some(".p.M.XEntry"), 3)],
+                    nested_type: vec![DescriptorProto {
+                        name: Some("XEntry".into()),
+                        field: entry_fields,
+                        options: Some(MessageOptions { map_entry: Some(true), ..Default::default() }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let (string, float) = (9, 2);
+        for (case, entry) in [
+            ("no fields", vec![]),
+            ("float key", vec![field("key", 1, float, None, 1), field("value", 2, string, None, 1)]),
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            std::fs::write(dir.path().join("m.binpb"), set(entry).encode_to_vec()).expect("write");
+            let Err(err) = load(dir.path(), &[]) else { panic!("{case}: a malformed map entry was loaded") };
+            assert!(err.to_string().contains("map entry p.M.XEntry"), "{case}: {err}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = vec![field("key", 1, string, None, 1), field("value", 2, string, None, 1)];
+        std::fs::write(dir.path().join("m.binpb"), set(good).encode_to_vec()).expect("write");
+        assert!(load(dir.path(), &[]).is_ok(), "a proper map entry is refused");
     }
 }
