@@ -8,15 +8,14 @@ mod common;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use common::api::Config;
 use common::jwt::{b64, fixture, jwks, now, rs256, rsa_key, sha256_hex, sign};
+use common::unary::{ServiceName, Unary};
 use common::{config_for, metrics, Backend, Descriptors, Reply, TestGateway};
 use http_body_util::Full;
 use jsonwebtoken::{Algorithm, EncodingKey};
@@ -62,43 +61,15 @@ struct EchoReply {
     id: String,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// `authtest.v1.Echo`: every method answers with the metadata it got.
+struct EchoName;
 
-/// Answers every method of `authtest.v1.Echo` with the metadata it got.
-#[derive(Clone)]
-struct EchoServer;
-
-impl tonic::server::NamedService for EchoServer {
+impl ServiceName for EchoName {
     const NAME: &'static str = "authtest.v1.Echo";
 }
 
-impl tower::Service<http::Request<tonic::body::Body>> for EchoServer {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        let method = req.uri().path().rsplit('/').next().unwrap_or("").to_owned();
-        Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<EchoReply, EchoRequest>::default());
-            Ok(grpc.unary(Echo { method }, req).await)
-        })
-    }
-}
-
-struct Echo {
-    method: String,
-}
-
-impl tonic::server::UnaryService<EchoRequest> for Echo {
-    type Response = EchoReply;
-    type Future = BoxFuture<Result<tonic::Response<EchoReply>, tonic::Status>>;
-
-    fn call(&mut self, req: tonic::Request<EchoRequest>) -> Self::Future {
+fn echo_server() -> Unary<EchoName, EchoRequest, EchoReply> {
+    Unary::new(|method, req: tonic::Request<EchoRequest>| {
         let mut metadata: HashMap<String, String> = HashMap::new();
         for (name, value) in req.metadata().clone().into_headers().iter() {
             let entry = metadata.entry(name.as_str().to_owned()).or_default();
@@ -107,9 +78,8 @@ impl tonic::server::UnaryService<EchoRequest> for Echo {
             }
             entry.push_str(value.to_str().unwrap_or("<binary>"));
         }
-        let reply = EchoReply { metadata, method: self.method.clone(), id: req.into_inner().id };
-        Box::pin(async move { Ok(tonic::Response::new(reply)) })
-    }
+        EchoReply { metadata, method: method.to_owned(), id: req.into_inner().id }
+    })
 }
 
 // ---- the JWKS endpoint ---------------------------------------------------
@@ -244,7 +214,7 @@ async fn start(auth: &str, policies: &str, kids: &[&str]) -> Harness {
     std::fs::write(&secret, "local-secret\n").expect("write secret");
 
     let jwks = JwksEndpoint::start(kids).await;
-    let backend = Backend::start(Routes::new(EchoServer)).await;
+    let backend = Backend::start(Routes::new(echo_server())).await;
 
     let auth = auth.replace("{jwks}", &jwks.url()).replace("{secret}", &secret.display().to_string());
     let config = Config {

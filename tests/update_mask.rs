@@ -6,11 +6,8 @@
 
 mod common;
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
-
 use common::api::Config;
+use common::unary::{ServiceName, Unary};
 use common::{config_for, Backend, Descriptors, Reply, TestGateway};
 use prost_types::FieldMask;
 use serde_json::{json, Value};
@@ -91,56 +88,30 @@ struct Seen {
     display_name: String,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// `masktest.v1.Things`: `UpdateThing` answers with what it received.
+struct ThingsName;
 
-/// Answers `masktest.v1.Things/UpdateThing` with what it received.
-#[derive(Clone)]
-struct ThingsServer;
-
-impl tonic::server::NamedService for ThingsServer {
+impl ServiceName for ThingsName {
     const NAME: &'static str = "masktest.v1.Things";
 }
 
-impl tower::Service<http::Request<tonic::body::Body>> for ThingsServer {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<Seen, UpdateThingRequest>::default());
-            Ok(grpc.unary(Report, req).await)
-        })
-    }
-}
-
-struct Report;
-
-impl tonic::server::UnaryService<UpdateThingRequest> for Report {
-    type Response = Seen;
-    type Future = BoxFuture<Result<tonic::Response<Seen>, tonic::Status>>;
-
-    fn call(&mut self, req: tonic::Request<UpdateThingRequest>) -> Self::Future {
+fn things_server() -> Unary<ThingsName, UpdateThingRequest, Seen> {
+    Unary::new(|_method, req: tonic::Request<UpdateThingRequest>| {
         let req = req.into_inner();
         let thing = req.thing.unwrap_or_default();
-        let seen = Seen {
+        Seen {
             has_mask: req.update_mask.is_some(),
             mask: req.update_mask.map(|m| m.paths).unwrap_or_default(),
             id: thing.id,
             display_name: thing.display_name,
-        };
-        Box::pin(async move { Ok(tonic::Response::new(seen)) })
-    }
+        }
+    })
 }
 
 // ---- the harness ---------------------------------------------------------
 
 async fn start(configure: impl FnOnce(&mut Config)) -> TestGateway {
-    let backend = Backend::start(Routes::new(ThingsServer)).await;
+    let backend = Backend::start(Routes::new(things_server())).await;
     let mut config = config_for(&backend);
     configure(&mut config);
     common::start(Descriptors::empty().with("things.proto", PROTO), config, vec![backend]).await

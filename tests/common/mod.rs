@@ -33,6 +33,7 @@ mod reply;
 pub mod rpc;
 pub mod stream;
 mod test_service;
+pub mod unary;
 mod wait;
 
 // Re-exported for the test binaries; not every binary uses each one.
