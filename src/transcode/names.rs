@@ -28,6 +28,24 @@ pub(super) fn kind_name(kind: &Kind) -> String {
     name.to_owned()
 }
 
+/// Whether `full_name` is one of the nine wrapper types
+/// (`google.protobuf.Int64Value` and the rest): a message whose JSON form is
+/// its one `value`.
+pub(super) fn is_wrapper(full_name: &str) -> bool {
+    matches!(
+        full_name,
+        "google.protobuf.DoubleValue"
+            | "google.protobuf.FloatValue"
+            | "google.protobuf.Int64Value"
+            | "google.protobuf.UInt64Value"
+            | "google.protobuf.Int32Value"
+            | "google.protobuf.UInt32Value"
+            | "google.protobuf.BoolValue"
+            | "google.protobuf.StringValue"
+            | "google.protobuf.BytesValue"
+    )
+}
+
 pub(super) fn push_key(path: &mut String, key: &str) {
     if !path.is_empty() {
         path.push('.');

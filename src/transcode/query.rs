@@ -37,15 +37,7 @@ impl Leaf {
             "google.protobuf.Timestamp" | "google.protobuf.Duration" | "google.protobuf.FieldMask" => {
                 Some(Leaf::Text(message.clone()))
             }
-            "google.protobuf.DoubleValue"
-            | "google.protobuf.FloatValue"
-            | "google.protobuf.Int64Value"
-            | "google.protobuf.UInt64Value"
-            | "google.protobuf.Int32Value"
-            | "google.protobuf.UInt32Value"
-            | "google.protobuf.BoolValue"
-            | "google.protobuf.StringValue"
-            | "google.protobuf.BytesValue" => {
+            name if super::names::is_wrapper(name) => {
                 message.get_field_by_name("value").map(|value| Leaf::Wrapper { message: message.clone(), value })
             }
             _ => None,

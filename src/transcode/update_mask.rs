@@ -134,16 +134,8 @@ fn shape(desc: &MessageDescriptor) -> Shape {
         | "google.protobuf.Timestamp"
         | "google.protobuf.Duration"
         | "google.protobuf.FieldMask"
-        | "google.protobuf.ListValue"
-        | "google.protobuf.DoubleValue"
-        | "google.protobuf.FloatValue"
-        | "google.protobuf.Int64Value"
-        | "google.protobuf.UInt64Value"
-        | "google.protobuf.Int32Value"
-        | "google.protobuf.UInt32Value"
-        | "google.protobuf.BoolValue"
-        | "google.protobuf.StringValue"
-        | "google.protobuf.BytesValue" => Shape::Opaque,
+        | "google.protobuf.ListValue" => Shape::Opaque,
+        name if super::names::is_wrapper(name) => Shape::Opaque,
         _ => Shape::Fields,
     }
 }
