@@ -135,8 +135,9 @@ struct FileName {
     name: String,
 }
 
-/// What decides whether a file can be loaded at all: its syntax, and what
-/// it imports (a file that cannot be loaded takes its importers with it).
+/// The name, imports and syntax of a FileDescriptorProto, read without
+/// decoding (and re-encoding) the rest: what decides whether a file can be
+/// loaded at all, and what reflection follows to fetch its imports.
 #[derive(Clone, PartialEq, Message)]
 struct FileHead {
     #[prost(string, tag = "1")]

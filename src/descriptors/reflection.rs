@@ -23,6 +23,8 @@ use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::{ErrorResponse, ServerReflectionRequest, ServerReflectionResponse};
 
+use super::FileHead;
+
 /// The v1 and v1alpha messages are the same on the wire; only the path of
 /// the method differs, so one client speaks both.
 const V1: &str = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
@@ -109,16 +111,6 @@ pub async fn fetch_with_limits(
         Err(_) => Problem::Timeout(limits.timeout),
     };
     Err(ReflectionError { upstream: upstream.to_owned(), problem })
-}
-
-/// The name and imports of a FileDescriptorProto, read without decoding
-/// (and re-encoding) the rest.
-#[derive(Clone, PartialEq, Message)]
-struct FileHead {
-    #[prost(string, tag = "1")]
-    name: String,
-    #[prost(string, repeated, tag = "3")]
-    dependency: Vec<String>,
 }
 
 /// What a request in flight asked for, to judge its answer.
