@@ -7,6 +7,7 @@
 //! serializer options) is resolved into plans at load time.
 
 pub mod codec;
+pub mod direct;
 pub mod fields;
 pub mod framing;
 mod names;

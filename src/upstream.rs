@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::Uri;
 use prost_reflect::DynamicMessage;
@@ -330,7 +331,7 @@ pub struct StreamReply {
 /// CANCELLED, never a half-close that looks like a client that finished,
 /// even while the request side is still open.
 pub struct ResponseStream {
-    messages: tonic::codec::Streaming<DynamicMessage>,
+    messages: tonic::codec::Streaming<Bytes>,
     kill: KillSwitch,
     /// Ended with the call's status (CANCELLED if the stream is dropped
     /// first).
@@ -342,8 +343,9 @@ pub struct ResponseStream {
 }
 
 impl ResponseStream {
-    /// The next message; `None` once the backend has sent its last.
-    pub async fn message(&mut self) -> Result<Option<DynamicMessage>, tonic::Status> {
+    /// The next message's wire bytes; `None` once the backend has sent its
+    /// last.
+    pub async fn message(&mut self) -> Result<Option<Bytes>, tonic::Status> {
         let message = self.messages.message().await;
         if let Err(status) = &message {
             self.span.finish(status.code());
@@ -433,8 +435,9 @@ fn humanize(d: Duration) -> String {
 #[derive(Debug)]
 pub struct UnaryReply {
     pub headers: MetadataMap,
-    /// `None` when the backend ended the call OK without a message.
-    pub message: Option<DynamicMessage>,
+    /// The answer's wire bytes; `None` when the backend ended the call OK
+    /// without a message.
+    pub message: Option<Bytes>,
     pub trailers: MetadataMap,
 }
 

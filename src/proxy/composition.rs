@@ -342,13 +342,15 @@ impl Run<'_> {
             let code = reply.as_ref().map_or_else(|err| err.code, |_| Code::Ok);
             self.metrics.upstream_call(&call.upstream.label, &call.label, &call.series, code, started.elapsed());
             let reply = reply?;
-            reply.message.ok_or_else(|| {
+            let message = reply.message.ok_or_else(|| {
                 GatewayError::new(
                     Code::Internal,
                     Fault::Upstream,
                     format!("call {}: the backend answered no message", call.name),
                 )
-            })
+            })?;
+            // Compositions read fields of the answers: decoded here.
+            crate::transcode::response::decode(call.codec.output(), message)
         };
         let outcome = match call.for_each {
             None => match requests.into_iter().next() {

@@ -119,7 +119,7 @@ async fn answer(
             GatewayError::new(Code::Internal, Fault::Upstream, "upstream ended the call without a response message")
         })?;
         let trailers = watch.race(messages.trailers()).await?.map_err(error)?.unwrap_or_default();
-        let rendered = call.response.render(&matched.catalog.json, &message)?;
+        let rendered = call.response.render_encoded(&matched.catalog.json, message)?;
         let mut response = Response::new(Body::full(rendered.body));
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, rendered.content_type);
@@ -179,7 +179,7 @@ async fn answer(
         Some(Some(message)) => {
             pump.watch.activity.touch();
             pump.sent.inc();
-            let rendered = call.response.render(&pump.settings, &message)?;
+            let rendered = call.response.render_encoded(&pump.settings, message)?;
             if raw {
                 content_type = rendered.content_type;
                 pump.pending = Some(rendered.body);
@@ -279,7 +279,7 @@ const BATCH_BYTES: usize = 16 << 10;
 type Next = Result<Frame<Bytes>, BoxError>;
 
 enum Event {
-    Message(Result<Option<DynamicMessage>, tonic::Status>),
+    Message(Result<Option<Bytes>, tonic::Status>),
     Interrupted(GatewayError),
     KeepAlive,
 }
@@ -313,7 +313,7 @@ impl Pump {
                 }
                 self.sent.inc();
                 if self.raw {
-                    return match self.call.response.render(&self.settings, &message) {
+                    return match self.call.response.render_encoded(&self.settings, message) {
                         Ok(rendered) => Some(Ok(Frame::data(rendered.body))),
                         Err(err) => self.end(Err(err)),
                     };
@@ -372,9 +372,9 @@ impl Pump {
     }
 
     /// Appends `message` in the stream's framing.
-    fn write(&mut self, out: &mut Vec<u8>, message: &DynamicMessage) -> Result<(), GatewayError> {
+    fn write(&mut self, out: &mut Vec<u8>, message: &Bytes) -> Result<(), GatewayError> {
         let Self { framer, call, settings, .. } = self;
-        framer.write_message(out, |out| call.response.render_json(settings, message, out))
+        framer.write_message(out, |out| call.response.render_json_encoded(settings, message, out))
     }
 
     /// The stream is over: its last bytes now, its trailers next.

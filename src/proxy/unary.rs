@@ -57,7 +57,7 @@ pub async fn call(
     let message = reply.message.ok_or_else(|| {
         GatewayError::new(Code::Internal, Fault::Upstream, "upstream ended the call without a response message")
     })?;
-    let rendered = call.response.render(&catalog.json, &message)?;
+    let rendered = call.response.render_encoded(&catalog.json, message)?;
     metrics.phase(Phase::Encode, encoding.elapsed());
     if let Some(exchange) = exchange {
         exchange.set_code(Code::Ok);

@@ -172,7 +172,7 @@ impl Session {
                             Some(message) => {
                                 activity.touch();
                                 sent.inc();
-                                let rendered = call.response.render(&self.matched.catalog.json, &message)?;
+                                let rendered = call.response.render_encoded(&self.matched.catalog.json, message)?;
                                 let frame = if raw {
                                     Frame::binary(Payload::Owned(rendered.body.to_vec()))
                                 } else {

@@ -1,19 +1,22 @@
-//! A tonic codec for `DynamicMessage`: tonic's own `ProstCodec` needs
-//! `Default`, which a message known only by its descriptor cannot provide.
+//! A tonic codec for messages known only by their descriptor: tonic's own
+//! `ProstCodec` needs `Default`, which a `DynamicMessage` cannot provide.
 //! It encodes owned messages, or shared ones (`Arc`) that a retry can send
-//! again without a copy.
+//! again without a copy. Answers are not decoded here: they come out as
+//! their wire bytes (a slice of tonic's buffer, no copy), which the
+//! response side renders directly or decodes itself.
 
 use std::borrow::Borrow;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use bytes::{Buf, Bytes};
 use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
-/// Encodes any `DynamicMessage` (`E`: owned, or an `Arc` of one); decodes
-/// into the descriptor it was built for.
+/// Encodes any `DynamicMessage` (`E`: owned, or an `Arc` of one); yields
+/// each answer's bytes.
 #[derive(Debug)]
 pub struct DynamicCodec<E = DynamicMessage> {
     response: MessageDescriptor,
@@ -38,7 +41,7 @@ impl DynamicCodec {
 }
 
 impl<E> DynamicCodec<E> {
-    /// The message type it decodes.
+    /// The message type of the answers.
     pub fn output(&self) -> &MessageDescriptor {
         &self.response
     }
@@ -46,16 +49,16 @@ impl<E> DynamicCodec<E> {
 
 impl<E: Borrow<DynamicMessage> + Send + 'static> Codec for DynamicCodec<E> {
     type Encode = E;
-    type Decode = DynamicMessage;
+    type Decode = Bytes;
     type Encoder = DynamicEncoder<E>;
-    type Decoder = DynamicDecoder;
+    type Decoder = RawDecoder;
 
     fn encoder(&mut self) -> Self::Encoder {
         DynamicEncoder(PhantomData)
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        DynamicDecoder(self.response.clone())
+        RawDecoder
     }
 }
 
@@ -76,16 +79,15 @@ impl<E: Borrow<DynamicMessage>> Encoder for DynamicEncoder<E> {
     }
 }
 
+/// An answer's wire bytes, as they came.
 #[derive(Debug)]
-pub struct DynamicDecoder(MessageDescriptor);
+pub struct RawDecoder;
 
-impl Decoder for DynamicDecoder {
-    type Item = DynamicMessage;
+impl Decoder for RawDecoder {
+    type Item = Bytes;
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
-        let mut msg = DynamicMessage::new(self.0.clone());
-        msg.merge(src).map_err(|e| Status::internal(format!("decoding response: {e}")))?;
-        Ok(Some(msg))
+        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }

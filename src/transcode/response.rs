@@ -1,6 +1,8 @@
-//! Output `DynamicMessage` → HTTP response body: proto3 JSON of the whole
+//! A backend's answer → HTTP response body: proto3 JSON of the whole
 //! message or of `response_body`'s field, or the raw bytes of a
-//! `google.api.HttpBody`.
+//! `google.api.HttpBody`. Answers arrive as wire bytes; the whole-message
+//! JSON is written from them directly ([`JsonOut`]) where it can be, through
+//! a `DynamicMessage` otherwise.
 //!
 //! A backend can send things the JSON mapping cannot express (an `Any` whose
 //! type the catalog does not know, a Timestamp out of range); those become a
@@ -8,12 +10,15 @@
 
 use base64::display::Base64Display;
 use base64::prelude::BASE64_STANDARD;
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::HeaderValue;
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, Value};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
+use super::direct::json_out::JsonOut;
 use super::{JsonSettings, PlanError};
 use crate::error::GatewayError;
 
@@ -40,6 +45,8 @@ enum Shape {
 pub struct ResponsePlan {
     output: MessageDescriptor,
     shape: Shape,
+    /// The wire → JSON fast path, for whole-message JSON answers.
+    direct: Option<Arc<JsonOut>>,
 }
 
 impl ResponsePlan {
@@ -70,7 +77,11 @@ impl ResponsePlan {
                 _ => Shape::Field(field),
             }
         };
-        Ok(Self { output: output.clone(), shape })
+        let direct = match shape {
+            Shape::Whole => Some(JsonOut::new(output)).filter(JsonOut::covers_root).map(Arc::new),
+            _ => None,
+        };
+        Ok(Self { output: output.clone(), shape, direct })
     }
 
     pub fn output(&self) -> &MessageDescriptor {
@@ -108,6 +119,39 @@ impl ResponsePlan {
 }
 
 impl ResponsePlan {
+    /// Renders a backend's answer, the message encoded in `bytes`.
+    pub fn render_encoded(&self, settings: &JsonSettings, bytes: Bytes) -> Result<Rendered, GatewayError> {
+        if let Some(direct) = &self.direct {
+            let mut buf = Vec::with_capacity(512);
+            if direct.render(settings, &bytes, &mut buf) {
+                return Ok(Rendered { body: Bytes::from(buf), content_type: JSON });
+            }
+        }
+        self.render(settings, &self.decode(bytes)?)
+    }
+
+    /// [`render_json`](Self::render_json) for the message encoded in
+    /// `bytes`.
+    pub fn render_json_encoded(
+        &self,
+        settings: &JsonSettings,
+        bytes: &Bytes,
+        out: &mut Vec<u8>,
+    ) -> Result<(), GatewayError> {
+        if let Some(direct) = &self.direct {
+            if direct.render(settings, bytes, out) {
+                return Ok(());
+            }
+        }
+        self.render_json(settings, &self.decode(bytes.clone())?, out)
+    }
+
+    /// The output message encoded in `bytes`; bytes that are none are the
+    /// backend's fault.
+    pub fn decode(&self, bytes: Bytes) -> Result<DynamicMessage, GatewayError> {
+        decode(&self.output, bytes)
+    }
+
     /// Appends the message's JSON to `out` (a stream writes many messages
     /// into one buffer). Not for raw (`HttpBody`) answers.
     pub fn render_json(
@@ -117,12 +161,12 @@ impl ResponsePlan {
         out: &mut Vec<u8>,
     ) -> Result<(), GatewayError> {
         match &self.shape {
-            Shape::Whole => to_json(settings, out, |s| msg.serialize_with_options(s, &settings.serialize)),
+            Shape::Whole => write_json(settings, out, |s| msg.serialize_with_options(s, &settings.serialize)),
             Shape::Field(field) => {
                 let value = msg.get_field(field);
                 let kind = field.kind();
                 let json = FieldJson { value: &value, kind: &kind, settings };
-                to_json(settings, out, |s| json.serialize(s))
+                write_json(settings, out, |s| json.serialize(s))
             }
             Shape::WholeRaw { .. } | Shape::FieldRaw { .. } => {
                 Err(GatewayError::internal("a raw HttpBody answer has no JSON"))
@@ -138,7 +182,14 @@ fn http_body_fields(desc: &MessageDescriptor) -> Option<(FieldDescriptor, FieldD
     Some((desc.get_field_by_name("data")?, desc.get_field_by_name("content_type")?))
 }
 
-fn to_json<F>(settings: &JsonSettings, buf: &mut Vec<u8>, write: F) -> Result<(), GatewayError>
+/// A backend's message of type `desc`, from its wire bytes.
+pub fn decode(desc: &MessageDescriptor, bytes: Bytes) -> Result<DynamicMessage, GatewayError> {
+    DynamicMessage::decode(desc.clone(), bytes)
+        .map_err(|e| GatewayError::from_upstream(&tonic::Status::internal(format!("decoding response: {e}"))))
+}
+
+/// Appends JSON to `buf` through serde_json with the catalog's formatting.
+pub(crate) fn write_json<F>(settings: &JsonSettings, buf: &mut Vec<u8>, write: F) -> Result<(), GatewayError>
 where
     F: FnOnce(&mut serde_json::Serializer<&mut Vec<u8>, Formatter>) -> Result<(), serde_json::Error>,
 {
@@ -167,7 +218,7 @@ fn raw(
 
 /// One formatter type for both settings, so the serializer is monomorphized
 /// once.
-enum Formatter {
+pub(crate) enum Formatter {
     Compact,
     Pretty(serde_json::ser::PrettyFormatter<'static>),
 }
@@ -258,7 +309,7 @@ impl Serialize for FieldJson<'_> {
     }
 }
 
-fn non_finite(v: f64) -> &'static str {
+pub(crate) fn non_finite(v: f64) -> &'static str {
     if v.is_nan() {
         "NaN"
     } else if v > 0.0 {

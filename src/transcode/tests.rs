@@ -28,6 +28,7 @@ import "google/protobuf/wrappers.proto";
 import "google/protobuf/struct.proto";
 import "google/protobuf/any.proto";
 import "google/api/httpbody.proto";
+import "google/protobuf/empty.proto";
 
 enum Color { COLOR_UNSPECIFIED = 0; RED = 1; GREEN = 2; }
 
@@ -84,12 +85,36 @@ message All {
 
 message Node { Node child = 1; string name = 2; }
 
+message More {
+  optional int32 o_int = 1;
+  optional string o_text = 2;
+  repeated Color colors = 3;
+  map<string, Color> color_by = 4;
+  map<int64, string> by_i64 = 5;
+  map<uint32, Deep> by_u32 = 6;
+  map<sint32, double> by_s32 = 7;
+  google.protobuf.NullValue nothing = 8;
+  repeated double ratios = 9;
+  repeated fixed32 f32s = 10;
+  repeated sint64 s64s = 11;
+  Node node = 12;
+  repeated bytes blobs = 13;
+  google.protobuf.Value value = 14;
+  google.protobuf.ListValue list = 15;
+  google.protobuf.Empty empty = 16;
+  repeated google.protobuf.Any anys = 17;
+  map<string, google.protobuf.Timestamp> stamps = 18;
+  uint64 big = 100;
+  bool last = 300;
+  oneof pick { Deep p_deep = 301; bool p_flag = 302; }
+}
+
 message Upload { string name = 1; google.api.HttpBody file = 2; }
 
 message Download { string name = 1; google.api.HttpBody file = 2; }
 "#;
 
-fn pool() -> &'static DescriptorPool {
+pub(super) fn pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
     POOL.get_or_init(|| {
         let dir = tempfile::TempDir::new().unwrap();
