@@ -1,7 +1,9 @@
 //! The transcoding hot path on the shapes of `../shared/bench` (the
 //! gateway comparison): POST /v1/echo with a JSON body, and
 //! GET /v1/items/{id}?view=… — request into a `DynamicMessage`, response
-//! back to JSON.
+//! back to JSON — and the answer's wire bytes to JSON both ways: through a
+//! `DynamicMessage` (the oracle) and directly, small and large (a catalog
+//! of 500 products, ~117 KB of JSON, as the bench's large workload).
 
 #![allow(clippy::unwrap_used)] // setup failures should abort the bench
 
@@ -38,6 +40,15 @@ message Item {
   string id = 1; string name = 2; int64 price_cents = 3; int32 stock = 4; bool available = 5;
   repeated string tags = 6; Dimensions dimensions = 7; repeated Attribute attributes = 8; ItemView view = 9;
 }
+
+enum Availability {
+  AVAILABILITY_UNSPECIFIED = 0; AVAILABILITY_IN_STOCK = 1; AVAILABILITY_BACKORDER = 2; AVAILABILITY_DISCONTINUED = 3;
+}
+message Product {
+  string sku = 1; string title = 2; int64 price_micros = 3; int64 stock = 4; double rating = 5;
+  double weight_kg = 6; Availability availability = 7; map<string, string> attributes = 8; repeated string tags = 9;
+}
+message Catalog { string catalog_id = 1; int64 revision = 2; repeated Product products = 3; }
 "#;
 
 const ECHO_JSON: &str = r#"{"message":"hello","count":"42","tags":["a","b","c"],"inner":{"name":"x","values":[1,2,3]},"flag":true,"ratio":0.5}"#;
@@ -55,6 +66,22 @@ fn large_echo_json() -> String {
         tags.join(","),
         values.join(",")
     )
+}
+
+/// The large workload's catalog: 500 products.
+fn catalog_json() -> String {
+    let products: Vec<String> = (0..500)
+        .map(|i| {
+            format!(
+                r#"{{"sku":"SKU-{i:05}","title":"Product number {i} with a longer title","priceMicros":"{}","stock":"{}","rating":{}.5,"weightKg":{}.25,"availability":"AVAILABILITY_IN_STOCK","attributes":{{"color":"red","size":"M","material":"cotton"}},"tags":["new","sale","tag-{i}"]}}"#,
+                1_990_000 + i * 10_000,
+                i * 3,
+                i % 5,
+                i % 7
+            )
+        })
+        .collect();
+    format!(r#"{{"catalogId":"cat-1","revision":"7","products":[{}]}}"#, products.join(","))
 }
 
 fn pool() -> DescriptorPool {
@@ -134,5 +161,30 @@ fn benches(c: &mut Criterion) {
     c.bench_function("error/render_bad_request", |b| b.iter(|| black_box(render_error(&err, &pool, &settings))));
 }
 
-criterion_group!(transcode, benches);
+/// A backend's answer (wire bytes) to JSON: decoded into a
+/// `DynamicMessage` and rendered (the oracle), against the direct path.
+fn wire_to_json(c: &mut Criterion) {
+    let pool = pool();
+    let settings = JsonSettings::default();
+    let cases = [
+        ("echo", "bench.v1.EchoResponse", ECHO_JSON.to_owned()),
+        ("item", "bench.v1.Item", ITEM_JSON.to_owned()),
+        ("catalog", "bench.v1.Catalog", catalog_json()),
+    ];
+    for (name, type_name, json) in cases {
+        let desc = pool.get_message_by_name(type_name).unwrap();
+        let message =
+            DynamicMessage::deserialize(desc.clone(), &mut serde_json::Deserializer::from_str(&json)).unwrap();
+        let wire = Bytes::from(prost::Message::encode_to_vec(&message));
+        let plan = ResponsePlan::new(&desc, "").unwrap();
+        c.bench_function(&format!("wire_to_json/{name}/oracle"), |b| {
+            b.iter(|| black_box(plan.render(&settings, &plan.decode(wire.clone()).unwrap()).unwrap()))
+        });
+        c.bench_function(&format!("wire_to_json/{name}/direct"), |b| {
+            b.iter(|| black_box(plan.render_encoded(&settings, wire.clone()).unwrap()))
+        });
+    }
+}
+
+criterion_group!(transcode, benches, wire_to_json);
 criterion_main!(transcode);

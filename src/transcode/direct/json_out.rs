@@ -25,10 +25,9 @@ use std::collections::HashSet;
 use base64::display::Base64Display;
 use base64::prelude::BASE64_STANDARD;
 use prost_reflect::{DynamicMessage, EnumDescriptor, FieldDescriptor, Kind, MessageDescriptor, Value};
-use serde::ser::{SerializeMap, SerializeSeq};
-use serde::{Serialize, Serializer};
+use serde::Serializer as _;
 
-use crate::transcode::response::{non_finite, FieldJson};
+use crate::transcode::response::non_finite;
 use crate::transcode::JsonSettings;
 
 /// Nesting past this bails (prost-reflect refuses 100 levels).
@@ -62,33 +61,52 @@ struct Fields {
 
 const NONE: u16 = u16::MAX;
 
+impl Fields {
+    #[inline]
+    fn find(&self, number: u32) -> Option<usize> {
+        match self.dense.get(number as usize) {
+            Some(&NONE) => None,
+            Some(&index) => Some(usize::from(index)),
+            None => self.fields.binary_search_by_key(&number, |f| f.number).ok(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Field {
     number: u32,
-    json_name: Box<str>,
-    proto_name: Box<str>,
+    /// The JSON key with its quotes (escaped as serde_json would).
+    json_key: Box<[u8]>,
+    proto_key: Box<[u8]>,
     element: Element,
     /// `Some` for a map: the key's kind (`element` is then the value's).
     map_key: Option<Scalar>,
     list: bool,
     presence: bool,
     oneof: Option<u8>,
-    /// The field's value when absent (rendered by `FieldJson` when unset
-    /// fields are emitted), and its kind for that.
+    /// A singular scalar's value when absent (written when unset fields
+    /// are emitted).
     default: Value,
-    kind: Kind,
     /// For a map: the value's default, for an entry without one.
-    map_value_default: Option<(Value, Kind)>,
+    map_value_default: Value,
 }
 
 impl Field {
-    fn key(&self, proto_names: bool) -> &str {
+    fn key(&self, proto_names: bool) -> &[u8] {
         if proto_names {
-            &self.proto_name
+            &self.proto_key
         } else {
-            &self.json_name
+            &self.json_key
         }
     }
+}
+
+/// `name` as a JSON string, quotes included.
+fn quoted(name: &str) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(name.len() + 2);
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde::Serializer::serialize_str(&mut serde_json::Serializer::new(&mut out), name);
+    out.into_boxed_slice()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,12 +229,21 @@ impl JsonOut {
     /// a `DynamicMessage` instead.
     pub fn render(&self, settings: &JsonSettings, bytes: &[u8], out: &mut Vec<u8>) -> bool {
         let start = out.len();
-        let object = Object { plan: self, index: 0, bytes, settings, depth: 0 };
-        let written = crate::transcode::response::write_json(settings, out, |s| object.serialize(s));
-        if written.is_err() {
+        let options = &settings.options;
+        let mut writer = Writer {
+            plan: self,
+            settings,
+            out,
+            pretty: options.pretty,
+            level: 0,
+            emit: options.emit_unpopulated,
+            proto_names: options.use_proto_names,
+        };
+        let written = writer.object(0, bytes, 0).is_some();
+        if !written {
             out.truncate(start);
         }
-        written.is_ok()
+        written
     }
 }
 
@@ -265,15 +292,14 @@ impl Builder {
                 let key = entry.map_entry_key_field();
                 let value = entry.map_entry_value_field();
                 let key = Scalar::of(&key.kind()).unwrap_or(Scalar::String);
-                let default = (Value::default_value_for_field(&value), value.kind());
-                (self.element(&value.kind()), Some(key), Some(default))
+                (self.element(&value.kind()), Some(key), Value::default_value_for_field(&value))
             }
-            other => (self.element(other), None, None),
+            other => (self.element(other), None, Value::Bool(false)),
         };
         Field {
             number: f.number(),
-            json_name: f.json_name().into(),
-            proto_name: f.name().into(),
+            json_key: quoted(f.json_name()),
+            proto_key: quoted(f.name()),
             element,
             map_key,
             list: f.is_list(),
@@ -283,7 +309,6 @@ impl Builder {
                 u8::try_from(index).ok()
             }),
             default: Value::default_value_for_field(f),
-            kind,
             map_value_default,
         }
     }
@@ -310,11 +335,6 @@ impl Builder {
         self.out.enums.push(EnumNames { null: desc.full_name() == "google.protobuf.NullValue", names });
         self.out.enums.len() - 1
     }
-}
-
-/// Why the fast path gave up; never shown (the oracle runs instead).
-fn bail<E: serde::ser::Error>() -> E {
-    E::custom("the direct path does not cover this message")
 }
 
 /// A cursor over wire bytes; `None` is malformed input.
@@ -485,164 +505,380 @@ impl<'a> KeyRef<'a> {
     }
 }
 
-/// One message's bytes, rendered as a JSON object (or by prost-reflect).
-struct Object<'a> {
+/// Writes JSON for wire bytes, as serde_json would with the catalog's
+/// formatting (compact, or pretty with two-space indents). `None` is a
+/// bail: the caller drops what was written.
+struct Writer<'a, 'o> {
     plan: &'a JsonOut,
-    index: usize,
-    bytes: &'a [u8],
     settings: &'a JsonSettings,
-    depth: u32,
+    out: &'o mut Vec<u8>,
+    pretty: bool,
+    /// Open objects and arrays.
+    level: usize,
+    /// `json.emit_unpopulated`, `json.use_proto_names`.
+    emit: bool,
+    proto_names: bool,
 }
 
-impl Serialize for Object<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.depth > MAX_DEPTH {
-            return Err(bail());
+impl Writer<'_, '_> {
+    fn open(&mut self, bracket: u8) {
+        self.out.push(bracket);
+        self.level += 1;
+    }
+
+    /// Before an object entry or array element.
+    fn next_item(&mut self, first: bool) {
+        if !first {
+            self.out.push(b',');
         }
-        let fields = match &self.plan.messages[self.index] {
+        if self.pretty {
+            self.out.push(b'\n');
+            self.indent();
+        }
+    }
+
+    fn key(&mut self, first: bool, key: &[u8]) {
+        self.next_item(first);
+        self.out.extend_from_slice(key);
+        self.out.extend_from_slice(if self.pretty { b": " } else { b":" });
+    }
+
+    fn close(&mut self, bracket: u8, empty: bool) {
+        self.level -= 1;
+        if self.pretty && !empty {
+            self.out.push(b'\n');
+            self.indent();
+        }
+        self.out.push(bracket);
+    }
+
+    fn indent(&mut self) {
+        for _ in 0..self.level {
+            self.out.extend_from_slice(b"  ");
+        }
+    }
+
+    /// One message: a JSON object walked from its bytes, or prost-reflect's
+    /// rendering of it.
+    fn object(&mut self, index: usize, bytes: &[u8], depth: u32) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        let plan = self.plan;
+        let fields = match &plan.messages[index] {
             Shape::Plain(fields) => fields,
-            Shape::Oracle(desc) => {
-                let message = DynamicMessage::decode(desc.clone(), self.bytes).map_err(|_| bail())?;
-                return message.serialize_with_options(s, &self.settings.serialize);
-            }
+            Shape::Oracle(desc) => return self.oracle(desc, bytes),
         };
-        let options = &self.settings.options;
-        let emit = options.emit_unpopulated;
-        let proto_names = options.use_proto_names;
-        let mut map = s.serialize_map(None)?;
-        let mut reader = Reader::new(self.bytes);
+        self.open(b'{');
+        let mut first = true;
+        let mut reader = Reader::new(bytes);
         // Fields before `next` have been written or passed over.
         let mut next = 0;
         let mut last = 0;
         let mut oneofs = 0u64;
         while !reader.done() {
             let start = reader.pos;
-            let (number, wire) = reader.key().ok_or_else(bail)?;
+            let (number, wire) = reader.key()?;
             let Some(index) = fields.find(number) else {
-                reader.skip(wire).ok_or_else(bail)?;
+                reader.skip(wire)?;
                 continue;
             };
             // Out of order, or given twice: protobuf's merge rules apply.
             if number <= last {
-                return Err(bail());
+                return None;
             }
             last = number;
             let field = &fields.fields[index];
-            if emit {
-                for unset in &fields.fields[next..index] {
-                    if !unset.presence {
-                        map.serialize_entry(unset.key(proto_names), &self.default_of(unset))?;
-                    }
-                }
+            if self.emit {
+                self.unset(&fields.fields[next..index], &mut first);
             }
             next = index + 1;
             if let Some(oneof) = field.oneof {
                 if oneofs & (1 << oneof) != 0 {
-                    return Err(bail());
+                    return None;
                 }
                 oneofs |= 1 << oneof;
             }
             if field.list || field.map_key.is_some() {
                 reader.pos = start;
-                let run = self.run(field, &mut reader).ok_or_else(bail)?;
-                if run.count > 0 || emit {
-                    map.serialize_entry(field.key(proto_names), &run)?;
+                let (run, count) = run(field, &mut reader)?;
+                if count > 0 || self.emit {
+                    self.key(first, field.key(self.proto_names));
+                    first = false;
+                    self.run(field, run, count, depth)?;
                 }
                 continue;
             }
+            let value = match field.element {
+                Element::Message(index) if wire == WIRE_LEN => {
+                    let bytes = reader.len_delimited()?;
+                    self.key(first, field.key(self.proto_names));
+                    first = false;
+                    self.object(index, bytes, depth + 1)?;
+                    continue;
+                }
+                Element::Message(_) => return None,
+                Element::Scalar(kind) => reader.scalar(kind, wire)?,
+                Element::Enum(_) => reader.scalar(Scalar::Int32, wire)?,
+            };
+            if field.presence || self.emit || !value.is_zero() {
+                self.key(first, field.key(self.proto_names));
+                first = false;
+                self.value(field.element, value)?;
+            }
+        }
+        if self.emit {
+            self.unset(&fields.fields[next..], &mut first);
+        }
+        self.close(b'}', first);
+        Some(())
+    }
+
+    /// Unset fields without presence, at their defaults.
+    fn unset(&mut self, fields: &[Field], first: &mut bool) {
+        for field in fields.iter().filter(|f| !f.presence) {
+            self.key(*first, field.key(self.proto_names));
+            *first = false;
+            if field.map_key.is_some() {
+                self.out.extend_from_slice(b"{}");
+            } else if field.list {
+                self.out.extend_from_slice(b"[]");
+            } else if let Some(value) = decoded(&field.default) {
+                // A default always has a JSON form.
+                let _ = self.value(field.element, value);
+            }
+        }
+    }
+
+    /// A repeated field's or map's occurrences (keys included).
+    fn run(&mut self, field: &Field, bytes: &[u8], count: usize, depth: u32) -> Option<()> {
+        if let Some(key_kind) = field.map_key {
+            return self.map(field, key_kind, bytes, count, depth);
+        }
+        self.open(b'[');
+        let mut reader = Reader::new(bytes);
+        let mut first = true;
+        while !reader.done() {
+            let (_, wire) = reader.key()?;
             match field.element {
-                Element::Message(index) => {
-                    if wire != WIRE_LEN {
-                        return Err(bail());
+                Element::Message(index) if wire == WIRE_LEN => {
+                    let bytes = reader.len_delimited()?;
+                    self.next_item(first);
+                    self.object(index, bytes, depth + 1)?;
+                }
+                Element::Message(_) => return None,
+                Element::Scalar(kind) if wire == WIRE_LEN && kind.wire_type() != WIRE_LEN => {
+                    let mut chunk = Reader::new(reader.len_delimited()?);
+                    while !chunk.done() {
+                        let value = chunk.scalar(kind, kind.wire_type())?;
+                        self.next_item(first);
+                        first = false;
+                        self.value(field.element, value)?;
                     }
-                    let bytes = reader.len_delimited().ok_or_else(bail)?;
-                    map.serialize_entry(field.key(proto_names), &self.nested(index, bytes))?;
+                    continue;
+                }
+                Element::Enum(_) if wire == WIRE_LEN => {
+                    let mut chunk = Reader::new(reader.len_delimited()?);
+                    while !chunk.done() {
+                        let value = chunk.scalar(Scalar::Int32, WIRE_VARINT)?;
+                        self.next_item(first);
+                        first = false;
+                        self.value(field.element, value)?;
+                    }
+                    continue;
                 }
                 Element::Scalar(kind) => {
-                    let value = reader.scalar(kind, wire).ok_or_else(bail)?;
-                    if field.presence || emit || !value.is_zero() {
-                        map.serialize_entry(field.key(proto_names), &self.scalar(value))?;
-                    }
+                    let value = reader.scalar(kind, wire)?;
+                    self.next_item(first);
+                    self.value(field.element, value)?;
                 }
-                Element::Enum(names) => {
-                    let value = reader.scalar(Scalar::Int32, wire).ok_or_else(bail)?;
-                    if field.presence || emit || !value.is_zero() {
-                        let Decoded::I32(number) = value else { return Err(bail()) };
-                        map.serialize_entry(field.key(proto_names), &self.enumeration(names, number))?;
-                    }
+                Element::Enum(_) => {
+                    let value = reader.scalar(Scalar::Int32, wire)?;
+                    self.next_item(first);
+                    self.value(field.element, value)?;
                 }
             }
+            first = false;
         }
-        if emit {
-            for unset in &fields.fields[next..] {
-                if !unset.presence {
-                    map.serialize_entry(unset.key(proto_names), &self.default_of(unset))?;
-                }
-            }
-        }
-        map.end()
-    }
-}
-
-impl Fields {
-    #[inline]
-    fn find(&self, number: u32) -> Option<usize> {
-        match self.dense.get(number as usize) {
-            Some(&NONE) => None,
-            Some(&index) => Some(usize::from(index)),
-            None => self.fields.binary_search_by_key(&number, |f| f.number).ok(),
-        }
-    }
-}
-
-impl<'a> Object<'a> {
-    fn nested(&self, index: usize, bytes: &'a [u8]) -> Object<'a> {
-        Object { plan: self.plan, index, bytes, settings: self.settings, depth: self.depth + 1 }
+        self.close(b']', count == 0);
+        Some(())
     }
 
-    fn scalar(&self, value: Decoded<'a>) -> ScalarJson<'a> {
-        ScalarJson { value, settings: self.settings }
-    }
-
-    fn enumeration(&self, names: usize, number: i32) -> EnumJson<'a> {
-        EnumJson { names: &self.plan.enums[names], number, settings: self.settings }
-    }
-
-    fn default_of(&self, field: &'a Field) -> FieldJson<'a> {
-        FieldJson { value: &field.default, kind: &field.kind, settings: self.settings }
-    }
-
-    /// The consecutive occurrences of a repeated or map field starting at
-    /// the reader's position (key included); the reader moves past them.
-    fn run(&self, field: &'a Field, reader: &mut Reader<'a>) -> Option<Run<'a>> {
-        let start = reader.pos;
-        let mut count = 0usize;
-        let mut end = start;
+    fn map(&mut self, field: &Field, key_kind: Scalar, bytes: &[u8], count: usize, depth: u32) -> Option<()> {
+        // Small maps are checked for repeated keys pairwise, large ones
+        // with a set.
+        const PAIRWISE: usize = 16;
+        let mut seen_few: [Option<KeyRef<'_>>; PAIRWISE] = [None; PAIRWISE];
+        let mut seen_many: HashSet<KeyRef<'_>> = HashSet::new();
+        self.open(b'{');
+        let mut reader = Reader::new(bytes);
+        let mut entries = 0;
         while !reader.done() {
-            let at = reader.pos;
-            let (number, wire) = reader.key()?;
-            if number != field.number {
-                reader.pos = at;
-                break;
+            let (_, wire) = reader.key()?;
+            if wire != WIRE_LEN {
+                return None;
             }
-            count += match (field.map_key, field.element) {
-                (None, Element::Scalar(kind)) if wire == WIRE_LEN && kind.wire_type() != WIRE_LEN => {
-                    packed_count(reader.len_delimited()?, kind.wire_type())?
-                }
-                (None, Element::Enum(_)) if wire == WIRE_LEN => packed_count(reader.len_delimited()?, WIRE_VARINT)?,
-                _ => {
-                    reader.skip(wire)?;
-                    1
-                }
+            let (key, value) = entry_parts(reader.len_delimited()?, key_kind, field.element)?;
+            let key = match key {
+                Some(key) => key,
+                None => zero(key_kind)?,
             };
-            end = reader.pos;
+            let seen = KeyRef::of(key)?;
+            if count <= PAIRWISE {
+                if seen_few[..entries].contains(&Some(seen)) {
+                    return None;
+                }
+                seen_few[entries] = Some(seen);
+            } else if !seen_many.insert(seen) {
+                return None;
+            }
+            self.next_item(entries == 0);
+            entries += 1;
+            self.map_key(key)?;
+            self.out.extend_from_slice(if self.pretty { b": " } else { b":" });
+            match (value, field.element) {
+                (Some(EntryValue::Bytes(bytes)), Element::Message(index)) => self.object(index, bytes, depth + 1)?,
+                (None, Element::Message(index)) => self.object(index, &[], depth + 1)?,
+                (Some(EntryValue::Scalar(value)), element) => self.value(element, value)?,
+                (None, element) => self.value(element, decoded(&field.map_value_default)?)?,
+                (Some(EntryValue::Bytes(_)), _) => return None,
+            }
         }
-        Some(Run { object: self.nested_same(), field, bytes: &reader.buf[start..end], count })
+        self.close(b'}', entries == 0);
+        Some(())
     }
 
-    fn nested_same(&self) -> Object<'a> {
-        Object { plan: self.plan, index: self.index, bytes: self.bytes, settings: self.settings, depth: self.depth }
+    /// A scalar or enum value, as prost-reflect's serializer writes it.
+    fn value(&mut self, element: Element, value: Decoded<'_>) -> Option<()> {
+        let options = &self.settings.options;
+        let mut s = serde_json::Serializer::new(&mut *self.out);
+        let written = match (element, value) {
+            (Element::Enum(names), Decoded::I32(number)) => {
+                let names = &self.plan.enums[names];
+                match names.name(number) {
+                    _ if names.null => s.serialize_unit(),
+                    _ if options.enums_as_ints => s.serialize_i32(number),
+                    Some(name) => s.serialize_str(name),
+                    None => s.serialize_i32(number),
+                }
+            }
+            (Element::Enum(_) | Element::Message(_), _) => return None,
+            (Element::Scalar(_), value) => match value {
+                Decoded::Bool(v) => s.serialize_bool(v),
+                Decoded::I32(v) => s.serialize_i32(v),
+                Decoded::U32(v) => s.serialize_u32(v),
+                Decoded::I64(v) if options.int64_as_numbers => s.serialize_i64(v),
+                Decoded::U64(v) if options.int64_as_numbers => s.serialize_u64(v),
+                Decoded::I64(v) => quoted_number(s, |s| s.serialize_i64(v)),
+                Decoded::U64(v) => quoted_number(s, |s| s.serialize_u64(v)),
+                Decoded::F32(v) if v.is_finite() => s.serialize_f32(v),
+                Decoded::F64(v) if v.is_finite() => s.serialize_f64(v),
+                Decoded::F32(v) => s.serialize_str(non_finite(f64::from(v))),
+                Decoded::F64(v) => s.serialize_str(non_finite(v)),
+                Decoded::Str(v) => s.serialize_str(v),
+                Decoded::Bytes(v) => s.collect_str(&Base64Display::new(v, &BASE64_STANDARD)),
+            },
+        };
+        written.ok()
     }
+
+    /// Map keys are JSON strings.
+    fn map_key(&mut self, key: Decoded<'_>) -> Option<()> {
+        let mut s = serde_json::Serializer::new(&mut *self.out);
+        let written = match key {
+            Decoded::Bool(v) => s.collect_str(&v),
+            Decoded::I32(v) => s.collect_str(&v),
+            Decoded::I64(v) => s.collect_str(&v),
+            Decoded::U32(v) => s.collect_str(&v),
+            Decoded::U64(v) => s.collect_str(&v),
+            Decoded::Str(v) => s.serialize_str(v),
+            _ => return None,
+        };
+        written.ok()
+    }
+
+    /// A message prost-reflect renders (well-known types and the like),
+    /// decoded from its bytes alone; indented to the current level.
+    fn oracle(&mut self, desc: &MessageDescriptor, bytes: &[u8]) -> Option<()> {
+        let message = DynamicMessage::decode(desc.clone(), bytes).ok()?;
+        let serialize = &self.settings.serialize;
+        if !self.pretty {
+            let mut s = serde_json::Serializer::new(&mut *self.out);
+            return message.serialize_with_options(&mut s, serialize).ok();
+        }
+        let mut alone = Vec::new();
+        let mut s = serde_json::Serializer::pretty(&mut alone);
+        message.serialize_with_options(&mut s, serialize).ok()?;
+        // A newline occurs in pretty JSON only between tokens (strings
+        // escape theirs): each is followed by this level's indent.
+        for &byte in &alone {
+            self.out.push(byte);
+            if byte == b'\n' {
+                self.indent();
+            }
+        }
+        Some(())
+    }
+}
+
+/// The consecutive occurrences of a repeated or map field starting at the
+/// reader's position (key included), and how many elements they hold; the
+/// reader moves past them.
+fn run<'a>(field: &Field, reader: &mut Reader<'a>) -> Option<(&'a [u8], usize)> {
+    let start = reader.pos;
+    let mut count = 0usize;
+    let mut end = start;
+    while !reader.done() {
+        let at = reader.pos;
+        let (number, wire) = reader.key()?;
+        if number != field.number {
+            reader.pos = at;
+            break;
+        }
+        count += match (field.map_key, field.element) {
+            (None, Element::Scalar(kind)) if wire == WIRE_LEN && kind.wire_type() != WIRE_LEN => {
+                packed_count(reader.len_delimited()?, kind.wire_type())?
+            }
+            (None, Element::Enum(_)) if wire == WIRE_LEN => packed_count(reader.len_delimited()?, WIRE_VARINT)?,
+            _ => {
+                reader.skip(wire)?;
+                1
+            }
+        };
+        end = reader.pos;
+    }
+    Some((&reader.buf[start..end], count))
+}
+
+type JsonSerializer<'w> = serde_json::Serializer<&'w mut Vec<u8>>;
+
+/// A number as a JSON string: what `collect_str` writes, without its
+/// formatting machinery (digits need no escaping).
+fn quoted_number(
+    s: JsonSerializer<'_>,
+    write: impl FnOnce(&mut JsonSerializer<'_>) -> Result<(), serde_json::Error>,
+) -> Result<(), serde_json::Error> {
+    let out = s.into_inner();
+    out.push(b'"');
+    write(&mut serde_json::Serializer::new(&mut *out))?;
+    out.push(b'"');
+    Ok(())
+}
+
+/// A scalar default as a wire value.
+fn decoded(value: &Value) -> Option<Decoded<'_>> {
+    Some(match value {
+        Value::Bool(v) => Decoded::Bool(*v),
+        Value::I32(v) | Value::EnumNumber(v) => Decoded::I32(*v),
+        Value::I64(v) => Decoded::I64(*v),
+        Value::U32(v) => Decoded::U32(*v),
+        Value::U64(v) => Decoded::U64(*v),
+        Value::F32(v) => Decoded::F32(*v),
+        Value::F64(v) => Decoded::F64(*v),
+        Value::String(v) => Decoded::Str(v),
+        Value::Bytes(v) => Decoded::Bytes(v),
+        Value::Message(_) | Value::List(_) | Value::Map(_) => return None,
+    })
 }
 
 /// How many elements a packed chunk holds; `None` if one is cut off.
@@ -657,118 +893,6 @@ fn packed_count(chunk: &[u8], wire: u8) -> Option<usize> {
             }
             Some(chunk.iter().filter(|&&b| b < 0x80).count())
         }
-    }
-}
-
-/// A repeated field's or map's occurrences, rendered as one JSON array or
-/// object.
-struct Run<'a> {
-    object: Object<'a>,
-    field: &'a Field,
-    /// The occurrences, keys included.
-    bytes: &'a [u8],
-    count: usize,
-}
-
-impl Serialize for Run<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut reader = Reader::new(self.bytes);
-        if let Some(key_kind) = self.field.map_key {
-            return self.map(s, key_kind, &mut reader);
-        }
-        let mut seq = s.serialize_seq(Some(self.count))?;
-        while !reader.done() {
-            let (_, wire) = reader.key().ok_or_else(bail)?;
-            match self.field.element {
-                Element::Message(index) => {
-                    if wire != WIRE_LEN {
-                        return Err(bail());
-                    }
-                    let bytes = reader.len_delimited().ok_or_else(bail)?;
-                    seq.serialize_element(&self.object.nested(index, bytes))?;
-                }
-                Element::Scalar(kind) if wire == WIRE_LEN && kind.wire_type() != WIRE_LEN => {
-                    let mut chunk = Reader::new(reader.len_delimited().ok_or_else(bail)?);
-                    while !chunk.done() {
-                        let value = chunk.scalar(kind, kind.wire_type()).ok_or_else(bail)?;
-                        seq.serialize_element(&self.object.scalar(value))?;
-                    }
-                }
-                Element::Scalar(kind) => {
-                    let value = reader.scalar(kind, wire).ok_or_else(bail)?;
-                    seq.serialize_element(&self.object.scalar(value))?;
-                }
-                Element::Enum(names) if wire == WIRE_LEN => {
-                    let mut chunk = Reader::new(reader.len_delimited().ok_or_else(bail)?);
-                    while !chunk.done() {
-                        let number = chunk.varint().ok_or_else(bail)? as i32;
-                        seq.serialize_element(&self.object.enumeration(names, number))?;
-                    }
-                }
-                Element::Enum(names) => {
-                    let Some(Decoded::I32(number)) = reader.scalar(Scalar::Int32, wire) else {
-                        return Err(bail());
-                    };
-                    seq.serialize_element(&self.object.enumeration(names, number))?;
-                }
-            }
-        }
-        seq.end()
-    }
-}
-
-impl Run<'_> {
-    fn map<S: Serializer>(&self, s: S, key_kind: Scalar, reader: &mut Reader<'_>) -> Result<S::Ok, S::Error> {
-        // Small maps are checked for repeated keys pairwise, large ones
-        // with a set.
-        const PAIRWISE: usize = 16;
-        let mut seen_few: [Option<KeyRef<'_>>; PAIRWISE] = [None; PAIRWISE];
-        let mut seen_many: HashSet<KeyRef<'_>> = HashSet::new();
-        let mut map = s.serialize_map(Some(self.count))?;
-        let mut entries = 0;
-        while !reader.done() {
-            let (_, wire) = reader.key().ok_or_else(bail)?;
-            if wire != WIRE_LEN {
-                return Err(bail());
-            }
-            let entry = reader.len_delimited().ok_or_else(bail)?;
-            let (key, value) = entry_parts(entry, key_kind, self.field.element).ok_or_else(bail)?;
-            let key = match key {
-                Some(key) => key,
-                None => zero(key_kind).ok_or_else(bail)?,
-            };
-            let seen = KeyRef::of(key).ok_or_else(bail)?;
-            if self.count <= PAIRWISE {
-                if seen_few[..entries].contains(&Some(seen)) {
-                    return Err(bail());
-                }
-                seen_few[entries] = Some(seen);
-            } else if !seen_many.insert(seen) {
-                return Err(bail());
-            }
-            entries += 1;
-            let key = MapKeyJson(key);
-            match (value, self.field.element) {
-                (None, _) => {
-                    let Some((default, kind)) = &self.field.map_value_default else {
-                        return Err(bail());
-                    };
-                    let settings = self.object.settings;
-                    map.serialize_entry(&key, &FieldJson { value: default, kind, settings })?;
-                }
-                (Some(EntryValue::Bytes(bytes)), Element::Message(index)) => {
-                    map.serialize_entry(&key, &self.object.nested(index, bytes))?;
-                }
-                (Some(EntryValue::Scalar(value)), Element::Scalar(_)) => {
-                    map.serialize_entry(&key, &self.object.scalar(value))?;
-                }
-                (Some(EntryValue::Scalar(Decoded::I32(number))), Element::Enum(names)) => {
-                    map.serialize_entry(&key, &self.object.enumeration(names, number))?;
-                }
-                _ => return Err(bail()),
-            }
-        }
-        map.end()
     }
 }
 
@@ -819,71 +943,6 @@ fn zero(kind: Scalar) -> Option<Decoded<'static>> {
         Scalar::String => Decoded::Str(""),
         Scalar::Double | Scalar::Float | Scalar::Bytes => return None,
     })
-}
-
-/// A scalar as prost-reflect's serializer writes it.
-struct ScalarJson<'a> {
-    value: Decoded<'a>,
-    settings: &'a JsonSettings,
-}
-
-impl Serialize for ScalarJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let as_numbers = self.settings.options.int64_as_numbers;
-        match self.value {
-            Decoded::Bool(v) => s.serialize_bool(v),
-            Decoded::I32(v) => s.serialize_i32(v),
-            Decoded::U32(v) => s.serialize_u32(v),
-            Decoded::I64(v) if as_numbers => s.serialize_i64(v),
-            Decoded::U64(v) if as_numbers => s.serialize_u64(v),
-            Decoded::I64(v) => s.collect_str(&v),
-            Decoded::U64(v) => s.collect_str(&v),
-            Decoded::F32(v) if v.is_finite() => s.serialize_f32(v),
-            Decoded::F64(v) if v.is_finite() => s.serialize_f64(v),
-            Decoded::F32(v) => s.serialize_str(non_finite(f64::from(v))),
-            Decoded::F64(v) => s.serialize_str(non_finite(v)),
-            Decoded::Str(v) => s.serialize_str(v),
-            Decoded::Bytes(v) => s.collect_str(&Base64Display::new(v, &BASE64_STANDARD)),
-        }
-    }
-}
-
-struct EnumJson<'a> {
-    names: &'a EnumNames,
-    number: i32,
-    settings: &'a JsonSettings,
-}
-
-impl Serialize for EnumJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.names.null {
-            return s.serialize_none();
-        }
-        if self.settings.options.enums_as_ints {
-            return s.serialize_i32(self.number);
-        }
-        match self.names.name(self.number) {
-            Some(name) => s.serialize_str(name),
-            None => s.serialize_i32(self.number),
-        }
-    }
-}
-
-/// Map keys are JSON strings.
-struct MapKeyJson<'a>(Decoded<'a>);
-
-impl Serialize for MapKeyJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            Decoded::Bool(v) => s.collect_str(&v),
-            Decoded::I32(v) => s.collect_str(&v),
-            Decoded::I64(v) => s.collect_str(&v),
-            Decoded::U32(v) => s.collect_str(&v),
-            Decoded::U64(v) => s.collect_str(&v),
-            Decoded::Str(v) => s.serialize_str(v),
-            _ => Err(bail()),
-        }
-    }
 }
 
 #[cfg(test)]
