@@ -2,7 +2,7 @@
 //! OpenAPI's notation, its path and query parameters, request body,
 //! responses (streaming framings included) and security requirements.
 
-use prost_reflect::FieldDescriptor;
+use prost_reflect::{FieldDescriptor, Kind};
 use serde_json::{json, Map, Value};
 
 use super::schema::{described, Schemas};
@@ -297,8 +297,13 @@ impl Operations<'_, '_> {
                 };
                 return Some(json!({"description": text, "content": {"*/*": {"schema": {}}}}));
             }
-            BodyShape::Whole => self.schemas.message(request.input()),
-            BodyShape::Field(field) => self.schemas.field(field),
+            // As the gateway reads it, which is more than it prints.
+            BodyShape::Whole => self.schemas.input_message(request.input()),
+            BodyShape::Field(field) => match field.kind() {
+                // Read as the message itself, which `null` is not.
+                Kind::Message(desc) if !field.is_list() && !field.is_map() => self.schemas.input_message(&desc),
+                _ => self.schemas.input_field(field),
+            },
         };
         if kind.client_streams() {
             return Some(json!({

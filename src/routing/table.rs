@@ -169,26 +169,36 @@ impl<T> RouteTableBuilder<T> {
 
 impl<T> RouteTable<T> {
     /// `path` is the raw, still percent-encoded URI path (no query).
+    ///
+    /// The verb split is tried first across the whole table: when a route
+    /// of any method takes the path's `:verb`, the path is that route's,
+    /// and another method gets 405 with its `Allow` rather than the
+    /// verb-less route of its own method with the verb glued to a value
+    /// (as Envoy's transcoder, and as the OpenAPI document, which lists
+    /// `/v1/users/{id}:deactivate` as a path of its own). Only when no
+    /// route takes the verb does the whole last segment count.
     pub fn find(&self, method: &Method, path: &str) -> Match<'_, T> {
         let Some(body) = path.strip_prefix('/') else {
             return Match::NotFound;
         };
         let tries = &self.routes.tries;
-        if let Some((_, trie)) = tries.iter().find(|(m, _)| m == method) {
-            if let Some((id, matched)) = lookup(trie, body) {
-                return self.found(id, matched);
+        let own = tries.iter().find(|(m, _)| m == method).map(|(_, trie)| trie);
+        if let Some((head, verb)) = split_verb(body) {
+            if let Some(id) = own.and_then(|trie| lookup_verb(trie, head, verb)) {
+                return self.found(id, head);
+            }
+            let allow = allowed(tries, method, |trie| lookup_verb(trie, head, verb).is_some());
+            if !allow.is_empty() {
+                return Match::MethodNotAllowed { allow };
             }
         }
-        let mut allow: Vec<Method> = tries
-            .iter()
-            .filter(|(m, trie)| m != method && lookup(trie, body).is_some())
-            .map(|(m, _)| m.clone())
-            .collect();
+        if let Some(id) = own.and_then(|trie| lookup_plain(trie, body)) {
+            return self.found(id, body);
+        }
+        let allow = allowed(tries, method, |trie| lookup_plain(trie, body).is_some());
         if allow.is_empty() {
             return Match::NotFound;
         }
-        allow.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-        allow.dedup();
         Match::MethodNotAllowed { allow }
     }
 
@@ -224,25 +234,34 @@ impl<T> RouteTable<T> {
     }
 }
 
-/// Finds the route for `body` (the path after its leading `/`) and returns
-/// it with the part of `body` that its segments matched.
-///
-/// A `:` in the last segment first counts as the verb separator; if nothing
-/// matches that way the whole segment is tried without a verb, so
-/// `/v1/foo:bar` can still reach `/v1/{name}`.
-fn lookup<'p>(root: &Node, body: &'p str) -> Option<(usize, &'p str)> {
+/// The methods other than `method` whose trie `matches`, sorted.
+fn allowed(tries: &[(Method, Node)], method: &Method, matches: impl Fn(&Node) -> bool) -> Vec<Method> {
+    let mut allow: Vec<Method> =
+        tries.iter().filter(|(m, trie)| m != method && matches(trie)).map(|(m, _)| m.clone()).collect();
+    allow.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    allow.dedup();
+    allow
+}
+
+/// `body` (the path after its leading `/`) split at the last `:` of its
+/// last segment into the path and the still percent-encoded verb.
+fn split_verb(body: &str) -> Option<(&str, &str)> {
     let last_segment = body.rfind('/').map_or(0, |slash| slash + 1);
-    if let Some(colon) = body[last_segment..].rfind(':') {
-        let (head, verb) = (&body[..last_segment + colon], &body[last_segment + colon + 1..]);
-        let path = Cursor::new(head);
-        let hit =
-            percent::with_decoded(verb, |verb| verb.and_then(|verb| search(root, &path, path.start(), Some(verb))));
-        if let Some(id) = hit {
-            return Some((id, head));
-        }
-    }
+    let colon = body[last_segment..].rfind(':')?;
+    Some((&body[..last_segment + colon], &body[last_segment + colon + 1..]))
+}
+
+/// The route of `trie` for the path `head` with `verb`.
+fn lookup_verb(trie: &Node, head: &str, verb: &str) -> Option<usize> {
+    let path = Cursor::new(head);
+    percent::with_decoded(verb, |verb| verb.and_then(|verb| search(trie, &path, path.start(), Some(verb))))
+}
+
+/// The route of `trie` for `body` as a whole, a `:` in its last segment
+/// included, so that `/v1/foo:bar` can still reach `/v1/{name}`.
+fn lookup_plain(trie: &Node, body: &str) -> Option<usize> {
     let path = Cursor::new(body);
-    search(root, &path, path.start(), None).map(|id| (id, body))
+    search(trie, &path, path.start(), None)
 }
 
 /// Depth-first, literal before `*` before `**`; the first complete match wins.
