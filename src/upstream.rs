@@ -125,7 +125,7 @@ impl Upstream {
             loop {
                 let (attempt, metadata, last) = self.next_try(&mut tried, &mut metadata, retries)?;
                 let mut request = tonic::Request::from_parts(metadata, Default::default(), message.clone());
-                request.set_timeout(deadline.at.saturating_duration_since(Instant::now()));
+                request.set_timeout(grpc_timeout(deadline.at));
                 let mut grpc = tonic::client::Grpc::new(attempt.endpoint.channel());
                 let opened = async {
                     grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
@@ -225,7 +225,7 @@ impl Upstream {
                 let (attempt, metadata, last) = self.next_try(&mut tried, &mut metadata, retries)?;
                 let mut request = tonic::Request::from_parts(metadata, Default::default(), requests.attempt());
                 if let Some(deadline) = deadline {
-                    request.set_timeout(deadline.at.saturating_duration_since(Instant::now()));
+                    request.set_timeout(grpc_timeout(deadline.at));
                 }
                 let cancel = CancelOnDrop(Some(request.cancellation_handle()));
                 // The backend's response body goes into the kill switch's
@@ -421,6 +421,15 @@ impl Drop for CancelOnDrop {
             handle.cancel();
         }
     }
+}
+
+/// The `grpc-timeout` a call sends: what is left until `at`, in whole
+/// milliseconds (at least one). Unrounded, the header's value differed on
+/// every call and HPACK had to write it out in full each time; rounded, a
+/// route's calls repeat it and the connection's table holds it.
+fn grpc_timeout(at: Instant) -> Duration {
+    let left = at.saturating_duration_since(Instant::now());
+    Duration::from_millis(u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1))
 }
 
 fn humanize(d: Duration) -> String {

@@ -123,7 +123,11 @@ impl MetadataRules {
                 forwarded_for = Some(value);
             }
         }
-        out.insert(X_REQUEST_ID, request_id.clone());
+        // New on every request: kept out of the HPACK table (see
+        // `Traceparent::to_header`).
+        let mut request_id = request_id.clone();
+        request_id.set_sensitive(true);
+        out.insert(X_REQUEST_ID, request_id);
 
         // Only a chain from earlier proxies costs a new string.
         let chain = match forwarded_for.and_then(|v| v.to_str().ok()) {

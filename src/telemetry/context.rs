@@ -70,7 +70,12 @@ impl Traceparent {
     }
 
     pub fn to_header(self) -> Option<HeaderValue> {
-        HeaderValue::from_bytes(&self.encode()).ok()
+        let mut value = HeaderValue::from_bytes(&self.encode()).ok()?;
+        // New on every request: HTTP/2 sends it as a literal never put in
+        // the connection's HPACK table, where it would only push out the
+        // values that repeat.
+        value.set_sensitive(true);
+        Some(value)
     }
 
     /// The same trace and flags, sent by the span `span_id`.
