@@ -435,7 +435,8 @@ fn json_of(body: &Bytes) -> Option<&[u8]> {
 
 /// Deserializes one JSON value (nothing after it) into `desc`. `prefix`
 /// names the field the body is for, so violations read as request paths.
-fn parse_message(
+/// The oracle of `direct::json_in`, whose tests compare against it.
+pub(crate) fn parse_message(
     desc: &MessageDescriptor,
     json: &[u8],
     opts: &DeserializeOptions,
