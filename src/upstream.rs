@@ -31,6 +31,7 @@ use crate::config::Config;
 use crate::error::{Fault, GatewayError};
 use crate::telemetry::CallSpan;
 use crate::tls::{TlsError, Watched};
+use crate::transcode::codec::Outgoing;
 use crate::transcode::DynamicCodec;
 
 pub mod cluster;
@@ -109,7 +110,7 @@ impl Upstream {
         &self,
         path: PathAndQuery,
         codec: DynamicCodec,
-        message: DynamicMessage,
+        message: Outgoing,
         mut metadata: MetadataMap,
         timeout: Duration,
     ) -> Result<UnaryReply, GatewayError> {

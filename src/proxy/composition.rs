@@ -30,6 +30,7 @@ use crate::http::observe::Exchange;
 use crate::http::{Body, MatchedRoute};
 use crate::metrics::{CallOutcome, Metrics};
 use crate::telemetry::span::with_own_span_id;
+use crate::transcode::codec::Outgoing;
 use crate::transcode::fields::text_of;
 use crate::transcode::query::decode_component;
 use crate::transcode::request::syntax_error;
@@ -337,8 +338,10 @@ impl Run<'_> {
             let started = std::time::Instant::now();
             // One request, several calls: each its own span id.
             let metadata = with_own_span_id(self.metadata.clone());
-            let reply =
-                call.upstream.unary(call.grpc_path.clone(), call.codec.clone(), message, metadata, timeout).await;
+            let reply = call
+                .upstream
+                .unary(call.grpc_path.clone(), call.codec.clone(), Outgoing::Message(message), metadata, timeout)
+                .await;
             let code = reply.as_ref().map_or_else(|err| err.code, |_| Code::Ok);
             self.metrics.upstream_call(&call.upstream.label, &call.label, &call.series, code, started.elapsed());
             let reply = reply?;

@@ -41,8 +41,9 @@ pub async fn call(
     // The phases time the gateway's own work, not the client's upload.
     let decoding = Instant::now();
     let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let message =
-        call.request.build(&catalog.json, RequestInput { body, content_type, captures, query: parts.uri.query() })?;
+    let message = call
+        .request
+        .build_outgoing(&catalog.json, RequestInput { body, content_type, captures, query: parts.uri.query() })?;
 
     let metadata = call_metadata(&handler.metadata, &parts, &handler.peer);
     let timeout = call_timeout(&parts.headers, Some(route.timeout))?.unwrap_or(route.timeout);

@@ -5,18 +5,17 @@
 //! their wire bytes (a slice of tonic's buffer, no copy), which the
 //! response side renders directly or decodes itself.
 
-use std::borrow::Borrow;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, BufMut, Bytes};
 use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
-/// Encodes any `DynamicMessage` (`E`: owned, or an `Arc` of one); yields
-/// each answer's bytes.
+/// Encodes request messages (`E`: a `DynamicMessage` or an [`Outgoing`],
+/// owned or in an `Arc`); yields each answer's bytes.
 #[derive(Debug)]
 pub struct DynamicCodec<E = DynamicMessage> {
     response: MessageDescriptor,
@@ -34,8 +33,8 @@ impl DynamicCodec {
         Self { response, encodes: PhantomData }
     }
 
-    /// The same codec for shared request messages.
-    pub fn shared(self) -> DynamicCodec<Arc<DynamicMessage>> {
+    /// The same codec for shared unary requests.
+    pub fn shared(self) -> DynamicCodec<Arc<Outgoing>> {
         DynamicCodec { response: self.response, encodes: PhantomData }
     }
 }
@@ -47,7 +46,45 @@ impl<E> DynamicCodec<E> {
     }
 }
 
-impl<E: Borrow<DynamicMessage> + Send + 'static> Codec for DynamicCodec<E> {
+/// A unary call's request: a message, or its wire bytes already written
+/// (straight from the JSON body: `transcode::direct::json_in`).
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    Message(DynamicMessage),
+    Encoded(Bytes),
+}
+
+/// What the encoder can write.
+pub trait Encode {
+    fn encode_into(&self, dst: &mut EncodeBuf<'_>);
+}
+
+impl Encode for DynamicMessage {
+    fn encode_into(&self, dst: &mut EncodeBuf<'_>) {
+        // `Message::encode` first walks the whole message for its length,
+        // only to check that the buffer has room (about 40% of encoding a
+        // `DynamicMessage`). An `EncodeBuf` grows as it is written, so that
+        // check cannot fail: `encode_raw` writes the same bytes without it.
+        self.encode_raw(dst);
+    }
+}
+
+impl Encode for Outgoing {
+    fn encode_into(&self, dst: &mut EncodeBuf<'_>) {
+        match self {
+            Outgoing::Message(message) => message.encode_into(dst),
+            Outgoing::Encoded(bytes) => dst.put_slice(bytes),
+        }
+    }
+}
+
+impl<T: Encode> Encode for Arc<T> {
+    fn encode_into(&self, dst: &mut EncodeBuf<'_>) {
+        T::encode_into(self, dst);
+    }
+}
+
+impl<E: Encode + Send + 'static> Codec for DynamicCodec<E> {
     type Encode = E;
     type Decode = Bytes;
     type Encoder = DynamicEncoder<E>;
@@ -65,16 +102,12 @@ impl<E: Borrow<DynamicMessage> + Send + 'static> Codec for DynamicCodec<E> {
 #[derive(Debug)]
 pub struct DynamicEncoder<E>(PhantomData<fn(E)>);
 
-impl<E: Borrow<DynamicMessage>> Encoder for DynamicEncoder<E> {
+impl<E: Encode> Encoder for DynamicEncoder<E> {
     type Item = E;
     type Error = Status;
 
     fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
-        // `Message::encode` first walks the whole message for its length,
-        // only to check that the buffer has room (about 40% of encoding a
-        // `DynamicMessage`). An `EncodeBuf` grows as it is written, so that
-        // check cannot fail: `encode_raw` writes the same bytes without it.
-        item.borrow().encode_raw(dst);
+        item.encode_into(dst);
         Ok(())
     }
 }

@@ -15,6 +15,8 @@ use serde::Deserialize as _;
 use serde_path_to_error::Segment;
 use tonic::Code;
 
+use super::codec::Outgoing;
+use super::direct::json_in::JsonIn;
 use super::names::{kind_name, push_key};
 use super::numbers;
 use super::query::{self, BodyCover, BoundPath, Leaf, QueryPlan};
@@ -94,6 +96,8 @@ pub struct RequestPlan {
     /// Fills an unsent `update_mask` from the body (AIP-134), if asked and
     /// the binding qualifies.
     mask_autofill: Option<MaskAutofill>,
+    /// JSON → wire bytes without a `DynamicMessage`, for `body: "*"`.
+    direct: Option<JsonIn>,
 }
 
 impl RequestPlan {
@@ -130,12 +134,14 @@ impl RequestPlan {
             });
             resolved.push(variable);
         }
+        let direct = matches!(body_plan, BodyPlan::Whole).then(|| JsonIn::new(input));
         Ok(Self {
             input: input.clone(),
             body: body_plan,
             variables: resolved,
             query: QueryPlan::new(input.clone(), cover, bound),
             mask_autofill: None,
+            direct,
         })
     }
 
@@ -184,6 +190,24 @@ impl RequestPlan {
     /// Every query parameter the route accepts.
     pub fn query_parameters(&self) -> Vec<query::QueryParameter> {
         self.query.parameters()
+    }
+
+    /// The request message for a unary call: when the JSON body is all
+    /// that sets it (no path variables, query or mask to fill in), its wire
+    /// bytes straight from the body; otherwise, or when the direct path
+    /// bails, [`build`](Self::build)'s message.
+    pub fn build_outgoing(&self, settings: &JsonSettings, input: RequestInput<'_>) -> Result<Outgoing, GatewayError> {
+        let body_alone = input.captures.is_empty() && input.query.is_none_or(str::is_empty);
+        if let Some(direct) = self.direct.as_ref().filter(|_| body_alone && self.mask_autofill.is_none()) {
+            check_content_type(&input)?;
+            if let Some(json) = json_of(&input.body) {
+                let mut out = Vec::with_capacity(input.body.len());
+                if direct.encode(json, settings, &mut out) {
+                    return Ok(Outgoing::Encoded(Bytes::from(out)));
+                }
+            }
+        }
+        self.build(settings, input).map(Outgoing::Message)
     }
 
     pub fn build(&self, settings: &JsonSettings, input: RequestInput<'_>) -> Result<DynamicMessage, GatewayError> {
