@@ -1,18 +1,23 @@
 //! The transcoding hot path on the shapes of `../shared/bench` (the
 //! gateway comparison): POST /v1/echo with a JSON body, and
 //! GET /v1/items/{id}?view=… — request into a `DynamicMessage`, response
-//! back to JSON — and the answer's wire bytes to JSON both ways: through a
-//! `DynamicMessage` (the oracle) and directly, small and large (a catalog
-//! of 500 products, ~117 KB of JSON, as the bench's large workload).
+//! back to JSON; `json_in/*`: a JSON body to protobuf wire bytes, the
+//! `DynamicMessage` way against `transcode::direct::json_in`; and
+//! `wire_to_json/*`: an answer's wire bytes to JSON, through a
+//! `DynamicMessage` (the oracle) against `transcode::direct::json_out`.
+//! Large is a catalog of 500 products, ~115 KB of JSON, as the bench's
+//! large workload.
 
 #![allow(clippy::unwrap_used)] // setup failures should abort the bench
 
 use std::hint::black_box;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage};
 use protogate::error::GatewayError;
+use protogate::transcode::direct::json_in::JsonIn;
 use protogate::transcode::status::render_error;
 use protogate::transcode::{JsonSettings, RequestInput, RequestPlan, ResponsePlan};
 
@@ -45,8 +50,8 @@ enum Availability {
   AVAILABILITY_UNSPECIFIED = 0; AVAILABILITY_IN_STOCK = 1; AVAILABILITY_BACKORDER = 2; AVAILABILITY_DISCONTINUED = 3;
 }
 message Product {
-  string sku = 1; string title = 2; int64 price_micros = 3; int64 stock = 4; double rating = 5;
-  double weight_kg = 6; Availability availability = 7; map<string, string> attributes = 8; repeated string tags = 9;
+  string sku = 1; string title = 2; int64 price_micros = 3; int64 stock = 4; double rating = 5; double weight_kg = 6;
+  Availability availability = 7; map<string, string> attributes = 8; repeated string tags = 9;
 }
 message Catalog { string catalog_id = 1; int64 revision = 2; repeated Product products = 3; }
 "#;
@@ -68,20 +73,35 @@ fn large_echo_json() -> String {
     )
 }
 
-/// The large workload's catalog: 500 products.
+/// The shared bench's `catalog.json` (fixtures.py: 500 products, ~115 KB,
+/// proto field names as keys).
 fn catalog_json() -> String {
-    let products: Vec<String> = (0..500)
+    const COLORS: [&str; 8] = ["red", "green", "blue", "black", "white", "silver", "crème", "orange"];
+    const SIZES: [&str; 5] = ["XS", "S", "M", "L", "XL"];
+    const MATERIALS: [&str; 6] = ["Steel", "Oak", "Cotton", "Glass", "Aluminium", "Nylon"];
+    const TAGS: [&str; 8] = ["sale", "new", "eco", "bestseller", "outdoor", "kitchen", "garden", "tools"];
+    const AVAILABILITY: [&str; 3] = ["AVAILABILITY_IN_STOCK", "AVAILABILITY_BACKORDER", "AVAILABILITY_DISCONTINUED"];
+    // Python's float repr: a whole number keeps its `.0`.
+    let float = |v: f64| if v.fract() == 0.0 { format!("{v:.1}") } else { format!("{v}") };
+    let products: Vec<String> = (1..=500u64)
         .map(|i| {
+            let i_ = i as usize;
             format!(
-                r#"{{"sku":"SKU-{i:05}","title":"Product number {i} with a longer title","priceMicros":"{}","stock":"{}","rating":{}.5,"weightKg":{}.25,"availability":"AVAILABILITY_IN_STOCK","attributes":{{"color":"red","size":"M","material":"cotton"}},"tags":["new","sale","tag-{i}"]}}"#,
-                1_990_000 + i * 10_000,
-                i * 3,
-                i % 5,
-                i % 7
+                r#"{{"sku":"SKU-{i:06}","title":"{} widget {i}","price_micros":"{}","stock":"{}","rating":{},"weight_kg":{},"availability":"{}","attributes":{{"color":"{}","size":"{}"}},"tags":["{}","{}"]}}"#,
+                MATERIALS[i_ % 6],
+                1_990_000 + i * 10_250,
+                1 + (i * 7_919_993) % 5_000_000_011,
+                float(((100 + i * 37 % 400) as f64 / 100.0 * 100.0).round() / 100.0),
+                float((1 + i % 40) as f64 * 0.125),
+                AVAILABILITY[i_ % 3],
+                COLORS[i_ % 8],
+                SIZES[i_ % 5],
+                TAGS[i_ % 8],
+                TAGS[(i_ * 3 + 1) % 8],
             )
         })
         .collect();
-    format!(r#"{{"catalogId":"cat-1","revision":"7","products":[{}]}}"#, products.join(","))
+    format!(r#"{{"catalog_id":"catalog-2024-q4","revision":"9007199254740993","products":[{}]}}"#, products.join(","))
 }
 
 fn pool() -> DescriptorPool {
@@ -186,5 +206,53 @@ fn wire_to_json(c: &mut Criterion) {
     }
 }
 
-criterion_group!(transcode, benches, wire_to_json);
+/// A JSON body to wire bytes: the `DynamicMessage` way (what
+/// `RequestPlan::build` gives, then encoded) against `JsonIn::encode`.
+fn json_in(c: &mut Criterion) {
+    let pool = pool();
+    let settings = JsonSettings::default();
+    let no_captures: [String; 0] = [];
+    let small = r#"{"message":"hello","count":"42","tags":["a","b"],"inner":{"name":"x","values":[1,2,3]},"flag":true,"ratio":0.5}"#;
+    let large = catalog_json();
+    let mut group = c.benchmark_group("json_in");
+    for (name, message, json) in
+        [("small", "bench.v1.EchoRequest", small.to_owned()), ("large", "bench.v1.Catalog", large)]
+    {
+        let desc = pool.get_message_by_name(message).unwrap();
+        let plan = RequestPlan::new(&desc, "*", &[]).unwrap();
+        let direct = JsonIn::new(&desc);
+        let body = Bytes::from(json);
+        let input = || RequestInput {
+            body: body.clone(),
+            content_type: Some("application/json"),
+            captures: &no_captures,
+            query: None,
+        };
+        let mut out = Vec::new();
+        assert!(direct.encode(&body, &settings, &mut out), "{name}: the direct path bailed");
+        assert_eq!(
+            DynamicMessage::decode(desc.clone(), out.as_slice()).unwrap(),
+            plan.build(&settings, input()).unwrap(),
+            "{name}: the two paths differ"
+        );
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_function(format!("{name}/dynamic_message"), |b| {
+            b.iter(|| {
+                out.clear();
+                plan.build(&settings, input()).unwrap().encode(&mut out).unwrap();
+                black_box(out.len())
+            })
+        });
+        group.bench_function(format!("{name}/direct"), |b| {
+            b.iter(|| {
+                out.clear();
+                assert!(direct.encode(black_box(&body), &settings, &mut out));
+                black_box(out.len())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(transcode, benches, json_in, wire_to_json);
 criterion_main!(transcode);
