@@ -6,3 +6,30 @@
 
 pub mod json_in;
 pub mod json_out;
+
+use prost_reflect::MessageDescriptor;
+
+/// The types prost-reflect maps to JSON in their own ways (its `wkt.rs`):
+/// the direct paths hand them to it, one value at a time.
+fn is_well_known(desc: &MessageDescriptor) -> bool {
+    matches!(
+        desc.full_name(),
+        "google.protobuf.Any"
+            | "google.protobuf.Timestamp"
+            | "google.protobuf.Duration"
+            | "google.protobuf.FloatValue"
+            | "google.protobuf.DoubleValue"
+            | "google.protobuf.Int32Value"
+            | "google.protobuf.Int64Value"
+            | "google.protobuf.UInt32Value"
+            | "google.protobuf.UInt64Value"
+            | "google.protobuf.BoolValue"
+            | "google.protobuf.StringValue"
+            | "google.protobuf.BytesValue"
+            | "google.protobuf.FieldMask"
+            | "google.protobuf.Struct"
+            | "google.protobuf.ListValue"
+            | "google.protobuf.Value"
+            | "google.protobuf.Empty"
+    )
+}

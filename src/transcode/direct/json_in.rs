@@ -34,6 +34,7 @@ use prost_reflect::{DynamicMessage, EnumDescriptor, FieldDescriptor, Kind, Messa
 
 use super::super::numbers;
 use super::super::JsonSettings;
+use super::is_well_known;
 use crate::config::Strictness;
 
 /// Deepest nesting of objects and arrays taken (serde_json refuses 128).
@@ -1232,30 +1233,6 @@ fn hash(name: &[u8]) -> u64 {
         h = (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
     }
     h
-}
-
-/// The types prost-reflect reads in their special JSON forms.
-fn is_well_known(desc: &MessageDescriptor) -> bool {
-    matches!(
-        desc.full_name(),
-        "google.protobuf.Any"
-            | "google.protobuf.Timestamp"
-            | "google.protobuf.Duration"
-            | "google.protobuf.FloatValue"
-            | "google.protobuf.DoubleValue"
-            | "google.protobuf.Int32Value"
-            | "google.protobuf.Int64Value"
-            | "google.protobuf.UInt32Value"
-            | "google.protobuf.UInt64Value"
-            | "google.protobuf.BoolValue"
-            | "google.protobuf.StringValue"
-            | "google.protobuf.BytesValue"
-            | "google.protobuf.FieldMask"
-            | "google.protobuf.Struct"
-            | "google.protobuf.ListValue"
-            | "google.protobuf.Value"
-            | "google.protobuf.Empty"
-    )
 }
 
 #[derive(Default)]

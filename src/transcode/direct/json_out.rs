@@ -27,6 +27,7 @@ use base64::prelude::BASE64_STANDARD;
 use prost_reflect::{DynamicMessage, EnumDescriptor, FieldDescriptor, Kind, MessageDescriptor, Value};
 use serde::Serializer as _;
 
+use super::is_well_known;
 use crate::transcode::response::non_finite;
 use crate::transcode::JsonSettings;
 
@@ -184,30 +185,6 @@ impl Scalar {
             _ => WIRE_VARINT,
         }
     }
-}
-
-/// prost-reflect renders these itself (`wkt.rs` there).
-fn is_well_known(desc: &MessageDescriptor) -> bool {
-    matches!(
-        desc.full_name(),
-        "google.protobuf.Any"
-            | "google.protobuf.Timestamp"
-            | "google.protobuf.Duration"
-            | "google.protobuf.Struct"
-            | "google.protobuf.FloatValue"
-            | "google.protobuf.DoubleValue"
-            | "google.protobuf.Int32Value"
-            | "google.protobuf.Int64Value"
-            | "google.protobuf.UInt32Value"
-            | "google.protobuf.UInt64Value"
-            | "google.protobuf.BoolValue"
-            | "google.protobuf.StringValue"
-            | "google.protobuf.BytesValue"
-            | "google.protobuf.FieldMask"
-            | "google.protobuf.ListValue"
-            | "google.protobuf.Value"
-            | "google.protobuf.Empty"
-    )
 }
 
 impl JsonOut {
