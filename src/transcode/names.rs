@@ -1,7 +1,8 @@
 //! How refusals name what they are about: a protobuf type for people
 //! (`int64`, `repeated string`) and a request field path
 //! (`items[2].name`). Shared by the JSON body parser and the exact number
-//! check, both of which report through them.
+//! check, both of which report through them; and the JSON strings of
+//! floats that are not finite, which both renderers write.
 
 use prost_reflect::Kind;
 
@@ -51,4 +52,15 @@ pub(super) fn push_key(path: &mut String, key: &str) {
         path.push('.');
     }
     path.push_str(key);
+}
+
+/// The proto3 JSON strings of a float that is not finite.
+pub(crate) fn non_finite(v: f64) -> &'static str {
+    if v.is_nan() {
+        "NaN"
+    } else if v > 0.0 {
+        "Infinity"
+    } else {
+        "-Infinity"
+    }
 }

@@ -19,6 +19,7 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
 use super::direct::json_out::JsonOut;
+use super::names::non_finite;
 use super::{JsonSettings, PlanError};
 use crate::error::GatewayError;
 
@@ -306,16 +307,6 @@ impl Serialize for FieldJson<'_> {
                 map.end()
             }
         }
-    }
-}
-
-pub(crate) fn non_finite(v: f64) -> &'static str {
-    if v.is_nan() {
-        "NaN"
-    } else if v > 0.0 {
-        "Infinity"
-    } else {
-        "-Infinity"
     }
 }
 

@@ -28,7 +28,7 @@ use prost_reflect::{DynamicMessage, EnumDescriptor, FieldDescriptor, Kind, Messa
 use serde::Serializer as _;
 
 use super::is_well_known;
-use crate::transcode::response::non_finite;
+use crate::transcode::names::non_finite;
 use crate::transcode::JsonSettings;
 
 /// Nesting past this bails (prost-reflect refuses 100 levels).
