@@ -211,7 +211,7 @@ impl JsonOut {
             plan: self,
             settings,
             out,
-            pretty: options.pretty,
+            pretty: settings.pretty,
             level: 0,
             emit: options.emit_unpopulated,
             proto_names: options.use_proto_names,
