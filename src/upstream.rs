@@ -424,13 +424,17 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// The `grpc-timeout` a call sends: what is left until `at`, in whole
-/// milliseconds (at least one). Unrounded, the header's value differed on
-/// every call and HPACK had to write it out in full each time; rounded, a
-/// route's calls repeat it and the connection's table holds it.
+/// The `grpc-timeout` a call sends: what is left until `at`, rounded up to
+/// whole milliseconds. Unrounded, the header's value differed on every call
+/// and HPACK had to write it out in full each time; rounded, a route's calls
+/// repeat it and the connection's table holds it. Up, not down: tonic also
+/// times the call by it, and its timer must not fire before the gateway's
+/// own deadline (whose error is DEADLINE_EXCEEDED; tonic's would read as a
+/// transport failure).
 fn grpc_timeout(at: Instant) -> Duration {
     let left = at.saturating_duration_since(Instant::now());
-    Duration::from_millis(u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1))
+    let millis = left.as_nanos().div_ceil(1_000_000);
+    Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX))
 }
 
 fn humanize(d: Duration) -> String {
