@@ -18,11 +18,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::Uri;
+use http::{HeaderName, HeaderValue};
 use prost_reflect::DynamicMessage;
 use tokio::time::Instant;
 use tonic::body::Body;
-use tonic::metadata::MetadataMap;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::Code;
 
 use crate::config::tls::UpstreamTlsConfig;
@@ -30,13 +30,18 @@ use crate::config::upstreams::{Retries, UpstreamSettings};
 use crate::config::Config;
 use crate::error::{Fault, GatewayError};
 use crate::telemetry::CallSpan;
-use crate::tls::{TlsError, Watched};
+use crate::tls::Watched;
 use crate::transcode::codec::Outgoing;
 use crate::transcode::DynamicCodec;
 
 pub mod cluster;
+pub mod connection;
+
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 use self::cluster::{Admitted, Attempt, Cluster, Outcome, Resolve, SystemResolver};
+pub use self::connection::UnaryReply;
+use self::connection::{ConnectError, Connection, Failure};
 
 /// One upstream: its endpoints ([`Cluster`]) and the calls to them.
 #[derive(Debug, Clone)]
@@ -74,8 +79,9 @@ impl Upstream {
                 let tls = tls.clone();
                 let host = url.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
                 let paths = tls.files().map(Path::to_path_buf).collect();
-                let watched = Watched::new("upstream TLS", paths, move |contents| client_tls(&tls, &host, contents))
-                    .map_err(|err| error(err.to_string()))?;
+                let watched =
+                    Watched::new("upstream TLS", paths, move |contents| connection::client_tls(&tls, &host, contents))
+                        .map_err(|err| error(err.to_string()))?;
                 Some(Arc::new(watched))
             }
             _ => None,
@@ -87,10 +93,10 @@ impl Upstream {
         Ok(Self { url: url.clone(), label: Arc::from(url.to_string().trim_end_matches('/')), cluster })
     }
 
-    /// A channel to one of its endpoints, for calls other than transcoded
-    /// ones (reflection); `None` while it has no endpoint.
-    pub fn channel(&self) -> Option<Channel> {
-        self.cluster.pick(&[]).map(|attempt| attempt.endpoint.channel())
+    /// A connection to one of its endpoints, for calls other than
+    /// transcoded ones (reflection); `None` while it has no endpoint.
+    pub fn connection(&self) -> Option<Connection> {
+        self.cluster.pick(&[]).map(|attempt| attempt.endpoint.connection())
     }
 
     /// The circuit breaker's refusal.
@@ -109,7 +115,6 @@ impl Upstream {
     pub async fn unary(
         &self,
         path: PathAndQuery,
-        codec: DynamicCodec,
         message: Outgoing,
         mut metadata: MetadataMap,
         timeout: Duration,
@@ -118,40 +123,32 @@ impl Upstream {
         let _admitted = self.cluster.admit().ok_or_else(|| self.overloaded())?;
         self.cluster.count_request();
         let mut span = CallSpan::start(&mut metadata, &self.url, path.as_str());
-        let codec = codec.shared();
-        let message = Arc::new(message);
+        let framed = message.framed();
         let retries = self.cluster.settings.retries;
         let call = async {
             let mut tried = Tried::default();
             loop {
                 let (attempt, metadata, last) = self.next_try(&mut tried, &mut metadata, retries)?;
-                let mut request = tonic::Request::from_parts(metadata, Default::default(), message.clone());
-                request.set_timeout(grpc_timeout(deadline.at));
-                let mut grpc = tonic::client::Grpc::new(attempt.endpoint.channel());
-                let opened = async {
-                    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-                    grpc.server_streaming(request, path.clone(), codec.clone()).await
-                }
-                .await;
-                let response = match opened {
-                    Ok(response) => response,
-                    Err(status) => {
+                let mut headers = metadata.into_headers();
+                headers.insert(GRPC_TIMEOUT, grpc_timeout(deadline.at));
+                let connection = attempt.endpoint.connection();
+                match connection.unary(path.clone(), headers, framed.clone()).await {
+                    Ok(reply) => {
+                        self.cluster.report(&attempt.endpoint, Outcome::Answered);
+                        return Ok(reply);
+                    }
+                    Err(Failure::Opening(status)) => {
                         let (outcome, safe) = retryable(&status);
                         self.cluster.report(&attempt.endpoint, outcome);
                         if last || !safe || !self.retry(&tried, retries, Some(deadline)).await {
                             return Err(self.call_error(&status, Some(deadline)));
                         }
-                        continue;
                     }
-                };
-                self.cluster.report(&attempt.endpoint, Outcome::Answered);
-                let (headers, mut stream, _) = response.into_parts();
-                let reply = async {
-                    let message = stream.message().await?;
-                    let trailers = stream.trailers().await?.unwrap_or_default();
-                    Ok::<_, tonic::Status>(UnaryReply { headers, message, trailers })
-                };
-                return reply.await.map_err(|status| self.call_error(&status, Some(deadline)));
+                    Err(Failure::Answering(status)) => {
+                        self.cluster.report(&attempt.endpoint, Outcome::Answered);
+                        return Err(self.call_error(&status, Some(deadline)));
+                    }
+                }
             }
         };
         let reply = match tokio::time::timeout_at(deadline.at, call).await {
@@ -226,14 +223,16 @@ impl Upstream {
                 let (attempt, metadata, last) = self.next_try(&mut tried, &mut metadata, retries)?;
                 let mut request = tonic::Request::from_parts(metadata, Default::default(), requests.attempt());
                 if let Some(deadline) = deadline {
-                    request.set_timeout(grpc_timeout(deadline.at));
+                    if let Ok(value) = MetadataValue::try_from(grpc_timeout(deadline.at).as_bytes()) {
+                        request.metadata_mut().insert("grpc-timeout", value);
+                    }
                 }
                 let cancel = CancelOnDrop(Some(request.cancellation_handle()));
                 // The backend's response body goes into the kill switch's
                 // slot, so that it can be dropped from outside the call.
                 let slot = kill.clone();
                 let channel = tower::ServiceExt::map_response(
-                    attempt.endpoint.channel(),
+                    attempt.endpoint.connection(),
                     move |response: http::Response<Body>| response.map(|body| slot.hold(body)),
                 );
                 let mut grpc = tonic::client::Grpc::new(channel);
@@ -424,17 +423,21 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// The `grpc-timeout` a call sends: what is left until `at`, rounded up to
-/// whole milliseconds. Unrounded, the header's value differed on every call
-/// and HPACK had to write it out in full each time; rounded, a route's calls
-/// repeat it and the connection's table holds it. Up, not down: tonic also
-/// times the call by it, and its timer must not fire before the gateway's
-/// own deadline (whose error is DEADLINE_EXCEEDED; tonic's would read as a
-/// transport failure).
-fn grpc_timeout(at: Instant) -> Duration {
+/// The `grpc-timeout` a call sends: what is left until `at`, in whole
+/// milliseconds rounded up (hours past 8 digits of them). Unrounded, the
+/// value differed on every call and HPACK had to write it out in full each
+/// time; rounded, a route's calls repeat it and the connection's table
+/// holds it. Up, so that the backend's deadline is never before the
+/// gateway's own (whose error is the one the client should see).
+fn grpc_timeout(at: Instant) -> HeaderValue {
     let left = at.saturating_duration_since(Instant::now());
     let millis = left.as_nanos().div_ceil(1_000_000);
-    Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX))
+    let mut text = itoa::Buffer::new();
+    let value = match u64::try_from(millis) {
+        Ok(millis) if millis <= 99_999_999 => [text.format(millis), "m"].concat(),
+        _ => [text.format(left.as_secs().div_ceil(3600).min(99_999_999)), "H"].concat(),
+    };
+    HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static("1m"))
 }
 
 fn humanize(d: Duration) -> String {
@@ -443,16 +446,6 @@ fn humanize(d: Duration) -> String {
     } else {
         format!("{}ms", d.as_millis())
     }
-}
-
-/// What a backend answered to a unary call.
-#[derive(Debug)]
-pub struct UnaryReply {
-    pub headers: MetadataMap,
-    /// The answer's wire bytes; `None` when the backend ended the call OK
-    /// without a message.
-    pub message: Option<Bytes>,
-    pub trailers: MetadataMap,
 }
 
 /// The most tries of one call (`retries.attempts` is checked against it).
@@ -508,16 +501,7 @@ fn retryable(status: &tonic::Status) -> (Outcome, bool) {
             let graceful = h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR);
             return if refused || graceful { (Outcome::Answered, true) } else { (Outcome::Failed, false) };
         }
-        if let Some(io) = source.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                return (Outcome::ConnectFailed, true);
-            }
-        }
-        if source.downcast_ref::<rustls::Error>().is_some() {
-            return (Outcome::ConnectFailed, true);
-        }
-        // hyper-util's connector says so in its message; its type is private.
-        if source.to_string().starts_with("tcp connect error") {
+        if source.downcast_ref::<ConnectError>().is_some() {
             return (Outcome::ConnectFailed, true);
         }
         match source.source() {
@@ -691,33 +675,6 @@ impl Upstreams {
 /// The item of the most specific pattern naming `service`.
 fn most_specific<'a, T>(items: impl Iterator<Item = (&'a str, T)>, service: &str) -> Option<(usize, T)> {
     items.filter_map(|(pattern, item)| specificity(pattern, service).map(|s| (s, item))).max_by_key(|(s, _)| *s)
-}
-
-/// The client side of an `upstream_tls` entry, from its files' contents
-/// (in [`UpstreamTlsConfig::files`] order), checked here so that a bad file
-/// is named.
-fn client_tls(tls: &UpstreamTlsConfig, host: &str, contents: &[Vec<u8>]) -> Result<ClientTlsConfig, TlsError> {
-    let mut contents = contents.iter();
-    let mut config = ClientTlsConfig::new();
-    match tls.ca.as_deref().zip(contents.next()) {
-        Some((path, pem)) => {
-            crate::tls::roots(path, pem)?;
-            config = config.ca_certificate(Certificate::from_pem(pem));
-        }
-        None => config = config.with_webpki_roots(),
-    }
-    if let (Some(cert), Some(key)) = (tls.cert.as_deref(), tls.key.as_deref()) {
-        let (cert_pem, key_pem) = (contents.next(), contents.next());
-        let (Some(cert_pem), Some(key_pem)) = (cert_pem, key_pem) else {
-            return Err(TlsError { path: cert.display().to_string(), reason: "not read".into() });
-        };
-        crate::tls::certificates(cert, cert_pem)?;
-        crate::tls::private_key(key, key_pem)?;
-        config = config.identity(Identity::from_pem(cert_pem, key_pem));
-    }
-    // Endpoints are dialled by address: the name to check is the URL's
-    // host unless the entry says otherwise.
-    Ok(config.domain_name(tls.server_name.clone().unwrap_or_else(|| host.to_owned())))
 }
 
 /// How specifically `pattern` names `service`, or `None` if it does not.

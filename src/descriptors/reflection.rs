@@ -16,14 +16,27 @@ use std::time::Duration;
 use bytes::Bytes;
 use prost::Message;
 use tokio::sync::mpsc;
+use tonic::body::Body;
+use tonic::client::GrpcService;
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::{ErrorResponse, ServerReflectionRequest, ServerReflectionResponse};
 
 use super::FileHead;
+
+/// What the exchange runs over: any gRPC client transport (the gateway's
+/// upstream connection; a tonic `Channel` in tests).
+pub trait Transport:
+    GrpcService<Body, ResponseBody = Body, Future: Send, Error: std::error::Error + Send> + Clone + Send + 'static
+{
+}
+
+impl<T> Transport for T where
+    T: GrpcService<Body, ResponseBody = Body, Future: Send, Error: std::error::Error + Send> + Clone + Send + 'static
+{
+}
 
 /// The v1 and v1alpha messages are the same on the wire; only the path of
 /// the method differs, so one client speaks both.
@@ -86,7 +99,7 @@ pub enum Problem {
 /// `upstream` names the server in errors.
 pub async fn fetch(
     upstream: &str,
-    channel: Channel,
+    channel: impl Transport,
     timeout: Duration,
 ) -> Result<Vec<(String, Bytes)>, ReflectionError> {
     let limits = Limits { timeout, ..Limits::default() };
@@ -96,7 +109,7 @@ pub async fn fetch(
 /// [`fetch`] with every bound chosen by the caller.
 pub async fn fetch_with_limits(
     upstream: &str,
-    channel: Channel,
+    channel: impl Transport,
     limits: Limits,
 ) -> Result<Vec<(String, Bytes)>, ReflectionError> {
     let exchange = async {
@@ -144,7 +157,11 @@ impl Session {
 }
 
 /// Runs the whole exchange over one stream at `path`.
-async fn session(channel: Channel, path: &'static str, limits: &Limits) -> Result<Vec<(String, Bytes)>, Problem> {
+async fn session(
+    channel: impl Transport,
+    path: &'static str,
+    limits: &Limits,
+) -> Result<Vec<(String, Bytes)>, Problem> {
     let (sender, receiver) = mpsc::unbounded_channel();
     let outgoing = futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|request| (request, receiver))

@@ -103,8 +103,8 @@ impl Loader {
     /// of those that answered, and what went wrong with the others.
     pub async fn reflect(&self) -> (Vec<Reflected>, Vec<String>) {
         let calls = self.upstreams.reflection_sources().iter().map(|(url, upstream)| async move {
-            let fetched = match upstream.channel() {
-                Some(channel) => reflection::fetch(url, channel, REFLECTION_TIMEOUT).await,
+            let fetched = match upstream.connection() {
+                Some(connection) => reflection::fetch(url, connection, REFLECTION_TIMEOUT).await,
                 None => Err(reflection::ReflectionError {
                     upstream: url.clone(),
                     problem: reflection::Problem::Call("no endpoint (its name did not resolve)".into()),

@@ -340,7 +340,7 @@ impl Run<'_> {
             let metadata = with_own_span_id(self.metadata.clone());
             let reply = call
                 .upstream
-                .unary(call.grpc_path.clone(), call.codec.clone(), Outgoing::Message(message), metadata, timeout)
+                .unary(call.grpc_path.clone(), Outgoing::Message(message), metadata, timeout)
                 .await;
             let code = reply.as_ref().map_or_else(|err| err.code, |_| Code::Ok);
             self.metrics.upstream_call(&call.upstream.label, &call.label, &call.series, code, started.elapsed());

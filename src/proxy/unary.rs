@@ -49,7 +49,7 @@ pub async fn call(
     let timeout = call_timeout(&parts.headers, Some(route.timeout))?.unwrap_or(route.timeout);
     let calling = Instant::now();
     metrics.phase(Phase::Decode, calling - decoding);
-    let reply = call.upstream.unary(call.grpc_path.clone(), call.codec.clone(), message, metadata, timeout).await;
+    let reply = call.upstream.unary(call.grpc_path.clone(), message, metadata, timeout).await;
     let encoding = Instant::now();
     metrics.phase(Phase::Upstream, encoding - calling);
     let code = reply.as_ref().map_or_else(|err| err.code, |_| Code::Ok);

@@ -8,7 +8,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -52,6 +52,27 @@ impl<E> DynamicCodec<E> {
 pub enum Outgoing {
     Message(DynamicMessage),
     Encoded(Bytes),
+}
+
+impl Outgoing {
+    /// The message as one gRPC frame (uncompressed flag, length, bytes),
+    /// ready to be sent as a unary call's whole request body.
+    pub fn framed(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(match self {
+            Outgoing::Message(_) => 256,
+            Outgoing::Encoded(bytes) => 5 + bytes.len(),
+        });
+        out.put_bytes(0, 5);
+        match self {
+            // Written first and measured after: `encoded_len` would walk
+            // the whole message once more.
+            Outgoing::Message(message) => message.encode_raw(&mut out),
+            Outgoing::Encoded(bytes) => out.put_slice(bytes),
+        }
+        let len = u32::try_from(out.len() - 5).unwrap_or(u32::MAX);
+        out[1..5].copy_from_slice(&len.to_be_bytes());
+        out.freeze()
+    }
 }
 
 /// What the encoder can write.

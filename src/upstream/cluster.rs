@@ -6,7 +6,7 @@
 //!
 //! Everything a call touches is lock-free: the endpoint set is an
 //! `ArcSwap`, states are atomics. Endpoints that leave the set drain: calls
-//! in flight hold the endpoint and its channel until they end.
+//! in flight hold the endpoint and its connection until they end.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -17,10 +17,11 @@ use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
 use http::Uri;
 use tokio::time::Instant;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint as TonicEndpoint};
 
 use crate::config::upstreams::{Balance, HealthCheck, UpstreamSettings};
 use crate::tls::{Refresh, Watched};
+
+use super::connection::{self, ClientTls, Connection, Target};
 
 /// The longest an ejection lasts, however often it is repeated.
 const MAX_EJECTION: Duration = Duration::from_secs(300);
@@ -100,8 +101,8 @@ pub enum Outcome {
 #[derive(Debug)]
 pub struct Endpoint {
     pub addr: SocketAddr,
-    channels: ArcSwap<Vec<Channel>>,
-    next_channel: AtomicUsize,
+    connections: ArcSwap<Vec<Connection>>,
+    next_connection: AtomicUsize,
     in_flight: AtomicUsize,
     /// Failed active checks pushed it out (until enough pass).
     unhealthy: AtomicBool,
@@ -122,11 +123,11 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    fn new(addr: SocketAddr, channels: Vec<Channel>) -> Self {
+    fn new(addr: SocketAddr, connections: Vec<Connection>) -> Self {
         Self {
             addr,
-            channels: ArcSwap::from_pointee(channels),
-            next_channel: AtomicUsize::new(0),
+            connections: ArcSwap::from_pointee(connections),
+            next_connection: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             unhealthy: AtomicBool::new(false),
             checks_failed: AtomicU32::new(0),
@@ -141,12 +142,12 @@ impl Endpoint {
         }
     }
 
-    /// A channel of its connections, taken in turn.
-    pub fn channel(&self) -> Channel {
-        let channels = self.channels.load();
-        match channels.len() {
-            1 => channels[0].clone(),
-            n => channels[self.next_channel.fetch_add(1, Ordering::Relaxed) % n].clone(),
+    /// One of its connections, taken in turn.
+    pub fn connection(&self) -> Connection {
+        let connections = self.connections.load();
+        match connections.len() {
+            1 => connections[0].clone(),
+            n => connections[self.next_connection.fetch_add(1, Ordering::Relaxed) % n].clone(),
         }
     }
 
@@ -211,7 +212,7 @@ impl Drop for Admitted {
 }
 
 /// Builds the connections of one address (at least one), or says why not.
-type Connect = Box<dyn Fn(SocketAddr) -> Result<Vec<Channel>, String> + Send + Sync>;
+type Connect = Box<dyn Fn(SocketAddr) -> Result<Vec<Connection>, String> + Send + Sync>;
 
 /// The endpoints of one upstream and everything that decides which one a
 /// call goes to.
@@ -224,7 +225,7 @@ pub struct Cluster {
     connect: Connect,
     /// The client TLS of `https://` upstreams, re-read when its files
     /// change (then every endpoint's connections are made anew).
-    tls: Option<Arc<Watched<ClientTlsConfig>>>,
+    tls: Option<Arc<Watched<ClientTls>>>,
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     /// Endpoints no longer discovered, until their calls end.
     draining: Mutex<Vec<Arc<Endpoint>>>,
@@ -257,7 +258,7 @@ impl Cluster {
     pub fn new(
         url: &Uri,
         settings: UpstreamSettings,
-        tls: Option<Arc<Watched<ClientTlsConfig>>>,
+        tls: Option<Arc<Watched<ClientTls>>>,
         resolver: Arc<dyn Resolve>,
     ) -> Arc<Self> {
         let https = url.scheme_str() == Some("https");
@@ -266,26 +267,16 @@ impl Cluster {
         let origin = url.clone();
         let tls_for_connect = tls.clone();
         let connections = settings.connections.max(1);
+        // Connections are made lazily, on their first call: this only
+        // settles where they go and how they are secured.
         let connect: Connect = Box::new(move |addr| {
-            let scheme = if https { "https" } else { "http" };
-            let target = format!("{scheme}://{addr}");
-            let endpoint = TonicEndpoint::from_shared(target).map_err(|err| err.to_string())?;
-            let mut endpoint = endpoint
-                .origin(origin.clone())
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(30))
-                .keep_alive_while_idle(false)
-                .initial_stream_window_size(Some(1 << 20))
-                .initial_connection_window_size(Some(8 << 20))
-                .connect_timeout(Duration::from_secs(5));
-            if https {
-                let config = match &tls_for_connect {
-                    Some(watched) => ClientTlsConfig::clone(&watched.current()),
-                    None => ClientTlsConfig::new().with_webpki_roots().domain_name(host_name(&origin)),
-                };
-                endpoint = endpoint.tls_config(config).map_err(|err| format!("TLS config refused: {err}"))?;
-            }
-            Ok((0..connections).map(|_| endpoint.connect_lazy()).collect())
+            let client_tls = match (https, &tls_for_connect) {
+                (false, _) => None,
+                (true, Some(watched)) => Some(ClientTls::clone(&watched.current())),
+                (true, None) => Some(connection::default_client_tls(&host_name(&origin))?),
+            };
+            let target = Arc::new(Target::new(&origin, client_tls));
+            Ok((0..connections).map(|_| Connection::new(target.clone(), addr)).collect())
         });
         let sources: Vec<(String, u16)> = match settings.endpoints.is_empty() {
             true => vec![(host, port)],
@@ -495,7 +486,7 @@ impl Cluster {
             .filter_map(|addr| match current.iter().find(|e| e.addr == *addr) {
                 Some(kept) => Some(kept.clone()),
                 None => match (self.connect)(*addr) {
-                    Ok(channels) => Some(Arc::new(Endpoint::new(*addr, channels))),
+                    Ok(connections) => Some(Arc::new(Endpoint::new(*addr, connections))),
                     Err(err) => {
                         tracing::error!(endpoint = %addr, error = %err, "upstream endpoint left out");
                         None
@@ -531,7 +522,7 @@ impl Cluster {
         if tls.refresh() == Refresh::Reloaded {
             for endpoint in self.endpoints.load().iter() {
                 match (self.connect)(endpoint.addr) {
-                    Ok(channels) => endpoint.channels.store(Arc::new(channels)),
+                    Ok(connections) => endpoint.connections.store(Arc::new(connections)),
                     Err(err) => tracing::error!(endpoint = %endpoint.addr, error = %err, "kept the old connections"),
                 }
             }
@@ -615,7 +606,7 @@ impl Cluster {
     async fn check_health(&self, health: HealthCheck) {
         let endpoints = self.endpoints.load_full();
         let checks = endpoints.iter().map(|endpoint| async move {
-            let mut client = tonic_health::pb::health_client::HealthClient::new(endpoint.channel());
+            let mut client = tonic_health::pb::health_client::HealthClient::new(endpoint.connection());
             let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
             let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
             let passed = matches!(

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use tonic::transport::Channel;
 
 use futures_util::{Stream, StreamExt};
 use tokio::sync::oneshot;

@@ -1,0 +1,219 @@
+//! The unary call against a real HTTP/2 server on loopback (h2's server
+//! side, so that a test can answer what no well-behaved gRPC server would).
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{HeaderMap, Response};
+use tokio::net::TcpListener;
+
+use super::*;
+
+/// What the test server does with each call it receives.
+#[derive(Clone)]
+enum Answer {
+    /// Status 200, the body in these DATA frames, then these trailers.
+    Frames(Vec<Bytes>, Vec<(&'static str, &'static str)>),
+    /// The response headers alone, ending the stream.
+    HeadersOnly(u16, Vec<(&'static str, &'static str)>),
+}
+
+/// Serves every connection on a loopback port with `answer`; each call's
+/// request body is read first. Returns the address and a count of
+/// connections accepted.
+async fn server(answer: Answer) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let Ok(mut connection) = h2::server::handshake(tcp).await else { return };
+                while let Some(Ok((request, mut respond))) = connection.accept().await {
+                    let answer = answer.clone();
+                    tokio::spawn(async move {
+                        let mut body = request.into_body();
+                        while let Some(Ok(chunk)) = body.data().await {
+                            let _ = body.flow_control().release_capacity(chunk.len());
+                        }
+                        match answer {
+                            Answer::Frames(frames, trailers) => {
+                                let head = Response::builder().status(200).header("content-type", "application/grpc");
+                                let Ok(mut send) = respond.send_response(head.body(()).expect("head"), false) else {
+                                    return;
+                                };
+                                for frame in frames {
+                                    let _ = send.send_data(frame, false);
+                                }
+                                let _ = send.send_trailers(headers(&trailers));
+                            }
+                            Answer::HeadersOnly(status, fields) => {
+                                let mut head = Response::builder().status(status).body(()).expect("head");
+                                *head.headers_mut() = headers(&fields);
+                                let _ = respond.send_response(head, true);
+                            }
+                        }
+                    });
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+fn headers(fields: &[(&'static str, &'static str)]) -> HeaderMap {
+    fields.iter().map(|(name, value)| (http::HeaderName::from_static(name), HeaderValue::from_static(value))).collect()
+}
+
+fn framed(message: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(5 + message.len());
+    out.push(0);
+    out.extend_from_slice(&u32::try_from(message.len()).expect("len").to_be_bytes());
+    out.extend_from_slice(message);
+    Bytes::from(out)
+}
+
+fn connection(addr: SocketAddr) -> Connection {
+    let target = Arc::new(Target::new(&format!("http://{addr}").parse().expect("uri"), None));
+    Connection::new(target, addr)
+}
+
+async fn call(connection: &Connection) -> Result<UnaryReply, Failure> {
+    connection.unary(PathAndQuery::from_static("/t.S/M"), HeaderMap::new(), framed(b"ask")).await
+}
+
+fn opening(result: Result<UnaryReply, Failure>) -> Status {
+    match result {
+        Err(Failure::Opening(status)) => status,
+        other => panic!("expected a failure at opening, got {other:?}"),
+    }
+}
+
+fn answering(result: Result<UnaryReply, Failure>) -> Status {
+    match result {
+        Err(Failure::Answering(status)) => status,
+        other => panic!("expected a failure while answering, got {other:?}"),
+    }
+}
+
+const OK: (&str, &str) = ("grpc-status", "0");
+
+#[tokio::test]
+async fn a_message_split_over_many_frames_is_put_back_together() {
+    let whole = framed(b"hello, world");
+    let frames = whole.iter().map(|b| Bytes::copy_from_slice(&[*b])).collect();
+    let (addr, _) = server(Answer::Frames(frames, vec![OK, ("x-t", "v")])).await;
+    let reply = call(&connection(addr)).await.expect("answer");
+    assert_eq!(reply.message.as_deref(), Some(&b"hello, world"[..]));
+    assert_eq!(reply.trailers.get("x-t").and_then(|v| v.to_str().ok()), Some("v"));
+}
+
+#[tokio::test]
+async fn messages_after_the_first_are_skipped_and_frames_may_hold_several() {
+    let mut both = framed(b"first").to_vec();
+    both.extend_from_slice(&framed(b"second"));
+    let (addr, _) = server(Answer::Frames(vec![Bytes::from(both)], vec![OK])).await;
+    let reply = call(&connection(addr)).await.expect("answer");
+    assert_eq!(reply.message.as_deref(), Some(&b"first"[..]));
+}
+
+#[tokio::test]
+async fn an_ok_call_without_a_message_has_none() {
+    let (addr, _) = server(Answer::Frames(vec![], vec![OK])).await;
+    assert!(call(&connection(addr)).await.expect("answer").message.is_none());
+}
+
+#[tokio::test]
+async fn trailers_only_errors_end_the_call_at_its_opening() {
+    let fields = vec![("grpc-status", "5"), ("grpc-message", "no%20such%20thing")];
+    let (addr, _) = server(Answer::HeadersOnly(200, fields)).await;
+    let status = opening(call(&connection(addr)).await);
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(status.message(), "no such thing");
+    // The backend's own status: nothing says the transport failed.
+    assert!(std::error::Error::source(&status).is_none());
+}
+
+#[tokio::test]
+async fn details_that_are_not_base64_are_dropped_not_a_crash() {
+    let trailers = vec![("grpc-status", "3"), ("grpc-status-details-bin", "%%%not base64")];
+    let (addr, _) = server(Answer::Frames(vec![], trailers)).await;
+    let status = answering(call(&connection(addr)).await);
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.details().is_empty());
+}
+
+#[tokio::test]
+async fn an_http_error_without_a_grpc_status_maps_by_the_grpc_table() {
+    for (http, code) in [(503, Code::Unavailable), (404, Code::Unimplemented), (401, Code::Unauthenticated)] {
+        let (addr, _) = server(Answer::HeadersOnly(http, vec![])).await;
+        assert_eq!(opening(call(&connection(addr)).await).code(), code, "HTTP {http}");
+    }
+}
+
+#[tokio::test]
+async fn an_answer_without_a_status_or_cut_inside_a_message_is_an_error() {
+    let (addr, _) = server(Answer::Frames(vec![framed(b"x")], vec![])).await;
+    assert_eq!(answering(call(&connection(addr)).await).code(), Code::Unknown);
+
+    let cut = framed(b"longer message").slice(..8);
+    let (addr, _) = server(Answer::Frames(vec![cut], vec![OK])).await;
+    assert_eq!(answering(call(&connection(addr)).await).code(), Code::Internal);
+}
+
+#[tokio::test]
+async fn compressed_or_oversized_messages_are_refused() {
+    let compressed = Bytes::from_static(&[1, 0, 0, 0, 1, b'x']);
+    let (addr, _) = server(Answer::Frames(vec![compressed], vec![OK])).await;
+    assert_eq!(answering(call(&connection(addr)).await).code(), Code::Internal);
+
+    let mut huge = vec![0u8];
+    huge.extend_from_slice(&u32::try_from(MAX_MESSAGE + 1).expect("len").to_be_bytes());
+    let (addr, _) = server(Answer::Frames(vec![Bytes::from(huge)], vec![OK])).await;
+    assert_eq!(answering(call(&connection(addr)).await).code(), Code::OutOfRange);
+}
+
+#[tokio::test]
+async fn a_refused_connect_is_unavailable_with_the_connect_error_as_source() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let status = opening(call(&connection(addr)).await);
+    assert_eq!(status.code(), Code::Unavailable);
+    let source = std::error::Error::source(&status).expect("a source");
+    assert!(source.downcast_ref::<ConnectError>().is_some(), "source: {source:?}");
+}
+
+#[tokio::test]
+async fn calls_share_one_connection_and_a_closed_one_is_made_again() {
+    let (addr, accepted) = server(Answer::Frames(vec![framed(b"a")], vec![OK])).await;
+    let connection = connection(addr);
+    let calls = (0..8).map(|_| call(&connection));
+    for reply in futures_util::future::join_all(calls).await {
+        reply.expect("answer");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "concurrent calls opened more than one connection");
+
+    // Closed from this side (as a lost connection would be): the next
+    // call connects again instead of failing.
+    let live = connection.live().await.expect("live");
+    live.closed.store(true, Ordering::Release);
+    call(&connection).await.expect("answer after reconnecting");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn grpc_clients_call_through_it_too() {
+    // tonic's health client over the connection: a streaming-capable
+    // path (request body piped, response body read) end to end.
+    let trailers = vec![OK];
+    let serving = tonic_health::pb::HealthCheckResponse { status: 1 };
+    let answer = framed(&prost::Message::encode_to_vec(&serving));
+    let (addr, _) = server(Answer::Frames(vec![answer], trailers)).await;
+    let mut client = tonic_health::pb::health_client::HealthClient::new(connection(addr));
+    let reply = client.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.expect("check");
+    assert_eq!(reply.get_ref().status, 1);
+}
