@@ -138,10 +138,12 @@ async fn serve(config: Config) -> ExitCode {
     let admin = tokio::spawn(crate::gateway::admin::serve(gateway.clone(), admin_listener, wait(stopped.clone())));
     let result = gateway.serve(listener, wait(stopped)).await;
     let _ = admin.await;
-    // The spans still queued reach the collector before the process ends.
+    // The spans still queued reach the collector before the process ends,
+    // and the access lines still waiting reach stderr.
     if let Some(exporter) = exporter {
         exporter.shutdown().await;
     }
+    crate::logging::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

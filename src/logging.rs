@@ -1,6 +1,6 @@
 //! Logging set-up ([`init`]) and the access log's writer: a `tracing`
 //! layer that turns each access event (target [`ACCESS_TARGET`]) into one
-//! line on stderr, JSON or key=value.
+//! line on stderr, JSON or key=value, written in batches under load.
 //!
 //! The general-purpose formatter of `tracing-subscriber` costs about as
 //! much per event as the rest of a request's work (it formats strings
@@ -11,7 +11,8 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -69,6 +70,9 @@ pub fn init(config: &Config) -> Option<Exporter> {
         LogFormat::Pretty => fmt.map_event_format(SkipAccess).boxed(),
     };
     let access = config.logging.access.then(|| AccessLayer::new(config.logging.format == LogFormat::Json));
+    if access.is_some() {
+        start_flusher();
+    }
     let otel = exporter.as_ref().map(Exporter::layer);
     let installed = tracing_subscriber::registry().with(filter).with(fmt).with(access).with(otel).try_init();
     if installed.is_ok() && exporter.is_some() {
@@ -118,8 +122,71 @@ impl<S: Subscriber> Layer<S> for AccessLayer {
         line.start(event.metadata().level().as_str());
         event.record(&mut line);
         line.end();
-        // One write per line: lines of concurrent requests never interleave.
-        let _ = std::io::stderr().lock().write_all(line.out.as_bytes());
+        PENDING.lock().unwrap_or_else(PoisonError::into_inner).push(line.out.as_bytes());
+    }
+}
+
+/// Access lines go out together rather than one `write` each: a line is
+/// written at once when nothing was written for [`FLUSH_EVERY`] (an idle
+/// gateway logs as it serves), otherwise it waits with the others for the
+/// flusher thread, at most that long, or until [`FLUSH_AT`] bytes wait.
+/// Under load that is one write for many requests instead of one each.
+/// Lines are whole in every write; [`flush`] empties the buffer at exit.
+/// What waits is lost if the process aborts (as Envoy's buffered access
+/// logs are).
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+const FLUSH_AT: usize = 64 * 1024;
+
+static PENDING: Mutex<Pending> = Mutex::new(Pending { bytes: Vec::new(), written: None, out: to_stderr });
+
+struct Pending {
+    bytes: Vec<u8>,
+    /// When the buffer was last written out (`None`: never).
+    written: Option<Instant>,
+    out: fn(&[u8]),
+}
+
+fn to_stderr(bytes: &[u8]) {
+    let _ = std::io::stderr().lock().write_all(bytes);
+}
+
+impl Pending {
+    fn push(&mut self, line: &[u8]) {
+        self.bytes.extend_from_slice(line);
+        let idle = self.written.is_none_or(|at| at.elapsed() >= FLUSH_EVERY);
+        if idle || self.bytes.len() >= FLUSH_AT {
+            self.write();
+        }
+    }
+
+    /// Writes what waits, under the buffer's lock: writes never interleave
+    /// or reorder.
+    fn write(&mut self) {
+        if !self.bytes.is_empty() {
+            (self.out)(&self.bytes);
+            self.bytes.clear();
+        }
+        self.written = Some(Instant::now());
+    }
+}
+
+/// Writes the access lines that wait (at exit; the flusher thread does it
+/// meanwhile).
+pub fn flush() {
+    PENDING.lock().unwrap_or_else(PoisonError::into_inner).write();
+}
+
+/// The thread that writes waiting access lines every [`FLUSH_EVERY`].
+fn start_flusher() {
+    let spawned = std::thread::Builder::new().name("access-log".into()).spawn(|| loop {
+        std::thread::sleep(FLUSH_EVERY);
+        let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
+        if !pending.bytes.is_empty() {
+            pending.write();
+        }
+    });
+    if let Err(err) = spawned {
+        eprintln!("protogate: no access-log flusher thread ({err}); lines wait for the next request");
     }
 }
 
@@ -366,6 +433,37 @@ mod tests {
         tracing::subscriber::with_default(subscriber, emit);
         let line = out.lock().expect("lock").clone();
         line
+    }
+
+    thread_local! {
+        static WRITTEN: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    fn to_test(bytes: &[u8]) {
+        WRITTEN.with(|w| w.borrow_mut().push(String::from_utf8_lossy(bytes).into_owned()));
+    }
+
+    #[test]
+    fn access_lines_are_written_at_once_when_idle_and_batched_under_load() {
+        let mut pending = Pending { bytes: Vec::new(), written: None, out: to_test };
+        let writes = || WRITTEN.with(|w| w.borrow().clone());
+        // Nothing written yet: the first line goes out at once.
+        pending.push(b"a\n");
+        assert_eq!(writes(), ["a\n"]);
+        // Right after a write, lines wait and then leave together, whole.
+        pending.push(b"b\n");
+        pending.push(b"c\n");
+        assert_eq!(writes(), ["a\n"]);
+        pending.write();
+        assert_eq!(writes(), ["a\n", "b\nc\n"]);
+        // A full buffer does not wait for the flusher.
+        let long = vec![b'x'; FLUSH_AT];
+        pending.push(&long);
+        assert_eq!(writes().len(), 3);
+        // Idle again for long enough: at once.
+        pending.written = Some(Instant::now() - FLUSH_EVERY);
+        pending.push(b"d\n");
+        assert_eq!(writes().last().map(String::as_str), Some("d\n"));
     }
 
     #[test]
