@@ -24,7 +24,7 @@ use futures_util::future::{BoxFuture, FutureExt, Shared};
 use h2::client::SendRequest;
 use http::header::{CONTENT_TYPE, TE, USER_AGENT};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::{Body as _, Frame};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -43,9 +43,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
-const GRPC_STATUS: &str = "grpc-status";
-const GRPC_MESSAGE: &str = "grpc-message";
-const GRPC_STATUS_DETAILS: &str = "grpc-status-details-bin";
+// Names, not strings: a lookup by `&str` parses the name first.
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+const GRPC_STATUS_DETAILS: HeaderName = HeaderName::from_static("grpc-status-details-bin");
 
 /// The client side of TLS to a backend.
 #[derive(Debug, Clone)]
@@ -269,7 +270,15 @@ impl Connection {
     /// once; either is an `Err`, as tonic's client reports them.
     pub async fn unary(&self, path: PathAndQuery, headers: HeaderMap, message: Bytes) -> Result<UnaryReply, Failure> {
         let (head, body, _in_call) = self.open_unary(path, headers, message).await.map_err(Failure::Opening)?;
-        read_unary(head, body).await.map_err(Failure::Answering)
+        match head {
+            // An OK status in the headers alone: no message, no trailers.
+            Opened::Ended(headers) => Ok(UnaryReply {
+                headers: MetadataMap::from_headers(headers),
+                message: None,
+                trailers: MetadataMap::new(),
+            }),
+            Opened::Answering(headers) => read_unary(headers, body).await.map_err(Failure::Answering),
+        }
     }
 
     /// Sends the call and waits for the answer's headers; an error status
@@ -279,31 +288,29 @@ impl Connection {
         path: PathAndQuery,
         headers: HeaderMap,
         message: Bytes,
-    ) -> Result<(http::response::Parts, h2::RecvStream, InCall), Status> {
+    ) -> Result<(Opened, h2::RecvStream, InCall), Status> {
         let (mut send, in_call) = self.ready().await?;
         let (response, mut stream) = send.send_request(self.target.request(path, headers), false).map_err(h2_status)?;
         stream.send_data(message, true).map_err(h2_status)?;
         let (head, body) = response.await.map_err(h2_status)?.into_parts();
-        match status_of(&head.headers) {
+        let opened = match status_of(&head.headers) {
             Some(status) if status.code() != Code::Ok => return Err(status),
+            Some(_) => Opened::Ended(head.headers),
             None if head.status != StatusCode::OK => return Err(from_http_status(head.status)),
-            _ => {}
-        }
-        Ok((head, body, in_call))
+            None => Opened::Answering(head.headers),
+        };
+        Ok((opened, body, in_call))
     }
 }
 
+/// An answer's headers, and whether they ended the call.
+enum Opened {
+    Ended(HeaderMap),
+    Answering(HeaderMap),
+}
+
 /// The message and trailers of an answer whose headers have come.
-async fn read_unary(head: http::response::Parts, mut body: h2::RecvStream) -> Result<UnaryReply, Status> {
-    // A status in the headers (OK: an error ended the call at its opening)
-    // means no body and no trailers follow.
-    if status_of(&head.headers).is_some() {
-        return Ok(UnaryReply {
-            headers: MetadataMap::from_headers(head.headers),
-            message: None,
-            trailers: MetadataMap::new(),
-        });
-    }
+async fn read_unary(headers: HeaderMap, mut body: h2::RecvStream) -> Result<UnaryReply, Status> {
     let mut buffer = BytesMut::new();
     let mut message = None;
     while let Some(chunk) = body.data().await {
@@ -327,7 +334,7 @@ async fn read_unary(head: http::response::Parts, mut body: h2::RecvStream) -> Re
         None => return Err(Status::unknown("the backend ended the call without a grpc-status")),
     }
     Ok(UnaryReply {
-        headers: MetadataMap::from_headers(head.headers),
+        headers: MetadataMap::from_headers(headers),
         message,
         trailers: MetadataMap::from_headers(trailers.unwrap_or_default()),
     })
@@ -474,15 +481,15 @@ fn next_message(chunk: &mut Bytes, buffer: &mut BytesMut) -> Result<Option<Bytes
 /// answer), if they carry one. Unlike tonic's reading, details that are not
 /// base64 are dropped rather than a panic.
 fn status_of(headers: &HeaderMap) -> Option<Status> {
-    let code = Code::from_bytes(headers.get(GRPC_STATUS)?.as_bytes());
-    if code == Code::Ok {
-        return Some(Status::new(Code::Ok, ""));
-    }
+    let code = match headers.get(&GRPC_STATUS)?.as_bytes() {
+        b"0" => return Some(Status::new(Code::Ok, "")),
+        code => Code::from_bytes(code),
+    };
     let message = headers
-        .get(GRPC_MESSAGE)
+        .get(&GRPC_MESSAGE)
         .map(|m| percent_encoding::percent_decode(m.as_bytes()).decode_utf8_lossy().into_owned())
         .unwrap_or_default();
-    let details = headers.get(GRPC_STATUS_DETAILS).and_then(|d| decode_base64(d.as_bytes())).unwrap_or_default();
+    let details = headers.get(&GRPC_STATUS_DETAILS).and_then(|d| decode_base64(d.as_bytes())).unwrap_or_default();
     Some(Status::with_details(code, message, details.into()))
 }
 
@@ -596,8 +603,8 @@ impl http_body::Body for RecvBody {
         match std::task::ready!(this.recv.poll_trailers(cx)) {
             Ok(Some(mut trailers)) => {
                 // tonic panics on details that are not base64: drop them.
-                if trailers.get(GRPC_STATUS_DETAILS).is_some_and(|d| decode_base64(d.as_bytes()).is_none()) {
-                    trailers.remove(GRPC_STATUS_DETAILS);
+                if trailers.get(&GRPC_STATUS_DETAILS).is_some_and(|d| decode_base64(d.as_bytes()).is_none()) {
+                    trailers.remove(&GRPC_STATUS_DETAILS);
                 }
                 Poll::Ready(Some(Ok(Frame::trailers(trailers))))
             }
