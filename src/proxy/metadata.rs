@@ -85,7 +85,9 @@ impl MetadataRules {
         request_id: &HeaderValue,
         identity: Option<&Identity>,
     ) -> MetadataMap {
-        let mut out = HeaderMap::with_capacity(8);
+        // Room for what the gateway adds here and on the way out (request
+        // id, forwarding, trace context, gRPC's own headers): no regrowth.
+        let mut out = HeaderMap::with_capacity(16);
         let mut forwarded_for = None;
         let has_connection_options = headers.contains_key(CONNECTION);
         for (name, value) in headers {
@@ -102,7 +104,7 @@ impl MetadataRules {
                 }
             } else if *name == TRACEPARENT || *name == TRACESTATE {
                 continue;
-            } else if self.forward.contains(name) {
+            } else if !self.forward.is_empty() && self.forward.contains(name) {
                 // Identity comes from authentication alone.
                 if !self.identity.is_identity_header(key) {
                     out.append(name.clone(), value.clone());
