@@ -311,20 +311,17 @@ enum Opened {
 
 /// The message and trailers of an answer whose headers have come.
 async fn read_unary(headers: HeaderMap, mut body: h2::RecvStream) -> Result<UnaryReply, Status> {
-    let mut buffer = BytesMut::new();
+    let mut messages = Deframer::default();
     let mut message = None;
     while let Some(chunk) = body.data().await {
         let chunk = chunk.map_err(h2_status)?;
         let _ = body.flow_control().release_capacity(chunk.len());
-        // The common case: the whole message in one DATA frame, taken as
-        // it is (no copy).
-        let mut chunk = if buffer.is_empty() { chunk } else { append(&mut buffer, &chunk) };
-        while let Some(framed) = next_message(&mut chunk, &mut buffer)? {
-            // Messages after the first are not a unary answer: skipped.
+        // Messages after the first are not a unary answer: skipped.
+        messages.push(chunk, &mut |framed| {
             message.get_or_insert(framed);
-        }
+        })?;
     }
-    if !buffer.is_empty() {
+    if messages.is_partial() {
         return Err(Status::internal("the backend's answer ended inside a message"));
     }
     let trailers = body.trailers().await.map_err(h2_status)?;
@@ -443,38 +440,75 @@ pub struct UnaryReply {
     pub trailers: MetadataMap,
 }
 
-/// `chunk` after what `buffer` holds, in `buffer`; the whole as one piece.
-fn append(buffer: &mut BytesMut, chunk: &Bytes) -> Bytes {
-    buffer.extend_from_slice(chunk);
-    buffer.split().freeze()
+/// Cuts gRPC messages out of a body's DATA frames. A message that arrives
+/// whole in one frame (the common case) is a slice of it, no copy; one
+/// spread over several frames is put together once, in a buffer sized from
+/// its header.
+#[derive(Default)]
+struct Deframer {
+    partial: BytesMut,
 }
 
-/// The next whole message framed in `chunk` (consumed from it); a partial
-/// one is kept in `buffer` for the next chunk.
-fn next_message(chunk: &mut Bytes, buffer: &mut BytesMut) -> Result<Option<Bytes>, Status> {
-    if chunk.len() < 5 {
-        buffer.extend_from_slice(chunk);
-        chunk.clear();
-        return Ok(None);
+impl Deframer {
+    /// Takes one DATA frame; each message it completes goes to `each`, in
+    /// order.
+    fn push(&mut self, mut chunk: Bytes, each: &mut impl FnMut(Bytes)) -> Result<(), Status> {
+        while !chunk.is_empty() {
+            if self.partial.is_empty() {
+                if let Some(len) = message_len(&chunk)? {
+                    if chunk.len() >= 5 + len {
+                        chunk.advance(5);
+                        each(chunk.split_to(len));
+                        continue;
+                    }
+                    self.partial.reserve(5 + len);
+                }
+                self.partial.extend_from_slice(&chunk);
+                return Ok(());
+            }
+            // Only as much as the message still lacks: what follows in
+            // this frame starts the next one.
+            let wanted = match message_len(&self.partial)? {
+                Some(len) => 5 + len - self.partial.len(),
+                None => 5 - self.partial.len(),
+            };
+            self.partial.extend_from_slice(&chunk.split_to(wanted.min(chunk.len())));
+            match message_len(&self.partial)? {
+                Some(len) if self.partial.len() == 5 + len => {
+                    let mut whole = self.partial.split().freeze();
+                    whole.advance(5);
+                    each(whole);
+                }
+                Some(len) => self.partial.reserve(5 + len - self.partial.len()),
+                None => {}
+            }
+        }
+        Ok(())
     }
-    let len = u32::from_be_bytes([chunk[1], chunk[2], chunk[3], chunk[4]]) as usize;
-    match chunk[0] {
+
+    /// Whether a message was begun and not finished.
+    fn is_partial(&self) -> bool {
+        !self.partial.is_empty()
+    }
+}
+
+/// The length of the message framed at the start of `bytes`, once its
+/// 5-byte header is there; refused when compressed (none was asked for) or
+/// over [`MAX_MESSAGE`].
+fn message_len(bytes: &[u8]) -> Result<Option<usize>, Status> {
+    let Some(header) = bytes.get(..5) else { return Ok(None) };
+    match header[0] {
         0 => {}
         1 => return Err(Status::internal("the backend sent a compressed message, which was not asked for")),
         flag => return Err(Status::internal(format!("the backend sent a message with compression flag {flag}"))),
     }
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
     if len > MAX_MESSAGE {
         return Err(Status::out_of_range(format!(
             "the backend's message is {len} bytes, more than the {MAX_MESSAGE} bytes accepted"
         )));
     }
-    if chunk.len() < 5 + len {
-        buffer.extend_from_slice(chunk);
-        chunk.clear();
-        return Ok(None);
-    }
-    chunk.advance(5);
-    Ok(Some(chunk.split_to(len)))
+    Ok(Some(len))
 }
 
 /// The status in `headers` (trailers, or the headers of a trailers-only

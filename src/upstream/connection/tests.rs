@@ -217,3 +217,34 @@ async fn grpc_clients_call_through_it_too() {
     let reply = client.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.expect("check");
     assert_eq!(reply.get_ref().status, 1);
 }
+
+/// Messages out of `frames`, as the deframer cuts them.
+fn deframe(frames: &[&[u8]]) -> (Vec<Vec<u8>>, bool) {
+    let mut deframer = Deframer::default();
+    let mut out = Vec::new();
+    for frame in frames {
+        deframer.push(Bytes::copy_from_slice(frame), &mut |m| out.push(m.to_vec())).expect("push");
+    }
+    (out, deframer.is_partial())
+}
+
+#[test]
+fn the_deframer_cuts_messages_at_any_frame_boundary() {
+    let mut wire = framed(b"first").to_vec();
+    wire.extend_from_slice(&framed(b""));
+    wire.extend_from_slice(&framed(&[7u8; 300]));
+    let expected = vec![b"first".to_vec(), Vec::new(), vec![7u8; 300]];
+    // Every way of cutting the bytes in two, and in pieces of every size.
+    for cut in 0..=wire.len() {
+        let (messages, partial) = deframe(&[&wire[..cut], &wire[cut..]]);
+        assert_eq!(messages, expected, "cut at {cut}");
+        assert!(!partial);
+    }
+    for size in 1..=wire.len() {
+        let pieces: Vec<&[u8]> = wire.chunks(size).collect();
+        assert_eq!(deframe(&pieces).0, expected, "pieces of {size}");
+    }
+    let (messages, partial) = deframe(&[&wire[..wire.len() - 1]]);
+    assert_eq!(messages.len(), 2);
+    assert!(partial, "a message cut short is still waiting");
+}
