@@ -6,6 +6,7 @@
 
 pub mod json_in;
 pub mod json_out;
+mod wire;
 
 use prost_reflect::MessageDescriptor;
 

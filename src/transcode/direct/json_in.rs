@@ -35,6 +35,7 @@ use prost_reflect::{DynamicMessage, EnumDescriptor, FieldDescriptor, Kind, Messa
 use super::super::numbers;
 use super::super::JsonSettings;
 use super::is_well_known;
+use super::wire::{close_len, varint, Tag};
 use crate::config::Strictness;
 
 /// Deepest nesting of objects and arrays taken (serde_json refuses 128).
@@ -685,35 +686,6 @@ fn reorder(out: &mut Vec<u8>, segments: &mut [Segment], tmp: &mut Vec<u8>) {
     out.extend_from_slice(tmp);
 }
 
-/// Writes the length of what follows the placeholder byte at `len_at`,
-/// widening it when the length needs more than one byte.
-fn close_len(out: &mut Vec<u8>, len_at: usize) {
-    let len = out.len() - len_at - 1;
-    if len < 0x80 {
-        out[len_at] = len as u8;
-        return;
-    }
-    let mut bytes = [0u8; 10];
-    let mut n = 0;
-    let mut v = len as u64;
-    while v >= 0x80 {
-        bytes[n] = (v as u8) | 0x80;
-        v >>= 7;
-        n += 1;
-    }
-    bytes[n] = v as u8;
-    out[len_at] = bytes[0];
-    out.splice(len_at + 1..len_at + 1, bytes[1..=n].iter().copied());
-}
-
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
 /// Not sure to match the reference: let it decide.
 #[derive(Debug)]
 struct Bail;
@@ -1150,32 +1122,6 @@ struct EnumPlan {
     /// Value name → number (as u32 bits).
     names: KeyTable,
     default: i32,
-}
-
-/// A field key (number and wire type), encoded once.
-#[derive(Clone, Copy)]
-struct Tag {
-    bytes: [u8; 5],
-    len: u8,
-}
-
-impl Tag {
-    fn new(number: u32, wire_type: u32) -> Tag {
-        let mut bytes = [0u8; 5];
-        let mut v = (u64::from(number) << 3) | u64::from(wire_type);
-        let mut len = 0;
-        while v >= 0x80 && len < 4 {
-            bytes[len] = (v as u8) | 0x80;
-            v >>= 7;
-            len += 1;
-        }
-        bytes[len] = v as u8;
-        Tag { bytes, len: len as u8 + 1 }
-    }
-
-    fn put(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.bytes[..usize::from(self.len)]);
-    }
 }
 
 /// Names → small numbers, by open addressing on a multiplicative hash.
