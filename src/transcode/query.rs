@@ -101,7 +101,9 @@ fn short_name(message: &MessageDescriptor) -> &str {
     message.full_name().rsplit('.').next().unwrap_or(message.full_name())
 }
 
-fn parse_scalar(kind: &Kind, text: &str) -> Result<Value, String> {
+/// A scalar or enum from text: the rules of query parameters and path
+/// captures, which `direct::captures_in` follows too.
+pub(crate) fn parse_scalar(kind: &Kind, text: &str) -> Result<Value, String> {
     fn int<T: std::str::FromStr>(text: &str, ty: &str) -> Result<T, String>
     where
         T::Err: std::fmt::Display,

@@ -16,6 +16,7 @@ use serde_path_to_error::Segment;
 use tonic::Code;
 
 use super::codec::Outgoing;
+use super::direct::captures_in::CapturesIn;
 use super::direct::json_in::JsonIn;
 use super::names::{kind_name, push_key};
 use super::numbers;
@@ -98,6 +99,9 @@ pub struct RequestPlan {
     mask_autofill: Option<MaskAutofill>,
     /// JSON → wire bytes without a `DynamicMessage`, for `body: "*"`.
     direct: Option<JsonIn>,
+    /// Path captures → wire bytes without a `DynamicMessage`, when the
+    /// binding's variables are ones it covers.
+    captures: Option<CapturesIn>,
 }
 
 impl RequestPlan {
@@ -135,6 +139,16 @@ impl RequestPlan {
             resolved.push(variable);
         }
         let direct = matches!(body_plan, BodyPlan::Whole).then(|| JsonIn::new(input));
+        // Captures alone set the message only under a body that can set
+        // nothing: none, or an empty one for `*` or a non-message field. An
+        // HttpBody always sets its content type, and a message body field is
+        // set to a message even by an empty body.
+        let captures = match body_plan {
+            BodyPlan::None | BodyPlan::Whole | BodyPlan::Other(_) => {
+                CapturesIn::new(resolved.iter().map(|v| v.fields.as_slice()))
+            }
+            BodyPlan::WholeRaw { .. } | BodyPlan::Message(_) | BodyPlan::MessageRaw { .. } => None,
+        };
         Ok(Self {
             input: input.clone(),
             body: body_plan,
@@ -142,6 +156,7 @@ impl RequestPlan {
             query: QueryPlan::new(input.clone(), cover, bound),
             mask_autofill: None,
             direct,
+            captures,
         })
     }
 
@@ -192,19 +207,30 @@ impl RequestPlan {
         self.query.parameters()
     }
 
-    /// The request message for a unary call: when the JSON body is all
-    /// that sets it (no path variables, query or mask to fill in), its wire
-    /// bytes straight from the body; otherwise, or when the direct path
+    /// The request message for a unary call: when the JSON body alone sets
+    /// it, or the path variables alone (no query, no mask to fill in), its
+    /// wire bytes straight from them; otherwise, or when the direct path
     /// bails, [`build`](Self::build)'s message.
     pub fn build_outgoing(&self, settings: &JsonSettings, input: RequestInput<'_>) -> Result<Outgoing, GatewayError> {
-        let body_alone = input.captures.is_empty() && input.query.is_none_or(str::is_empty);
-        if let Some(direct) = self.direct.as_ref().filter(|_| body_alone && self.mask_autofill.is_none()) {
+        let no_query_or_mask = input.query.is_none_or(str::is_empty) && self.mask_autofill.is_none();
+        if let Some(direct) = self.direct.as_ref().filter(|_| no_query_or_mask && input.captures.is_empty()) {
             check_content_type(&input)?;
             if let Some(json) = json_of(&input.body) {
                 let mut out = Vec::with_capacity(input.body.len());
                 if direct.encode(json, settings, &mut out) {
                     return Ok(Outgoing::Encoded(Bytes::from(out)));
                 }
+            }
+        }
+        // A binding without a body ignores what comes; an empty one sets
+        // nothing (nor is its content type checked).
+        let no_body = input.body.is_empty() || matches!(self.body, BodyPlan::None);
+        if let Some(captures) = self.captures.as_ref().filter(|_| no_query_or_mask && no_body) {
+            // A key and a length or number per field rarely pass 16 bytes.
+            let size = input.captures.iter().map(|c| c.len() + 16).sum();
+            let mut out = Vec::with_capacity(size);
+            if captures.encode(input.captures, &mut out) {
+                return Ok(Outgoing::Encoded(Bytes::from(out)));
             }
         }
         self.build(settings, input).map(Outgoing::Message)
