@@ -2,7 +2,9 @@
 //! gateway comparison): POST /v1/echo with a JSON body, and
 //! GET /v1/items/{id}?view=… — request into a `DynamicMessage`, response
 //! back to JSON; `json_in/*`: a JSON body to protobuf wire bytes, the
-//! `DynamicMessage` way against `transcode::direct::json_in`; and
+//! `DynamicMessage` way against `transcode::direct::json_in`;
+//! `path_only/*`: GET /v1/items/{id} with no query, the request built and
+//! encoded through a `DynamicMessage` against `build_outgoing`; and
 //! `wire_to_json/*`: an answer's wire bytes to JSON, through a
 //! `DynamicMessage` (the oracle) against `transcode::direct::json_out`.
 //! Large is a catalog of 500 products, ~115 KB of JSON, as the bench's
@@ -17,6 +19,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage};
 use protogate::error::GatewayError;
+use protogate::transcode::codec::Outgoing;
 use protogate::transcode::direct::json_in::JsonIn;
 use protogate::transcode::status::render_error;
 use protogate::transcode::{JsonSettings, RequestInput, RequestPlan, ResponsePlan};
@@ -254,5 +257,41 @@ fn json_in(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(transcode, benches, json_in, wire_to_json);
+/// A request set only by its path variables (GET /v1/items/{id}, no
+/// query), to the wire bytes the codec sends: `RequestPlan::build` then
+/// encoding (the oracle) against `build_outgoing`.
+fn path_only(c: &mut Criterion) {
+    let pool = pool();
+    let settings = JsonSettings::default();
+    let desc = pool.get_message_by_name("bench.v1.GetItemRequest").unwrap();
+    let plan = RequestPlan::new(&desc, "", &[vec!["id".to_owned()]]).unwrap();
+    let captures = ["item-42".to_owned()];
+    let input = || RequestInput { body: Bytes::new(), content_type: None, captures: &captures, query: None };
+    // What the codec does with each outcome (codec.rs: `Encode`).
+    let wire = |outgoing: Outgoing, out: &mut Vec<u8>| match outgoing {
+        Outgoing::Message(message) => message.encode_raw(out),
+        Outgoing::Encoded(bytes) => out.extend_from_slice(&bytes),
+    };
+    let mut out = Vec::new();
+    wire(plan.build_outgoing(&settings, input()).unwrap(), &mut out);
+    assert_eq!(out, plan.build(&settings, input()).unwrap().encode_to_vec(), "the two paths differ");
+    let mut group = c.benchmark_group("path_only");
+    group.bench_function("get_item/oracle", |b| {
+        b.iter(|| {
+            out.clear();
+            wire(Outgoing::Message(plan.build(&settings, input()).unwrap()), &mut out);
+            black_box(out.len())
+        })
+    });
+    group.bench_function("get_item/direct", |b| {
+        b.iter(|| {
+            out.clear();
+            wire(plan.build_outgoing(&settings, input()).unwrap(), &mut out);
+            black_box(out.len())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(transcode, benches, json_in, path_only, wire_to_json);
 criterion_main!(transcode);
