@@ -117,21 +117,25 @@ message Download { string name = 1; google.api.HttpBody file = 2; }
 pub(super) fn pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
     POOL.get_or_init(|| {
-        let dir = tempfile::TempDir::new().unwrap();
-        std::fs::write(dir.path().join("t.proto"), TEST_PROTO).unwrap();
-        let proto = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("proto");
-        let mut compiler = protox::Compiler::new([dir.path().to_path_buf(), proto]).unwrap();
-        compiler.include_imports(true);
-        compiler
-            .open_files([
-                "t.proto",
-                "google/rpc/status.proto",
-                "google/rpc/error_details.proto",
-                "protogate/test/v1/test.proto",
-            ])
-            .unwrap();
-        DescriptorPool::decode(compiler.encode_file_descriptor_set().as_slice()).unwrap()
+        compile(
+            &[("t.proto", TEST_PROTO)],
+            &["google/rpc/status.proto", "google/rpc/error_details.proto", "protogate/test/v1/test.proto"],
+        )
     })
+}
+
+/// The pool of test `files` (name, text), which may import the repository's
+/// `proto/` folder, together with `also` from that folder.
+pub(crate) fn compile(files: &[(&str, &str)], also: &[&str]) -> DescriptorPool {
+    let dir = tempfile::TempDir::new().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let proto = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("proto");
+    let mut compiler = protox::Compiler::new([dir.path().to_path_buf(), proto]).unwrap();
+    compiler.include_imports(true);
+    compiler.open_files(files.iter().map(|(name, _)| *name).chain(also.iter().copied())).unwrap();
+    DescriptorPool::decode(compiler.encode_file_descriptor_set().as_slice()).unwrap()
 }
 
 fn msg(name: &str) -> MessageDescriptor {

@@ -6,7 +6,6 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
@@ -15,6 +14,7 @@ use prost_reflect::{DescriptorPool, FieldDescriptor, MessageDescriptor};
 
 use super::*;
 use crate::transcode::codec::Outgoing;
+use crate::transcode::tests::compile;
 use crate::transcode::{JsonSettings, RequestInput, RequestPlan};
 
 const PROTO3: &str = r#"
@@ -88,16 +88,7 @@ message P2 {
 
 fn pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let dir = tempfile::TempDir::new().unwrap();
-        std::fs::write(dir.path().join("c.proto"), PROTO3).unwrap();
-        std::fs::write(dir.path().join("c2.proto"), PROTO2).unwrap();
-        let proto = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("proto");
-        let mut compiler = protox::Compiler::new([dir.path().to_path_buf(), proto]).unwrap();
-        compiler.include_imports(true);
-        compiler.open_files(["c.proto", "c2.proto"]).unwrap();
-        DescriptorPool::decode(compiler.encode_file_descriptor_set().as_slice()).unwrap()
-    })
+    POOL.get_or_init(|| compile(&[("c.proto", PROTO3), ("c2.proto", PROTO2)], &[]))
 }
 
 fn msg(name: &str) -> MessageDescriptor {

@@ -8,7 +8,6 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use base64::Engine as _;
@@ -18,6 +17,7 @@ use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, Kind, Messa
 use super::*;
 use crate::config::JsonOptions;
 use crate::transcode::request::parse_message;
+use crate::transcode::tests::compile;
 
 const PROTO3: &str = r#"
 syntax = "proto3";
@@ -129,16 +129,7 @@ extend P2 { optional int32 ext = 100; }
 
 fn pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let dir = tempfile::TempDir::new().unwrap();
-        std::fs::write(dir.path().join("d.proto"), PROTO3).unwrap();
-        std::fs::write(dir.path().join("d2.proto"), PROTO2).unwrap();
-        let proto = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("proto");
-        let mut compiler = protox::Compiler::new([dir.path().to_path_buf(), proto]).unwrap();
-        compiler.include_imports(true);
-        compiler.open_files(["d.proto", "d2.proto", "protogate/test/v1/test.proto"]).unwrap();
-        DescriptorPool::decode(compiler.encode_file_descriptor_set().as_slice()).unwrap()
-    })
+    POOL.get_or_init(|| compile(&[("d.proto", PROTO3), ("d2.proto", PROTO2)], &["protogate/test/v1/test.proto"]))
 }
 
 fn msg(name: &str) -> MessageDescriptor {
