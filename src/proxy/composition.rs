@@ -338,10 +338,8 @@ impl Run<'_> {
             let started = std::time::Instant::now();
             // One request, several calls: each its own span id.
             let metadata = with_own_span_id(self.metadata.clone());
-            let reply = call
-                .upstream
-                .unary(call.grpc_path.clone(), Outgoing::Message(message), metadata, timeout)
-                .await;
+            let reply =
+                call.upstream.unary(call.grpc_path.clone(), Outgoing::Message(message), metadata, timeout).await;
             let code = reply.as_ref().map_or_else(|err| err.code, |_| Code::Ok);
             self.metrics.upstream_call(&call.upstream.label, &call.label, &call.series, code, started.elapsed());
             let reply = reply?;
