@@ -248,3 +248,15 @@ fn the_deframer_cuts_messages_at_any_frame_boundary() {
     assert_eq!(messages.len(), 2);
     assert!(partial, "a message cut short is still waiting");
 }
+
+#[tokio::test]
+async fn grpc_clients_never_see_details_that_are_not_base64() {
+    // tonic's own status parsing panics on such details (an abort in the
+    // release build): the connection drops them from the trailers first.
+    let trailers = vec![("grpc-status", "9"), ("grpc-status-details-bin", "%%%not base64")];
+    let (addr, _) = server(Answer::Frames(vec![], trailers)).await;
+    let mut client = tonic_health::pb::health_client::HealthClient::new(connection(addr));
+    let status = client.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.details().is_empty());
+}
