@@ -256,7 +256,10 @@ async fn grpc_clients_never_see_details_that_are_not_base64() {
     let trailers = vec![("grpc-status", "9"), ("grpc-status-details-bin", "%%%not base64")];
     let (addr, _) = server(Answer::Frames(vec![], trailers)).await;
     let mut client = tonic_health::pb::health_client::HealthClient::new(connection(addr));
-    let status = client.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap_err();
+    let status = client
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .expect_err("an error status");
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(status.details().is_empty());
 }
