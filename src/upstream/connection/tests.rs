@@ -263,3 +263,56 @@ async fn grpc_clients_never_see_details_that_are_not_base64() {
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(status.details().is_empty());
 }
+
+#[tokio::test]
+async fn a_connection_closed_with_goaway_is_replaced_for_the_next_call() {
+    // Each connection answers one call, then says GOAWAY (as a backend
+    // going away or rotating its connections does).
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let Ok(mut connection) = h2::server::handshake(tcp).await else { return };
+                if let Some(Ok((request, mut respond))) = connection.accept().await {
+                    let mut body = request.into_body();
+                    while let Some(Ok(chunk)) = body.data().await {
+                        let _ = body.flow_control().release_capacity(chunk.len());
+                    }
+                    let head = Response::builder().status(200).header("content-type", "application/grpc");
+                    if let Ok(mut send) = respond.send_response(head.body(()).expect("head"), false) {
+                        let _ = send.send_data(framed(b"one"), false);
+                        let _ = send.send_trailers(headers(&[OK]));
+                    }
+                }
+                connection.graceful_shutdown();
+                while connection.accept().await.is_some() {}
+            });
+        }
+    });
+    let connection = connection(addr);
+    for round in 1..=3 {
+        let reply = call(&connection).await.unwrap_or_else(|err| panic!("call {round}: {err:?}"));
+        assert_eq!(reply.message.as_deref(), Some(&b"one"[..]));
+        closed_after_goaway(&connection).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3, "each call after a GOAWAY needs a new connection");
+}
+
+/// Waits (at most 5 s) until the connection in the slot has closed.
+async fn closed_after_goaway(connection: &Connection) {
+    for _ in 0..500 {
+        let closed = match &*connection.state.lock().expect("state") {
+            State::Live(live) => live.closed.load(Ordering::Acquire),
+            State::Idle | State::Connecting(_) => true,
+        };
+        if closed {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the connection did not close after the backend's GOAWAY");
+}
