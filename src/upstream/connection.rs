@@ -245,7 +245,17 @@ impl Connection {
                 State::Live(live) if !live.closed.load(Ordering::Acquire) => return Ok(live.clone()),
                 State::Connecting(connecting) => connecting.clone(),
                 State::Idle | State::Live(_) => {
-                    let connecting = connect(self.target.clone(), self.addr, self.state.clone()).boxed().shared();
+                    // A task of its own: the connect finishes (and fills
+                    // the slot) even if every call waiting for it gives up;
+                    // left to its waiters, a connect abandoned half-way
+                    // would resume, timed out, on the next call.
+                    let addr = self.addr;
+                    let task = tokio::spawn(connect(self.target.clone(), addr, self.state.clone()));
+                    let connecting = async move {
+                        task.await.unwrap_or_else(|err| Err(ConnectError { addr, reason: Arc::from(err.to_string()) }))
+                    }
+                    .boxed()
+                    .shared();
                     *state = State::Connecting(connecting.clone());
                     connecting
                 }
