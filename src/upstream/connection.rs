@@ -26,7 +26,7 @@ use http::header::{CONTENT_TYPE, TE, USER_AGENT};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::{Body as _, Frame};
-use rustls_pki_types::ServerName;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 use tonic::body::Body;
 use tonic::metadata::MetadataMap;
@@ -96,47 +96,64 @@ impl Target {
 /// is named.
 pub fn client_tls(tls: &UpstreamTlsConfig, host: &str, contents: &[Vec<u8>]) -> Result<ClientTls, TlsError> {
     let mut contents = contents.iter();
-    let roots = match tls.ca.as_deref().zip(contents.next()) {
-        Some((path, pem)) => crate::tls::roots(path, pem)?,
+    // A file's contents are taken only when the entry names that file.
+    let roots = match tls.ca.as_deref() {
+        Some(path) => {
+            let Some(pem) = contents.next() else {
+                return Err(TlsError { path: path.display().to_string(), reason: "not read".into() });
+            };
+            crate::tls::roots(path, pem)?
+        }
         None => web_roots(),
     };
-    let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|err| TlsError { path: String::new(), reason: err.to_string() })?
-        .with_root_certificates(roots);
-    let mut config = match (tls.cert.as_deref(), tls.key.as_deref()) {
+    let identity = match (tls.cert.as_deref(), tls.key.as_deref()) {
         (Some(cert), Some(key)) => {
             let (Some(cert_pem), Some(key_pem)) = (contents.next(), contents.next()) else {
                 return Err(TlsError { path: cert.display().to_string(), reason: "not read".into() });
             };
             let chain = crate::tls::certificates(cert, cert_pem)?;
             let key_der = crate::tls::private_key(key, key_pem)?;
-            builder.with_client_auth_cert(chain, key_der).map_err(|err| TlsError {
-                path: key.display().to_string(),
-                reason: format!("does not match the certificate ({err})"),
-            })?
+            Some((key, chain, key_der))
         }
-        _ => builder.with_no_client_auth(),
+        _ => None,
     };
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    let key_path = identity.as_ref().map(|(key, ..)| key.display().to_string()).unwrap_or_default();
+    let identity = identity.map(|(_, chain, key)| (chain, key));
     // Endpoints are dialled by address: the name to check is the URL's
     // host unless the entry says otherwise.
-    let name = tls.server_name.clone().unwrap_or_else(|| host.to_owned());
-    let server_name = ServerName::try_from(name.clone())
-        .map_err(|_| TlsError { path: String::new(), reason: format!("{name:?} is not a server name") })?;
-    Ok(ClientTls { config: Arc::new(config), server_name })
+    let name = tls.server_name.as_deref().unwrap_or(host);
+    if ServerName::try_from(name).is_err() {
+        return Err(TlsError { path: String::new(), reason: format!("{name:?} is not a server name") });
+    }
+    // What is left to fail is the key's match with the certificate.
+    secured(roots, identity, name).map_err(|reason| TlsError { path: key_path, reason })
 }
 
 /// The client TLS of an `https://` upstream with no `upstream_tls` entry:
 /// the web PKI's roots, checking `host`.
 pub fn default_client_tls(host: &str) -> Result<ClientTls, String> {
-    let mut config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+    secured(web_roots(), None, host)
+}
+
+/// Client TLS trusting `roots`, presenting `identity` if given, checking
+/// the server's certificate for `name`, offering HTTP/2 only.
+fn secured(
+    roots: rustls::RootCertStore,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    name: &str,
+) -> Result<ClientTls, String> {
+    let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|err| err.to_string())?
-        .with_root_certificates(web_roots())
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|err| format!("the key does not match the certificate ({err})"))?,
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = vec![b"h2".to_vec()];
-    let server_name = ServerName::try_from(host.to_owned()).map_err(|_| format!("{host:?} is not a server name"))?;
+    let server_name = ServerName::try_from(name.to_owned()).map_err(|_| format!("{name:?} is not a server name"))?;
     Ok(ClientTls { config: Arc::new(config), server_name })
 }
 

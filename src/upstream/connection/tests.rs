@@ -8,6 +8,7 @@ use http::{HeaderMap, Response};
 use tokio::net::TcpListener;
 
 use super::*;
+use crate::config::tls::UpstreamTlsConfig;
 
 /// What the test server does with each call it receives.
 #[derive(Clone)]
@@ -315,4 +316,41 @@ async fn closed_after_goaway(connection: &Connection) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("the connection did not close after the backend's GOAWAY");
+}
+
+fn pem_pair(name: &str) -> (Vec<u8>, Vec<u8>) {
+    let pair = rcgen::generate_simple_self_signed(vec![name.to_owned()]).expect("certificate");
+    (pair.cert.pem().into_bytes(), pair.signing_key.serialize_pem().into_bytes())
+}
+
+fn entry(ca: bool, identity: bool) -> UpstreamTlsConfig {
+    UpstreamTlsConfig {
+        pattern: "*".into(),
+        ca: ca.then(|| "ca.pem".into()),
+        cert: identity.then(|| "client.pem".into()),
+        key: identity.then(|| "client.key".into()),
+        server_name: None,
+    }
+}
+
+#[test]
+fn upstream_tls_reads_each_file_it_names_in_order() {
+    let (ca, _) = pem_pair("ca");
+    let (cert, key) = pem_pair("client");
+    // A client identity with the web PKI roots: no CA file to skip.
+    client_tls(&entry(false, true), "backend", &[cert.clone(), key.clone()]).expect("identity without a CA");
+    client_tls(&entry(true, true), "backend", &[ca.clone(), cert.clone(), key.clone()]).expect("CA and identity");
+    client_tls(&entry(true, false), "backend", &[ca]).expect("CA alone");
+    let tls = client_tls(&entry(false, false), "10.0.0.1", &[]).expect("nothing named");
+    assert_eq!(tls.config.alpn_protocols, [b"h2".to_vec()]);
+}
+
+#[test]
+fn a_key_of_another_certificate_is_refused_naming_the_key() {
+    let (cert, _) = pem_pair("client");
+    let (_, other_key) = pem_pair("other");
+    let err = client_tls(&entry(false, true), "backend", &[cert, other_key]).expect_err("a mismatched key");
+    assert_eq!(err.path, "client.key", "{err}");
+    let err = client_tls(&entry(false, false), "not a name!", &[]).expect_err("a bad server name");
+    assert!(err.reason.contains("not a server name"), "{err}");
 }
