@@ -1,11 +1,13 @@
-//! Backends: one pooled HTTP/2 channel per upstream URL, the choice of
-//! upstream for a service (most specific `--upstream` pattern wins), and the
-//! call itself with its deadline.
+//! Backends: the endpoints of each upstream URL ([`cluster`]) and their
+//! HTTP/2 connections ([`connection`]), the choice of upstream for a service
+//! (most specific `--upstream` pattern wins), and the calls themselves with
+//! their deadlines and retries.
 //!
-//! The call goes through tonic's server-streaming client even for unary
-//! methods: it hands back response headers, messages and trailers
-//! separately, which is what the response needs (`grpc-metadata-*` versus
-//! `grpc-trailer-*`) and what streaming routes will need later.
+//! A unary call goes over the connection directly
+//! ([`Connection::unary`](connection::Connection::unary)): one framed
+//! message out, the answer's headers, message and trailers back, separately
+//! (`grpc-metadata-*` versus `grpc-trailer-*`). Streaming calls go through
+//! tonic's client over the same connections.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -37,11 +39,11 @@ use crate::transcode::DynamicCodec;
 pub mod cluster;
 pub mod connection;
 
-const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
-
 use self::cluster::{Admitted, Attempt, Cluster, Outcome, Resolve, SystemResolver};
 pub use self::connection::UnaryReply;
 use self::connection::{ConnectError, Connection, Failure};
+
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// One upstream: its endpoints ([`Cluster`]) and the calls to them.
 #[derive(Debug, Clone)]
@@ -430,14 +432,30 @@ impl Drop for CancelOnDrop {
 /// holds it. Up, so that the backend's deadline is never before the
 /// gateway's own (whose error is the one the client should see).
 fn grpc_timeout(at: Instant) -> HeaderValue {
-    let left = at.saturating_duration_since(Instant::now());
-    let millis = left.as_nanos().div_ceil(1_000_000);
-    let mut text = itoa::Buffer::new();
-    let value = match u64::try_from(millis) {
-        Ok(millis) if millis <= 99_999_999 => [text.format(millis), "m"].concat(),
-        _ => [text.format(left.as_secs().div_ceil(3600).min(99_999_999)), "H"].concat(),
-    };
-    HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static("1m"))
+    timeout_value(at.saturating_duration_since(Instant::now()))
+}
+
+/// [`grpc_timeout`]'s value for `left`.
+fn timeout_value(left: Duration) -> HeaderValue {
+    let millis = u64::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+    // A route's calls mostly send the same value (its timeout): the last
+    // one is kept per thread rather than written out again.
+    thread_local! {
+        static LAST: std::cell::RefCell<(u64, HeaderValue)> =
+            const { std::cell::RefCell::new((1, HeaderValue::from_static("1m"))) };
+    }
+    LAST.with_borrow_mut(|(last, value)| {
+        if *last != millis {
+            let mut text = itoa::Buffer::new();
+            let written = match millis {
+                0..=99_999_999 => [text.format(millis), "m"].concat(),
+                _ => [text.format(left.as_secs().div_ceil(3600).min(99_999_999)), "H"].concat(),
+            };
+            *value = HeaderValue::try_from(written).unwrap_or_else(|_| HeaderValue::from_static("1m"));
+            *last = millis;
+        }
+        value.clone()
+    })
 }
 
 fn humanize(d: Duration) -> String {
@@ -693,6 +711,22 @@ fn specificity(pattern: &str, service: &str) -> Option<usize> {
 mod tests {
     use super::*;
     use crate::config::{UpstreamRule, VersionConfig};
+
+    #[test]
+    fn grpc_timeout_is_whole_milliseconds_rounded_up_and_never_a_stale_one() {
+        let sent = |left: Duration| timeout_value(left).to_str().expect("ASCII").to_owned();
+        assert_eq!(sent(Duration::from_millis(30_000)), "30000m");
+        // Another value right after: the per-thread copy is not reused.
+        assert_eq!(sent(Duration::from_millis(7_000)), "7000m");
+        assert_eq!(sent(Duration::from_millis(7_000)), "7000m");
+        // Rounded up, never down: the backend's deadline is never earlier.
+        assert_eq!(sent(Duration::from_micros(200)), "1m");
+        assert_eq!(sent(Duration::from_micros(7_000_001)), "7001m");
+        assert_eq!(sent(Duration::ZERO), "0m");
+        // Past 8 digits of milliseconds: hours, rounded up.
+        assert_eq!(sent(Duration::from_secs(200 * 3600)), "200H");
+        assert_eq!(sent(Duration::from_secs(200 * 3600 + 1)), "201H");
+    }
 
     fn rule(pattern: &str, url: &str) -> UpstreamRule {
         UpstreamRule::new(pattern, url.parse().expect("url"))

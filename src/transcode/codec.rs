@@ -1,12 +1,9 @@
-//! A tonic codec for messages known only by their descriptor: tonic's own
-//! `ProstCodec` needs `Default`, which a `DynamicMessage` cannot provide.
-//! It encodes owned messages, or shared ones (`Arc`) that a retry can send
-//! again without a copy. Answers are not decoded here: they come out as
-//! their wire bytes (a slice of tonic's buffer, no copy), which the
-//! response side renders directly or decodes itself.
-
-use std::marker::PhantomData;
-use std::sync::Arc;
+//! A tonic codec for messages known only by their descriptor (streaming
+//! calls): tonic's own `ProstCodec` needs `Default`, which a
+//! `DynamicMessage` cannot provide. Answers are not decoded here: they come
+//! out as their wire bytes (a slice of tonic's buffer, no copy), which the
+//! response side renders directly or decodes itself. Unary calls do not go
+//! through tonic: their request is framed by [`Outgoing::framed`].
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
@@ -14,32 +11,17 @@ use prost_reflect::{DynamicMessage, MessageDescriptor};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
-/// Encodes request messages (`E`: a `DynamicMessage` or an [`Outgoing`],
-/// owned or in an `Arc`); yields each answer's bytes.
-#[derive(Debug)]
-pub struct DynamicCodec<E = DynamicMessage> {
+/// Encodes request messages; yields each answer's bytes.
+#[derive(Debug, Clone)]
+pub struct DynamicCodec {
     response: MessageDescriptor,
-    encodes: PhantomData<fn(E)>,
-}
-
-impl<E> Clone for DynamicCodec<E> {
-    fn clone(&self) -> Self {
-        Self { response: self.response.clone(), encodes: PhantomData }
-    }
 }
 
 impl DynamicCodec {
     pub fn new(response: MessageDescriptor) -> Self {
-        Self { response, encodes: PhantomData }
+        Self { response }
     }
 
-    /// The same codec for shared unary requests.
-    pub fn shared(self) -> DynamicCodec<Arc<Outgoing>> {
-        DynamicCodec { response: self.response, encodes: PhantomData }
-    }
-}
-
-impl<E> DynamicCodec<E> {
     /// The message type of the answers.
     pub fn output(&self) -> &MessageDescriptor {
         &self.response
@@ -75,44 +57,14 @@ impl Outgoing {
     }
 }
 
-/// What the encoder can write.
-pub trait Encode {
-    fn encode_into(&self, dst: &mut EncodeBuf<'_>);
-}
-
-impl Encode for DynamicMessage {
-    fn encode_into(&self, dst: &mut EncodeBuf<'_>) {
-        // `Message::encode` first walks the whole message for its length,
-        // only to check that the buffer has room (about 40% of encoding a
-        // `DynamicMessage`). An `EncodeBuf` grows as it is written, so that
-        // check cannot fail: `encode_raw` writes the same bytes without it.
-        self.encode_raw(dst);
-    }
-}
-
-impl Encode for Outgoing {
-    fn encode_into(&self, dst: &mut EncodeBuf<'_>) {
-        match self {
-            Outgoing::Message(message) => message.encode_into(dst),
-            Outgoing::Encoded(bytes) => dst.put_slice(bytes),
-        }
-    }
-}
-
-impl<T: Encode> Encode for Arc<T> {
-    fn encode_into(&self, dst: &mut EncodeBuf<'_>) {
-        T::encode_into(self, dst);
-    }
-}
-
-impl<E: Encode + Send + 'static> Codec for DynamicCodec<E> {
-    type Encode = E;
+impl Codec for DynamicCodec {
+    type Encode = DynamicMessage;
     type Decode = Bytes;
-    type Encoder = DynamicEncoder<E>;
+    type Encoder = DynamicEncoder;
     type Decoder = RawDecoder;
 
     fn encoder(&mut self) -> Self::Encoder {
-        DynamicEncoder(PhantomData)
+        DynamicEncoder
     }
 
     fn decoder(&mut self) -> Self::Decoder {
@@ -121,14 +73,18 @@ impl<E: Encode + Send + 'static> Codec for DynamicCodec<E> {
 }
 
 #[derive(Debug)]
-pub struct DynamicEncoder<E>(PhantomData<fn(E)>);
+pub struct DynamicEncoder;
 
-impl<E: Encode> Encoder for DynamicEncoder<E> {
-    type Item = E;
+impl Encoder for DynamicEncoder {
+    type Item = DynamicMessage;
     type Error = Status;
 
     fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
-        item.encode_into(dst);
+        // `Message::encode` first walks the whole message for its length,
+        // only to check that the buffer has room (about 40% of encoding a
+        // `DynamicMessage`). An `EncodeBuf` grows as it is written, so that
+        // check cannot fail: `encode_raw` writes the same bytes without it.
+        item.encode_raw(dst);
         Ok(())
     }
 }
