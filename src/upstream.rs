@@ -41,7 +41,7 @@ pub mod connection;
 
 use self::cluster::{Admitted, Attempt, Cluster, Outcome, Resolve, SystemResolver};
 pub use self::connection::UnaryReply;
-use self::connection::{ConnectError, Connection, Failure};
+use self::connection::{ConnectError, Connection, Failure, Reset};
 
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
@@ -517,6 +517,11 @@ fn retryable(status: &tonic::Status) -> (Outcome, bool) {
         if let Some(h2) = source.downcast_ref::<h2::Error>() {
             let refused = h2.reason() == Some(h2::Reason::REFUSED_STREAM);
             let graceful = h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR);
+            return if refused || graceful { (Outcome::Answered, true) } else { (Outcome::Failed, false) };
+        }
+        if let Some(reset) = source.downcast_ref::<Reset>() {
+            let refused = reset.unprocessed || reset.reason == connection::REFUSED_STREAM;
+            let graceful = reset.go_away && reset.reason == connection::NO_ERROR;
             return if refused || graceful { (Outcome::Answered, true) } else { (Outcome::Failed, false) };
         }
         if source.downcast_ref::<ConnectError>().is_some() {

@@ -35,6 +35,11 @@ use tonic::{Code, Status};
 use crate::config::tls::UpstreamTlsConfig;
 use crate::tls::TlsError;
 
+mod wire;
+
+use wire::Wire;
+pub use wire::{Reset, NO_ERROR, REFUSED_STREAM};
+
 /// A backend's answer is refused beyond this size (tonic's default limit).
 const MAX_MESSAGE: usize = 4 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -178,23 +183,29 @@ pub struct ConnectError {
     reason: Arc<str>,
 }
 
-/// One connection's slot: how it stands, and what a call gets from it.
+/// The connections to one backend address: made on their first call,
+/// made again on the first call after they closed. Unary calls go over a
+/// connection of this module's own ([`wire`]); streaming calls, health
+/// checks and reflection over one of h2's, made only when one of those is
+/// first called.
 #[derive(Debug)]
 pub struct Connection {
     target: Arc<Target>,
     addr: SocketAddr,
-    state: Arc<Mutex<State>>,
+    state: Arc<Mutex<State<Live>>>,
+    wire: Arc<Mutex<State<Arc<Wire>>>>,
 }
 
-type Connecting = Shared<BoxFuture<'static, Result<Live, ConnectError>>>;
+type Connecting<L> = Shared<BoxFuture<'static, Result<L, ConnectError>>>;
 
-enum State {
+/// A connection slot.
+enum State<L> {
     Idle,
-    Connecting(Connecting),
-    Live(Live),
+    Connecting(Connecting<L>),
+    Live(L),
 }
 
-impl std::fmt::Debug for State {
+impl<L> std::fmt::Debug for State<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             State::Idle => "Idle",
@@ -204,13 +215,79 @@ impl std::fmt::Debug for State {
     }
 }
 
-/// An open connection: its handle, whether its driver has stopped, and how
-/// many calls use it (keep-alive pings only while some do).
+/// An open connection as its slot holds it.
+trait Link: Clone + Send + Sync + 'static {
+    /// Whether it still takes new calls.
+    fn is_open(&self) -> bool;
+    fn is(&self, other: &Self) -> bool;
+}
+
+/// An open h2 connection: its handle, whether its driver has stopped, and
+/// how many calls use it (keep-alive pings only while some do).
 #[derive(Clone)]
 struct Live {
     send: SendRequest<Bytes>,
     closed: Arc<AtomicBool>,
     calls: Arc<AtomicUsize>,
+}
+
+impl Link for Live {
+    fn is_open(&self) -> bool {
+        !self.closed.load(Ordering::Acquire)
+    }
+
+    fn is(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.closed, &other.closed)
+    }
+}
+
+impl Link for Arc<Wire> {
+    fn is_open(&self) -> bool {
+        !self.is_closing()
+    }
+
+    fn is(&self, other: &Self) -> bool {
+        Arc::ptr_eq(self, other)
+    }
+}
+
+/// The open connection in `slot`, made now (by `open`) if there is none.
+async fn live<L: Link>(
+    slot: &Arc<Mutex<State<L>>>,
+    addr: SocketAddr,
+    open: impl FnOnce() -> BoxFuture<'static, Result<L, ConnectError>>,
+) -> Result<L, ConnectError> {
+    let connecting = {
+        let mut state = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*state {
+            State::Live(live) if live.is_open() => return Ok(live.clone()),
+            State::Connecting(connecting) => connecting.clone(),
+            State::Idle | State::Live(_) => {
+                // A task of its own: the connect finishes (and fills the
+                // slot) even if every call waiting for it gives up; left to
+                // its waiters, a connect abandoned half-way would resume,
+                // timed out, on the next call.
+                let task = tokio::spawn(connect(open(), slot.clone()));
+                let connecting = async move {
+                    task.await.unwrap_or_else(|err| Err(ConnectError { addr, reason: Arc::from(err.to_string()) }))
+                }
+                .boxed()
+                .shared();
+                *state = State::Connecting(connecting.clone());
+                connecting
+            }
+        }
+    };
+    connecting.await
+}
+
+/// Drops `live` from `slot` (if it still holds it): the next call connects
+/// anew.
+fn forget<L: Link>(slot: &Mutex<State<L>>, live: &L) {
+    let mut state = slot.lock().unwrap_or_else(PoisonError::into_inner);
+    if matches!(&*state, State::Live(current) if current.is(live)) {
+        *state = State::Idle;
+    }
 }
 
 /// A call on a connection, counted while it lasts.
@@ -230,24 +307,25 @@ impl Drop for InCall {
 }
 
 impl Connection {
-    /// A connection to `addr`, made when first used.
+    /// Connections to `addr`, made when first used.
     pub fn new(target: Arc<Target>, addr: SocketAddr) -> Self {
-        Self { target, addr, state: Arc::new(Mutex::new(State::Idle)) }
+        Self { target, addr, state: Arc::new(Mutex::new(State::Idle)), wire: Arc::new(Mutex::new(State::Idle)) }
     }
 
-    /// The open connection (made now if there is none), ready for one
+    /// The open h2 connection (made now if there is none), ready for one
     /// more stream. A connection that refuses new streams (GOAWAY) is
     /// replaced once: nothing was sent on it.
     async fn ready(&self) -> Result<(SendRequest<Bytes>, InCall), Status> {
         let mut replaced = false;
         loop {
-            let live = self.live().await.map_err(unreachable)?;
+            let (target, addr) = (self.target.clone(), self.addr);
+            let live = live(&self.state, addr, move || open_h2(target, addr).boxed()).await.map_err(unreachable)?;
             let in_call = InCall::new(&live.calls);
             match live.send.clone().ready().await {
                 Ok(send) => return Ok((send, in_call)),
                 Err(err) if !replaced => {
                     tracing::debug!(endpoint = %self.addr, error = %err, "connection refuses new streams; reconnecting");
-                    self.forget(&live);
+                    forget(&self.state, &live);
                     replaced = true;
                 }
                 Err(err) => return Err(h2_status(err)),
@@ -255,121 +333,43 @@ impl Connection {
         }
     }
 
-    async fn live(&self) -> Result<Live, ConnectError> {
-        let connecting = {
-            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            match &*state {
-                State::Live(live) if !live.closed.load(Ordering::Acquire) => return Ok(live.clone()),
-                State::Connecting(connecting) => connecting.clone(),
-                State::Idle | State::Live(_) => {
-                    // A task of its own: the connect finishes (and fills
-                    // the slot) even if every call waiting for it gives up;
-                    // left to its waiters, a connect abandoned half-way
-                    // would resume, timed out, on the next call.
-                    let addr = self.addr;
-                    let task = tokio::spawn(connect(self.target.clone(), addr, self.state.clone()));
-                    let connecting = async move {
-                        task.await.unwrap_or_else(|err| Err(ConnectError { addr, reason: Arc::from(err.to_string()) }))
-                    }
-                    .boxed()
-                    .shared();
-                    *state = State::Connecting(connecting.clone());
-                    connecting
-                }
-            }
-        };
-        connecting.await
-    }
-
-    /// Drops `live` from the slot (if it still holds it): the next call
-    /// connects anew.
-    fn forget(&self, live: &Live) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if matches!(&*state, State::Live(current) if Arc::ptr_eq(&current.closed, &live.closed)) {
-            *state = State::Idle;
-        }
-    }
-
     /// One unary call: `message` (already framed, see
     /// [`Outgoing::framed`](crate::transcode::codec::Outgoing::framed)) to
     /// `path`, and the backend's answer. A status sent in the response
     /// headers alone (trailers-only) or failing to connect ends the call at
-    /// once; either is an `Err`, as tonic's client reports them.
+    /// its opening; a connection that takes no new streams (GOAWAY) is
+    /// replaced once, nothing having been sent on it.
     pub async fn unary(&self, path: PathAndQuery, headers: HeaderMap, message: Bytes) -> Result<UnaryReply, Failure> {
-        let (head, body, _in_call) = self.open_unary(path, headers, message).await.map_err(Failure::Opening)?;
-        match head {
-            // An OK status in the headers alone: no message, no trailers.
-            Opened::Ended(headers) => Ok(UnaryReply {
-                headers: MetadataMap::from_headers(headers),
-                message: None,
-                trailers: MetadataMap::new(),
-            }),
-            Opened::Answering(headers) => read_unary(headers, body).await.map_err(Failure::Answering),
-        }
-    }
-
-    /// Sends the call and waits for the answer's headers; an error status
-    /// in them (trailers-only) or in place of them is the call's end.
-    async fn open_unary(
-        &self,
-        path: PathAndQuery,
-        headers: HeaderMap,
-        message: Bytes,
-    ) -> Result<(Opened, h2::RecvStream, InCall), Status> {
-        let (mut send, in_call) = self.ready().await?;
-        let (response, mut stream) = send.send_request(self.target.request(path, headers), false).map_err(h2_status)?;
-        stream.send_data(message, true).map_err(h2_status)?;
-        let (head, body) = response.await.map_err(h2_status)?.into_parts();
-        let opened = match status_of(&head.headers) {
-            Some(status) if status.code() != Code::Ok => return Err(status),
-            Some(_) => Opened::Ended(head.headers),
-            None if head.status != StatusCode::OK => return Err(from_http_status(head.status)),
-            None => Opened::Answering(head.headers),
+        let mut message = Some(message);
+        let mut replaced = false;
+        let opened = loop {
+            let (target, addr) = (self.target.clone(), self.addr);
+            let wire = live(&self.wire, addr, move || open_wire(target, addr).boxed())
+                .await
+                .map_err(|err| Failure::Opening(unreachable(err)))?;
+            match wire.open(&path, &headers, &mut message).await {
+                Ok(opened) => break opened,
+                Err(status) if !replaced => {
+                    tracing::debug!(endpoint = %self.addr, reason = %status.message(), "connection takes no new calls; reconnecting");
+                    forget(&self.wire, &wire);
+                    replaced = true;
+                }
+                Err(status) => return Err(Failure::Opening(status)),
+            }
         };
-        Ok((opened, body, in_call))
+        opened.answer().await
     }
 }
 
-/// An answer's headers, and whether they ended the call.
-enum Opened {
-    Ended(HeaderMap),
-    Answering(HeaderMap),
-}
-
-/// The message and trailers of an answer whose headers have come.
-async fn read_unary(headers: HeaderMap, mut body: h2::RecvStream) -> Result<UnaryReply, Status> {
-    let mut messages = Deframer::default();
-    let mut message = None;
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.map_err(h2_status)?;
-        let _ = body.flow_control().release_capacity(chunk.len());
-        // Messages after the first are not a unary answer: skipped.
-        messages.push(chunk, &mut |framed| {
-            message.get_or_insert(framed);
-        })?;
-    }
-    if messages.is_partial() {
-        return Err(Status::internal("the backend's answer ended inside a message"));
-    }
-    let trailers = body.trailers().await.map_err(h2_status)?;
-    match trailers.as_ref().and_then(status_of) {
-        Some(status) if status.code() == Code::Ok => {}
-        Some(status) => return Err(status),
-        None => return Err(Status::unknown("the backend ended the call without a grpc-status")),
-    }
-    Ok(UnaryReply {
-        headers: MetadataMap::from_headers(headers),
-        message,
-        trailers: MetadataMap::from_headers(trailers.unwrap_or_default()),
-    })
-}
-
-/// Opens the connection for `state`'s slot and puts it there (or empties
-/// the slot when it fails, so that the next call tries again).
-async fn connect(target: Arc<Target>, addr: SocketAddr, state: Arc<Mutex<State>>) -> Result<Live, ConnectError> {
-    let opened = open(&target, addr).await;
-    let mut slot = state.lock().unwrap_or_else(PoisonError::into_inner);
-    *slot = match &opened {
+/// Waits for `opening` and puts what it made in `slot` (or empties the
+/// slot when it failed, so that the next call tries again).
+async fn connect<L: Link>(
+    opening: BoxFuture<'static, Result<L, ConnectError>>,
+    slot: Arc<Mutex<State<L>>>,
+) -> Result<L, ConnectError> {
+    let opened = opening.await;
+    let mut state = slot.lock().unwrap_or_else(PoisonError::into_inner);
+    *state = match &opened {
         Ok(live) => State::Live(live.clone()),
         Err(err) => {
             tracing::debug!(error = %err, "upstream connect failed");
@@ -379,7 +379,13 @@ async fn connect(target: Arc<Target>, addr: SocketAddr, state: Arc<Mutex<State>>
     opened
 }
 
-async fn open(target: &Target, addr: SocketAddr) -> Result<Live, ConnectError> {
+/// A socket to a backend: TCP, then TLS for `https://` upstreams.
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+async fn transport(target: &Target, addr: SocketAddr) -> Result<Transport, ConnectError> {
     let error = |reason: String| ConnectError { addr, reason: Arc::from(reason) };
     let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(tcp)) => tcp,
@@ -387,30 +393,75 @@ async fn open(target: &Target, addr: SocketAddr) -> Result<Live, ConnectError> {
         Err(_) => return Err(error("timed out".into())),
     };
     let _ = tcp.set_nodelay(true);
-    match &target.tls {
-        None => handshake(tcp, addr).await,
-        Some(tls) => {
-            let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
-            let handshake_tls = connector.connect(tls.server_name.clone(), tcp);
-            let stream = match tokio::time::timeout(CONNECT_TIMEOUT, handshake_tls).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(err)) => return Err(error(format!("TLS handshake: {err}"))),
-                Err(_) => return Err(error("TLS handshake timed out".into())),
-            };
-            if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
-                return Err(error("the backend does not speak HTTP/2 over TLS (no h2 in ALPN)".into()));
-            }
-            handshake(stream, addr).await
+    let Some(tls) = &target.tls else { return Ok(Transport::Plain(tcp)) };
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    let handshake_tls = connector.connect(tls.server_name.clone(), tcp);
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, handshake_tls).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => return Err(error(format!("TLS handshake: {err}"))),
+        Err(_) => return Err(error("TLS handshake timed out".into())),
+    };
+    if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+        return Err(error("the backend does not speak HTTP/2 over TLS (no h2 in ALPN)".into()));
+    }
+    Ok(Transport::Tls(Box::new(stream)))
+}
+
+impl tokio::io::AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
         }
     }
 }
 
+impl tokio::io::AsyncWrite for Transport {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The unary calls' connection: ours, over [`transport`].
+async fn open_wire(target: Arc<Target>, addr: SocketAddr) -> Result<Arc<Wire>, ConnectError> {
+    let io = transport(&target, addr).await?;
+    let error = |reason: String| ConnectError { addr, reason: Arc::from(reason) };
+    match tokio::time::timeout(CONNECT_TIMEOUT, Wire::handshake(io, &target)).await {
+        Ok(Ok(wire)) => Ok(wire),
+        Ok(Err(reason)) => Err(error(format!("HTTP/2 handshake: {reason}"))),
+        Err(_) => Err(error("HTTP/2 handshake timed out".into())),
+    }
+}
+
+/// The streaming calls' connection: h2's, over [`transport`].
+async fn open_h2(target: Arc<Target>, addr: SocketAddr) -> Result<Live, ConnectError> {
+    handshake(transport(&target, addr).await?, addr).await
+}
+
 /// The HTTP/2 handshake over `io`; its driver runs in a task of its own
 /// until the connection closes.
-async fn handshake<T>(io: T, addr: SocketAddr) -> Result<Live, ConnectError>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+async fn handshake(io: Transport, addr: SocketAddr) -> Result<Live, ConnectError> {
     let handshake = h2::client::Builder::new()
         .enable_push(false)
         .initial_window_size(1 << 20)
@@ -632,7 +683,7 @@ impl tower::Service<Request<Body>> for Connection {
 
 impl Clone for Connection {
     fn clone(&self) -> Self {
-        Self { target: self.target.clone(), addr: self.addr, state: self.state.clone() }
+        Self { target: self.target.clone(), addr: self.addr, state: self.state.clone(), wire: self.wire.clone() }
     }
 }
 

@@ -17,12 +17,25 @@ enum Answer {
     Frames(Vec<Bytes>, Vec<(&'static str, &'static str)>),
     /// The response headers alone, ending the stream.
     HeadersOnly(u16, Vec<(&'static str, &'static str)>),
+    /// The request's body back as the answer (it is one framed message),
+    /// and its `x-big` header, if any, in the answer's headers.
+    Echo,
+    /// The stream reset with this reason once the request is read.
+    Reset(h2::Reason),
+    /// No answer: counts the call, and counts it again when this side
+    /// resets the stream.
+    Hang(Arc<AtomicUsize>),
 }
 
 /// Serves every connection on a loopback port with `answer`; each call's
 /// request body is read first. Returns the address and a count of
 /// connections accepted.
 async fn server(answer: Answer) -> (SocketAddr, Arc<AtomicUsize>) {
+    server_with(h2::server::Builder::new(), answer).await
+}
+
+/// [`server`], its connections set up by `builder`.
+async fn server_with(builder: h2::server::Builder, answer: Answer) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -30,17 +43,39 @@ async fn server(answer: Answer) -> (SocketAddr, Arc<AtomicUsize>) {
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             counter.fetch_add(1, Ordering::SeqCst);
-            let answer = answer.clone();
+            let (answer, builder) = (answer.clone(), builder.clone());
             tokio::spawn(async move {
-                let Ok(mut connection) = h2::server::handshake(tcp).await else { return };
+                let Ok(mut connection) = builder.handshake(tcp).await else { return };
                 while let Some(Ok((request, mut respond))) = connection.accept().await {
                     let answer = answer.clone();
                     tokio::spawn(async move {
+                        let big = request.headers().get("x-big").cloned();
                         let mut body = request.into_body();
+                        let mut received = Vec::new();
                         while let Some(Ok(chunk)) = body.data().await {
                             let _ = body.flow_control().release_capacity(chunk.len());
+                            received.extend_from_slice(&chunk);
                         }
                         match answer {
+                            Answer::Echo => {
+                                let mut head =
+                                    Response::builder().status(200).header("content-type", "application/grpc");
+                                if let Some(big) = big {
+                                    head = head.header("x-big", big);
+                                }
+                                let Ok(mut send) = respond.send_response(head.body(()).expect("head"), false) else {
+                                    return;
+                                };
+                                let _ = send.send_data(Bytes::from(received), false);
+                                let _ = send.send_trailers(headers(&[OK]));
+                            }
+                            Answer::Reset(reason) => respond.send_reset(reason),
+                            Answer::Hang(count) => {
+                                count.fetch_add(1, Ordering::SeqCst);
+                                if std::future::poll_fn(|cx| respond.poll_reset(cx)).await.is_ok() {
+                                    count.fetch_add(1, Ordering::SeqCst);
+                                }
+                            }
                             Answer::Frames(frames, trailers) => {
                                 let head = Response::builder().status(200).header("content-type", "application/grpc");
                                 let Ok(mut send) = respond.send_response(head.body(()).expect("head"), false) else {
@@ -200,8 +235,10 @@ async fn calls_share_one_connection_and_a_closed_one_is_made_again() {
 
     // Closed from this side (as a lost connection would be): the next
     // call connects again instead of failing.
-    let live = connection.live().await.expect("live");
-    live.closed.store(true, Ordering::Release);
+    match &*connection.wire.lock().expect("slot") {
+        State::Live(wire) => wire.close(),
+        other => panic!("no open connection after calls: {other:?}"),
+    }
     call(&connection).await.expect("answer after reconnecting");
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
@@ -217,6 +254,75 @@ async fn grpc_clients_call_through_it_too() {
     let mut client = tonic_health::pb::health_client::HealthClient::new(connection(addr));
     let reply = client.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.expect("check");
     assert_eq!(reply.get_ref().status, 1);
+}
+
+#[tokio::test]
+async fn large_messages_go_and_come_as_the_windows_allow() {
+    // 3 MiB each way: past the backend's 64 KiB default windows on the
+    // way out, past this side's 1 MiB stream window on the way back.
+    let (addr, _) = server(Answer::Echo).await;
+    let message: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+    let connection = connection(addr);
+    let path = PathAndQuery::from_static("/t.S/M");
+    for _ in 0..2 {
+        let reply = connection.unary(path.clone(), HeaderMap::new(), framed(&message)).await.expect("answer");
+        assert!(reply.message.as_deref() == Some(&message[..]), "the message came back changed");
+    }
+}
+
+#[tokio::test]
+async fn header_blocks_over_a_frame_go_and_come_in_continuation_frames() {
+    let (addr, _) = server(Answer::Echo).await;
+    let big = "b".repeat(40_000);
+    let mut fields = HeaderMap::new();
+    fields.insert("x-big", HeaderValue::from_str(&big).expect("value"));
+    let reply =
+        connection(addr).unary(PathAndQuery::from_static("/t.S/M"), fields, framed(b"m")).await.expect("answer");
+    assert_eq!(reply.headers.get("x-big").and_then(|v| v.to_str().ok()), Some(&big[..]));
+}
+
+#[tokio::test]
+async fn calls_past_the_backends_stream_limit_wait_their_turn() {
+    let mut builder = h2::server::Builder::new();
+    builder.max_concurrent_streams(1);
+    let (addr, accepted) = server_with(builder, Answer::Echo).await;
+    let connection = connection(addr);
+    let calls = (0..6u8).map(|i| {
+        let connection = connection.clone();
+        async move { connection.unary(PathAndQuery::from_static("/t.S/M"), HeaderMap::new(), framed(&[i])).await }
+    });
+    for (i, reply) in futures_util::future::join_all(calls).await.into_iter().enumerate() {
+        assert_eq!(reply.expect("answer").message.as_deref(), Some(&[i as u8][..]));
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_call_given_up_resets_its_stream() {
+    let count = Arc::new(AtomicUsize::new(0));
+    let (addr, _) = server(Answer::Hang(count.clone())).await;
+    let connection = connection(addr);
+    let given_up = tokio::time::timeout(Duration::from_millis(200), call(&connection)).await;
+    assert!(given_up.is_err(), "the call was answered: {given_up:?}");
+    for _ in 0..500 {
+        if count.load(Ordering::SeqCst) == 2 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the backend saw no RST_STREAM (count {})", count.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn a_refused_stream_is_unavailable_and_may_be_retried() {
+    let (addr, _) = server(Answer::Reset(h2::Reason::REFUSED_STREAM)).await;
+    let status = opening(call(&connection(addr)).await);
+    assert_eq!(status.code(), Code::Unavailable);
+    let reset = std::error::Error::source(&status).and_then(|s| s.downcast_ref::<Reset>()).expect("a Reset source");
+    assert_eq!(reset.reason, REFUSED_STREAM);
+
+    let (addr, _) = server(Answer::Reset(h2::Reason::INTERNAL_ERROR)).await;
+    assert_eq!(opening(call(&connection(addr)).await).code(), Code::Internal);
 }
 
 /// Messages out of `frames`, as the deframer cuts them.
@@ -306,8 +412,8 @@ async fn a_connection_closed_with_goaway_is_replaced_for_the_next_call() {
 /// Waits (at most 5 s) until the connection in the slot has closed.
 async fn closed_after_goaway(connection: &Connection) {
     for _ in 0..500 {
-        let closed = match &*connection.state.lock().expect("state") {
-            State::Live(live) => live.closed.load(Ordering::Acquire),
+        let closed = match &*connection.wire.lock().expect("state") {
+            State::Live(wire) => wire.is_closing(),
             State::Idle | State::Connecting(_) => true,
         };
         if closed {
