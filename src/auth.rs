@@ -472,8 +472,10 @@ const NO_PROVIDER: &str = "none";
 
 impl<S, B> Service<Request<B>> for Auth<S>
 where
-    S: Service<Request<B>, Response = Response<Body>, Error = GatewayError> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    S: Service<Request<B>, Response = Response<Body>, Error = GatewayError, Future = ResponseFuture>
+        + Clone
+        + Send
+        + 'static,
     B: Send + 'static,
 {
     type Response = Response<Body>;
@@ -490,10 +492,10 @@ where
         let Some(matched) = req.extensions().get::<MatchedRoute>() else {
             // Route match always runs first; the proxy refuses a request
             // without a route with its own error.
-            return Box::pin(self.inner.call(req));
+            return self.inner.call(req);
         };
         if !auth.is_enabled() {
-            return Box::pin(self.inner.call(req));
+            return self.inner.call(req);
         }
         let Some(policy) = matched.route.extensions.get::<Arc<RoutePolicy>>().cloned() else {
             // Every route gets a policy at load; one without is a bug, and
@@ -517,7 +519,7 @@ where
         }
         let Some(credential) = credential else {
             if policy.is_public() {
-                return Box::pin(self.inner.call(req));
+                return self.inner.call(req);
             }
             tracing::info!(route = matched_route.name(), outcome = "missing", "auth: denied");
             self.metrics.auth_decision(NO_PROVIDER, AuthOutcome::Unauthenticated);

@@ -51,7 +51,7 @@ pub struct RouteMatch<S> {
 
 impl<S, B> Service<Request<B>> for RouteMatch<S>
 where
-    S: Service<Request<B>, Response = Response<Body>, Error = GatewayError>,
+    S: Service<Request<B>, Response = Response<Body>, Error = GatewayError, Future = ResponseFuture>,
     S::Future: Send + 'static,
 {
     type Response = Response<Body>;
@@ -109,7 +109,7 @@ where
                 req.extensions_mut().insert(MatchedRoute { catalog, route, captures });
                 let call = self.inner.call(req);
                 match headers {
-                    None => Box::pin(call),
+                    None => call,
                     Some(route) => Box::pin(async move {
                         match call.await {
                             Ok(mut response) => {

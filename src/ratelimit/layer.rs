@@ -45,8 +45,10 @@ pub struct RateLimit<S> {
 
 impl<S, B> Service<Request<B>> for RateLimit<S>
 where
-    S: Service<Request<B>, Response = Response<Body>, Error = GatewayError> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    S: Service<Request<B>, Response = Response<Body>, Error = GatewayError, Future = ResponseFuture>
+        + Clone
+        + Send
+        + 'static,
     B: Send + 'static,
 {
     type Response = Response<Body>;
@@ -59,10 +61,10 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let Some(matched) = req.extensions().get::<MatchedRoute>() else {
-            return Box::pin(self.inner.call(req));
+            return self.inner.call(req);
         };
         let Some(limits) = matched.route.extensions.get::<RouteLimits>() else {
-            return Box::pin(self.inner.call(req));
+            return self.inner.call(req);
         };
         let consumer = req.extensions().get::<Identity>().map(|identity| identity.consumer.as_str());
         let check = self.limiter.check(limits, self.peer, req.headers(), consumer);
