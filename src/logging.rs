@@ -1,31 +1,36 @@
-//! Logging set-up ([`init`]) and the access log's writer: a `tracing`
-//! layer that turns each access event (target [`ACCESS_TARGET`]) into one
-//! line on stderr, JSON or key=value, written in batches under load.
+//! Logging set-up ([`init`]) and the access log's writer ([`access`]):
+//! one line per request on stderr, JSON or key=value, shaped as a
+//! `tracing` event of target [`ACCESS_TARGET`] would be, written in
+//! batches under load.
 //!
-//! The general-purpose formatter of `tracing-subscriber` costs about as
-//! much per event as the rest of a request's work (it formats strings
-//! through `Debug` and builds its line through `fmt::Write`); this writer
-//! knows the access event's shape — strings, integers, one float — and
-//! appends them to one buffer, so the access log costs a small share of a
-//! request. Every other event still goes through the ordinary formatter.
+//! Access lines do not go through `tracing`: its dispatch (the filter,
+//! every layer's look at the event, the visitor) and its general-purpose
+//! formatter cost more than the line itself. The writer knows the line's
+//! shape (strings, integers, one float) and appends them to one buffer.
+//! Every other event goes through the ordinary formatter.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
-use tracing_subscriber::layer::{Context, SubscriberExt as _};
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{Config, LogFormat};
-pub use crate::http::observe::ACCESS_TARGET;
 use crate::telemetry::{self, Exporter};
+
+/// The target access lines name, as a `tracing` event's would.
+pub const ACCESS_TARGET: &str = "protogate::access";
+
+/// How access lines are written once [`init`] has set the log up: not at
+/// all (`logging.access: false`, or no log installed), key=value or JSON.
+static ACCESS: AtomicU8 = AtomicU8::new(ACCESS_OFF);
+const ACCESS_OFF: u8 = 0;
+const ACCESS_TEXT: u8 = 1;
+const ACCESS_JSON: u8 = 2;
 
 /// Installs the process's subscriber: log events on stderr under
 /// `logging.level` (`RUST_LOG` wins), the access log under
@@ -48,9 +53,8 @@ pub fn init(config: &Config) -> Option<Exporter> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.logging.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let access = if config.logging.access { "info" } else { "off" };
     let spans = if exporter.is_some() { "trace" } else { "off" };
-    let filter = [format!("{ACCESS_TARGET}={access}"), format!("{}={spans}", telemetry::SPAN_TARGET)]
+    let filter = [format!("{}={spans}", telemetry::SPAN_TARGET)]
         .iter()
         .filter_map(|directive| directive.parse().ok())
         .fold(filter, EnvFilter::add_directive);
@@ -60,70 +64,50 @@ pub fn init(config: &Config) -> Option<Exporter> {
     let fmt = match config.logging.format {
         // Fields at the top level: one flat JSON object per line; the
         // exported spans stay out of it.
-        LogFormat::Json => fmt
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .map_event_format(SkipAccess)
-            .boxed(),
-        LogFormat::Pretty => fmt.map_event_format(SkipAccess).boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).with_current_span(false).with_span_list(false).boxed(),
+        LogFormat::Pretty => fmt.boxed(),
     };
-    let access = config.logging.access.then(|| AccessLayer::new(config.logging.format == LogFormat::Json));
-    if access.is_some() {
+    let otel = exporter.as_ref().map(Exporter::layer);
+    let installed = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
+    if installed.is_ok() && config.logging.access {
+        let format = if config.logging.format == LogFormat::Json { ACCESS_JSON } else { ACCESS_TEXT };
+        ACCESS.store(format, Ordering::Relaxed);
         start_flusher();
     }
-    let otel = exporter.as_ref().map(Exporter::layer);
-    let installed = tracing_subscriber::registry().with(filter).with(fmt).with(access).with(otel).try_init();
     if installed.is_ok() && exporter.is_some() {
         telemetry::start_exporting();
     }
     exporter
 }
 
-/// The ordinary formatter, minus access events: [`AccessLayer`] writes
-/// those.
-struct SkipAccess<F>(F);
-
-impl<S, N, F> FormatEvent<S, N> for SkipAccess<F>
-where
-    F: FormatEvent<S, N>,
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, writer: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
-        match event.metadata().target() == ACCESS_TARGET {
-            // Nothing formatted, nothing written.
-            true => Ok(()),
-            false => self.0.format_event(ctx, writer, event),
-        }
-    }
+/// One request's access line: its values, in the order they are written.
+pub struct AccessLine<'a> {
+    pub request_id: &'a str,
+    pub peer: &'a str,
+    pub method: &'a str,
+    pub route: &'a str,
+    pub grpc_method: &'a str,
+    pub status: u16,
+    pub grpc_code: &'a str,
+    pub latency_ms: f64,
+    pub upstream: &'a str,
+    pub consumer: &'a str,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
 }
 
-/// Writes access events; ignores every other event.
-#[derive(Debug, Clone, Copy)]
-pub struct AccessLayer {
-    json: bool,
-}
-
-impl AccessLayer {
-    /// One JSON object per line when `json`, else `key=value` pairs.
-    pub fn new(json: bool) -> Self {
-        Self { json }
-    }
-}
-
-impl<S: Subscriber> Layer<S> for AccessLayer {
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        if event.metadata().target() != ACCESS_TARGET {
-            return;
-        }
-        let mut line = Line { out: String::with_capacity(384), json: self.json };
-        line.start(event.metadata().level().as_str());
-        event.record(&mut line);
-        line.end();
-        PENDING.lock().unwrap_or_else(PoisonError::into_inner).push(line.out.as_bytes());
-    }
+/// Writes `fields` as one access line, if the access log is on.
+pub fn access(fields: &AccessLine<'_>) {
+    let json = match ACCESS.load(Ordering::Relaxed) {
+        ACCESS_TEXT => false,
+        ACCESS_JSON => true,
+        _ => return,
+    };
+    let mut line = Line { out: String::with_capacity(384), json };
+    line.start("INFO");
+    line.fields(fields);
+    line.end();
+    PENDING.lock().unwrap_or_else(PoisonError::into_inner).push(line.out.as_bytes());
 }
 
 /// Access lines go out together rather than one `write` each: a line is
@@ -219,19 +203,37 @@ impl Line {
         }
     }
 
-    fn key(&mut self, field: &Field) {
+    fn key(&mut self, name: &str) {
         match self.json {
             true => {
                 self.out.push_str(",\"");
-                self.out.push_str(field.name());
+                self.out.push_str(name);
                 self.out.push_str("\":");
             }
             false => {
                 self.out.push(' ');
-                self.out.push_str(field.name());
+                self.out.push_str(name);
                 self.out.push('=');
             }
         }
+    }
+
+    /// The fields after the level and target; `message` first, as a
+    /// `tracing` event has it.
+    fn fields(&mut self, fields: &AccessLine<'_>) {
+        self.str("message", "access");
+        self.str("request_id", fields.request_id);
+        self.str("peer", fields.peer);
+        self.str("method", fields.method);
+        self.str("route", fields.route);
+        self.str("grpc_method", fields.grpc_method);
+        self.u64("status", u64::from(fields.status));
+        self.str("grpc_code", fields.grpc_code);
+        self.f64("latency_ms", fields.latency_ms);
+        self.str("upstream", fields.upstream);
+        self.str("consumer", fields.consumer);
+        self.u64("bytes_in", fields.bytes_in);
+        self.u64("bytes_out", fields.bytes_out);
     }
 
     fn end(&mut self) {
@@ -264,24 +266,19 @@ fn needs_quotes(value: &str) -> bool {
     value.bytes().any(|b| matches!(b, b' ' | b'"' | b'='))
 }
 
-impl Visit for Line {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.key(field);
+impl Line {
+    fn str(&mut self, name: &str, value: &str) {
+        self.key(name);
         self.string(value);
     }
 
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.key(field);
+    fn u64(&mut self, name: &str, value: u64) {
+        self.key(name);
         self.out.push_str(itoa::Buffer::new().format(value));
     }
 
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.key(field);
-        self.out.push_str(itoa::Buffer::new().format(value));
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.key(field);
+    fn f64(&mut self, name: &str, value: f64) {
+        self.key(name);
         // Three decimals (milliseconds to the microsecond), without the
         // float formatter.
         match (0.0..1e15).contains(&value) {
@@ -294,23 +291,6 @@ impl Visit for Line {
             false => {
                 let _ = write!(self.out, "{value}");
             }
-        }
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.key(field);
-        self.out.push_str(if value { "true" } else { "false" });
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        // Formatted in place (the message of every line comes this way);
-        // moved out and written again only if it must be quoted.
-        self.key(field);
-        let start = self.out.len();
-        let _ = write!(self.out, "{value:?}");
-        if self.json || self.out.len() == start || needs_quotes(&self.out[start..]) {
-            let text = self.out.split_off(start);
-            self.string(&text);
         }
     }
 }
@@ -417,24 +397,6 @@ mod tests {
         assert_eq!(out, "2000-02-29T00:00:00.000000Z");
     }
 
-    /// The line's fields as the access layer writes them for `emit`'s event.
-    fn fields(json: bool, emit: impl FnOnce()) -> String {
-        use std::sync::{Arc, Mutex};
-        struct Capture(Arc<Mutex<String>>, bool);
-        impl<S: Subscriber> Layer<S> for Capture {
-            fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-                let mut line = Line { out: String::new(), json: self.1 };
-                event.record(&mut line);
-                *self.0.lock().expect("lock") = line.out;
-            }
-        }
-        let out = Arc::new(Mutex::new(String::new()));
-        let subscriber = tracing_subscriber::registry().with(Capture(out.clone(), json));
-        tracing::subscriber::with_default(subscriber, emit);
-        let line = out.lock().expect("lock").clone();
-        line
-    }
-
     thread_local! {
         static WRITTEN: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
     }
@@ -466,14 +428,68 @@ mod tests {
         assert_eq!(writes().last().map(String::as_str), Some("d\n"));
     }
 
+    fn line(json: bool, fields: &AccessLine<'_>) -> String {
+        let mut line = Line { out: String::new(), json };
+        line.start("INFO");
+        line.fields(fields);
+        line.end();
+        line.out
+    }
+
+    const FIELDS: AccessLine<'static> = AccessLine {
+        request_id: "4bf92f3577b34da6a3ce929d0e0e4736",
+        peer: "127.0.0.1:53514",
+        method: "GET",
+        route: "/v1/users/{id}",
+        grpc_method: "acme.users.v1.UserService/GetUser",
+        status: 200,
+        grpc_code: "OK",
+        latency_ms: 1.2044,
+        upstream: "http://127.0.0.1:50051",
+        consumer: "",
+        bytes_in: 0,
+        bytes_out: 58,
+    };
+
+    #[test]
+    fn access_lines_have_the_shape_of_a_tracing_event() {
+        let text = line(false, &FIELDS);
+        let (time, rest) = text.split_at(27);
+        assert!(time.ends_with('Z'), "{text}");
+        assert_eq!(
+            rest,
+            "  INFO protogate::access: message=access request_id=4bf92f3577b34da6a3ce929d0e0e4736 \
+             peer=127.0.0.1:53514 method=GET route=/v1/users/{id} grpc_method=acme.users.v1.UserService/GetUser \
+             status=200 grpc_code=OK latency_ms=1.204 upstream=http://127.0.0.1:50051 consumer=\"\" bytes_in=0 \
+             bytes_out=58\n"
+        );
+        let json = line(true, &FIELDS);
+        let (time, rest) = json.split_at(42);
+        assert!(time.starts_with("{\"timestamp\":\"") && time.ends_with("Z\""), "{json}");
+        assert_eq!(
+            rest,
+            ",\"level\":\"INFO\",\"target\":\"protogate::access\",\"message\":\"access\",\
+             \"request_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\",\"peer\":\"127.0.0.1:53514\",\"method\":\"GET\",\
+             \"route\":\"/v1/users/{id}\",\"grpc_method\":\"acme.users.v1.UserService/GetUser\",\"status\":200,\
+             \"grpc_code\":\"OK\",\"latency_ms\":1.204,\"upstream\":\"http://127.0.0.1:50051\",\"consumer\":\"\",\
+             \"bytes_in\":0,\"bytes_out\":58}\n"
+        );
+        let json: serde_json::Value = serde_json::from_str(&json).expect("one JSON object");
+        assert_eq!(json["status"], 200);
+        assert_eq!(json["latency_ms"], 1.204);
+        assert_eq!(json["consumer"], "");
+    }
+
     #[test]
     fn key_value_fields_are_quoted_only_when_they_must_be() {
-        let line = fields(false, || tracing::info!(empty = "", spaced = "a b", plain = "x", eq = "é=1", "access"));
-        assert_eq!(line, r#" message=access empty="" spaced="a b" plain=x eq="é=1""#);
-        let line = fields(false, || tracing::info!(n = 7, "two words"));
-        assert_eq!(line, r#" message="two words" n=7"#);
-        let line = fields(true, || tracing::info!(s = "q\"", "access"));
-        assert_eq!(line, r#","message":"access","s":"q\"""#);
+        let mut line = Line { out: String::new(), json: false };
+        for (name, value) in [("empty", ""), ("spaced", "a b"), ("plain", "x"), ("eq", "é=1")] {
+            line.str(name, value);
+        }
+        assert_eq!(line.out, r#" empty="" spaced="a b" plain=x eq="é=1""#);
+        let mut line = Line { out: String::new(), json: true };
+        line.str("s", "q\"");
+        assert_eq!(line.out, r#","s":"q\"""#);
     }
 
     #[test]

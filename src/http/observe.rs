@@ -23,10 +23,8 @@ use tonic::Code;
 use super::body::BoxError;
 use super::Body;
 use crate::catalog::{Route, Target};
+use crate::logging::{self, AccessLine};
 use crate::metrics::{code_name, InFlight, UNMATCHED};
-
-/// The log target of access events: `logging.level` can name it.
-pub const ACCESS_TARGET: &str = "protogate::access";
 
 /// What the layers learn about one request.
 #[derive(Debug)]
@@ -104,22 +102,20 @@ impl AccessRecord {
             Some(Target::Composition(plan)) => (&*plan.name, ""),
             None => ("", ""),
         };
-        tracing::info!(
-            target: ACCESS_TARGET,
-            request_id = self.request_id.as_ref().and_then(|id| id.to_str().ok()).unwrap_or(""),
-            peer = &*self.peer,
-            method = self.method.as_str(),
-            route = route.map_or(UNMATCHED, |route| &*route.label),
+        logging::access(&AccessLine {
+            request_id: self.request_id.as_ref().and_then(|id| id.to_str().ok()).unwrap_or(""),
+            peer: &self.peer,
+            method: self.method.as_str(),
+            route: route.map_or(UNMATCHED, |route| &*route.label),
             grpc_method,
-            status = self.status.as_u16(),
-            grpc_code = exchange.code().map_or("", code_name),
-            latency_ms = self.start.elapsed().as_secs_f64() * 1000.0,
+            status: self.status.as_u16(),
+            grpc_code: exchange.code().map_or("", code_name),
+            latency_ms: self.start.elapsed().as_secs_f64() * 1000.0,
             upstream,
-            consumer = exchange.consumer.get().map_or("", |c| &**c),
-            bytes_in = exchange.bytes_in.load(Ordering::Relaxed),
+            consumer: exchange.consumer.get().map_or("", |c| &**c),
+            bytes_in: exchange.bytes_in.load(Ordering::Relaxed),
             bytes_out,
-            "access"
-        );
+        });
     }
 }
 
