@@ -134,7 +134,7 @@ impl Upstream {
                 let mut headers = metadata.into_headers();
                 headers.insert(GRPC_TIMEOUT, grpc_timeout(deadline.at));
                 let connection = attempt.endpoint.connection();
-                match connection.unary(path.clone(), headers, framed.clone()).await {
+                match connection.unary(&path, &headers, &framed).await {
                     Ok(reply) => {
                         self.cluster.report(&attempt.endpoint, Outcome::Answered);
                         return Ok(reply);

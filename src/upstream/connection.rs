@@ -339,15 +339,19 @@ impl Connection {
     /// headers alone (trailers-only) or failing to connect ends the call at
     /// its opening; a connection that takes no new streams (GOAWAY) is
     /// replaced once, nothing having been sent on it.
-    pub async fn unary(&self, path: PathAndQuery, headers: HeaderMap, message: Bytes) -> Result<UnaryReply, Failure> {
-        let mut message = Some(message);
+    pub async fn unary(
+        &self,
+        path: &PathAndQuery,
+        headers: &HeaderMap,
+        message: &Bytes,
+    ) -> Result<UnaryReply, Failure> {
         let mut replaced = false;
         let opened = loop {
             let (target, addr) = (self.target.clone(), self.addr);
             let wire = live(&self.wire, addr, move || open_wire(target, addr).boxed())
                 .await
                 .map_err(|err| Failure::Opening(unreachable(err)))?;
-            match wire.open(&path, &headers, &mut message).await {
+            match wire.open(path, headers, message).await {
                 Ok(opened) => break opened,
                 Err(status) if !replaced => {
                     tracing::debug!(endpoint = %self.addr, reason = %status.message(), "connection takes no new calls; reconnecting");

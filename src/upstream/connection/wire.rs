@@ -181,6 +181,28 @@ fn u32_at(bytes: &[u8]) -> u32 {
     u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
 }
 
+/// DATA frames of `data` for stream `id`, as far as the connection's and
+/// the stream's send windows allow (each taken down by what goes), the
+/// last one ending the stream; returns how many bytes went.
+fn write_data(out: &mut BytesMut, windows: (&mut i64, &mut i64), max_frame: usize, id: u32, data: &[u8]) -> usize {
+    let (connection, stream) = windows;
+    let mut sent = 0;
+    while sent < data.len() {
+        let room = (*stream).min(*connection).min(max_frame as i64);
+        if room <= 0 {
+            break;
+        }
+        let n = (data.len() - sent).min(room as usize);
+        let flags = if sent + n == data.len() { END_STREAM } else { 0 };
+        frame_head(out, n, DATA, flags, id);
+        out.extend_from_slice(&data[sent..sent + n]);
+        sent += n;
+        *stream -= n as i64;
+        *connection -= n as i64;
+    }
+    sent
+}
+
 /// A connection error: what goes in this side's GOAWAY, and why.
 struct Fatal {
     reason: u32,
@@ -269,24 +291,12 @@ impl Shared {
         }
     }
 
-    /// Sends as much of `id`'s unsent bytes as the windows allow, the last
-    /// DATA frame ending the stream.
+    /// Sends as much of `id`'s unsent bytes as the windows allow.
     fn send_data(&mut self, id: u32) {
-        let max_frame = self.max_frame;
-        let Some(stream) = self.streams.get_mut(&id) else { return };
-        while !stream.unsent.is_empty() {
-            let room = stream.send_window.min(self.send_window).min(max_frame as i64);
-            if room <= 0 {
-                return;
-            }
-            let n = stream.unsent.len().min(room as usize);
-            let flags = if n == stream.unsent.len() { END_STREAM } else { 0 };
-            frame_head(&mut self.out, n, DATA, flags, id);
-            self.out.extend_from_slice(&stream.unsent[..n]);
-            stream.unsent.advance(n);
-            stream.send_window -= n as i64;
-            self.send_window -= n as i64;
-        }
+        let Shared { streams, out, send_window, max_frame, .. } = self;
+        let Some(stream) = streams.get_mut(&id) else { return };
+        let sent = write_data(out, (send_window, &mut stream.send_window), *max_frame, id, &stream.unsent);
+        stream.unsent.advance(sent);
     }
 
     /// Sends what every stream still has to send (after window was given).
@@ -408,6 +418,7 @@ impl Wire {
             },
             block: None,
             unacked: 0,
+            recent: Recent::default(),
         };
         tokio::spawn(drive(driver, shared.clone()));
         // Made first: dropped (the handshake abandoned), it stops the driver.
@@ -441,16 +452,12 @@ impl Wire {
         lock(&self.shared).closing.is_some()
     }
 
-    /// Sends one unary call: its header fields, then `message` (framed) as
-    /// the windows allow. `message` is taken only when the call is sent: an
-    /// `Err` means this connection takes no new streams (GOAWAY, closed,
-    /// ids used up), and another one may.
-    pub async fn open(
-        &self,
-        path: &PathAndQuery,
-        headers: &HeaderMap,
-        message: &mut Option<Bytes>,
-    ) -> Result<Opened, Status> {
+    /// Sends one unary call: its header fields, then `message` (framed,
+    /// never empty) as the windows allow; what they do not take yet is kept
+    /// (a slice of `message`, no copy) until they do. An `Err` means this
+    /// connection takes no new streams (GOAWAY, closed, ids used up), and
+    /// another one may.
+    pub async fn open(&self, path: &PathAndQuery, headers: &HeaderMap, message: &Bytes) -> Result<Opened, Status> {
         let mut block = Vec::with_capacity(self.head.len() + 64 + path.as_str().len());
         block.extend_from_slice(&self.head[..self.path_at]);
         indexed_name(&mut block, 4, path.as_str().as_bytes());
@@ -486,8 +493,10 @@ impl Wire {
                 shared.out.extend_from_slice(chunk);
                 kind = CONTINUATION;
             }
-            let send_window = shared.initial_window;
-            shared.streams.insert(
+            let state = &mut *shared;
+            let mut window = state.initial_window;
+            let sent = write_data(&mut state.out, (&mut state.send_window, &mut window), max_frame, id, message);
+            state.streams.insert(
                 id,
                 Stream {
                     done: None,
@@ -496,12 +505,11 @@ impl Wire {
                     message: None,
                     peer_ended: false,
                     waker: None,
-                    unsent: message.take().unwrap_or_default(),
-                    send_window,
+                    unsent: if sent < message.len() { message.slice(sent..) } else { Bytes::new() },
+                    send_window: window,
                     unacked: 0,
                 },
             );
-            shared.send_data(id);
             shared.wake_driver();
             Poll::Ready(Ok(Opened(Call { shared: self.shared.clone(), id })))
         })
@@ -591,6 +599,52 @@ struct Driver<T> {
     block: Option<(u32, bool, Vec<u8>)>,
     /// Connection-level bytes received and not yet given back.
     unacked: u32,
+    recent: Recent,
+}
+
+/// Header fields decoded lately, as the names and values they became. A
+/// backend sends the same few fields on every call (`content-type`,
+/// `grpc-status: 0`, mostly from its HPACK table); each is checked and
+/// copied once, then shared.
+#[derive(Default)]
+struct Recent {
+    fields: Vec<Remembered>,
+}
+
+struct Remembered {
+    name: Box<[u8]>,
+    value: Box<[u8]>,
+    parsed: (HeaderName, HeaderValue),
+    hits: u32,
+}
+
+/// How many fields [`Recent`] keeps, and how long a value it keeps.
+const RECENT_FIELDS: usize = 16;
+const RECENT_VALUE: usize = 64;
+
+impl Recent {
+    /// The field as a header name and value; `None` when it is not valid
+    /// as one.
+    fn field(&mut self, name: &[u8], value: &[u8]) -> Option<(HeaderName, HeaderValue)> {
+        if let Some(known) = self.fields.iter_mut().find(|f| *f.name == *name && *f.value == *value) {
+            known.hits = known.hits.saturating_add(1);
+            return Some(known.parsed.clone());
+        }
+        let parsed = (HeaderName::from_bytes(name).ok()?, HeaderValue::from_bytes(value).ok()?);
+        if value.len() <= RECENT_VALUE {
+            let remembered = Remembered { name: name.into(), value: value.into(), parsed: parsed.clone(), hits: 0 };
+            // A value that changes (a date) replaces its own last one;
+            // beyond that, the field used least makes room.
+            if let Some(same) = self.fields.iter_mut().find(|f| *f.name == *name) {
+                *same = remembered;
+            } else if self.fields.len() < RECENT_FIELDS {
+                self.fields.push(remembered);
+            } else if let Some(least) = self.fields.iter_mut().min_by_key(|f| f.hits) {
+                *least = remembered;
+            }
+        }
+        Some(parsed)
+    }
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driver<T> {
@@ -888,6 +942,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         let mut fields = HeaderMap::new();
         let mut status = None;
         let mut malformed = false;
+        let recent = &mut self.recent;
         let decoded = self.hpack.decode_with_cb(block, |name, value| {
             if name.first() == Some(&b':') {
                 if &name[..] == b":status" {
@@ -898,11 +953,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 }
                 return;
             }
-            match (HeaderName::from_bytes(&name), HeaderValue::from_bytes(&value)) {
-                (Ok(name), Ok(value)) => {
+            match recent.field(&name, &value) {
+                Some((name, value)) => {
                     fields.append(name, value);
                 }
-                _ => malformed = true,
+                None => malformed = true,
             }
         });
         if let Err(err) = decoded {

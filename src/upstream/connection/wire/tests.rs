@@ -65,3 +65,29 @@ proptest::proptest! {
         let _ = decoder.decode_with_cb(&block, |_, _| {});
     }
 }
+
+#[test]
+fn fields_seen_before_are_shared_and_changing_ones_replace_only_each_other() {
+    let mut recent = Recent::default();
+    let (name, value) = recent.field(b"content-type", b"application/grpc").expect("valid");
+    assert_eq!((name.as_str(), value.to_str().ok()), ("content-type", Some("application/grpc")));
+    recent.field(b"content-type", b"application/grpc").expect("valid");
+    for i in 0..100 {
+        recent.field(b"date", format!("second {i}").as_bytes()).expect("valid");
+        recent.field(b"grpc-status", b"0").expect("valid");
+    }
+    assert_eq!(recent.fields.len(), 3, "one entry per name");
+    assert_eq!(recent.fields.iter().find(|f| &*f.name == b"grpc-status").expect("kept").hits, 99);
+    for i in 0..100 {
+        recent.field(format!("x-{i}").as_bytes(), b"v").expect("valid");
+    }
+    assert_eq!(recent.fields.len(), RECENT_FIELDS);
+    let kept = recent.fields.iter().find(|f| &*f.name == b"content-type").expect("still remembered");
+    assert_eq!(kept.hits, 1);
+    assert!(recent.field(b"bad name", b"v").is_none());
+    assert!(recent.field(b"x-ok", b"bad\nvalue").is_none());
+    // Long values are parsed, never remembered.
+    let long = "v".repeat(RECENT_VALUE + 1);
+    assert!(recent.field(b"x-long", long.as_bytes()).is_some());
+    assert!(recent.fields.iter().all(|f| &*f.name != b"x-long"));
+}
