@@ -211,18 +211,42 @@ pub fn response_headers(headers: &MetadataMap, trailers: &MetadataMap, out: &mut
     copy_prefixed(trailers, "grpc-trailer-", out);
 }
 
-fn copy_prefixed(from: &MetadataMap, prefix: &str, out: &mut HeaderMap) {
+fn copy_prefixed(from: &MetadataMap, prefix: &'static str, out: &mut HeaderMap) {
     for (name, value) in from.as_ref() {
         if reserved(name.as_str()) {
             continue;
         }
-        let mut full = String::with_capacity(prefix.len() + name.as_str().len());
-        full.push_str(prefix);
-        full.push_str(name.as_str());
-        if let Ok(full) = HeaderName::try_from(full) {
+        if let Some(full) = prefixed(prefix, name) {
             out.append(full, value.clone());
         }
     }
+}
+
+/// How many prefixed names each thread keeps.
+const PREFIXED_KEPT: usize = 64;
+
+thread_local! {
+    /// Prefixed names made lately, by prefix and backend name: a backend
+    /// sends the same few names on every call, each is built once.
+    static PREFIXED: std::cell::RefCell<Vec<(&'static str, HeaderName, HeaderName)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `prefix` + `name` as a header name (`None` if it is not one).
+fn prefixed(prefix: &'static str, name: &HeaderName) -> Option<HeaderName> {
+    PREFIXED.with_borrow_mut(|kept| {
+        if let Some((_, _, full)) = kept.iter().find(|(p, n, _)| *p == prefix && n == name) {
+            return Some(full.clone());
+        }
+        let mut full = String::with_capacity(prefix.len() + name.as_str().len());
+        full.push_str(prefix);
+        full.push_str(name.as_str());
+        let full = HeaderName::try_from(full).ok()?;
+        if kept.len() < PREFIXED_KEPT {
+            kept.push((prefix, name.clone(), full.clone()));
+        }
+        Some(full)
+    })
 }
 
 #[cfg(test)]
@@ -381,10 +405,18 @@ mod tests {
         let mut t = MetadataMap::new();
         t.insert("x-cost", "3".parse().expect("v"));
         t.insert("grpc-status", "0".parse().expect("v"));
+        // Twice: the second time the names are the ones kept from the first.
+        for _ in 0..2 {
+            let mut out = HeaderMap::new();
+            response_headers(&h, &t, &mut out);
+            assert_eq!(out.get("grpc-metadata-x-served-by").map(|v| v.as_bytes()), Some(&b"b1"[..]));
+            assert_eq!(out.get("grpc-trailer-x-cost").map(|v| v.as_bytes()), Some(&b"3"[..]));
+            assert_eq!(out.len(), 2);
+        }
+        // The same name under the other prefix is another name.
         let mut out = HeaderMap::new();
-        response_headers(&h, &t, &mut out);
-        assert_eq!(out.get("grpc-metadata-x-served-by").map(|v| v.as_bytes()), Some(&b"b1"[..]));
-        assert_eq!(out.get("grpc-trailer-x-cost").map(|v| v.as_bytes()), Some(&b"3"[..]));
-        assert_eq!(out.len(), 2);
+        response_headers(&t, &h, &mut out);
+        assert_eq!(out.get("grpc-metadata-x-cost").map(|v| v.as_bytes()), Some(&b"3"[..]));
+        assert_eq!(out.get("grpc-trailer-x-served-by").map(|v| v.as_bytes()), Some(&b"b1"[..]));
     }
 }
