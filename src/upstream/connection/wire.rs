@@ -6,7 +6,7 @@
 //! side sends is cheap to write: the header fields that never change are
 //! encoded once per upstream, literals are never indexed (the backend's
 //! table settings cannot matter) and nothing is Huffman-coded. What comes
-//! back is read in full: HPACK with its dynamic table, padding,
+//! back is read in full: HPACK with its dynamic table ([`hpack`]), padding,
 //! CONTINUATION, flow control, SETTINGS, PING, RST_STREAM and GOAWAY
 //! (RFC 9113).
 //!
@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -25,7 +26,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, TE, USER_AGENT};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
@@ -250,12 +251,33 @@ impl Stream {
     }
 }
 
+/// Stream ids are this side's own, small and distinct: a multiply spreads
+/// them well enough, where SipHash would cost more than the lookup.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 << 8 | u64::from(byte)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, id: u32) {
+        self.0 = u64::from(id).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 /// What the driver and the calls share.
 struct Shared {
     /// Frames queued for the driver to write.
     out: BytesMut,
     driver: Option<Waker>,
-    streams: HashMap<u32, Stream>,
+    streams: HashMap<u32, Stream, BuildHasherDefault<IdHasher>>,
     next_id: u32,
     /// The backend's settings.
     max_frame: usize,
@@ -390,7 +412,7 @@ impl Wire {
         let shared = Arc::new(Mutex::new(Shared {
             out,
             driver: None,
-            streams: HashMap::new(),
+            streams: HashMap::default(),
             next_id: 1,
             max_frame: MAX_FRAME,
             initial_window: 65_535,
@@ -410,15 +432,9 @@ impl Wire {
             read: BytesMut::with_capacity(2 * MAX_FRAME),
             scratch: vec![0; MAX_FRAME + 9].into_boxed_slice(),
             write: BytesMut::new(),
-            hpack: {
-                let mut hpack = loona_hpack::Decoder::new();
-                // The table size this side allows (SETTINGS' default).
-                hpack.set_max_allowed_table_size(4096);
-                hpack
-            },
+            hpack: hpack::Decoder::default(),
             block: None,
             unacked: 0,
-            recent: Recent::default(),
         };
         tokio::spawn(drive(driver, shared.clone()));
         // Made first: dropped (the handshake abandoned), it stops the driver.
@@ -458,7 +474,10 @@ impl Wire {
     /// connection takes no new streams (GOAWAY, closed, ids used up), and
     /// another one may.
     pub async fn open(&self, path: &PathAndQuery, headers: &HeaderMap, message: &Bytes) -> Result<Opened, Status> {
-        let mut block = Vec::with_capacity(self.head.len() + 64 + path.as_str().len());
+        // Sized for what goes in: each field's name, value and at most 6
+        // bytes of lengths and representation.
+        let fields: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 6).sum();
+        let mut block = Vec::with_capacity(self.head.len() + path.as_str().len() + 4 + fields);
         block.extend_from_slice(&self.head[..self.path_at]);
         indexed_name(&mut block, 4, path.as_str().as_bytes());
         block.extend_from_slice(&self.head[self.path_at..]);
@@ -593,58 +612,12 @@ struct Driver<T> {
     scratch: Box<[u8]>,
     /// Bytes taken from `Shared::out`, being written.
     write: BytesMut,
-    hpack: loona_hpack::Decoder<'static>,
+    hpack: hpack::Decoder,
     /// A header block waiting for its CONTINUATION frames: its stream,
     /// whether it ends the stream, and the block so far.
     block: Option<(u32, bool, Vec<u8>)>,
     /// Connection-level bytes received and not yet given back.
     unacked: u32,
-    recent: Recent,
-}
-
-/// Header fields decoded lately, as the names and values they became. A
-/// backend sends the same few fields on every call (`content-type`,
-/// `grpc-status: 0`, mostly from its HPACK table); each is checked and
-/// copied once, then shared.
-#[derive(Default)]
-struct Recent {
-    fields: Vec<Remembered>,
-}
-
-struct Remembered {
-    name: Box<[u8]>,
-    value: Box<[u8]>,
-    parsed: (HeaderName, HeaderValue),
-    hits: u32,
-}
-
-/// How many fields [`Recent`] keeps, and how long a value it keeps.
-const RECENT_FIELDS: usize = 16;
-const RECENT_VALUE: usize = 64;
-
-impl Recent {
-    /// The field as a header name and value; `None` when it is not valid
-    /// as one.
-    fn field(&mut self, name: &[u8], value: &[u8]) -> Option<(HeaderName, HeaderValue)> {
-        if let Some(known) = self.fields.iter_mut().find(|f| *f.name == *name && *f.value == *value) {
-            known.hits = known.hits.saturating_add(1);
-            return Some(known.parsed.clone());
-        }
-        let parsed = (HeaderName::from_bytes(name).ok()?, HeaderValue::from_bytes(value).ok()?);
-        if value.len() <= RECENT_VALUE {
-            let remembered = Remembered { name: name.into(), value: value.into(), parsed: parsed.clone(), hits: 0 };
-            // A value that changes (a date) replaces its own last one;
-            // beyond that, the field used least makes room.
-            if let Some(same) = self.fields.iter_mut().find(|f| *f.name == *name) {
-                *same = remembered;
-            } else if self.fields.len() < RECENT_FIELDS {
-                self.fields.push(remembered);
-            } else if let Some(least) = self.fields.iter_mut().min_by_key(|f| f.hits) {
-                *least = remembered;
-            }
-        }
-        Some(parsed)
-    }
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driver<T> {
@@ -942,26 +915,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         let mut fields = HeaderMap::new();
         let mut status = None;
         let mut malformed = false;
-        let recent = &mut self.recent;
-        let decoded = self.hpack.decode_with_cb(block, |name, value| {
-            if name.first() == Some(&b':') {
-                if &name[..] == b":status" {
-                    status = std::str::from_utf8(&value).ok().and_then(|s| s.parse::<StatusCode>().ok());
-                    malformed |= status.is_none();
-                } else {
-                    malformed = true;
-                }
-                return;
+        let decoded = self.hpack.decode(block, |field| match field {
+            hpack::Field::Header(name, value) => {
+                fields.append(name, value);
             }
-            match recent.field(&name, &value) {
-                Some((name, value)) => {
-                    fields.append(name, value);
-                }
-                None => malformed = true,
+            hpack::Field::Pseudo(b":status", value) => {
+                status = std::str::from_utf8(value).ok().and_then(|s| s.parse::<StatusCode>().ok());
+                malformed |= status.is_none();
             }
+            hpack::Field::Pseudo(..) | hpack::Field::Invalid => malformed = true,
         });
         if let Err(err) = decoded {
-            return Err(fatal(COMPRESSION_ERROR, format!("a header block did not decode: {err:?}")));
+            return Err(fatal(COMPRESSION_ERROR, format!("a header block did not decode: {}", err.0)));
         }
         let Some(stream) = shared.streams.get_mut(&id) else { return Ok(()) };
         stream.peer_ended |= ends;
@@ -976,14 +941,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             // Informational answers (1xx) come before the real one.
             (false, Some(status)) if status.is_informational() && !ends => Ok(()),
             (false, Some(status)) => {
-                match status_of(&fields) {
+                match grpc_status(&fields) {
                     // An OK status in the headers alone: no message, no trailers.
-                    Some(grpc) if grpc.code() == Code::Ok => stream.finish(Ok(UnaryReply {
+                    Some(Ok(())) => stream.finish(Ok(UnaryReply {
                         headers: MetadataMap::from_headers(fields),
                         message: None,
                         trailers: MetadataMap::new(),
                     })),
-                    Some(grpc) => stream.fail(grpc),
+                    Some(Err(grpc)) => stream.fail(grpc),
                     None if status != StatusCode::OK => stream.fail(from_http_status(status)),
                     None if ends => {
                         stream.head = Some(fields);
@@ -1006,8 +971,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                     stream.fail(Status::internal("the backend's answer ended inside a message"));
                     return Ok(());
                 }
-                match status_of(&fields) {
-                    Some(grpc) if grpc.code() == Code::Ok => {
+                match grpc_status(&fields) {
+                    Some(Ok(())) => {
                         let head = stream.head.take().unwrap_or_default();
                         let message = stream.message.take();
                         stream.finish(Ok(UnaryReply {
@@ -1016,7 +981,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                             trailers: MetadataMap::from_headers(fields),
                         }));
                     }
-                    Some(grpc) => stream.fail(grpc),
+                    Some(Err(grpc)) => stream.fail(grpc),
                     None => stream.fail(Status::unknown("the backend ended the call without a grpc-status")),
                 }
                 Ok(())
@@ -1081,6 +1046,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     }
 }
 
+/// The gRPC status in `fields`, if any: OK without building a status
+/// (the common case), else the error.
+fn grpc_status(fields: &HeaderMap) -> Option<Result<(), Status>> {
+    match fields.get(&super::GRPC_STATUS)?.as_bytes() {
+        b"0" => Some(Ok(())),
+        _ => status_of(fields).map(Err),
+    }
+}
+
 /// A frame's payload without its padding.
 fn unpad(flags: u8, mut payload: Bytes) -> Result<Bytes, Fatal> {
     if flags & PADDED == 0 {
@@ -1095,6 +1069,8 @@ fn unpad(flags: u8, mut payload: Bytes) -> Result<Bytes, Fatal> {
     payload.truncate(payload.len() - pad);
     Ok(payload)
 }
+
+mod hpack;
 
 #[cfg(test)]
 mod tests;
