@@ -103,11 +103,20 @@ pub fn access(fields: &AccessLine<'_>) {
         ACCESS_JSON => true,
         _ => return,
     };
-    let mut line = Line { out: String::with_capacity(384), json };
-    line.start("INFO");
-    line.fields(fields);
-    line.end();
-    PENDING.lock().unwrap_or_else(PoisonError::into_inner).push(line.out.as_bytes());
+    LINE.with_borrow_mut(|out| {
+        out.clear();
+        let mut line = Line { out: std::mem::take(out), json };
+        line.start("INFO");
+        line.fields(fields);
+        line.end();
+        PENDING.lock().unwrap_or_else(PoisonError::into_inner).push(line.out.as_bytes());
+        *out = line.out;
+    });
+}
+
+thread_local! {
+    /// The access line being written on this thread, its buffer kept.
+    static LINE: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(512));
 }
 
 /// Access lines go out together rather than one `write` each: a line is
