@@ -81,14 +81,22 @@ impl JsonIn {
     pub fn encode(&self, json: &[u8], settings: &JsonSettings, out: &mut Vec<u8>) -> bool {
         let start = out.len();
         let mut scratch = Scratch::new(settings);
+        // The two buffers every object uses, kept from the last call.
+        (scratch.segments, scratch.bits) = SPARE.take();
         let mut reader = Reader { json, at: 0 };
-        match self.document(&mut reader, out, &mut scratch) {
+        let done = match self.document(&mut reader, out, &mut scratch) {
             Ok(()) => true,
             Err(Bail) => {
                 out.truncate(start);
                 false
             }
+        };
+        if scratch.segments.capacity() <= SPARE_KEPT && scratch.bits.capacity() <= SPARE_KEPT {
+            scratch.segments.clear();
+            scratch.bits.clear();
+            SPARE.set((scratch.segments, scratch.bits));
         }
+        done
     }
 
     fn document<'j>(&self, r: &mut Reader<'j>, out: &mut Vec<u8>, s: &mut Scratch<'j>) -> Result<(), Bail> {
@@ -714,6 +722,14 @@ impl Number {
         }
     }
 }
+
+thread_local! {
+    /// [`Scratch`]'s segment and bit buffers between calls.
+    static SPARE: std::cell::Cell<(Vec<Segment>, Vec<u64>)> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+}
+
+/// Buffers that grew past this many entries (a huge body) are not kept.
+const SPARE_KEPT: usize = 1024;
 
 /// The bytes one field took in `out`, for reordering.
 struct Segment {
