@@ -318,8 +318,9 @@ impl Connection {
     async fn ready(&self) -> Result<(SendRequest<Bytes>, InCall), Status> {
         let mut replaced = false;
         loop {
-            let (target, addr) = (self.target.clone(), self.addr);
-            let live = live(&self.state, addr, move || open_h2(target, addr).boxed()).await.map_err(unreachable)?;
+            let live = live(&self.state, self.addr, || open_h2(self.target.clone(), self.addr).boxed())
+                .await
+                .map_err(unreachable)?;
             let in_call = InCall::new(&live.calls);
             match live.send.clone().ready().await {
                 Ok(send) => return Ok((send, in_call)),
@@ -347,8 +348,8 @@ impl Connection {
     ) -> Result<UnaryReply, Failure> {
         let mut replaced = false;
         let opened = loop {
-            let (target, addr) = (self.target.clone(), self.addr);
-            let wire = live(&self.wire, addr, move || open_wire(target, addr).boxed())
+            // The target is cloned only when a connection is to be made.
+            let wire = live(&self.wire, self.addr, || open_wire(self.target.clone(), self.addr).boxed())
                 .await
                 .map_err(|err| Failure::Opening(unreachable(err)))?;
             match wire.open(path, headers, message).await {
