@@ -37,7 +37,7 @@ use crate::tls::TlsError;
 
 mod wire;
 
-use wire::Wire;
+use wire::{KeepAlive, Wire};
 pub use wire::{Reset, NO_ERROR, REFUSED_STREAM};
 
 /// A backend's answer is refused beyond this size (tonic's default limit).
@@ -47,6 +47,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// has its connection closed, failing its calls instead of hanging them.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+const KEEP_ALIVE: KeepAlive = KeepAlive { interval: KEEP_ALIVE_INTERVAL, timeout: KEEP_ALIVE_TIMEOUT };
 
 // Names, not strings: a lookup by `&str` parses the name first.
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
@@ -452,7 +453,7 @@ impl tokio::io::AsyncWrite for Transport {
 async fn open_wire(target: Arc<Target>, addr: SocketAddr) -> Result<Arc<Wire>, ConnectError> {
     let io = transport(&target, addr).await?;
     let error = |reason: String| ConnectError { addr, reason: Arc::from(reason) };
-    match tokio::time::timeout(CONNECT_TIMEOUT, Wire::handshake(io, &target)).await {
+    match tokio::time::timeout(CONNECT_TIMEOUT, Wire::handshake(io, &target, KEEP_ALIVE)).await {
         Ok(Ok(wire)) => Ok(wire),
         Ok(Err(reason)) => Err(error(format!("HTTP/2 handshake: {reason}"))),
         Err(_) => Err(error("HTTP/2 handshake timed out".into())),

@@ -22,6 +22,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, TE, USER_AGENT};
@@ -397,7 +398,7 @@ impl Drop for Wire {
 impl Wire {
     /// Starts HTTP/2 over `io` (its driver in a task of its own) and waits
     /// for the backend's SETTINGS.
-    pub async fn handshake<T>(io: T, target: &Target) -> Result<Arc<Wire>, String>
+    pub async fn handshake<T>(io: T, target: &Target, keep_alive: KeepAlive) -> Result<Arc<Wire>, String>
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -436,7 +437,7 @@ impl Wire {
             block: None,
             unacked: 0,
         };
-        tokio::spawn(drive(driver, shared.clone()));
+        tokio::spawn(drive(driver, shared.clone(), keep_alive));
         // Made first: dropped (the handshake abandoned), it stops the driver.
         let (head, path_at) = head_block(target);
         let wire = Arc::new(Wire { shared, head, path_at });
@@ -563,24 +564,31 @@ impl Opened {
 }
 
 /// Runs the driver until the connection ends, and the keep-alive beside it.
-async fn drive<T>(driver: Driver<T>, shared: Arc<Mutex<Shared>>)
+async fn drive<T>(driver: Driver<T>, shared: Arc<Mutex<Shared>>, every: KeepAlive)
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let ended = tokio::select! {
         ended = driver => ended,
-        () = keep_alive(&shared) => gone("a keep-alive ping was not answered"),
+        () = keep_alive(&shared, every) => gone("a keep-alive ping was not answered"),
     };
     tracing::debug!(reason = %ended.message(), "upstream connection ended");
     lock(&shared).end(&ended);
 }
 
-/// Pings every [`KEEP_ALIVE_INTERVAL`](super::KEEP_ALIVE_INTERVAL) while
-/// calls are open; returns when one goes unanswered for
-/// [`KEEP_ALIVE_TIMEOUT`](super::KEEP_ALIVE_TIMEOUT).
-async fn keep_alive(shared: &Mutex<Shared>) {
-    let start = tokio::time::Instant::now() + super::KEEP_ALIVE_INTERVAL;
-    let mut tick = tokio::time::interval_at(start, super::KEEP_ALIVE_INTERVAL);
+/// How often a connection PINGs while calls are open, and how long it waits
+/// for the answer before it closes.
+#[derive(Debug, Clone, Copy)]
+pub struct KeepAlive {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// Pings every `every.interval` while calls are open; returns when one
+/// goes unanswered for `every.timeout`.
+async fn keep_alive(shared: &Mutex<Shared>, every: KeepAlive) {
+    let start = tokio::time::Instant::now() + every.interval;
+    let mut tick = tokio::time::interval_at(start, every.interval);
     let mut sent = 0u64;
     loop {
         tick.tick().await;
@@ -596,7 +604,7 @@ async fn keep_alive(shared: &Mutex<Shared>) {
             shared.out.extend_from_slice(&payload);
             shared.wake_driver();
         }
-        tokio::time::sleep(super::KEEP_ALIVE_TIMEOUT).await;
+        tokio::time::sleep(every.timeout).await;
         if lock(shared).ping.is_some() {
             return;
         }

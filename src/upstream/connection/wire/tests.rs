@@ -53,3 +53,97 @@ fn padding_is_cut_off_and_padding_past_the_frame_refused() {
     assert!(unpad(PADDED, Bytes::from_static(&[4, 1, 2])).is_err());
     assert!(unpad(PADDED, Bytes::new()).is_err());
 }
+
+// ===== against a raw HTTP/2 peer that misbehaves on purpose =====
+
+/// What the raw peer does once it has sent its SETTINGS.
+#[derive(Clone, Copy)]
+enum Peer {
+    /// Reads everything, answers nothing (not even PINGs).
+    Silent,
+    /// Answers the first HEADERS it reads with a DATA frame on stream 0.
+    Breaks,
+}
+
+/// A one-connection HTTP/2 peer on loopback; the frame types it read from
+/// this side arrive on the channel.
+async fn raw_peer(peer: Peer) -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (seen, frames) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let Ok((mut tcp, _)) = listener.accept().await else { return };
+        // The server's preface: an empty SETTINGS frame.
+        if tcp.write_all(&[0, 0, 0, SETTINGS, 0, 0, 0, 0, 0]).await.is_err() {
+            return;
+        }
+        let mut read = Vec::new();
+        let mut at = PREFACE.len();
+        let mut buf = [0u8; 4096];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => read.extend_from_slice(&buf[..n]),
+            }
+            while read.len() >= at + 9 {
+                let len = usize::from(read[at]) << 16 | usize::from(read[at + 1]) << 8 | usize::from(read[at + 2]);
+                if read.len() < at + 9 + len {
+                    break;
+                }
+                let kind = read[at + 3];
+                let _ = seen.send(kind);
+                at += 9 + len;
+                if kind == HEADERS && matches!(peer, Peer::Breaks) {
+                    let _ = tcp.write_all(&[0, 0, 1, DATA, 0, 0, 0, 0, 0, b'x']).await;
+                }
+            }
+        }
+    });
+    (addr, frames)
+}
+
+async fn call_raw(addr: std::net::SocketAddr, keep_alive: KeepAlive) -> Result<UnaryReply, Failure> {
+    let target = Target::new(&format!("http://{addr}").parse().expect("uri"), None);
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let wire = Wire::handshake(tcp, &target, keep_alive).await.expect("handshake");
+    let message = Bytes::from_static(&[0, 0, 0, 0, 0]);
+    let opened = wire.open(&PathAndQuery::from_static("/t.S/M"), &HeaderMap::new(), &message).await;
+    let Ok(opened) = opened else { panic!("the connection took no new stream") };
+    opened.answer().await
+}
+
+const SECONDS: KeepAlive = KeepAlive { interval: Duration::from_secs(30), timeout: Duration::from_secs(20) };
+
+#[tokio::test]
+async fn a_backend_that_stops_answering_pings_has_its_calls_failed() {
+    let (addr, _) = raw_peer(Peer::Silent).await;
+    let quick = KeepAlive { interval: Duration::from_millis(50), timeout: Duration::from_millis(100) };
+    let failed = tokio::time::timeout(Duration::from_secs(5), call_raw(addr, quick)).await.expect("not hung");
+    let status = match failed {
+        Err(Failure::Opening(status)) => status,
+        other => panic!("expected the call to fail at its opening, got {other:?}"),
+    };
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.message().contains("keep-alive"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn a_backend_that_breaks_the_protocol_gets_a_goaway_and_the_call_fails() {
+    let (addr, mut frames) = raw_peer(Peer::Breaks).await;
+    let failed = tokio::time::timeout(Duration::from_secs(5), call_raw(addr, SECONDS)).await.expect("not hung");
+    let status = match failed {
+        Err(Failure::Opening(status)) => status,
+        other => panic!("expected the call to fail at its opening, got {other:?}"),
+    };
+    assert_eq!(status.code(), Code::Internal);
+    assert!(status.message().contains("DATA on stream 0"), "{}", status.message());
+    let mut kinds = Vec::new();
+    while let Ok(Some(kind)) = tokio::time::timeout(Duration::from_secs(2), frames.recv()).await {
+        kinds.push(kind);
+        if kind == GOAWAY {
+            return;
+        }
+    }
+    panic!("no GOAWAY reached the backend: {kinds:?}");
+}
