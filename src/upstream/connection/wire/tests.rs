@@ -113,17 +113,21 @@ async fn call_raw(addr: std::net::SocketAddr, keep_alive: KeepAlive) -> Result<U
     opened.answer().await
 }
 
+/// The status of a call that must fail, within 5 s, before any answer.
+async fn failed_at_opening(call: impl std::future::Future<Output = Result<UnaryReply, Failure>>) -> Status {
+    match tokio::time::timeout(Duration::from_secs(5), call).await.expect("not hung") {
+        Err(Failure::Opening(status)) => status,
+        other => panic!("expected the call to fail at its opening, got {other:?}"),
+    }
+}
+
 const SECONDS: KeepAlive = KeepAlive { interval: Duration::from_secs(30), timeout: Duration::from_secs(20) };
 
 #[tokio::test]
 async fn a_backend_that_stops_answering_pings_has_its_calls_failed() {
     let (addr, _) = raw_peer(Peer::Silent).await;
     let quick = KeepAlive { interval: Duration::from_millis(50), timeout: Duration::from_millis(100) };
-    let failed = tokio::time::timeout(Duration::from_secs(5), call_raw(addr, quick)).await.expect("not hung");
-    let status = match failed {
-        Err(Failure::Opening(status)) => status,
-        other => panic!("expected the call to fail at its opening, got {other:?}"),
-    };
+    let status = failed_at_opening(call_raw(addr, quick)).await;
     assert_eq!(status.code(), Code::Unavailable);
     assert!(status.message().contains("keep-alive"), "{}", status.message());
 }
@@ -131,11 +135,7 @@ async fn a_backend_that_stops_answering_pings_has_its_calls_failed() {
 #[tokio::test]
 async fn a_backend_that_breaks_the_protocol_gets_a_goaway_and_the_call_fails() {
     let (addr, mut frames) = raw_peer(Peer::Breaks).await;
-    let failed = tokio::time::timeout(Duration::from_secs(5), call_raw(addr, SECONDS)).await.expect("not hung");
-    let status = match failed {
-        Err(Failure::Opening(status)) => status,
-        other => panic!("expected the call to fail at its opening, got {other:?}"),
-    };
+    let status = failed_at_opening(call_raw(addr, SECONDS)).await;
     assert_eq!(status.code(), Code::Internal);
     assert!(status.message().contains("DATA on stream 0"), "{}", status.message());
     let mut kinds = Vec::new();
