@@ -36,6 +36,69 @@ async fn server(answer: Answer) -> (SocketAddr, Arc<AtomicUsize>) {
 
 /// [`server`], its connections set up by `builder`.
 async fn server_with(builder: h2::server::Builder, answer: Answer) -> (SocketAddr, Arc<AtomicUsize>) {
+    accepting(move |tcp| {
+        let (answer, builder) = (answer.clone(), builder.clone());
+        async move {
+            let Ok(mut connection) = builder.handshake(tcp).await else { return };
+            while let Some(Ok((request, mut respond))) = connection.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let big = request.headers().get("x-big").cloned();
+                    let mut body = request.into_body();
+                    let mut received = Vec::new();
+                    while let Some(Ok(chunk)) = body.data().await {
+                        let _ = body.flow_control().release_capacity(chunk.len());
+                        received.extend_from_slice(&chunk);
+                    }
+                    match answer {
+                        Answer::Echo => {
+                            let mut head = Response::builder().status(200).header("content-type", "application/grpc");
+                            if let Some(big) = big {
+                                head = head.header("x-big", big);
+                            }
+                            let Ok(mut send) = respond.send_response(head.body(()).expect("head"), false) else {
+                                return;
+                            };
+                            let _ = send.send_data(Bytes::from(received), false);
+                            let _ = send.send_trailers(headers(&[OK]));
+                        }
+                        Answer::Reset(reason) => respond.send_reset(reason),
+                        Answer::Hang(count) => {
+                            count.fetch_add(1, Ordering::SeqCst);
+                            if std::future::poll_fn(|cx| respond.poll_reset(cx)).await.is_ok() {
+                                count.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        Answer::Frames(frames, trailers) => {
+                            let head = Response::builder().status(200).header("content-type", "application/grpc");
+                            let Ok(mut send) = respond.send_response(head.body(()).expect("head"), false) else {
+                                return;
+                            };
+                            for frame in frames {
+                                let _ = send.send_data(frame, false);
+                            }
+                            let _ = send.send_trailers(headers(&trailers));
+                        }
+                        Answer::HeadersOnly(status, fields) => {
+                            let mut head = Response::builder().status(status).body(()).expect("head");
+                            *head.headers_mut() = headers(&fields);
+                            let _ = respond.send_response(head, true);
+                        }
+                    }
+                });
+            }
+        }
+    })
+    .await
+}
+
+/// A loopback port whose every connection `serve` handles in a task of its
+/// own; its address and a count of connections accepted.
+async fn accepting<F, Fut>(serve: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -43,58 +106,7 @@ async fn server_with(builder: h2::server::Builder, answer: Answer) -> (SocketAdd
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             counter.fetch_add(1, Ordering::SeqCst);
-            let (answer, builder) = (answer.clone(), builder.clone());
-            tokio::spawn(async move {
-                let Ok(mut connection) = builder.handshake(tcp).await else { return };
-                while let Some(Ok((request, mut respond))) = connection.accept().await {
-                    let answer = answer.clone();
-                    tokio::spawn(async move {
-                        let big = request.headers().get("x-big").cloned();
-                        let mut body = request.into_body();
-                        let mut received = Vec::new();
-                        while let Some(Ok(chunk)) = body.data().await {
-                            let _ = body.flow_control().release_capacity(chunk.len());
-                            received.extend_from_slice(&chunk);
-                        }
-                        match answer {
-                            Answer::Echo => {
-                                let mut head =
-                                    Response::builder().status(200).header("content-type", "application/grpc");
-                                if let Some(big) = big {
-                                    head = head.header("x-big", big);
-                                }
-                                let Ok(mut send) = respond.send_response(head.body(()).expect("head"), false) else {
-                                    return;
-                                };
-                                let _ = send.send_data(Bytes::from(received), false);
-                                let _ = send.send_trailers(headers(&[OK]));
-                            }
-                            Answer::Reset(reason) => respond.send_reset(reason),
-                            Answer::Hang(count) => {
-                                count.fetch_add(1, Ordering::SeqCst);
-                                if std::future::poll_fn(|cx| respond.poll_reset(cx)).await.is_ok() {
-                                    count.fetch_add(1, Ordering::SeqCst);
-                                }
-                            }
-                            Answer::Frames(frames, trailers) => {
-                                let head = Response::builder().status(200).header("content-type", "application/grpc");
-                                let Ok(mut send) = respond.send_response(head.body(()).expect("head"), false) else {
-                                    return;
-                                };
-                                for frame in frames {
-                                    let _ = send.send_data(frame, false);
-                                }
-                                let _ = send.send_trailers(headers(&trailers));
-                            }
-                            Answer::HeadersOnly(status, fields) => {
-                                let mut head = Response::builder().status(status).body(()).expect("head");
-                                *head.headers_mut() = headers(&fields);
-                                let _ = respond.send_response(head, true);
-                            }
-                        }
-                    });
-                }
-            });
+            tokio::spawn(serve(tcp));
         }
     });
     (addr, accepted)
@@ -375,31 +387,23 @@ async fn grpc_clients_never_see_details_that_are_not_base64() {
 async fn a_connection_closed_with_goaway_is_replaced_for_the_next_call() {
     // Each connection answers one call, then says GOAWAY (as a backend
     // going away or rotating its connections does).
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let Ok(mut connection) = h2::server::handshake(tcp).await else { return };
-                if let Some(Ok((request, mut respond))) = connection.accept().await {
-                    let mut body = request.into_body();
-                    while let Some(Ok(chunk)) = body.data().await {
-                        let _ = body.flow_control().release_capacity(chunk.len());
-                    }
-                    let head = Response::builder().status(200).header("content-type", "application/grpc");
-                    if let Ok(mut send) = respond.send_response(head.body(()).expect("head"), false) {
-                        let _ = send.send_data(framed(b"one"), false);
-                        let _ = send.send_trailers(headers(&[OK]));
-                    }
-                }
-                connection.graceful_shutdown();
-                while connection.accept().await.is_some() {}
-            });
+    let (addr, accepted) = accepting(|tcp| async move {
+        let Ok(mut connection) = h2::server::handshake(tcp).await else { return };
+        if let Some(Ok((request, mut respond))) = connection.accept().await {
+            let mut body = request.into_body();
+            while let Some(Ok(chunk)) = body.data().await {
+                let _ = body.flow_control().release_capacity(chunk.len());
+            }
+            let head = Response::builder().status(200).header("content-type", "application/grpc");
+            if let Ok(mut send) = respond.send_response(head.body(()).expect("head"), false) {
+                let _ = send.send_data(framed(b"one"), false);
+                let _ = send.send_trailers(headers(&[OK]));
+            }
         }
-    });
+        connection.graceful_shutdown();
+        while connection.accept().await.is_some() {}
+    })
+    .await;
     let connection = connection(addr);
     for round in 1..=3 {
         let reply = call(&connection).await.unwrap_or_else(|err| panic!("call {round}: {err:?}"));
