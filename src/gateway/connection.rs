@@ -26,7 +26,6 @@ use std::time::Duration;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tower::Service;
 
@@ -82,8 +81,6 @@ pub struct State {
     /// When the first bytes of the next HTTP/1 request arrived ([`NONE`]
     /// until they do).
     head_started_ms: AtomicU64,
-    /// Wakes the watcher when a deadline starts early.
-    wake: Notify,
 }
 
 const NONE: u64 = u64::MAX;
@@ -105,7 +102,6 @@ impl State {
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
             head_started_ms: AtomicU64::new(NONE),
-            wake: Notify::new(),
         })
     }
 
@@ -116,7 +112,6 @@ impl State {
             && self.head_started_ms.load(Ordering::Relaxed) == NONE
         {
             self.head_started_ms.store(self.elapsed_ms(), Ordering::Relaxed);
-            self.wake.notify_one();
         }
     }
 
@@ -395,6 +390,14 @@ pub enum Closed {
 /// deadline of `timeouts` passes. A connection that went idle, or was asked
 /// to shut down, is closed with `graceful` (HTTP/2: GOAWAY) and given the
 /// header-read timeout to finish before it is dropped.
+///
+/// Requests do not wake the watcher. A deadline only ever starts at an
+/// event (a request's first bytes, a request's end) and runs for the
+/// header-read or the idle timeout, so a timer armed no later than
+/// `now + min(header_read, idle)` is never late for a deadline that
+/// starts after it was armed: when it fires, the state is read again and
+/// the timer armed again. A busy connection costs one timer wake per
+/// `min(header_read, idle)`, not a timer and a wake-up per request.
 pub async fn watch<C: Future>(
     conn: C,
     graceful: impl Fn(Pin<&mut C>),
@@ -402,29 +405,34 @@ pub async fn watch<C: Future>(
     timeouts: Timeouts,
     shutdown: impl Future<Output = ()>,
 ) -> (Closed, Option<C::Output>) {
+    let horizon = timeouts.header_read.min(timeouts.idle);
     tokio::pin!(conn);
     tokio::pin!(shutdown);
+    let timer = tokio::time::sleep_until(Instant::now() + horizon);
+    tokio::pin!(timer);
     let mut closing: Option<Instant> = None;
     loop {
+        let now = Instant::now();
         let wait = match closing {
             Some(deadline) => deadline,
-            None => match state.step(timeouts, Instant::now()) {
-                Step::Wait(deadline) => deadline,
+            None => match state.step(timeouts, now) {
+                Step::Wait(deadline) => deadline.min(now + horizon),
                 Step::Drop => return (Closed::Silent, None),
                 Step::Graceful => {
                     graceful(conn.as_mut());
-                    *closing.insert(Instant::now() + timeouts.header_read)
+                    *closing.insert(now + timeouts.header_read)
                 }
             },
         };
+        timer.as_mut().reset(wait);
         tokio::select! {
+            biased;
             output = conn.as_mut() => return (Closed::Ended, Some(output)),
             () = &mut shutdown, if closing.is_none() => {
                 graceful(conn.as_mut());
                 closing = Some(Instant::now() + timeouts.header_read);
             }
-            () = state.wake.notified() => {}
-            () = tokio::time::sleep_until(wait) => {
+            () = timer.as_mut() => {
                 if closing.is_some_and(|deadline| deadline <= Instant::now()) {
                     return (Closed::Forced, None);
                 }
