@@ -183,6 +183,20 @@ fn start_flusher() {
     }
 }
 
+/// A field's name as each format writes it before the value, spelled
+/// out at compile time.
+#[derive(Clone, Copy)]
+struct Key {
+    json: &'static str,
+    text: &'static str,
+}
+
+macro_rules! key {
+    ($name:literal) => {
+        Key { json: concat!(",\"", $name, "\":"), text: concat!(" ", $name, "=") }
+    };
+}
+
 /// One access line being written.
 struct Line {
     out: String,
@@ -212,37 +226,26 @@ impl Line {
         }
     }
 
-    fn key(&mut self, name: &str) {
-        match self.json {
-            true => {
-                self.out.push_str(",\"");
-                self.out.push_str(name);
-                self.out.push_str("\":");
-            }
-            false => {
-                self.out.push(' ');
-                self.out.push_str(name);
-                self.out.push('=');
-            }
-        }
+    fn key(&mut self, key: Key) {
+        self.out.push_str(if self.json { key.json } else { key.text });
     }
 
     /// The fields after the level and target; `message` first, as a
     /// `tracing` event has it.
     fn fields(&mut self, fields: &AccessLine<'_>) {
-        self.str("message", "access");
-        self.str("request_id", fields.request_id);
-        self.str("peer", fields.peer);
-        self.str("method", fields.method);
-        self.str("route", fields.route);
-        self.str("grpc_method", fields.grpc_method);
-        self.u64("status", u64::from(fields.status));
-        self.str("grpc_code", fields.grpc_code);
-        self.f64("latency_ms", fields.latency_ms);
-        self.str("upstream", fields.upstream);
-        self.str("consumer", fields.consumer);
-        self.u64("bytes_in", fields.bytes_in);
-        self.u64("bytes_out", fields.bytes_out);
+        self.str(key!("message"), "access");
+        self.str(key!("request_id"), fields.request_id);
+        self.str(key!("peer"), fields.peer);
+        self.str(key!("method"), fields.method);
+        self.str(key!("route"), fields.route);
+        self.str(key!("grpc_method"), fields.grpc_method);
+        self.u64(key!("status"), u64::from(fields.status));
+        self.str(key!("grpc_code"), fields.grpc_code);
+        self.f64(key!("latency_ms"), fields.latency_ms);
+        self.str(key!("upstream"), fields.upstream);
+        self.str(key!("consumer"), fields.consumer);
+        self.u64(key!("bytes_in"), fields.bytes_in);
+        self.u64(key!("bytes_out"), fields.bytes_out);
     }
 
     fn end(&mut self) {
@@ -272,22 +275,29 @@ impl Line {
 /// are ASCII, and a char pattern decodes UTF-8 for every field of every
 /// line.
 fn needs_quotes(value: &str) -> bool {
-    value.bytes().any(|b| matches!(b, b' ' | b'"' | b'='))
+    any_byte(value, |b| (b == b' ') | (b == b'"') | (b == b'='))
+}
+
+/// Whether `special` holds for any byte of `value`. Without an early
+/// exit the loop is vectorised, and a line's values are short: most of
+/// them are scanned whole anyway.
+fn any_byte(value: &str, special: impl Fn(u8) -> bool) -> bool {
+    value.bytes().fold(false, |found, b| found | special(b))
 }
 
 impl Line {
-    fn str(&mut self, name: &str, value: &str) {
-        self.key(name);
+    fn str(&mut self, key: Key, value: &str) {
+        self.key(key);
         self.string(value);
     }
 
-    fn u64(&mut self, name: &str, value: u64) {
-        self.key(name);
+    fn u64(&mut self, key: Key, value: u64) {
+        self.key(key);
         self.out.push_str(itoa::Buffer::new().format(value));
     }
 
-    fn f64(&mut self, name: &str, value: f64) {
-        self.key(name);
+    fn f64(&mut self, key: Key, value: f64) {
+        self.key(key);
         // Three decimals (milliseconds to the microsecond), without the
         // float formatter.
         match (0.0..1e15).contains(&value) {
@@ -307,6 +317,11 @@ impl Line {
 /// `value` as a JSON string, quotes included.
 fn json_string(out: &mut String, value: &str) {
     out.push('"');
+    if !any_byte(value, |b| (b < 0x20) | (b == b'"') | (b == b'\\')) {
+        out.push_str(value);
+        out.push('"');
+        return;
+    }
     let mut start = 0;
     for (at, byte) in value.bytes().enumerate() {
         let escape = match byte {
@@ -366,11 +381,14 @@ fn write_timestamp(out: &mut String, secs: u64, micros: u32) {
 }
 
 /// `value`'s last `width` decimal digits, zero-padded.
-fn push_digits(out: &mut String, value: u64, width: u32) {
-    for place in (0..width).rev() {
-        let digit = (value / 10u64.pow(place) % 10) as u8;
-        out.push(char::from(b'0' + digit));
+fn push_digits(out: &mut String, mut value: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let width = width.min(digits.len());
+    for digit in digits[..width].iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
     }
+    out.push_str(std::str::from_utf8(&digits[..width]).unwrap_or_default());
 }
 
 /// Days since 1970-01-01 as a proleptic Gregorian date (Howard Hinnant's
@@ -492,13 +510,15 @@ mod tests {
     #[test]
     fn key_value_fields_are_quoted_only_when_they_must_be() {
         let mut line = Line { out: String::new(), json: false };
-        for (name, value) in [("empty", ""), ("spaced", "a b"), ("plain", "x"), ("eq", "é=1")] {
-            line.str(name, value);
-        }
+        line.str(key!("empty"), "");
+        line.str(key!("spaced"), "a b");
+        line.str(key!("plain"), "x");
+        line.str(key!("eq"), "é=1");
         assert_eq!(line.out, r#" empty="" spaced="a b" plain=x eq="é=1""#);
         let mut line = Line { out: String::new(), json: true };
-        line.str("s", "q\"");
-        assert_eq!(line.out, r#","s":"q\"""#);
+        line.str(key!("s"), "q\"");
+        line.str(key!("t"), "plain");
+        assert_eq!(line.out, r#","s":"q\"","t":"plain""#);
     }
 
     #[test]
@@ -508,5 +528,11 @@ mod tests {
         assert_eq!(out, r#""a\"b\\c\nd\u0001é""#);
         let parsed: String = serde_json::from_str(&out).expect("valid JSON");
         assert_eq!(parsed, "a\"b\\c\nd\u{1}é");
+        // Nothing to escape, or only at the last byte.
+        for (value, quoted) in [("plain/é", r#""plain/é""#), ("", r#""""#), ("abc\t", r#""abc\t""#)] {
+            out.clear();
+            json_string(&mut out, value);
+            assert_eq!(out, quoted);
+        }
     }
 }
