@@ -68,7 +68,10 @@ struct Capture {
 
 #[derive(Default)]
 struct Node {
-    literals: HashMap<Box<str>, Node>,
+    /// Hashed by foldhash, not SipHash: the keys come from the
+    /// descriptors, not from clients, and every request looks up one per
+    /// segment.
+    literals: HashMap<Box<str>, Node, foldhash::fast::RandomState>,
     single: Option<Box<Node>>,
     /// Routes whose template ends at this node.
     end: Ends,
