@@ -271,18 +271,17 @@ impl Line {
     }
 }
 
-/// Whether a key=value value must be quoted. Bytes, not chars: the three
-/// are ASCII, and a char pattern decodes UTF-8 for every field of every
+/// Whether a key=value value must be quoted. A byte search (the three are
+/// ASCII): a char pattern would decode UTF-8 for every field of every
 /// line.
 fn needs_quotes(value: &str) -> bool {
-    any_byte(value, |b| (b == b' ') | (b == b'"') | (b == b'='))
+    memchr::memchr3(b' ', b'"', b'=', value.as_bytes()).is_some()
 }
 
-/// Whether `special` holds for any byte of `value`. Without an early
-/// exit the loop is vectorised, and a line's values are short: most of
-/// them are scanned whole anyway.
-fn any_byte(value: &str, special: impl Fn(u8) -> bool) -> bool {
-    value.bytes().fold(false, |found, b| found | special(b))
+/// Whether a JSON string must escape something in `value`.
+fn needs_escapes(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    memchr::memchr2(b'"', b'\\', bytes).is_some() || bytes.iter().fold(false, |control, &b| control | (b < 0x20))
 }
 
 impl Line {
@@ -317,7 +316,7 @@ impl Line {
 /// `value` as a JSON string, quotes included.
 fn json_string(out: &mut String, value: &str) {
     out.push('"');
-    if !any_byte(value, |b| (b < 0x20) | (b == b'"') | (b == b'\\')) {
+    if !needs_escapes(value) {
         out.push_str(value);
         out.push('"');
         return;
