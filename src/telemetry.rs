@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use self::context::TraceContext;
 pub use self::export::Exporter;
-pub use self::span::CallSpan;
+pub use self::span::{CallSpan, Carrier};
 
 /// The `tracing` target of the gateway's spans: only the OTLP layer sees
 /// it, the log output never does.

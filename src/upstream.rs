@@ -24,7 +24,7 @@ use http::{HeaderName, HeaderValue};
 use prost_reflect::DynamicMessage;
 use tokio::time::Instant;
 use tonic::body::Body;
-use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::metadata::MetadataMap;
 use tonic::Code;
 
 use crate::config::tls::UpstreamTlsConfig;
@@ -38,10 +38,12 @@ use crate::transcode::DynamicCodec;
 
 pub mod cluster;
 pub mod connection;
+mod metadata;
 
 use self::cluster::{Admitted, Attempt, Cluster, Outcome, Resolve, SystemResolver};
 pub use self::connection::UnaryReply;
 use self::connection::{ConnectError, Connection, Failure, Reset};
+pub use self::metadata::CallMetadata;
 
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
@@ -118,7 +120,7 @@ impl Upstream {
         &self,
         path: PathAndQuery,
         message: Outgoing,
-        mut metadata: MetadataMap,
+        mut metadata: CallMetadata,
         timeout: Duration,
     ) -> Result<UnaryReply, GatewayError> {
         let deadline = Deadline { at: Instant::now() + timeout, timeout };
@@ -130,11 +132,10 @@ impl Upstream {
         let call = async {
             let mut tried = Tried::default();
             loop {
-                let (attempt, metadata, last) = self.next_try(&mut tried, &mut metadata, retries)?;
-                let mut headers = metadata.into_headers();
-                headers.insert(GRPC_TIMEOUT, grpc_timeout(deadline.at));
+                let (attempt, mut metadata, last) = self.next_try(&mut tried, &mut metadata, retries)?;
+                metadata.append(GRPC_TIMEOUT, grpc_timeout(deadline.at));
                 let connection = attempt.endpoint.connection();
-                match connection.unary(&path, &headers, &framed).await {
+                match connection.unary(&path, metadata.fields(), &framed).await {
                     Ok(reply) => {
                         self.cluster.report(&attempt.endpoint, Outcome::Answered);
                         return Ok(reply);
@@ -166,9 +167,9 @@ impl Upstream {
     fn next_try(
         &self,
         tried: &mut Tried,
-        metadata: &mut MetadataMap,
+        metadata: &mut CallMetadata,
         retries: Retries,
-    ) -> Result<(Attempt, MetadataMap, bool), GatewayError> {
+    ) -> Result<(Attempt, CallMetadata, bool), GatewayError> {
         let attempt = self.cluster.pick(tried.as_slice()).ok_or_else(|| self.no_endpoint())?;
         // With no other endpoint to go to, no retry can follow: the
         // metadata need not be kept (the common case of one endpoint).
@@ -207,7 +208,7 @@ impl Upstream {
         path: PathAndQuery,
         codec: DynamicCodec,
         requests: S,
-        mut metadata: MetadataMap,
+        mut metadata: CallMetadata,
         deadline: Option<Deadline>,
     ) -> Result<StreamReply, GatewayError>
     where
@@ -222,13 +223,12 @@ impl Upstream {
         let call = async {
             let mut tried = Tried::default();
             loop {
-                let (attempt, metadata, last) = self.next_try(&mut tried, &mut metadata, retries)?;
-                let mut request = tonic::Request::from_parts(metadata, Default::default(), requests.attempt());
+                let (attempt, mut metadata, last) = self.next_try(&mut tried, &mut metadata, retries)?;
                 if let Some(deadline) = deadline {
-                    if let Ok(value) = MetadataValue::try_from(grpc_timeout(deadline.at).as_bytes()) {
-                        request.metadata_mut().insert("grpc-timeout", value);
-                    }
+                    metadata.append(GRPC_TIMEOUT, grpc_timeout(deadline.at));
                 }
+                let mut request =
+                    tonic::Request::from_parts(metadata.into_metadata_map(), Default::default(), requests.attempt());
                 let cancel = CancelOnDrop(Some(request.cancellation_handle()));
                 // The backend's response body goes into the kill switch's
                 // slot, so that it can be dropped from outside the call.

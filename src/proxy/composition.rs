@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::upstream::CallMetadata;
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use http::header::CONTENT_TYPE;
 use http::{HeaderName, HeaderValue, Request, Response};
@@ -19,7 +20,6 @@ use prost_reflect::{DynamicMessage, Kind, Value};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 use tokio::time::Instant;
-use tonic::metadata::MetadataMap;
 use tonic::Code;
 
 use super::request::{call_metadata, call_timeout, read_whole_body, Handler};
@@ -123,7 +123,7 @@ enum Outcome {
 struct Run<'a> {
     plan: &'a CompositionPlan,
     inputs: &'a Inputs<'a>,
-    metadata: MetadataMap,
+    metadata: CallMetadata,
     /// The route's, and its length (for the error).
     deadline: Instant,
     timeout: Duration,

@@ -25,6 +25,7 @@ use tonic::metadata::MetadataMap;
 use crate::http::identity::{Identity, IdentityForwarding, X_AUTH_PROVIDER, X_CONSUMER_ID};
 use crate::http::request_id::X_REQUEST_ID;
 use crate::telemetry::context::{TRACEPARENT, TRACESTATE};
+use crate::upstream::CallMetadata;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -84,10 +85,10 @@ impl MetadataRules {
         peer: &HeaderValue,
         request_id: &HeaderValue,
         identity: Option<&Identity>,
-    ) -> MetadataMap {
+    ) -> CallMetadata {
         // Room for what the gateway adds here and on the way out (request
-        // id, forwarding, trace context, gRPC's own headers): no regrowth.
-        let mut out = HeaderMap::with_capacity(16);
+        // id, forwarding, trace context, the timeout): no regrowth.
+        let mut out = CallMetadata::with_capacity(8);
         let mut forwarded_for = None;
         let has_connection_options = headers.contains_key(CONNECTION);
         for (name, value) in headers {
@@ -148,14 +149,14 @@ impl MetadataRules {
         if let Some(identity) = identity {
             self.identity_metadata(identity, &mut out);
         }
-        MetadataMap::from_headers(out)
+        out
     }
 
     /// `x-consumer-id`, `x-auth-provider` and the forwarded claims; a
     /// claim that is an array or object goes as its JSON text. A value a
     /// header cannot carry (gRPC ASCII metadata: printable ASCII only) is
     /// left out.
-    fn identity_metadata(&self, identity: &Identity, out: &mut HeaderMap) {
+    fn identity_metadata(&self, identity: &Identity, out: &mut CallMetadata) {
         if let Some(token) = &identity.token {
             out.insert(AUTHORIZATION, token.clone());
         }

@@ -15,7 +15,6 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use tokio::sync::watch;
-use tonic::metadata::MetadataMap;
 use tonic::Code;
 
 use super::metadata::MetadataRules;
@@ -26,6 +25,7 @@ use crate::http::request_id::{new_request_id, X_REQUEST_ID};
 use crate::http::Identity;
 use crate::metrics::Metrics;
 use crate::telemetry::TraceContext;
+use crate::upstream::CallMetadata;
 
 const GRPC_TIMEOUT: &str = "grpc-timeout";
 
@@ -61,23 +61,19 @@ impl Ending {
 /// The upstream call's metadata for the request `parts` from `peer`, with
 /// the request's trace context (each call then names its own span in it:
 /// `telemetry::CallSpan`).
-pub fn call_metadata(rules: &MetadataRules, parts: &Parts, peer: &HeaderValue) -> MetadataMap {
+pub fn call_metadata(rules: &MetadataRules, parts: &Parts, peer: &HeaderValue) -> CallMetadata {
     let request_id = parts.headers.get(X_REQUEST_ID).cloned().unwrap_or_else(new_request_id);
-    let metadata = rules.request_metadata(
+    let mut metadata = rules.request_metadata(
         &parts.headers,
         parts.uri.authority().map(|a| a.as_str()),
         peer,
         &request_id,
         parts.extensions.get::<Identity>(),
     );
-    match parts.extensions.get::<TraceContext>() {
-        Some(trace) => {
-            let mut headers = metadata.into_headers();
-            trace.propagate(&mut headers);
-            MetadataMap::from_headers(headers)
-        }
-        None => metadata,
+    if let Some(trace) = parts.extensions.get::<TraceContext>() {
+        trace.propagate(&mut metadata);
     }
+    metadata
 }
 
 /// The call's timeout: the route's `limit`, shortened (never lengthened)

@@ -11,9 +11,8 @@
 
 use std::fmt;
 
-use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
-use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::Code;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -21,8 +20,24 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use super::context::{random_span_id, write_hex, TraceContext, Traceparent, SAMPLED, TRACEPARENT, TRACESTATE};
 use super::{exporting, SPAN_TARGET};
 
-/// `traceparent` as a metadata key.
-const TRACEPARENT_KEY: &str = "traceparent";
+/// The metadata of an upstream call, whatever holds it, as the trace
+/// context reads and writes it: OpenTelemetry's extractor and injector in
+/// one.
+pub trait Carrier {
+    fn get(&self, name: &HeaderName) -> Option<&HeaderValue>;
+    /// Sets `name` to `value` alone.
+    fn set(&mut self, name: HeaderName, value: HeaderValue);
+}
+
+impl Carrier for HeaderMap {
+    fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
+        HeaderMap::get(self, name)
+    }
+
+    fn set(&mut self, name: HeaderName, value: HeaderValue) {
+        self.insert(name, value);
+    }
+}
 
 /// The request's server span, held until its answer is known.
 #[derive(Debug)]
@@ -81,12 +96,12 @@ impl TraceContext {
     /// ([`CallSpan`]); otherwise, that id is the call's (no span
     /// exists), and a request making several calls gives each a copy with
     /// an id of its own ([`with_own_span_id`]).
-    pub fn propagate(&self, metadata: &mut HeaderMap) {
+    pub fn propagate(&self, metadata: &mut impl Carrier) {
         if let Some(value) = self.current().to_header() {
-            metadata.insert(TRACEPARENT, value);
+            metadata.set(TRACEPARENT, value);
         }
         if let Some(state) = &self.state {
-            metadata.insert(TRACESTATE, state.clone());
+            metadata.set(TRACESTATE, state.clone());
         }
     }
 
@@ -151,17 +166,17 @@ impl CallSpan {
     /// [`TraceContext::propagate`]), and puts the call's own span id in
     /// that `traceparent`. Does nothing unless exporting, or without a
     /// traceparent.
-    pub fn start(metadata: &mut MetadataMap, server: &Uri, grpc_path: &str) -> Self {
+    pub fn start(metadata: &mut impl Carrier, server: &Uri, grpc_path: &str) -> Self {
         if !exporting() {
             return Self(None);
         }
-        let Some(parent) = metadata.get(TRACEPARENT_KEY).and_then(|v| Traceparent::parse(v.as_bytes())) else {
+        let Some(parent) = metadata.get(&TRACEPARENT).and_then(|v| Traceparent::parse(v.as_bytes())) else {
             return Self(None);
         };
         let span = client_span(&parent, server, grpc_path);
         let own = ids_of(&span).unwrap_or_else(|| parent.with_parent(random_span_id()));
-        if let Ok(value) = MetadataValue::try_from(&own.encode()) {
-            metadata.insert(TRACEPARENT_KEY, value);
+        if let Some(value) = own.to_header() {
+            metadata.set(TRACEPARENT, value);
         }
         Self(Some(span))
     }
@@ -180,14 +195,15 @@ impl CallSpan {
 /// `metadata` for one of several calls sent with copies of one request's
 /// metadata (a composition's): a span id of the call's own in its
 /// `traceparent`. While exporting, [`CallSpan::start`] does that instead.
-pub fn with_own_span_id(mut metadata: MetadataMap) -> MetadataMap {
+pub fn with_own_span_id<C: Carrier>(mut metadata: C) -> C {
     if exporting() {
         return metadata;
     }
-    if let Some(mut value) = metadata.get(TRACEPARENT_KEY).and_then(|v| <[u8; 55]>::try_from(v.as_bytes()).ok()) {
+    if let Some(mut value) = metadata.get(&TRACEPARENT).and_then(|v| <[u8; 55]>::try_from(v.as_bytes()).ok()) {
         write_hex(&mut value[36..52], &random_span_id());
-        if let Ok(value) = MetadataValue::try_from(&value) {
-            metadata.insert(TRACEPARENT_KEY, value);
+        if let Ok(mut value) = HeaderValue::from_bytes(&value) {
+            value.set_sensitive(true);
+            metadata.set(TRACEPARENT, value);
         }
     }
     metadata
@@ -237,10 +253,9 @@ mod tests {
     #[test]
     fn each_call_of_several_gets_its_own_span_id_in_the_same_trace() {
         let ctx = TraceContext::new_trace();
-        let mut headers = http::HeaderMap::new();
-        ctx.propagate(&mut headers);
-        let metadata = MetadataMap::from_headers(headers);
-        let sent = |md: MetadataMap| {
+        let mut metadata = http::HeaderMap::new();
+        ctx.propagate(&mut metadata);
+        let sent = |md: HeaderMap| {
             let md = with_own_span_id(md);
             Traceparent::parse(md.get("traceparent").expect("traceparent").as_bytes()).expect("valid")
         };
@@ -252,7 +267,7 @@ mod tests {
         assert_ne!(a.parent_id, ctx.current().parent_id);
 
         // Not exporting, a call's span is nothing and leaves the metadata be.
-        let mut md = MetadataMap::new();
+        let mut md = HeaderMap::new();
         let server: Uri = "http://backend:50051".parse().expect("uri");
         let span = CallSpan::start(&mut md, &server, "/pkg.Svc/Get");
         assert!(span.0.is_none());

@@ -344,7 +344,7 @@ impl Connection {
     pub async fn unary(
         &self,
         path: &PathAndQuery,
-        headers: &HeaderMap,
+        fields: &[(HeaderName, HeaderValue)],
         message: &Bytes,
     ) -> Result<UnaryReply, Failure> {
         let mut replaced = false;
@@ -353,7 +353,7 @@ impl Connection {
             let wire = live(&self.wire, self.addr, || open_wire(self.target.clone(), self.addr).boxed())
                 .await
                 .map_err(|err| Failure::Opening(unreachable(err)))?;
-            match wire.open(path, headers, message).await {
+            match wire.open(path, fields, message).await {
                 Ok(opened) => break opened,
                 Err(status) if !replaced => {
                     tracing::debug!(endpoint = %self.addr, reason = %status.message(), "connection takes no new calls; reconnecting");

@@ -130,7 +130,7 @@ fn connection(addr: SocketAddr) -> Connection {
 }
 
 async fn call(connection: &Connection) -> Result<UnaryReply, Failure> {
-    connection.unary(&PathAndQuery::from_static("/t.S/M"), &HeaderMap::new(), &framed(b"ask")).await
+    connection.unary(&PathAndQuery::from_static("/t.S/M"), &[], &framed(b"ask")).await
 }
 
 fn opening(result: Result<UnaryReply, Failure>) -> Status {
@@ -277,7 +277,7 @@ async fn large_messages_go_and_come_as_the_windows_allow() {
     let connection = connection(addr);
     let path = PathAndQuery::from_static("/t.S/M");
     for _ in 0..2 {
-        let reply = connection.unary(&path, &HeaderMap::new(), &framed(&message)).await.expect("answer");
+        let reply = connection.unary(&path, &[], &framed(&message)).await.expect("answer");
         assert!(reply.message.as_deref() == Some(&message[..]), "the message came back changed");
     }
 }
@@ -286,8 +286,7 @@ async fn large_messages_go_and_come_as_the_windows_allow() {
 async fn header_blocks_over_a_frame_go_and_come_in_continuation_frames() {
     let (addr, _) = server(Answer::Echo).await;
     let big = "b".repeat(40_000);
-    let mut fields = HeaderMap::new();
-    fields.insert("x-big", HeaderValue::from_str(&big).expect("value"));
+    let fields = [(http::HeaderName::from_static("x-big"), HeaderValue::from_str(&big).expect("value"))];
     let reply =
         connection(addr).unary(&PathAndQuery::from_static("/t.S/M"), &fields, &framed(b"m")).await.expect("answer");
     assert_eq!(reply.headers.get("x-big").and_then(|v| v.to_str().ok()), Some(&big[..]));
@@ -301,7 +300,7 @@ async fn calls_past_the_backends_stream_limit_wait_their_turn() {
     let connection = connection(addr);
     let calls = (0..6u8).map(|i| {
         let connection = connection.clone();
-        async move { connection.unary(&PathAndQuery::from_static("/t.S/M"), &HeaderMap::new(), &framed(&[i])).await }
+        async move { connection.unary(&PathAndQuery::from_static("/t.S/M"), &[], &framed(&[i])).await }
     });
     for (i, reply) in futures_util::future::join_all(calls).await.into_iter().enumerate() {
         assert_eq!(reply.expect("answer").message.as_deref(), Some(&[i as u8][..]));

@@ -27,7 +27,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, TE, USER_AGENT};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
@@ -474,15 +474,20 @@ impl Wire {
     /// (a slice of `message`, no copy) until they do. An `Err` means this
     /// connection takes no new streams (GOAWAY, closed, ids used up), and
     /// another one may.
-    pub async fn open(&self, path: &PathAndQuery, headers: &HeaderMap, message: &Bytes) -> Result<Opened, Status> {
+    pub async fn open(
+        &self,
+        path: &PathAndQuery,
+        fields: &[(HeaderName, HeaderValue)],
+        message: &Bytes,
+    ) -> Result<Opened, Status> {
         // Sized for what goes in: each field's name, value and at most 6
         // bytes of lengths and representation.
-        let fields: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 6).sum();
-        let mut block = Vec::with_capacity(self.head.len() + path.as_str().len() + 4 + fields);
+        let room: usize = fields.iter().map(|(name, value)| name.as_str().len() + value.len() + 6).sum();
+        let mut block = Vec::with_capacity(self.head.len() + path.as_str().len() + 4 + room);
         block.extend_from_slice(&self.head[..self.path_at]);
         indexed_name(&mut block, 4, path.as_str().as_bytes());
         block.extend_from_slice(&self.head[self.path_at..]);
-        for (name, value) in headers {
+        for (name, value) in fields {
             if name != CONTENT_TYPE && name != TE && name != USER_AGENT {
                 new_name(&mut block, name.as_str().as_bytes(), value.as_bytes());
             }

@@ -108,7 +108,7 @@ async fn call_raw(addr: std::net::SocketAddr, keep_alive: KeepAlive) -> Result<U
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let wire = Wire::handshake(tcp, &target, keep_alive).await.expect("handshake");
     let message = Bytes::from_static(&[0, 0, 0, 0, 0]);
-    let opened = wire.open(&PathAndQuery::from_static("/t.S/M"), &HeaderMap::new(), &message).await;
+    let opened = wire.open(&PathAndQuery::from_static("/t.S/M"), &[], &message).await;
     let Ok(opened) = opened else { panic!("the connection took no new stream") };
     opened.answer().await
 }
