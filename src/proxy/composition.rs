@@ -49,7 +49,7 @@ pub async fn call(
 ) -> Result<Response<Body>, GatewayError> {
     let route = &matched.route;
     let (parts, body) = req.into_parts();
-    let body = read_whole_body(body, &parts.headers, route.max_body, route.timeout).await?;
+    let body = read_whole_body(body, route.max_body, route.timeout).await?;
     if let Some(exchange) = parts.extensions.get::<Arc<Exchange>>() {
         exchange.add_bytes_in(body.len());
     }

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body::Body as _;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::watch;
 use tonic::Code;
@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::telemetry::TraceContext;
 use crate::upstream::CallMetadata;
 
-const GRPC_TIMEOUT: &str = "grpc-timeout";
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// What every handler of one connection shares.
 #[derive(Clone)]
@@ -92,16 +92,11 @@ pub fn call_timeout(headers: &HeaderMap, limit: Option<Duration>) -> Result<Opti
 /// The whole body, at most `limit` bytes (413 past it, before reading
 /// anything when the client announced its length), within `timeout` (408).
 /// A body already here, the usual case, costs no timer.
-pub async fn read_whole_body(
-    body: Incoming,
-    headers: &HeaderMap,
-    limit: usize,
-    timeout: Duration,
-) -> Result<Bytes, GatewayError> {
+pub async fn read_whole_body(body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, GatewayError> {
     if body.is_end_stream() {
         return Ok(Bytes::new());
     }
-    let read = read_body(body, headers, limit);
+    let read = read_body(body, limit);
     tokio::pin!(read);
     match std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
         Poll::Ready(body) => body,
@@ -142,15 +137,38 @@ pub fn announced_too_large(headers: &HeaderMap, limit: usize) -> bool {
         .is_some_and(|len| len > limit as u64)
 }
 
-async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, GatewayError> {
-    if announced_too_large(headers, limit) {
+async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, GatewayError> {
+    // hyper knows the announced length (`Content-Length`): over the limit,
+    // nothing is read.
+    if body.size_hint().lower() > limit as u64 {
         return Err(too_large(limit));
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<LengthLimitError>() => Err(too_large(limit)),
-        Err(err) => Err(body_error(&err)),
+    // One chunk, the usual case, is the body as it is; more are joined.
+    let mut first = Bytes::new();
+    let mut joined: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| body_error(&err))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let read = joined.as_ref().map_or(first.len(), BytesMut::len);
+        if read + data.len() > limit {
+            return Err(too_large(limit));
+        }
+        match &mut joined {
+            Some(joined) => joined.extend_from_slice(&data),
+            None if first.is_empty() => first = data,
+            None => {
+                // Room for what the client announced is still to come.
+                let rest = usize::try_from(body.size_hint().lower()).unwrap_or(limit).min(limit - read - data.len());
+                let mut both = BytesMut::with_capacity(read + data.len() + rest);
+                both.extend_from_slice(&first);
+                both.extend_from_slice(&data);
+                joined = Some(both);
+            }
+        }
     }
+    Ok(joined.map_or(first, BytesMut::freeze))
 }
 
 /// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).

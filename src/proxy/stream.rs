@@ -93,7 +93,7 @@ async fn answer(
         let received = handler.metrics.stream_messages(&route.label, Direction::In);
         input.with(activity.clone(), fail).observed(received, exchange).boxed()
     } else {
-        let body = read_whole_body(body, &parts.headers, route.max_body, route.timeout).await?;
+        let body = read_whole_body(body, route.max_body, route.timeout).await?;
         if let Some(exchange) = &exchange {
             exchange.add_bytes_in(body.len());
         }

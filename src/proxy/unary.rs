@@ -33,7 +33,7 @@ pub async fn call(
     // A body sent slowly, or never, must not hold the request for good:
     // reading it gets the route's timeout (the upstream call then gets its
     // own).
-    let body = read_whole_body(body, &parts.headers, route.max_body, route.timeout).await?;
+    let body = read_whole_body(body, route.max_body, route.timeout).await?;
     let exchange = parts.extensions.get::<Arc<Exchange>>();
     if let Some(exchange) = exchange {
         exchange.add_bytes_in(body.len());

@@ -458,6 +458,10 @@ fn check_content_type(input: &RequestInput<'_>) -> Result<(), GatewayError> {
 }
 
 fn is_json(content_type: &str) -> bool {
+    // What nearly every client sends, without splitting and trimming.
+    if content_type.eq_ignore_ascii_case("application/json") {
+        return true;
+    }
     let essence = content_type.split(';').next().unwrap_or("").trim();
     if essence.is_empty() {
         return true;
