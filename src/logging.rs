@@ -271,17 +271,45 @@ impl Line {
     }
 }
 
-/// Whether a key=value value must be quoted. A byte search (the three are
-/// ASCII): a char pattern would decode UTF-8 for every field of every
-/// line.
+/// Whether a key=value value must be quoted: it has a space, a quote or
+/// `=`.
 fn needs_quotes(value: &str) -> bool {
-    memchr::memchr3(b' ', b'"', b'=', value.as_bytes()).is_some()
+    any_byte(
+        value.as_bytes(),
+        |word| has_byte(word, b' ') | has_byte(word, b'"') | has_byte(word, b'='),
+        |b| matches!(b, b' ' | b'"' | b'='),
+    )
 }
 
-/// Whether a JSON string must escape something in `value`.
+/// Whether a JSON string must escape something in `value`: a quote, a
+/// backslash or a control character.
 fn needs_escapes(value: &str) -> bool {
-    let bytes = value.as_bytes();
-    memchr::memchr2(b'"', b'\\', bytes).is_some() || bytes.iter().fold(false, |control, &b| control | (b < 0x20))
+    any_byte(
+        value.as_bytes(),
+        |word| has_byte(word, b'"') | has_byte(word, b'\\') | has_below(word, 0x20),
+        |b| b == b'"' || b == b'\\' || b < 0x20,
+    )
+}
+
+/// Eight bytes at a time: a line's values are short, too short for memchr
+/// to pay, and a byte loop costs several instructions a byte.
+fn any_byte(bytes: &[u8], word: impl Fn(u64) -> bool, byte: impl Fn(u8) -> bool) -> bool {
+    let mut words = bytes.chunks_exact(8);
+    let found = words.any(|chunk| <[u8; 8]>::try_from(chunk).is_ok_and(|w| word(u64::from_le_bytes(w))));
+    found || words.remainder().iter().any(|&b| byte(b))
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Whether a byte of `word` is `byte`.
+fn has_byte(word: u64, byte: u8) -> bool {
+    has_below(word ^ (ONES * u64::from(byte)), 1)
+}
+
+/// Whether a byte of `word` is below `bound` (at most 128).
+fn has_below(word: u64, bound: u8) -> bool {
+    word.wrapping_sub(ONES * u64::from(bound)) & !word & HIGHS != 0
 }
 
 impl Line {
@@ -518,6 +546,28 @@ mod tests {
         line.str(key!("s"), "q\"");
         line.str(key!("t"), "plain");
         assert_eq!(line.out, r#","s":"q\"","t":"plain""#);
+    }
+
+    #[test]
+    fn the_word_at_a_time_checks_agree_with_a_byte_loop() {
+        let naive_quotes = |v: &str| v.bytes().any(|b| matches!(b, b' ' | b'"' | b'='));
+        let naive_escapes = |v: &str| v.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+        let mut values: Vec<String> = vec![String::new(), "a".into(), "é=".into(), "\u{7f}\u{80}ÿ".into()];
+        // Each special byte at each place of a value of every length to 20,
+        // among bytes that are near it but not it.
+        for len in 1..20 {
+            for at in 0..len {
+                for special in [' ', '"', '=', '\\', '\n', '\u{1f}', '!', '<', '>', '\u{7f}', 'é'] {
+                    let mut value: String = "#".repeat(len);
+                    value.replace_range(at..at + 1, &special.to_string());
+                    values.push(value);
+                }
+            }
+        }
+        for value in &values {
+            assert_eq!(needs_quotes(value), naive_quotes(value), "{value:?}");
+            assert_eq!(needs_escapes(value), naive_escapes(value), "{value:?}");
+        }
     }
 
     #[test]
