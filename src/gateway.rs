@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod connection;
+pub mod http1;
 pub mod listener;
 pub mod load;
 pub mod readiness;
@@ -16,7 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
+
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder};
 
@@ -33,7 +34,7 @@ use crate::http::request_id::RequestIdLayer;
 use crate::http::respond::{Observer, RespondLayer};
 use crate::http::route_match::RouteMatchLayer;
 use crate::http::trace::TraceLayer;
-use crate::http::Body;
+use crate::http::{Body, RequestBody};
 use crate::metrics::Metrics;
 use crate::proxy::metadata::MetadataRules;
 use crate::proxy::{Ending, Handler};
@@ -191,7 +192,7 @@ impl Gateway {
         &self,
         peer: Peer,
     ) -> impl Service<
-        Request<Incoming>,
+        Request<RequestBody>,
         Response = Response<Body>,
         Error = Infallible,
         Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,

@@ -19,7 +19,7 @@ use std::pin::Pin;
 
 use http::Response;
 
-pub use self::body::Body;
+pub use self::body::{Body, RequestBody};
 pub use self::identity::Identity;
 pub use self::route_match::MatchedRoute;
 use crate::error::GatewayError;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use hyper::body::Incoming;
+
 use tower::Service;
 
 use self::metadata::MetadataRules;
@@ -23,7 +23,7 @@ pub use self::request::Ending;
 use crate::catalog::{CallKind, Target};
 use crate::error::GatewayError;
 use crate::http::route_match::is_websocket_upgrade;
-use crate::http::{Body, MatchedRoute, ResponseFuture};
+use crate::http::{Body, MatchedRoute, RequestBody, ResponseFuture};
 use crate::metrics::Metrics;
 
 /// The handler of one connection: what every call on it shares.
@@ -38,7 +38,7 @@ impl Handler {
     }
 }
 
-impl Service<Request<Incoming>> for Handler {
+impl Service<Request<RequestBody>> for Handler {
     type Response = Response<Body>;
     type Error = GatewayError;
     type Future = ResponseFuture;
@@ -47,7 +47,7 @@ impl Service<Request<Incoming>> for Handler {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut req: Request<RequestBody>) -> Self::Future {
         let handler = self.0.clone();
         Box::pin(async move {
             let Some(matched) = req.extensions_mut().remove::<MatchedRoute>() else {

@@ -1,11 +1,17 @@
 //! The listeners: accept connections, serve each over HTTP/1.1 or HTTP/2
 //! (h2c, or TLS with ALPN), drain on shutdown. Knows nothing of what it
 //! serves.
+//!
+//! Every connection starts with the plain HTTP/1.1 loop ([`http1`]); the
+//! first request it does not take hands the connection to hyper, which
+//! serves HTTP/2 and everything else of HTTP/1.
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -16,12 +22,14 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower::Service;
+use tower::{Service, ServiceExt as _};
 
 use super::connection::{self, Closed, Sniff, State, Timeouts, Tracked};
+use super::http1::{self, Outcome};
 use super::refusal::Refusals;
 use crate::http::body::BoxError;
 use crate::http::respond::MAX_TARGET;
+use crate::http::RequestBody;
 use crate::tls::{ClientCert, ServerTls};
 
 /// How long streams still open when the drain deadline passes get to write
@@ -68,7 +76,7 @@ pub async fn accept_loop<M, S, B>(
 ) -> std::io::Result<()>
 where
     M: Fn(Peer) -> S + Send + Sync + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: http_body::Body + Send + 'static,
     B::Data: Send,
@@ -93,6 +101,8 @@ where
         .keep_alive_interval(timeouts.http2_keep_alive_interval)
         .keep_alive_timeout(timeouts.http2_keep_alive_timeout);
     let builder = Arc::new(builder);
+    // The plain loop hands over a head larger than hyper's buffer too.
+    let max_head = header_room.max(16 << 10);
     let make = Arc::new(make);
     // Every connection holds a receiver; the drain ends when all are gone.
     let (shutting_down, shutdown_seen) = tokio::sync::watch::channel(false);
@@ -115,6 +125,7 @@ where
         // The header-read deadline runs from here: a TLS handshake counts.
         let conn = Connection {
             builder: builder.clone(),
+            max_head,
             make: make.clone(),
             state: State::new(),
             timeouts,
@@ -161,6 +172,8 @@ where
 /// One accepted connection, ready to be served once its transport is.
 struct Connection<M> {
     builder: Arc<auto::Builder<TokioExecutor>>,
+    /// The longest request head hyper reads.
+    max_head: usize,
     make: Arc<M>,
     state: Arc<State>,
     timeouts: Timeouts,
@@ -172,22 +185,23 @@ impl<M> Connection<M> {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         M: Fn(Peer) -> S,
-        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+        S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
         S::Future: Send + 'static,
         B: http_body::Body + Send + 'static,
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        let Self { builder, make, state, timeouts, mut shutdown_seen } = self;
+        let Self { builder, max_head, make, state, timeouts, mut shutdown_seen } = self;
         let addr = peer.addr;
         // hyper's own bare HTTP/1 refusals (400, 414, 431) leave in the envelope.
-        let io = TokioIo::new(Sniff::new(Refusals::new(io), state.clone()));
-        let service = TowerToHyperService::new(Tracked::new(make(peer), state.clone()));
-        let conn = builder.serve_connection_with_upgrades(io, service);
+        let io = Sniff::new(Refusals::new(io), state.clone());
+        let service = Tracked::new(make(peer), state.clone());
+        let flags = http1::Flags::default();
+        let conn = serve_connection(io, service, &builder, &flags, max_head);
         let shutdown = async move {
             let _ = shutdown_seen.wait_for(|stop| *stop).await;
         };
-        let graceful = |conn: std::pin::Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(conn);
+        let graceful = |_: std::pin::Pin<&mut _>| flags.close();
         match connection::watch(conn, graceful, &state, timeouts, shutdown).await {
             (Closed::Ended, Some(Err(err))) => {
                 tracing::debug!(error = %err, peer = %addr, "connection ended with an error")
@@ -201,4 +215,51 @@ impl<M> Connection<M> {
             }
         }
     }
+}
+
+/// Serves `io`: plain HTTP/1.1 requests here, then, from the first request
+/// that is not plain, hyper. A graceful close (`flags`) closes a connection
+/// between requests at once, and after the request in flight otherwise.
+async fn serve_connection<I, S, B>(
+    io: I,
+    service: S,
+    builder: &auto::Builder<TokioExecutor>,
+    flags: &http1::Flags,
+    max_head: usize,
+) -> Result<(), BoxError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let outcome = {
+        let mut plain = pin!(http1::serve(io, service.clone(), flags, max_head));
+        poll_fn(|cx| match flags.may_go() {
+            true => Poll::Ready(None),
+            false => plain.as_mut().poll(cx).map(Some),
+        })
+        .await
+    };
+    let (io, read) = match outcome {
+        None => return Ok(()),
+        Some(Outcome::Closed(result)) => return result.map_err(Into::into),
+        Some(Outcome::Handover { io, read }) => (io, read),
+    };
+    let service = service.map_request(|req: Request<Incoming>| req.map(RequestBody::from));
+    let mut conn = pin!(builder.serve_connection_with_upgrades(
+        TokioIo::new(http1::Replay::new(read.freeze(), io)),
+        TowerToHyperService::new(service)
+    ));
+    let mut told = false;
+    poll_fn(|cx| {
+        if !told && flags.closing() {
+            told = true;
+            conn.as_mut().graceful_shutdown();
+        }
+        conn.as_mut().poll(cx)
+    })
+    .await
 }

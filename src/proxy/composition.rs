@@ -15,7 +15,7 @@ use crate::upstream::CallMetadata;
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use http::header::CONTENT_TYPE;
 use http::{HeaderName, HeaderValue, Request, Response};
-use hyper::body::Incoming;
+
 use prost_reflect::{DynamicMessage, Kind, Value};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
@@ -27,7 +27,7 @@ use crate::catalog::composition::{AnswerPart, CallPlan, Input, SetField, TextPar
 use crate::catalog::CompositionPlan;
 use crate::error::{Fault, GatewayError};
 use crate::http::observe::Exchange;
-use crate::http::{Body, MatchedRoute};
+use crate::http::{Body, MatchedRoute, RequestBody};
 use crate::metrics::{CallOutcome, Metrics};
 use crate::telemetry::span::with_own_span_id;
 use crate::transcode::codec::Outgoing;
@@ -45,7 +45,7 @@ pub async fn call(
     handler: &Handler,
     matched: &MatchedRoute,
     plan: &CompositionPlan,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, GatewayError> {
     let route = &matched.route;
     let (parts, body) = req.into_parts();

@@ -13,7 +13,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+
 use tokio::sync::watch;
 use tonic::Code;
 
@@ -22,7 +22,7 @@ use crate::catalog::MethodCall;
 use crate::error::{Fault, GatewayError};
 use crate::http::observe::Exchange;
 use crate::http::request_id::{new_request_id, X_REQUEST_ID};
-use crate::http::Identity;
+use crate::http::{Identity, RequestBody};
 use crate::metrics::Metrics;
 use crate::telemetry::TraceContext;
 use crate::upstream::CallMetadata;
@@ -92,7 +92,7 @@ pub fn call_timeout(headers: &HeaderMap, limit: Option<Duration>) -> Result<Opti
 /// The whole body, at most `limit` bytes (413 past it, before reading
 /// anything when the client announced its length), within `timeout` (408).
 /// A body already here, the usual case, costs no timer.
-pub async fn read_whole_body(body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, GatewayError> {
+pub async fn read_whole_body(body: RequestBody, limit: usize, timeout: Duration) -> Result<Bytes, GatewayError> {
     if body.is_end_stream() {
         return Ok(Bytes::new());
     }
@@ -137,7 +137,7 @@ pub fn announced_too_large(headers: &HeaderMap, limit: usize) -> bool {
         .is_some_and(|len| len > limit as u64)
 }
 
-async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, GatewayError> {
+async fn read_body(mut body: RequestBody, limit: usize) -> Result<Bytes, GatewayError> {
     // hyper knows the announced length (`Content-Length`): over the limit,
     // nothing is read.
     if body.size_hint().lower() > limit as u64 {

@@ -26,7 +26,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Version};
 use http_body::Frame;
 use http_body_util::{BodyExt as _, StreamBody};
-use hyper::body::Incoming;
+
 use prost_reflect::DynamicMessage;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
@@ -42,7 +42,7 @@ use crate::catalog::MethodCall;
 use crate::error::{Fault, GatewayError};
 use crate::http::body::BoxError;
 use crate::http::observe::Exchange;
-use crate::http::{Body, MatchedRoute};
+use crate::http::{Body, MatchedRoute, RequestBody};
 use crate::metrics::Direction;
 use crate::transcode::framing::{Framer, Framing};
 use crate::transcode::split::{Delimiting, SplitError, Splitter};
@@ -58,7 +58,7 @@ pub async fn call(
     handler: &Handler,
     matched: &MatchedRoute,
     call: &Arc<MethodCall>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, GatewayError> {
     // A server stream over HTTP/2 always ends with its status as trailers,
     // an ordinary error answer (before the first message) included.
@@ -75,7 +75,7 @@ async fn answer(
     handler: &Handler,
     matched: &MatchedRoute,
     call: &Arc<MethodCall>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     exchange: Option<Arc<Exchange>>,
     record: &mut CallRecord,
 ) -> Result<Response<Body>, GatewayError> {
@@ -564,7 +564,7 @@ struct RequestStream {
     query: Option<String>,
     /// The content type each raw (`HttpBody`) chunk carries.
     content_type: Option<String>,
-    body: Incoming,
+    body: RequestBody,
     /// `None`: the body is raw bytes, one message per chunk.
     splitter: Option<Splitter>,
     read: usize,
@@ -582,7 +582,7 @@ impl RequestStream {
         call: Arc<MethodCall>,
         content_type: Option<&str>,
         query: Option<&str>,
-        body: Incoming,
+        body: RequestBody,
     ) -> Self {
         let splitter =
             (!call.request.is_raw()).then(|| Splitter::new(Delimiting::of(content_type), call.stream.max_message));

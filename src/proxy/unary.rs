@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use http::header::CONTENT_TYPE;
 use http::{Request, Response};
-use hyper::body::Incoming;
+
 use tonic::Code;
 
 use super::metadata;
@@ -15,7 +15,7 @@ use super::request::{call_metadata, call_timeout, read_whole_body, Handler};
 use crate::catalog::MethodCall;
 use crate::error::{Fault, GatewayError};
 use crate::http::observe::Exchange;
-use crate::http::{Body, MatchedRoute};
+use crate::http::{Body, MatchedRoute, RequestBody};
 use crate::metrics::Phase;
 use crate::transcode::RequestInput;
 
@@ -24,7 +24,7 @@ pub async fn call(
     handler: &Handler,
     matched: &MatchedRoute,
     call: &MethodCall,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, GatewayError> {
     let MatchedRoute { catalog, route, captures } = matched;
     let (parts, body) = req.into_parts();

@@ -27,7 +27,7 @@ use futures_util::StreamExt as _;
 use http::header::{CONNECTION, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION};
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
+
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use prost_reflect::DynamicMessage;
@@ -40,7 +40,7 @@ use super::stream::{at_index, Activity, Watch};
 use crate::catalog::MethodCall;
 use crate::error::{Fault, GatewayError};
 use crate::http::route_match::has_token;
-use crate::http::{Body, MatchedRoute};
+use crate::http::{Body, MatchedRoute, RequestBody};
 use crate::metrics::Direction;
 use crate::transcode::status::render_error;
 use crate::transcode::RequestInput;
@@ -63,7 +63,7 @@ pub fn call(
     handler: &Arc<Handler>,
     matched: MatchedRoute,
     call: Arc<MethodCall>,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
 ) -> Result<Response<Body>, GatewayError> {
     // RFC 8441's WebSocket over HTTP/2 is not offered.
     if req.version() != Version::HTTP_11 || !has_token(req.headers(), CONNECTION, "upgrade") {
