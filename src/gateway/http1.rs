@@ -27,7 +27,7 @@
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
-use std::io;
+use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,6 +55,9 @@ const READ_BUFFER: usize = 8 << 10;
 /// Answer bytes gathered before they are written, when a body has more
 /// ready.
 const WRITE_AT: usize = 64 << 10;
+/// Data up to this size is copied behind the head (one write); larger data
+/// is written from where it is.
+const COPY_UP_TO: usize = 16 << 10;
 
 /// What the connection's watcher and this loop tell each other.
 #[derive(Debug, Default)]
@@ -503,6 +506,16 @@ where
                 if length == Length::Chunked {
                     chunk_size(out, size);
                 }
+                if size >= COPY_UP_TO {
+                    // Large data goes out from where it is, behind what
+                    // is gathered.
+                    write_both(io, out, &mut data).await?;
+                    out.clear();
+                    if length == Length::Chunked {
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    continue;
+                }
                 while data.has_remaining() {
                     let chunk = data.chunk();
                     out.extend_from_slice(chunk);
@@ -594,6 +607,22 @@ impl<I: AsyncWrite> AsyncWrite for Replay<I> {
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
     }
+}
+
+/// Writes `head`, then all of `data`, in as few writes as the socket takes.
+async fn write_both<I: AsyncWrite + Unpin, D: Buf>(io: &mut I, head: &[u8], data: &mut D) -> io::Result<()> {
+    let mut head = head;
+    while !head.is_empty() || data.has_remaining() {
+        let slices = [IoSlice::new(head), IoSlice::new(data.chunk())];
+        let written = io.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let from_head = written.min(head.len());
+        head = &head[from_head..];
+        data.advance(written - from_head);
+    }
+    Ok(())
 }
 
 /// A chunk's size line, in upper-case hex as hyper writes it.

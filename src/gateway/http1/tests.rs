@@ -21,6 +21,7 @@ fn answer(path: &str, body: Bytes) -> Response<Answer> {
     let mut response = match path {
         "/ok" => Response::new(Answer::full(r#"{"ok":true}"#)),
         "/echo" => Response::new(Answer::full(body)),
+        "/large" => Response::new(Answer::full("x".repeat(100_000))),
         "/empty" => Response::new(Answer::empty()),
         "/none" => {
             let mut response = Response::new(Answer::empty());
@@ -32,6 +33,8 @@ fn answer(path: &str, body: Bytes) -> Response<Answer> {
                 Ok::<_, Infallible>(Frame::data(Bytes::from("one\n"))),
                 Ok(Frame::data(Bytes::new())),
                 Ok(Frame::data(Bytes::from("two and more\n".repeat(3)))),
+                // Past what is copied behind the head.
+                Ok(Frame::data(Bytes::from("large\n".repeat(4000)))),
                 Ok(Frame::trailers(HeaderMap::new())),
             ];
             Response::new(Answer::stream(StreamBody::new(futures_util::stream::iter(frames))))
@@ -78,6 +81,10 @@ async fn exchange(client: DuplexStream, writes: &[&[u8]]) -> String {
     let (mut read_half, mut write_half) = tokio::io::split(client);
     let writing = async {
         for write in writes {
+            // An empty write stands for closing this side.
+            if write.is_empty() {
+                let _ = write_half.shutdown().await;
+            }
             // A server that closed early makes the rest fail: that is its
             // answer too.
             let _ = write_half.write_all(write).await;
@@ -154,6 +161,10 @@ async fn plain_requests_are_answered_byte_for_byte_as_hyper_answers_them() {
     let post = b"POST /echo HTTP/1.1\r\nhost: a\r\ncontent-type: application/json\r\ncontent-length: 9\r\n\r\n";
     same_as_hyper(&[&[&post[..], b"{\"a\":[1]}"].concat(), CLOSE], false).await;
     same_as_hyper(&[post, b"{\"a\"", b":[1]}", CLOSE], false).await;
+    // A client that closes its side once its request is sent: answered
+    // when the answer is at once.
+    let got = same_as_hyper(&[b"GET /ok HTTP/1.1\r\n\r\n", b""], false).await;
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
     // A head in pieces.
     same_as_hyper(&[b"GET /ok HT", b"TP/1.1\r\nhost:", b" a\r\n\r\n", CLOSE], false).await;
     // Streamed (chunked, the empty frame and the trailers left out),
@@ -162,6 +173,10 @@ async fn plain_requests_are_answered_byte_for_byte_as_hyper_answers_them() {
     assert!(got.contains("transfer-encoding: chunked\r\ndate: -\r\n\r\n4\r\none\n\r\n27\r\n"), "{got}");
     same_as_hyper(&[b"DELETE /empty HTTP/1.1\r\n\r\nPUT /none HTTP/1.1\r\ncontent-length: 0\r\n\r\n", CLOSE], false)
         .await;
+    // A large answer, written from where it is.
+    let got = same_as_hyper(&[b"GET /large HTTP/1.1\r\n\r\n", CLOSE], false).await;
+    let whole = format!("content-length: 100000\r\ndate: -\r\n\r\n{}HTTP", "x".repeat(100_000));
+    assert!(got.contains(&whole), "{}", &got[..200]);
 }
 
 #[tokio::test]
