@@ -132,27 +132,23 @@ where
             }
         }
         let head_bytes = read.split_to(head.len).freeze();
-        // The body whole, or what is here of it and the rest fed as it
-        // comes (the handler reads it within its own timeout).
-        let arrived = read.len().min(head.body);
-        let feed = (arrived < head.body).then(|| Feed::new(&read.split_to(arrived), head.body - arrived));
-        let body = match &feed {
-            None => RequestBody::whole(read.split_to(head.body).freeze()),
-            Some(feed) => RequestBody::Fed(feed.clone()),
-        };
-        let Some(request) = head.request(&head_bytes, body) else {
+        let Some(request) = head.request(&head_bytes) else {
             // A target or field that `http` refuses though httparse read
-            // it: hyper answers it (a body fed in part is then lost, and
-            // with it the connection).
-            if feed.is_some() {
-                return Outcome::Closed(Ok(()));
-            }
-            let mut again = BytesMut::with_capacity(head_bytes.len() + head.body + read.len());
+            // it: hyper answers it.
+            let mut again = BytesMut::with_capacity(head_bytes.len() + read.len());
             again.extend_from_slice(&head_bytes);
             again.extend_from_slice(&read);
             return Outcome::Handover { io, read: again };
         };
         drop(head_bytes);
+        // The body whole, or what is here of it and the rest fed as it
+        // comes (the handler reads it within its own timeout).
+        let arrived = read.len().min(head.body);
+        let feed = (arrived < head.body).then(|| Feed::new(&read.split_to(arrived), head.body - arrived));
+        let request = request.map(|()| match &feed {
+            None => RequestBody::whole(read.split_to(head.body).freeze()),
+            Some(feed) => RequestBody::Fed(feed.clone()),
+        });
 
         if poll_fn(|cx| service.poll_ready(cx)).await.is_err() {
             return Outcome::Closed(Ok(()));
@@ -304,16 +300,17 @@ fn content_length(value: &[u8]) -> Option<usize> {
 impl Head {
     /// The request, its parts slices of `bytes` (no copy); `None` if `http`
     /// refuses the target or a field.
-    fn request(&self, bytes: &Bytes, body: RequestBody) -> Option<Request<RequestBody>> {
+    fn request(&self, bytes: &Bytes) -> Option<Request<()>> {
         let uri = Uri::from_maybe_shared(bytes.slice(self.target.0..self.target.1)).ok()?;
         let mut headers = HeaderMap::with_capacity(self.count);
         for &(name_start, name_end, value_start, value_end) in &self.fields[..self.count] {
             let name = HeaderName::from_bytes(&bytes[name_start..name_end]).ok()?;
-            // httparse has checked the value's bytes, as hyper relies on.
+            // Checked again (hyper trusts httparse's check): a value `http`
+            // refuses hands the request to hyper.
             let value = HeaderValue::from_maybe_shared(bytes.slice(value_start..value_end)).ok()?;
             headers.append(name, value);
         }
-        let mut request = Request::new(body);
+        let mut request = Request::new(());
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = uri;
         *request.version_mut() = Version::HTTP_11;
