@@ -142,7 +142,15 @@ where
         };
         drop(head_bytes);
         // The body whole, or what is here of it and the rest fed as it
-        // comes (the handler reads it within its own timeout).
+        // comes (the handler reads it within its own timeout). A client
+        // that writes the head and the body apart (Python's http.client
+        // does) has often sent the rest by now: what the socket already
+        // holds is taken first.
+        if read.len() < head.body {
+            if let Err(err) = read_ready(&mut io, &mut read, head.body).await {
+                return Outcome::Closed(Err(err));
+            }
+        }
         let arrived = read.len().min(head.body);
         let feed = (arrived < head.body).then(|| Feed::new(&read.split_to(arrived), head.body - arrived));
         let request = request.map(|()| match &feed {
@@ -319,6 +327,27 @@ impl Head {
     }
 }
 
+/// Reads what the socket holds now, without waiting, until `read` has
+/// `wanted` bytes.
+async fn read_ready<I: AsyncRead + Unpin>(io: &mut I, read: &mut BytesMut, wanted: usize) -> io::Result<()> {
+    poll_fn(|cx| {
+        // Not zeroed: ReadBuf tracks what the read filled.
+        let mut chunk = [MaybeUninit::<u8>::uninit(); 8192];
+        while read.len() < wanted {
+            let mut buf = ReadBuf::uninit(&mut chunk);
+            match Pin::new(&mut *io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => read.extend_from_slice(buf.filled()),
+                // Nothing yet, or the end: the body is fed, and what the
+                // socket says next is seen then.
+                Poll::Ready(Ok(())) | Poll::Pending => break,
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+            }
+        }
+        Poll::Ready(Ok(()))
+    })
+    .await
+}
+
 /// Whether the client has gone: it closed its side, or broke the
 /// connection, while nothing of a next request was waiting (bytes of one
 /// are kept, and then hyper stops looking too).
@@ -326,8 +355,8 @@ fn gone<I: AsyncRead + Unpin>(io: &mut I, read: &mut BytesMut, cx: &mut Context<
     if !read.is_empty() {
         return false;
     }
-    let mut chunk = [0u8; 1024];
-    let mut buf = ReadBuf::new(&mut chunk);
+    let mut chunk = [MaybeUninit::<u8>::uninit(); 1024];
+    let mut buf = ReadBuf::uninit(&mut chunk);
     match Pin::new(io).poll_read(cx, &mut buf) {
         Poll::Pending => false,
         Poll::Ready(Err(_)) => true,
@@ -342,8 +371,8 @@ fn gone<I: AsyncRead + Unpin>(io: &mut I, read: &mut BytesMut, cx: &mut Context<
 /// Reads the next bytes of `feed`'s body (and keeps what follows it in
 /// `read`); ready when some arrived or the connection ended.
 fn fed<I: AsyncRead + Unpin>(io: &mut I, read: &mut BytesMut, feed: &Feed, cx: &mut Context<'_>) -> Poll<()> {
-    let mut chunk = [0u8; 8192];
-    let mut buf = ReadBuf::new(&mut chunk);
+    let mut chunk = [MaybeUninit::<u8>::uninit(); 8192];
+    let mut buf = ReadBuf::uninit(&mut chunk);
     match Pin::new(io).poll_read(cx, &mut buf) {
         Poll::Pending => Poll::Pending,
         Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
