@@ -331,18 +331,15 @@ impl Head {
 /// `wanted` bytes.
 async fn read_ready<I: AsyncRead + Unpin>(io: &mut I, read: &mut BytesMut, wanted: usize) -> io::Result<()> {
     poll_fn(|cx| {
-        // Not zeroed: ReadBuf tracks what the read filled.
-        let mut chunk = [MaybeUninit::<u8>::uninit(); 8192];
         while read.len() < wanted {
-            let mut buf = ReadBuf::uninit(&mut chunk);
-            match Pin::new(&mut *io).poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) if !buf.filled().is_empty() => read.extend_from_slice(buf.filled()),
-                // Nothing yet, or the end: the body is fed, and what the
-                // socket says next is seen then.
-                Poll::Ready(Ok(())) | Poll::Pending => break,
+            match poll_chunk(io, cx, |bytes| read.extend_from_slice(bytes)) {
+                Poll::Ready(Ok(0)) | Poll::Pending => break,
+                Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
             }
         }
+        // Nothing more yet, or the end: the body is fed, and what the
+        // socket says next is seen then.
         Poll::Ready(Ok(()))
     })
     .await
@@ -355,35 +352,46 @@ fn gone<I: AsyncRead + Unpin>(io: &mut I, read: &mut BytesMut, cx: &mut Context<
     if !read.is_empty() {
         return false;
     }
-    let mut chunk = [MaybeUninit::<u8>::uninit(); 1024];
-    let mut buf = ReadBuf::uninit(&mut chunk);
-    match Pin::new(io).poll_read(cx, &mut buf) {
-        Poll::Pending => false,
-        Poll::Ready(Err(_)) => true,
-        Poll::Ready(Ok(())) if buf.filled().is_empty() => true,
-        Poll::Ready(Ok(())) => {
-            read.extend_from_slice(buf.filled());
-            false
-        }
+    match poll_chunk(io, cx, |bytes| read.extend_from_slice(bytes)) {
+        Poll::Pending | Poll::Ready(Ok(1..)) => false,
+        Poll::Ready(Ok(0) | Err(_)) => true,
     }
 }
 
 /// Reads the next bytes of `feed`'s body (and keeps what follows it in
 /// `read`); ready when some arrived or the connection ended.
 fn fed<I: AsyncRead + Unpin>(io: &mut I, read: &mut BytesMut, feed: &Feed, cx: &mut Context<'_>) -> Poll<()> {
-    let mut chunk = [MaybeUninit::<u8>::uninit(); 8192];
-    let mut buf = ReadBuf::uninit(&mut chunk);
-    match Pin::new(io).poll_read(cx, &mut buf) {
+    let taking = |bytes: &[u8]| {
+        let taken = feed.push(bytes);
+        read.extend_from_slice(&bytes[taken..]);
+    };
+    match poll_chunk(io, cx, taking) {
         Poll::Pending => Poll::Pending,
-        Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
-            let taken = feed.push(buf.filled());
-            read.extend_from_slice(&buf.filled()[taken..]);
-            Poll::Ready(())
-        }
-        Poll::Ready(_) => {
+        Poll::Ready(Ok(1..)) => Poll::Ready(()),
+        Poll::Ready(Ok(0) | Err(_)) => {
             feed.break_off();
             Poll::Ready(())
         }
+    }
+}
+
+/// One read from the socket, its bytes handed to `take`; `Ok(0)` at the
+/// end of the stream. The buffer is not zeroed: `ReadBuf` tracks what the
+/// read filled.
+fn poll_chunk<I: AsyncRead + Unpin>(
+    io: &mut I,
+    cx: &mut Context<'_>,
+    take: impl FnOnce(&[u8]),
+) -> Poll<io::Result<usize>> {
+    let mut chunk = [MaybeUninit::<u8>::uninit(); 8192];
+    let mut buf = ReadBuf::uninit(&mut chunk);
+    match Pin::new(io).poll_read(cx, &mut buf) {
+        Poll::Ready(Ok(())) => {
+            take(buf.filled());
+            Poll::Ready(Ok(buf.filled().len()))
+        }
+        Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+        Poll::Pending => Poll::Pending,
     }
 }
 
